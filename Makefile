@@ -1,0 +1,35 @@
+# marlmesh developer entry points. Everything runs from the project virtualenv in .venv/.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CONFIG ?= configs/default.yaml
+
+.PHONY: install train test lint proto clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -e '.[train,dev]'
+	touch $(STAMP)
+
+## Train the default job (installs first if needed), then evaluate it and print the run directory.
+train: install
+	$(BIN)/marlmesh train -c $(CONFIG)
+
+## Lint and run the whole test suite (what .ci/run calls).
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -ra
+
+lint: install
+	$(BIN)/ruff check .
+
+## Regenerate the protobuf/gRPC code in marlmesh/v1 from proto/marlmesh/v1 (committed; a test checks drift).
+proto: install
+	$(BIN)/python -m marlmesh.protogen
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

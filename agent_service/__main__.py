@@ -1,0 +1,141 @@
+"""Entry point: ``python -m agent_service --config C --agent-id I --env-addr H:P --learner-addr H:P``.
+
+Identity and peers come from flags or the ``MARLMESH_*`` environment variables (see
+:mod:`comm_bus.addressing`), so a local process and a Kubernetes pod run the same code path.
+``--mode eval --checkpoint-dir D`` acts with a saved policy and no learner.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge
+
+from agent_service.learner_link import LearnerLink
+from agent_service.node import AgentNode
+from comm_bus.addressing import PeerAddressing
+from comm_bus.bus import Bus
+from env_service.client import EnvClient
+from marlmesh import process
+from marlmesh.plugins import PluginError
+from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_server
+
+ROLE = "agent_service"
+log = logging.getLogger(ROLE)
+
+STEPS = Counter("marlmesh_agent_steps", "Batched env steps taken by this agent")
+VERSION = Gauge("marlmesh_agent_policy_version", "Weights version this agent acts with")
+
+
+def _load_eval_params(role: str, directory: Path | None) -> tuple[int, dict]:
+    from learner_service.checkpoint import load_latest
+
+    if directory is None:
+        process.fail(role, "--mode eval needs --checkpoint-dir (MARLMESH_CHECKPOINT_DIR)")
+    found = load_latest(directory)
+    if found is None:
+        process.fail(role, f"no valid checkpoint in {directory}")
+    payload, path = found
+    log.info("acting with %s (version %d)", path, payload["version"])
+    return int(payload["version"]), {k: v.numpy() for k, v in payload["policy"].items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one agent until SIGTERM/SIGINT."""
+    p = process.base_parser(ROLE, "One agent: env observations -> bus rounds -> actions.")
+    process.agent_id_arg(p)
+    process.env_addr_arg(p)
+    p.add_argument(
+        "--learner-addr", default=os.environ.get("MARLMESH_LEARNER_ADDR", "127.0.0.1:50061"),
+        help="this agent's learner host:port; '{id}' is replaced by the agent id (MARLMESH_LEARNER_ADDR)",
+    )
+    p.add_argument("--mode", choices=("train", "eval"), default=os.environ.get("MARLMESH_MODE", "train"))
+    p.add_argument("--checkpoint-dir", type=Path, default=os.environ.get("MARLMESH_CHECKPOINT_DIR"))
+    ns = p.parse_args(argv)
+    config = process.load_or_fail(ROLE, ns)
+    agent = process.parse_agent_id(ROLE, ns.agent_id)
+    setup_logging("agent", agent)
+    import torch
+
+    torch.set_num_threads(config.train.torch_threads)
+    try:
+        addressing = PeerAddressing.from_env()
+    except ValueError as exc:
+        process.fail(ROLE, str(exc))
+    host = ns.host or config.runtime.host
+    port = ns.port if ns.port is not None else int(os.environ.get("MARLMESH_AGENT_PORT", "50071"))
+    rpc = config.runtime.rpc_timeout_s
+    env = EnvClient(
+        ns.env_addr, timeout_s=rpc, max_message_bytes=config.runtime.max_message_bytes,
+        step_timeout_s=config.env.step_deadline_ms / 1000.0 + rpc,
+    )
+    try:
+        env.wait_ready(config.runtime.startup_timeout_s)
+    except ConnectionError as exc:
+        process.fail(ROLE, str(exc), code=3)
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    learner = None
+    initial = None
+    if ns.mode == "train":
+        learner = LearnerLink(
+            ns.learner_addr.format(id=agent), agent, timeout_s=rpc, max_message_bytes=config.runtime.max_message_bytes
+        )
+    else:
+        initial = _load_eval_params(ROLE, ns.checkpoint_dir)
+
+    def make_bus(num_agents: int) -> Bus:
+        return Bus(
+            agent, num_agents, addressing, header_bytes=config.bus.header_bytes,
+            max_frame_bytes=config.runtime.max_message_bytes,
+        )
+
+    try:
+        node = AgentNode(
+            config, agent, env, make_bus, learner, initial_params=initial,
+            deterministic=ns.mode == "eval" and config.eval.deterministic,
+        )
+    except (ValueError, PluginError, RuntimeError) as exc:
+        process.fail(ROLE, str(exc))
+    server = start_server(
+        host=host, port=port, stop=stop, max_message_bytes=config.runtime.max_message_bytes,
+        identity=Identity("agent", agent, counters=lambda: {"steps": node.counters.steps,
+                                                             "policy_version": node.counters.policy_version}),
+        register=lambda s: None,
+    )
+    if ns.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(ns.metrics_port, addr=host)
+    process.write_port_file(ns.port_file, server.port)
+    log.info("agent %d up (mode %s, channel %s, B=%d, control %s:%d)", agent, ns.mode, node.channel.name,
+             node.num_envs, host, server.port)
+    code = 0
+    try:
+        if learner is not None:
+            node.wait_for_weights(config.runtime.startup_timeout_s)
+
+        def on_step(n: AgentNode) -> None:
+            STEPS.inc()
+            VERSION.set(n.counters.policy_version)
+            if n.counters.steps % 500 == 0:
+                log.info("step %d, version %d", n.counters.steps, n.counters.policy_version)
+
+        node.run(stop, on_step)
+    except (TimeoutError, ConnectionError) as exc:
+        log.error("%s", exc)
+        code = 3
+    finally:
+        node.close()
+        server.stop(grace=0.5)
+        process.write_json(ns.stats_file, {"role": "agent", "agent_id": agent, "pid": os.getpid(), **node.summary()})
+    log.info("agent %d stopped after %d steps", agent, node.counters.steps)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""The agent's side of its learner: fragments go out and weights come in on background threads.
+
+Neither direction ever blocks stepping: fragments wait in a small queue (oldest dropped and counted when the
+learner falls behind), and new weights are picked up by version between steps.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+
+import grpc
+import numpy as np
+
+from marlmesh import tensors
+from marlmesh.serving import grpc_options
+from marlmesh.v1 import learner_pb2, learner_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class LearnerLink:
+    """Pushes rollout fragments to the learner and watches its weights versions.
+
+    Args:
+        address: Learner gRPC address ``host:port``.
+        agent_index: This agent.
+        timeout_s: Deadline of each PushRollout.
+        max_message_bytes: gRPC message size bound.
+        queue_limit: Fragments waiting to be sent before the oldest is dropped.
+    """
+
+    def __init__(self, address: str, agent_index: int, *, timeout_s: float, max_message_bytes: int, queue_limit: int = 2) -> None:
+        self.address = address
+        self.agent_index = agent_index
+        self._timeout = timeout_s
+        self._channel = grpc.insecure_channel(address, options=grpc_options(max_message_bytes))
+        self._stub = learner_pb2_grpc.LearnerServiceStub(self._channel)
+        self._outbox: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(maxsize=queue_limit)
+        self._latest: tuple[int, dict[str, np.ndarray]] | None = None
+        self._lock = threading.Lock()
+        self._have_first = threading.Event()
+        self._stop = threading.Event()
+        self.fragments_sent = 0
+        self.fragments_dropped: collections.Counter[str] = collections.Counter()
+        self.versions_received = 0
+        self._fragment_id = 0
+        self._threads = [
+            threading.Thread(target=self._send_loop, name="push-rollouts", daemon=True),
+            threading.Thread(target=self._watch_loop, name="watch-weights", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    # -- fragments ---------------------------------------------------------------------------------
+    def push(self, columns: dict[str, np.ndarray]) -> None:
+        """Queue a fragment; if the queue is full the oldest waiting fragment is dropped (counted)."""
+        self._fragment_id += 1
+        item = (self._fragment_id, columns)
+        while True:
+            try:
+                self._outbox.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    self._outbox.get_nowait()
+                    self.fragments_dropped["agent_queue_full"] += 1
+                except queue.Empty:
+                    pass
+
+    def _send_loop(self) -> None:
+        while True:
+            item = self._outbox.get()
+            if item is None:
+                return
+            frag_id, cols = item
+            versions = cols["policy_version"]
+            req = learner_pb2.RolloutFragment(
+                agent_index=self.agent_index, fragment_id=frag_id, num_steps=int(cols["obs"].shape[0]),
+                min_policy_version=int(versions.min()), max_policy_version=int(versions.max()),
+                columns=tensors.encode_named(cols),
+            )
+            try:
+                ack = self._stub.PushRollout(req, timeout=self._timeout, wait_for_ready=True)
+            except grpc.RpcError as exc:
+                self.fragments_dropped["push_failed"] += 1
+                log.warning("fragment %d not delivered to learner: %s", frag_id, exc.code().name)
+                continue
+            if ack.accepted:
+                self.fragments_sent += 1
+            else:
+                self.fragments_dropped["rejected"] += 1
+                log.warning("learner rejected fragment %d: %s", frag_id, ack.reason)
+
+    # -- weights -----------------------------------------------------------------------------------
+    def _watch_loop(self) -> None:
+        have = -1
+        while not self._stop.is_set():
+            try:
+                stream = self._stub.WatchWeights(
+                    learner_pb2.WatchWeightsRequest(agent_index=self.agent_index, have_version=have),
+                    wait_for_ready=True,
+                )
+                for msg in stream:
+                    params = tensors.decode_named(msg.params, what="Weights.params")
+                    with self._lock:
+                        self._latest = (msg.version, params)
+                    have = msg.version
+                    self.versions_received += 1
+                    self._have_first.set()
+                    if self._stop.is_set():
+                        stream.cancel()
+                        return
+            except grpc.RpcError as exc:
+                if self._stop.is_set():
+                    return
+                log.info("weights stream from %s ended (%s); reconnecting", self.address, exc.code().name)
+            except tensors.TensorError as exc:
+                log.warning("bad weights from learner: %s", exc)
+            self._stop.wait(0.5)
+
+    def wait_first_weights(self, timeout: float) -> bool:
+        """Block until the first weights version arrived (the learner's initial or resumed parameters)."""
+        return self._have_first.wait(timeout)
+
+    def newer_weights(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:
+        """The newest received weights if newer than ``have_version``."""
+        with self._lock:
+            latest = self._latest
+        return latest if latest is not None and latest[0] > have_version else None
+
+    def close(self, flush_timeout: float = 5.0) -> None:
+        """Send what is queued (up to ``flush_timeout``), then stop both threads."""
+        self._stop.set()
+        try:
+            self._outbox.put(None, timeout=flush_timeout)
+        except queue.Full:
+            pass
+        self._threads[0].join(flush_timeout)
+        self._channel.close()
+        self._threads[1].join(1.0)

@@ -1,0 +1,235 @@
+"""The actor loop of one agent (plain logic; gRPC and ZeroMQ clients are passed in).
+
+Per env step: ``encode(obs) -> outbox``; for each round k: send the outbox to the live peers over the bus,
+collect their round-k messages, run ``round_k``; then ``act(state, inboxes) -> action, value``; submit the
+action to the env barrier. In training mode the step (own observation, received messages, action,
+behaviour log-prob, reward) is recorded and every T steps a fragment goes to this agent's learner.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+import torch
+
+from agent_service.learner_link import LearnerLink
+from comm_bus.bus import Bus
+from env_service.client import AgentObservation, EnvClient
+from marlmesh import plugins
+from marlmesh.config import Config
+from marlmesh.policy_spec import PolicySpec, policy_spec_for
+from marlmesh.rollout import RolloutRecorder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentCounters:
+    """What the agent did, for logs, metrics and the run summary."""
+
+    steps: int = 0
+    env_steps: int = 0
+    late_actions: int = 0
+    weights_loaded: int = 0
+    policy_version: int = -1
+    rejected_messages: int = 0
+    rejoins: int = 0
+    fragments_discarded: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class AgentNode:
+    """One agent.
+
+    Args:
+        config: The run's config.
+        agent_index: This agent's index.
+        env: Client of the env service.
+        make_bus: Builds the bus endpoint once N is known (``num_agents -> Bus``); not called for silent
+            channels.
+        learner: Link to this agent's learner (training), or None (evaluation).
+        initial_params: Parameters to act with when there is no learner (evaluation).
+        deterministic: Greedy/mean actions instead of sampling.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        agent_index: int,
+        env: EnvClient,
+        make_bus: Callable[[int], Bus],
+        learner: LearnerLink | None,
+        initial_params: tuple[int, dict[str, np.ndarray]] | None = None,
+        deterministic: bool = False,
+    ) -> None:
+        self.config = config
+        self.index = agent_index
+        self.env = env
+        self.learner = learner
+        self.deterministic = deterministic
+        self.counters = AgentCounters()
+        self.process_id = f"{os.getpid()}-{time.time_ns()}"
+        self.channel = plugins.load("channels", config.channel.name)(config.channel)
+        spec_msg, self._ob = env.join(agent_index, self.process_id)
+        self.spec: PolicySpec = policy_spec_for(spec_msg, agent_index, config)
+        self.num_envs = spec_msg.num_envs
+        self.policy = self.channel.build_policy(self.spec)
+        self.policy.eval()
+        self.bus = make_bus(self.spec.num_agents) if self.channel.rounds > 0 else None
+        self._round_timeout = config.bus.round_timeout_ms / 1000.0
+        self.recorder = (
+            RolloutRecorder(
+                config.train.rollout_steps, self.num_envs, self.spec.obs_shape, self.spec.action_space,
+                self.channel.rounds, self.spec.num_agents, self.spec.message_dim,
+            )
+            if learner is not None
+            else None
+        )
+        if initial_params is not None:
+            self._load(*initial_params)
+
+    # -- weights -----------------------------------------------------------------------------------
+    def _load(self, version: int, params: dict[str, np.ndarray]) -> None:
+        self.policy.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in params.items()})
+        self.counters.policy_version = version
+        self.counters.weights_loaded += 1
+
+    def wait_for_weights(self, timeout: float) -> None:
+        """Training: act only with the learner's parameters (its initial or resumed version).
+
+        Raises:
+            TimeoutError: If no weights arrive in time.
+        """
+        assert self.learner is not None
+        if not self.learner.wait_first_weights(timeout):
+            raise TimeoutError(f"no weights from learner at {self.learner.address} within {timeout:.0f}s")
+        self._maybe_swap_weights()
+
+    def _maybe_swap_weights(self) -> None:
+        if self.learner is None:
+            return
+        newer = self.learner.newer_weights(self.counters.policy_version)
+        if newer is not None:
+            self._load(*newer)
+
+    # -- one step ----------------------------------------------------------------------------------
+    def _communicate(self, ob: AgentObservation, outbox: torch.Tensor | None, state: dict) -> tuple[dict, list]:
+        inboxes: list[tuple[np.ndarray, np.ndarray]] = []
+        peers = [p for p in ob.live_agents if p != self.index]
+        for k in range(self.channel.rounds):
+            assert self.bus is not None and outbox is not None
+            self.bus.send(
+                tick=ob.tick, round=k, channel=self.channel.name,
+                payload=self.channel.payload(outbox.numpy()), peers=peers,
+            )
+            received = self.bus.collect(tick=ob.tick, round=k, expected=peers, timeout_s=self._round_timeout)
+            msgs, mask, rejected = self.channel.inbox(received, self.num_envs, self.spec.num_agents)
+            self.counters.rejected_messages += rejected
+            inboxes.append((msgs, mask))
+            if k + 1 < self.channel.rounds:
+                state, outbox = self.policy.round(k + 1, state, (torch.from_numpy(msgs), torch.from_numpy(mask)))
+        return state, inboxes
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Communicate, act, submit the action and record the transition."""
+        self._maybe_swap_weights()
+        ob = self._ob
+        obs = torch.from_numpy(np.asarray(ob.obs, np.float32))
+        state, outbox = self.policy.encode(obs)
+        state, inboxes = self._communicate(ob, outbox, state)
+        t_inboxes = [(torch.from_numpy(m), torch.from_numpy(k)) for m, k in inboxes]
+        if self.recorder is not None and self.recorder.full:
+            assert self.learner is not None
+            self.learner.push(self.recorder.finish(ob.obs, inboxes))
+        dist, value = self.policy.act(state, t_inboxes)
+        action = self.policy.actor.sample(dist, self.deterministic)
+        logp = self.policy.actor.log_prob(dist, action)
+        action_np = action.numpy()
+        if self.recorder is not None:
+            self.recorder.add_decision(ob.obs, inboxes, action_np, logp.numpy(), value.numpy(), self.counters.policy_version)
+        nxt, applied = self.env.step(self.index, ob.tick, action_np)
+        if not applied:
+            self.counters.late_actions += 1
+        if self.recorder is not None:
+            self.recorder.add_outcome(nxt.reward, nxt.terminated, nxt.truncated, nxt.final_obs)
+        self._ob = nxt
+        self.counters.steps += 1
+        self.counters.env_steps += self.num_envs
+
+    def rejoin(self, stop: threading.Event, timeout: float) -> bool:
+        """After losing the env: join again (backoff), dropping the partial fragment. False if it never came back."""
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                _, self._ob = self.env.join(self.index, self.process_id)
+            except grpc.RpcError:
+                stop.wait(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            if self.recorder is not None and self.recorder.size:
+                self.counters.fragments_discarded["env_lost"] += 1
+                self.recorder.size = 0
+            self.counters.rejoins += 1
+            log.info("rejoined the env at tick %d", self._ob.tick)
+            return True
+        return False
+
+    def run(self, stop: threading.Event, on_step: Callable[[AgentNode], None] | None = None) -> None:
+        """Step until ``stop`` is set; reconnect to the env if it goes away.
+
+        Raises:
+            ConnectionError: If the env stays unreachable for ``runtime.startup_timeout_s``.
+        """
+        while not stop.is_set():
+            try:
+                self.step()
+            except grpc.RpcError as exc:
+                if stop.is_set():
+                    break
+                log.warning("env step failed (%s: %s); rejoining", exc.code().name, exc.details())
+                if not self.rejoin(stop, self.config.runtime.startup_timeout_s):
+                    if stop.is_set():
+                        break
+                    raise ConnectionError(f"env_service at {self.env.address} did not come back") from None
+            if on_step is not None:
+                on_step(self)
+
+    def summary(self) -> dict[str, object]:
+        """Counters of this agent and its bus, JSON-ready."""
+        c = self.counters
+        out: dict[str, object] = {
+            "steps": c.steps,
+            "env_steps": c.env_steps,
+            "late_actions": c.late_actions,
+            "weights_loaded": c.weights_loaded,
+            "policy_version": c.policy_version,
+            "rejected_messages": c.rejected_messages,
+            "rejoins": c.rejoins,
+            "fragments_discarded": dict(c.fragments_discarded),
+            "bus": self.bus.totals.as_dict() if self.bus is not None else None,
+        }
+        if self.learner is not None:
+            out["fragments_sent"] = self.learner.fragments_sent
+            out["fragments_dropped"] = dict(self.learner.fragments_dropped)
+            out["weights_versions_received"] = self.learner.versions_received
+        return out
+
+    def close(self) -> None:
+        """Leave the env, close the bus and flush the learner link."""
+        try:
+            self.env.leave(self.index)
+        except grpc.RpcError:
+            pass
+        if self.bus is not None:
+            self.bus.close()
+        if self.learner is not None:
+            self.learner.close()

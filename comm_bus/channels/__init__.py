@@ -1,0 +1,1 @@
+"""Built-in channel plugins (``marlmesh.channels``): ``none`` and ``broadcast``."""

@@ -1,0 +1,1 @@
+"""learner_service: one learner per agent (decentralized PPO with a local critic)."""

@@ -1,0 +1,83 @@
+"""Entry point: ``python -m learner_service --config C --agent-id I --env-addr HOST:PORT [--checkpoint-dir D]``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from learner_service.node import LearnerNode
+from learner_service.servicer import LearnerServicer
+from marlmesh import process
+from marlmesh.plugins import PluginError
+from marlmesh.policy_spec import policy_spec_for
+from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_server
+from marlmesh.v1 import learner_pb2_grpc
+
+ROLE = "learner_service"
+log = logging.getLogger(ROLE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one agent's learner until SIGTERM/SIGINT."""
+    p = process.base_parser(ROLE, "The learner of one agent (decentralized PPO, local critic).")
+    process.agent_id_arg(p)
+    process.env_addr_arg(p)
+    p.add_argument(
+        "--checkpoint-dir", type=Path, default=os.environ.get("MARLMESH_CHECKPOINT_DIR"),
+        help="checkpoint folder of this agent (MARLMESH_CHECKPOINT_DIR); resumes from the newest valid one",
+    )
+    ns = p.parse_args(argv)
+    config = process.load_or_fail(ROLE, ns)
+    agent = process.parse_agent_id(ROLE, ns.agent_id)
+    setup_logging("learner", agent)
+    import torch
+
+    torch.set_num_threads(config.train.torch_threads)
+    host = ns.host or config.runtime.host
+    port = ns.port if ns.port is not None else int(os.environ.get("MARLMESH_LEARNER_PORT", "50061"))
+    env_spec = process.fetch_env_spec(ROLE, ns.env_addr, config.runtime.startup_timeout_s, config.runtime.max_message_bytes)
+    try:
+        spec = policy_spec_for(env_spec, agent, config)
+        node = LearnerNode(config, spec, ns.checkpoint_dir)
+    except (ValueError, PluginError) as exc:
+        process.fail(ROLE, str(exc))
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    servicer = LearnerServicer(node, stop)
+    server = start_server(
+        host=host, port=port, stop=stop, max_message_bytes=config.runtime.max_message_bytes,
+        identity=Identity("learner", agent, counters=lambda: {"version": node.version, "updates": node.updates}),
+        register=lambda s: learner_pb2_grpc.add_LearnerServiceServicer_to_server(servicer, s),
+    )
+    if ns.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(ns.metrics_port, addr=host)
+    process.write_port_file(ns.port_file, server.port)
+    log.info("learner of agent %d listening on %s:%d (version %d)", agent, host, server.port, node.version)
+
+    def train_loop() -> None:
+        while not stop.is_set():
+            try:
+                node.train_next(timeout=0.5)
+            except Exception:  # a bad update must not take the process down silently
+                log.exception("update failed; stopping")
+                stop.set()
+
+    trainer = threading.Thread(target=train_loop, name="trainer", daemon=True)
+    trainer.start()
+    stop.wait()
+    node.close()
+    trainer.join(timeout=30)
+    server.stop(grace=1.0)
+    if node.updates:
+        node.save_checkpoint()
+    process.write_json(ns.stats_file, {"role": "learner", "agent_id": agent, "pid": os.getpid(), **node.status()})
+    log.info("learner of agent %d stopped at version %d", agent, node.version)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""One agent's learner (plain logic, no gRPC): accepts that agent's fragments, trains, versions weights.
+
+Threading: gRPC handler threads call :meth:`LearnerNode.submit` and :meth:`LearnerNode.wait_newer`; one
+training thread calls :meth:`LearnerNode.train_next`. Fragments wait in a bounded queue; when it is full the
+oldest is dropped (counted as ``superseded``), so an agent is never blocked by a slow learner.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from learner_service.checkpoint import load_latest, save_checkpoint
+from marlmesh import plugins
+from marlmesh.config import Config
+from marlmesh.policy_spec import PolicySpec
+from marlmesh.rollout import validate_columns
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WeightsVersion:
+    """A published parameter set."""
+
+    version: int
+    params: dict[str, np.ndarray]
+
+
+def policy_params(policy: torch.nn.Module) -> dict[str, np.ndarray]:
+    """Parameters and buffers of a policy as float32 numpy arrays (copies)."""
+    return {k: v.detach().cpu().numpy().astype(np.float32, copy=True) for k, v in policy.state_dict().items()}
+
+
+class LearnerNode:
+    """The learner of agent ``spec.agent_index``.
+
+    Args:
+        config: The run's config.
+        spec: This agent's policy spec (from the env spec).
+        checkpoint_dir: Where checkpoints go; resumes from the newest valid one there. None = no checkpoints.
+        queue_limit: Fragments waiting for training before the oldest is dropped.
+    """
+
+    def __init__(self, config: Config, spec: PolicySpec, checkpoint_dir: Path | None, queue_limit: int = 2) -> None:
+        self.config = config
+        self.spec = spec
+        self.checkpoint_dir = checkpoint_dir
+        self.channel = plugins.load("channels", config.channel.name)(config.channel)
+        algo = plugins.load("algos", config.algo.name)()
+        self.learner = algo.build_learner(config, spec, self.channel)
+        self.policy = self.learner.policy
+        self.version = 0
+        self.updates = 0
+        self.samples_trained = 0
+        self.fragments_received = 0
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self.last_stats: dict[str, float] = {}
+        self._queue: collections.deque[dict[str, np.ndarray]] = collections.deque()
+        self._queue_limit = queue_limit
+        self._cond = threading.Condition()
+        self._closed = False
+        if checkpoint_dir is not None:
+            self._resume(checkpoint_dir)
+        self._published = WeightsVersion(self.version, policy_params(self.policy))
+
+    def _resume(self, directory: Path) -> None:
+        found = load_latest(directory)
+        if found is None:
+            return
+        payload, path = found
+        self.policy.load_state_dict(payload["policy"])
+        self.learner.optimizer.load_state_dict(payload["optimizer"])
+        self.version = int(payload["version"])
+        self.updates = int(payload.get("updates", self.version))
+        self.samples_trained = int(payload.get("samples_trained", 0))
+        log.info("resumed agent %d from %s (version %d)", self.spec.agent_index, path, self.version)
+
+    # -- called by gRPC handlers -------------------------------------------------------------------
+    def submit(self, agent_index: int, columns: dict[str, np.ndarray]) -> tuple[bool, str]:
+        """Queue a fragment for training; returns ``(accepted, reason)``. Never raises on bad data."""
+        with self._cond:
+            self.fragments_received += 1
+        if agent_index != self.spec.agent_index:
+            return self._reject("wrong_agent", f"fragment of agent {agent_index} sent to learner {self.spec.agent_index}")
+        try:
+            validate_columns(
+                columns, obs_shape=self.spec.obs_shape, action_space=self.spec.action_space,
+                rounds=self.channel.rounds, num_agents=self.spec.num_agents, message_dim=self.spec.message_dim,
+            )
+        except ValueError as exc:
+            return self._reject("invalid", str(exc))
+        with self._cond:
+            if len(self._queue) >= self._queue_limit:
+                self._queue.popleft()
+                self.dropped["superseded"] += 1
+            self._queue.append(columns)
+            self._cond.notify_all()
+        return True, ""
+
+    def _reject(self, cause: str, reason: str) -> tuple[bool, str]:
+        with self._cond:
+            self.dropped[cause] += 1
+        log.warning("rejected fragment: %s", reason)
+        return False, reason
+
+    def wait_newer(self, have_version: int, timeout: float) -> WeightsVersion | None:
+        """The published weights if newer than ``have_version`` (waits up to ``timeout`` seconds)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._published.version > have_version or self._closed, timeout)
+            pub = self._published
+        return pub if pub.version > have_version else None
+
+    # -- training thread ---------------------------------------------------------------------------
+    def train_next(self, timeout: float) -> bool:
+        """Train on the next queued fragment (waits up to ``timeout``); returns whether an update ran."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._queue or self._closed, timeout) or self._closed:
+                return False
+            columns = self._queue.popleft()
+        start = time.perf_counter()
+        stats = self.learner.update(columns)
+        lag = float(self.version - columns["policy_version"].min())
+        params = policy_params(self.policy)
+        with self._cond:
+            self.version += 1
+            self.updates += 1
+            self.samples_trained += int(stats["samples"])
+            stats["update_seconds"] = time.perf_counter() - start
+            stats["policy_lag"] = lag
+            self.last_stats = stats
+            self._published = WeightsVersion(self.version, params)
+            self._cond.notify_all()
+        if self.checkpoint_dir is not None:
+            self.save_checkpoint()
+        log.info(
+            "version %d: pg %.4f v %.4f ent %.3f kl %.4f lag %.0f (%.2fs)", self.version, stats["policy_loss"],
+            stats["value_loss"], stats["entropy"], stats["approx_kl"], lag, stats["update_seconds"],
+        )
+        return True
+
+    def save_checkpoint(self) -> Path | None:
+        """Write the current state as an atomic checkpoint."""
+        if self.checkpoint_dir is None:
+            return None
+        payload = {
+            "version": self.version,
+            "updates": self.updates,
+            "samples_trained": self.samples_trained,
+            "policy": self.policy.state_dict(),
+            "optimizer": self.learner.optimizer.state_dict(),
+            "spec": self.spec,
+            "channel": self.config.channel.name,
+        }
+        return save_checkpoint(self.checkpoint_dir, self.version, payload, self.config.train.checkpoint_keep)
+
+    def status(self) -> dict[str, object]:
+        """Counters for GetStatus and the summary."""
+        with self._cond:
+            return {
+                "version": self.version,
+                "updates": self.updates,
+                "samples_trained": self.samples_trained,
+                "fragments_received": self.fragments_received,
+                "fragments_dropped": dict(self.dropped),
+                "queued": len(self._queue),
+                "last_losses": dict(self.last_stats),
+            }
+
+    def close(self) -> None:
+        """Wake every waiter; no more training."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

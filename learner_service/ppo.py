@@ -1,0 +1,168 @@
+"""Decentralized PPO for one agent (CleanRL-style, readable top to bottom).
+
+The learner sees only its own agent's fragments: own observations, the messages that agent received (as
+inputs), its actions, rewards and behaviour log-probabilities. Values come from the agent's **local** critic,
+recomputed with the current parameters before each update (the behaviour policy may lag by a version).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from marlmesh.config import PPOConfig
+from marlmesh.policies.staged import Inbox, StagedPolicy
+from marlmesh.rollout import BOOT, inbox_keys
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation over ``[T, B]``.
+
+    Args:
+        rewards: r_t.
+        values: V(s_t).
+        next_values: Value of the state after step t: V(s_{t+1}) inside an episode, V(final obs) where the
+            episode was truncated at t (time-limit bootstrap); ignored where terminated.
+        terminated: True where s_{t+1} is terminal (no bootstrap).
+        truncated: True where the episode was cut at t (bootstrap from ``next_values``, no GAE carry-over).
+        gamma: Discount.
+        lam: GAE lambda.
+
+    Returns:
+        ``(advantages, returns)`` with ``returns = advantages + values``.
+    """
+    steps = rewards.shape[0]
+    adv = torch.zeros_like(rewards)
+    carry = torch.zeros_like(rewards[0])
+    not_terminal = 1.0 - terminated.float()
+    not_done = 1.0 - (terminated | truncated).float()
+    for t in reversed(range(steps)):
+        delta = rewards[t] + gamma * next_values[t] * not_terminal[t] - values[t]
+        carry = delta + gamma * lam * not_done[t] * carry
+        adv[t] = carry
+    return adv, adv + values
+
+
+def ppo_loss(
+    new_logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    new_value: torch.Tensor,
+    returns: torch.Tensor,
+    entropy: torch.Tensor,
+    cfg: PPOConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped-surrogate PPO loss with value and entropy terms.
+
+    Returns:
+        ``(loss, stats)`` where stats has ``policy_loss``, ``value_loss``, ``entropy``, ``approx_kl``,
+        ``clip_fraction``.
+    """
+    log_ratio = new_logp - old_logp
+    ratio = log_ratio.exp()
+    pg1 = -advantages * ratio
+    pg2 = -advantages * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef)
+    policy_loss = torch.max(pg1, pg2).mean()
+    value_loss = 0.5 * (new_value - returns).pow(2).mean()
+    ent = entropy.mean()
+    loss = policy_loss - cfg.ent_coef * ent + cfg.vf_coef * value_loss
+    with torch.no_grad():
+        stats = {
+            "policy_loss": float(policy_loss),
+            "value_loss": float(value_loss),
+            "entropy": float(ent),
+            "approx_kl": float(((ratio - 1.0) - log_ratio).mean()),
+            "clip_fraction": float(((ratio - 1.0).abs() > cfg.clip_coef).float().mean()),
+        }
+    return loss, stats
+
+
+def _inboxes(cols: dict[str, torch.Tensor], rounds: int, prefix: str = "") -> list[Inbox]:
+    out = []
+    for k in range(rounds):
+        mk, kk = inbox_keys(k, prefix)
+        out.append((cols[mk], cols[kk]))
+    return out
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+class PPOLearner:
+    """PPO updates of one agent's staged policy.
+
+    Args:
+        policy: The agent's policy (actor + local critic).
+        cfg: Hyper-parameters.
+        seed: Seeds minibatch shuffling.
+    """
+
+    def __init__(self, policy: StagedPolicy, cfg: PPOConfig, seed: int) -> None:
+        self.policy = policy
+        self.cfg = cfg
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self._gen = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def advantages(self, cols: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Recompute values with the current critic and return ``(advantages, returns)`` ``[T, B]``."""
+        rounds = self.policy.rounds
+        t, b = cols["reward"].shape
+        inboxes = [(_flat(m), _flat(k)) for m, k in _inboxes(cols, rounds)]
+        values = self.policy.value(_flat(cols["obs"]), inboxes).reshape(t, b)
+        boot = self.policy.value(cols[BOOT + "obs"], _inboxes(cols, rounds, BOOT))
+        next_values = torch.cat([values[1:], boot.unsqueeze(0)], dim=0)
+        cut = cols["truncated"] & ~cols["terminated"]
+        if cut.any():
+            final = self.policy.value(_flat(cols["final_obs"]), inboxes).reshape(t, b)
+            next_values = torch.where(cut, final, next_values)
+        return compute_gae(
+            cols["reward"], values, next_values, cols["terminated"], cols["truncated"],
+            self.cfg.gamma, self.cfg.gae_lambda,
+        )
+
+    def update(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        """One PPO update (epochs x minibatches) on a validated fragment; returns mean loss statistics."""
+        cols = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+        adv, ret = self.advantages(cols)
+        rounds = self.policy.rounds
+        obs = _flat(cols["obs"])
+        inboxes = [(_flat(m), _flat(k)) for m, k in _inboxes(cols, rounds)]
+        actions = _flat(cols["action"])
+        old_logp = _flat(cols["logp"])
+        adv, ret = adv.reshape(-1), ret.reshape(-1)
+        n = obs.shape[0]
+        mb = max(1, n // self.cfg.minibatches)
+        totals: dict[str, float] = {}
+        count = 0
+        for _ in range(self.cfg.epochs):
+            perm = torch.randperm(n, generator=self._gen)
+            for start in range(0, n - mb + 1, mb):
+                idx = perm[start : start + mb]
+                logp, ent, value = self.policy.evaluate(
+                    obs[idx], [(m[idx], k[idx]) for m, k in inboxes], actions[idx]
+                )
+                a = adv[idx]
+                if self.cfg.norm_adv and a.numel() > 1:
+                    a = (a - a.mean()) / (a.std() + 1e-8)
+                loss, stats = ppo_loss(logp, old_logp[idx], a, value, ret[idx], ent, self.cfg)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                stats["grad_norm"] = float(nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm))
+                for key, val in stats.items():
+                    totals[key] = totals.get(key, 0.0) + val
+                count += 1
+        out = {k: v / max(1, count) for k, v in totals.items()}
+        out["samples"] = float(n)
+        out["mean_reward"] = float(cols["reward"].mean())
+        return out

@@ -1,0 +1,70 @@
+"""Thin gRPC adapter over :class:`learner_service.node.LearnerNode`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import grpc
+
+from learner_service.node import LearnerNode, WeightsVersion
+from marlmesh import tensors
+from marlmesh.v1 import learner_pb2, learner_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
+    """PushRollout / WatchWeights / GetStatus."""
+
+    def __init__(self, node: LearnerNode, stop: threading.Event) -> None:
+        self._node = node
+        self._stop = stop
+        self._cache: tuple[int, learner_pb2.Weights] | None = None
+        self._cache_lock = threading.Lock()
+
+    def PushRollout(self, request, context):  # noqa: N802
+        """Validate and queue a fragment."""
+        try:
+            columns = tensors.decode_named(request.columns, what="RolloutFragment.columns")
+        except tensors.TensorError as exc:
+            self._node.dropped["bad_tensor"] += 1
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        accepted, reason = self._node.submit(request.agent_index, columns)
+        return learner_pb2.PushAck(accepted=accepted, reason=reason, version=self._node.version)
+
+    def _encoded(self, w: WeightsVersion) -> learner_pb2.Weights:
+        with self._cache_lock:
+            if self._cache is None or self._cache[0] != w.version:
+                msg = learner_pb2.Weights(
+                    agent_index=self._node.spec.agent_index, version=w.version, params=tensors.encode_named(w.params)
+                )
+                self._cache = (w.version, msg)
+            return self._cache[1]
+
+    def WatchWeights(self, request, context):  # noqa: N802
+        """Stream every new weights version until the client goes away or the server stops."""
+        if request.agent_index != self._node.spec.agent_index:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"learner of agent {self._node.spec.agent_index} cannot serve agent {request.agent_index}",
+            )
+        have = request.have_version
+        while context.is_active() and not self._stop.is_set():
+            w = self._node.wait_newer(have, timeout=0.5)
+            if w is not None:
+                yield self._encoded(w)
+                have = w.version
+
+    def GetStatus(self, request, context):  # noqa: N802
+        """Counters and the last losses."""
+        s = self._node.status()
+        return learner_pb2.LearnerStatus(
+            agent_index=self._node.spec.agent_index,
+            version=s["version"],
+            updates=s["updates"],
+            samples_trained=s["samples_trained"],
+            fragments_received=s["fragments_received"],
+            fragments_dropped=s["fragments_dropped"],
+            last_losses=s["last_losses"],
+        )

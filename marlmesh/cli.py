@@ -1,0 +1,139 @@
+"""The ``marlmesh`` command line.
+
+Errors a user can fix (bad config, unknown plugin, failed process) end with exit code 2 (or 1 for a run
+that failed) and one line ``marlmesh: error: ...`` on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from marlmesh.config import ConfigError, load_config
+from marlmesh.plugins import GROUPS, PluginError, installed
+
+#: Commands named in the contract that later work delivers; they fail with a clear message until then.
+PLANNED = {
+    "sweep": "sweeps (communication-constraint experiments)",
+    "report": "sweep reports",
+    "export": "ONNX export",
+    "keys": "CURVE key generation",
+    "k8s": "Kubernetes manifests",
+    "top": "the live mesh view",
+    "bench": "benchmarks",
+}
+
+
+def _error(message: str, code: int = 2) -> int:
+    print(f"marlmesh: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
+def cmd_train(ns: argparse.Namespace) -> int:
+    """``marlmesh train``."""
+    from marlmesh.mesh import MeshError
+    from marlmesh.train import check_plugins, default_run_dir, train
+
+    try:
+        config = load_config(ns.config, ns.set)
+        check_plugins(config)
+    except (ConfigError, PluginError) as exc:
+        return _error(str(exc))
+    run_dir = Path(ns.run_dir) if ns.run_dir else default_run_dir(config)
+    try:
+        summary = train(config, run_dir, evaluate=not ns.no_eval)
+    except MeshError as exc:
+        print(f"marlmesh: error: {exc}", file=sys.stderr)
+        return 1
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+def cmd_eval(ns: argparse.Namespace) -> int:
+    """``marlmesh eval RUN_DIR``."""
+    from marlmesh.evaluate import evaluate_run, format_eval_table
+    from marlmesh.mesh import MeshError
+
+    run_dir = Path(ns.run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        return _error(f"{config_path} not found: RUN_DIR must be a directory written by 'marlmesh train'")
+    if not (run_dir / "checkpoints").is_dir():
+        return _error(f"{run_dir / 'checkpoints'} not found: the run saved no policy")
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        return _error(str(exc))
+    episodes = ns.episodes or config.eval.episodes
+    try:
+        result = evaluate_run(
+            config, config_path, run_dir, episodes=episodes, num_envs=min(config.eval.num_envs, episodes),
+            seed=config.seed + config.eval.seed_offset, tag="cli-eval",
+        )
+    except MeshError as exc:
+        print(f"marlmesh: error: {exc}", file=sys.stderr)
+        return 1
+    print(format_eval_table(result))
+    if ns.json:
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_plot(ns: argparse.Namespace) -> int:
+    """``marlmesh plot RUN_DIR``."""
+    from marlmesh.plotting import plot_run
+
+    try:
+        for path in plot_run(Path(ns.run_dir)):
+            print(path)
+    except FileNotFoundError as exc:
+        return _error(str(exc))
+    return 0
+
+
+def cmd_plugins(ns: argparse.Namespace) -> int:
+    """``marlmesh plugins``."""
+    for kind, group in GROUPS.items():
+        print(f"{kind} ({group}):")
+        for name, target in installed(kind).items():
+            print(f"  {name:<36} {target}")
+    print("envs also accept any 'module:factory' that returns a PettingZoo ParallelEnv")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = argparse.ArgumentParser(prog="marlmesh", description="Decentralized multi-agent RL over an emulated comm bus.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train: env + N agents + N learners as processes, then evaluate")
+    t.add_argument("-c", "--config", default=None, help="YAML config (default: built-in defaults)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    t.add_argument("--run-dir", default=None, help="run directory (default: runs/<time>-<env>-<algo>-<channel>)")
+    t.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("eval", help="evaluate the saved policies of a run (deterministic actions)")
+    e.add_argument("run_dir")
+    e.add_argument("--episodes", type=int, default=None)
+    e.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    e.set_defaults(func=cmd_eval)
+    pl = sub.add_parser("plot", help="write learning-curve PNGs into RUN_DIR/plots")
+    pl.add_argument("run_dir")
+    pl.set_defaults(func=cmd_plot)
+    sub.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
+    for name, what in PLANNED.items():
+        sp = sub.add_parser(name, help=f"{what} (not in this version yet)")
+        sp.add_argument("args", nargs=argparse.REMAINDER)
+        sp.set_defaults(func=lambda ns, what=what: _error(f"'marlmesh {ns.command}' ({what}) is not implemented in "
+                                                           "this version yet"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``marlmesh`` console script."""
+    ns = build_parser().parse_args(argv)
+    return int(ns.func(ns))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

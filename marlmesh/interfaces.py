@@ -1,0 +1,67 @@
+"""The tiny core interfaces that plugins implement (see DESIGN.md, "Interfaces and plugins").
+
+- ``marlmesh.envs``: a factory ``(**env.kwargs) -> pettingzoo.ParallelEnv``; no interface of our own.
+- ``marlmesh.channels``: :class:`Channel` (policy stages + message schema).
+- ``marlmesh.links``: :class:`LinkModel`.
+- ``marlmesh.algos``: :class:`Algo` (builds one agent's learner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch-free at import time
+    from comm_bus.envelope import Envelope
+    from marlmesh.config import Config
+    from marlmesh.policies.staged import StagedPolicy
+    from marlmesh.policy_spec import PolicySpec
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """What agents say: the staged policy that produces messages and the schema that carries them.
+
+    Attributes:
+        name: Plugin name (also the envelope's ``channel`` field).
+        rounds: Communication rounds per env step (0 = silent).
+        message_dim: Size of one message row.
+    """
+
+    name: str
+    rounds: int
+    message_dim: int
+
+    def build_policy(self, spec: PolicySpec) -> StagedPolicy:
+        """Build the torch policy whose stages produce and consume this channel's messages."""
+        ...
+
+    def payload(self, outbox: np.ndarray) -> dict[str, np.ndarray]:
+        """Wire payload of one round's outgoing message (``outbox`` is ``[B, M]``)."""
+        ...
+
+    def inbox(self, received: Mapping[int, Envelope], batch: int, num_agents: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Received envelopes -> ``(msgs [B, N, M], mask [B, N], rejected)``; bad payloads are rejected."""
+        ...
+
+
+class LinkModel(Protocol):
+    """Decides the fate of every message on a directed link."""
+
+    name: str
+
+    def delivers(self, distance: float | None) -> bool:
+        """Whether a message over ``distance`` (None if unknown) is delivered."""
+        ...
+
+
+class Algo(Protocol):
+    """A learning algorithm: builds the learner of one agent (decentralized: one per agent)."""
+
+    name: str
+
+    def build_learner(self, config: Config, spec: PolicySpec, channel: Channel) -> Any:
+        """Return an object with ``update(columns) -> dict[str, float]`` and a ``policy`` attribute."""
+        ...

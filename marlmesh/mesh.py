@@ -1,0 +1,261 @@
+"""Start and stop a mesh of marlmesh processes: one env, N agents and (training) N learners.
+
+Every process is a real OS process with its own log file under ``RUN_DIR/logs``. Children get
+``PR_SET_PDEATHSIG`` so they die with the launcher even if it is killed with SIGKILL; a graceful stop sends
+SIGTERM in dependency order (agents, then learners, which write their final checkpoints, then the env) and
+SIGKILLs whatever has not exited in time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from marlmesh.config import Config
+from marlmesh.serving import grpc_options, wait_healthy
+from marlmesh.v1 import env_pb2, env_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class MeshError(RuntimeError):
+    """A process of the mesh failed to start or died."""
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if ``host:port`` can be bound for TCP right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(host: str, count: int, low: int = 20000, high: int = 45000, tries: int = 200) -> int:
+    """First port of ``count`` consecutive free ports on ``host``."""
+    rng = random.Random()
+    for _ in range(tries):
+        base = rng.randrange(low, high - count)
+        if all(port_is_free(host, base + i) for i in range(count)):
+            return base
+    raise MeshError(f"no block of {count} free ports on {host} in [{low}, {high})")
+
+
+@dataclass
+class Proc:
+    """One child process."""
+
+    role: str
+    agent_id: int
+    popen: subprocess.Popen
+    log_path: Path
+    port_file: Path
+    stats_file: Path
+    port: int = 0
+
+    @property
+    def name(self) -> str:
+        """``env``, ``agent-3``, ``learner-0``."""
+        return self.role if self.agent_id < 0 else f"{self.role}-{self.agent_id}"
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the process log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@dataclass
+class Mesh:
+    """A running set of processes for one run directory.
+
+    Args:
+        config: The resolved config.
+        config_path: The resolved config file every child reads.
+        run_dir: Run directory (logs, checkpoints, ports, stats go below it).
+        mode: ``train`` (env + agents + learners) or ``eval`` (env + agents acting with checkpoints).
+        tag: Prefix of log and stats names (``train`` or ``eval``).
+        seed: Env seed.
+        num_envs: B.
+    """
+
+    config: Config
+    config_path: Path
+    run_dir: Path
+    mode: str
+    tag: str
+    seed: int
+    num_envs: int
+    procs: list[Proc] = field(default_factory=list)
+    env_address: str = ""
+    num_agents: int = 0
+    bus_base_port: int = 0
+
+    # -- start -------------------------------------------------------------------------------------
+    def _spawn(self, role: str, agent_id: int, module: str, args: list[str], extra_env: dict[str, str]) -> Proc:
+        name = role if agent_id < 0 else f"{role}-{agent_id}"
+        for sub in ("logs", "ports", "stats"):
+            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+        log_path = self.run_dir / "logs" / f"{self.tag}-{name}.log"
+        port_file = self.run_dir / "ports" / f"{self.tag}-{name}.port"
+        stats_file = self.run_dir / "stats" / f"{self.tag}-{name}.json"
+        for f in (port_file, stats_file):
+            f.unlink(missing_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra_env}
+        argv = [
+            sys.executable, "-m", module, "--config", str(self.config_path), "--port", "0",
+            "--port-file", str(port_file), "--stats-file", str(stats_file), *args,
+        ]
+        with open(log_path, "ab") as logf:
+            popen = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        proc = Proc(role, agent_id, popen, log_path, port_file, stats_file)
+        self.procs.append(proc)
+        return proc
+
+    def _await_port(self, proc: Proc, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                raise MeshError(f"{proc.name} exited with code {proc.popen.returncode} during start:\n{proc.log_tail()}")
+            if proc.port_file.exists():
+                proc.port = int(proc.port_file.read_text())
+                return proc.port
+            time.sleep(0.05)
+        raise MeshError(f"{proc.name} did not start within {timeout:.0f}s:\n{proc.log_tail()}")
+
+    def start(self) -> None:
+        """Start env, learners (training) and agents; return when all are up.
+
+        Raises:
+            MeshError: If a process fails to start (its log tail is in the message).
+        """
+        host = self.config.runtime.host
+        timeout = self.config.runtime.startup_timeout_s
+        env = self._spawn("env", -1, "env_service", ["--seed", str(self.seed), "--num-envs", str(self.num_envs)], {})
+        port = self._await_port(env, timeout)
+        self.env_address = f"{host}:{port}"
+        if not wait_healthy(self.env_address, timeout):
+            raise MeshError(f"env at {self.env_address} never became healthy:\n{env.log_tail()}")
+        with grpc.insecure_channel(self.env_address, options=grpc_options(self.config.runtime.max_message_bytes)) as ch:
+            spec = env_pb2_grpc.EnvServiceStub(ch).GetSpec(env_pb2.GetSpecRequest(), timeout=10)
+        self.num_agents = len(spec.agents)
+        learner_addr = {}
+        if self.mode == "train":
+            learners = [
+                self._spawn(
+                    "learner", i, "learner_service",
+                    ["--agent-id", str(i), "--env-addr", self.env_address,
+                     "--checkpoint-dir", str(self.checkpoint_dir(i))], {},
+                )
+                for i in range(self.num_agents)
+            ]
+            for lp in learners:
+                learner_addr[lp.agent_id] = f"{host}:{self._await_port(lp, timeout)}"
+        self.bus_base_port = free_port_block(host, self.num_agents)
+        agents = []
+        for i in range(self.num_agents):
+            args = ["--env-addr", self.env_address, "--mode", self.mode]
+            if self.mode == "train":
+                args += ["--learner-addr", learner_addr[i]]
+            else:
+                args += ["--checkpoint-dir", str(self.checkpoint_dir(i))]
+            agents.append(
+                self._spawn(
+                    "agent", i, "agent_service", args,
+                    {
+                        "MARLMESH_AGENT_ID": str(i),
+                        "MARLMESH_NUM_AGENTS": str(self.num_agents),
+                        "MARLMESH_PEER_PATTERN": f"tcp://{host}:{{port}}",
+                        "MARLMESH_BUS_BIND": f"tcp://{host}:{{port}}",
+                        "MARLMESH_BUS_BASE_PORT": str(self.bus_base_port),
+                    },
+                )
+            )
+        for ap in agents:
+            self._await_port(ap, timeout)
+
+    def checkpoint_dir(self, agent_id: int) -> Path:
+        """Checkpoint folder of one agent."""
+        return self.run_dir / "checkpoints" / f"agent-{agent_id}"
+
+    # -- watch -------------------------------------------------------------------------------------
+    def check_alive(self) -> None:
+        """Raise :class:`MeshError` if any process has exited."""
+        for p in self.procs:
+            code = p.popen.poll()
+            if code is not None:
+                raise MeshError(f"{p.name} (pid {p.popen.pid}) exited with code {code}:\n{p.log_tail()}")
+
+    def env_stub(self) -> tuple[grpc.Channel, env_pb2_grpc.EnvServiceStub]:
+        """A channel and stub to the env service (caller closes the channel)."""
+        ch = grpc.insecure_channel(self.env_address, options=grpc_options(self.config.runtime.max_message_bytes))
+        return ch, env_pb2_grpc.EnvServiceStub(ch)
+
+    def processes(self) -> list[dict[str, object]]:
+        """``{role, agent_id, pid}`` of every process."""
+        return [{"role": p.role, "agent_id": p.agent_id, "pid": p.popen.pid} for p in self.procs]
+
+    def bound_ports(self) -> list[int]:
+        """Every TCP port the mesh's processes bound (gRPC servers and bus sockets)."""
+        ports = [p.port for p in self.procs if p.port]
+        if self.bus_base_port:
+            ports += [self.bus_base_port + i for i in range(self.num_agents)]
+        return ports
+
+    # -- stop --------------------------------------------------------------------------------------
+    def stop(self, timeout: float = 20.0) -> dict[str, int | None]:
+        """Graceful stop in order agents -> learners -> env; SIGKILL after ``timeout`` per group.
+
+        Returns:
+            Exit code per process name (None if it had to be killed).
+        """
+        codes: dict[str, int | None] = {}
+        for role in ("agent", "learner", "env"):
+            group = [p for p in self.procs if p.role == role]
+            for p in group:
+                if p.popen.poll() is None:
+                    try:
+                        p.popen.send_signal(signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + timeout
+            for p in group:
+                try:
+                    codes[p.name] = p.popen.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in %.0fs; killing it", p.name, timeout)
+                    p.popen.kill()
+                    p.popen.wait()
+                    codes[p.name] = None
+        return codes
+
+    def kill(self) -> None:
+        """SIGKILL every process that is still running (last resort)."""
+        for p in self.procs:
+            if p.popen.poll() is None:
+                p.popen.kill()
+                p.popen.wait()

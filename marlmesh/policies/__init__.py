@@ -1,0 +1,1 @@
+"""Torch policies (training runtime only; the edge runtime never imports this package)."""

@@ -1,0 +1,162 @@
+"""Staged actor-critic policies: ``encode(obs) -> outbox``, rounds, ``act(state, inbox) -> action, value``.
+
+The agent process runs the stages one by one with bus I/O in between; the learner runs
+:meth:`StagedPolicy.evaluate`, which replays the same stages on recorded inputs (the agent's own
+observations plus the messages it *received*, which are constants: no gradient crosses a process boundary).
+Every agent has its own parameters and its own **local** critic.
+
+Inbox format for round ``k``: ``msgs`` float32 ``[B, N, M]`` indexed by sender, ``mask`` float32 ``[B, N]``
+(1 where that sender's message for that env copy arrived, 0 for self, absent or out-of-range peers).
+"""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Normal
+
+from marlmesh.policy_spec import PolicySpec
+from marlmesh.spaces import SpaceSpec
+
+Inbox = tuple[torch.Tensor, torch.Tensor]
+
+
+def mlp(in_dim: int, hidden: list[int], out_dim: int, out_gain: float) -> nn.Sequential:
+    """Tanh MLP with orthogonal init (gain sqrt(2) hidden, ``out_gain`` on the output layer)."""
+    layers: list[nn.Module] = []
+    last = in_dim
+    for width in hidden:
+        layers += [_ortho(nn.Linear(last, width), math.sqrt(2)), nn.Tanh()]
+        last = width
+    layers.append(_ortho(nn.Linear(last, out_dim), out_gain))
+    return nn.Sequential(*layers)
+
+
+def _ortho(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class ActionHead(nn.Module):
+    """Maps features to a distribution over the agent's action space (Categorical or diagonal Normal)."""
+
+    def __init__(self, in_dim: int, hidden: list[int], space: SpaceSpec) -> None:
+        super().__init__()
+        self.discrete = space.kind == "discrete"
+        out = space.n if self.discrete else int(np.prod(space.shape))
+        self.net = mlp(in_dim, hidden, out, 0.01)
+        if not self.discrete:
+            self.log_std = nn.Parameter(torch.zeros(out))
+            self._shape = tuple(space.shape)
+
+    def forward(self, feats: torch.Tensor) -> Distribution:
+        """The action distribution for a batch of features."""
+        out = self.net(feats)
+        if self.discrete:
+            return Categorical(logits=out)
+        return Normal(out, self.log_std.exp().expand_as(out))
+
+    def log_prob(self, dist: Distribution, action: torch.Tensor) -> torch.Tensor:
+        """Log-probability of actions, summed over action dimensions for Box spaces."""
+        if self.discrete:
+            return dist.log_prob(action.long())
+        return dist.log_prob(action.reshape(action.shape[0], -1)).sum(-1)
+
+    def entropy(self, dist: Distribution) -> torch.Tensor:
+        """Entropy per sample."""
+        ent = dist.entropy()
+        return ent if self.discrete else ent.sum(-1)
+
+    def sample(self, dist: Distribution, deterministic: bool) -> torch.Tensor:
+        """Sampled (or greedy/mean) actions, shaped like the action space."""
+        if self.discrete:
+            return dist.probs.argmax(-1) if deterministic else dist.sample()
+        a = dist.mean if deterministic else dist.sample()
+        return a.reshape(a.shape[0], *self._shape)
+
+
+class StagedPolicy(nn.Module):
+    """Base class: actor and local critic over ``features(state, inboxes)``.
+
+    Subclasses define :attr:`rounds`, :meth:`encode`, :meth:`round` and :meth:`features`.
+    """
+
+    rounds: int = 0
+
+    def __init__(self, spec: PolicySpec, feature_dim: int) -> None:
+        super().__init__()
+        self.spec = spec
+        hidden = list(spec.hidden_sizes)
+        self.actor = ActionHead(feature_dim, hidden, spec.action_space)
+        self.critic = mlp(feature_dim, hidden, 1, 1.0)
+
+    def encode(self, obs: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Stage 0: own observation -> (state, message for round 0 or None)."""
+        return {"obs": obs.reshape(obs.shape[0], -1)}, None
+
+    def round(self, k: int, state: dict[str, torch.Tensor], inbox: Inbox) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Stage k (1 <= k < rounds): state + inbox of round k-1 -> (state, message for round k)."""
+        raise NotImplementedError(f"{type(self).__name__} has {self.rounds} rounds")
+
+    def features(self, state: dict[str, torch.Tensor], inboxes: list[Inbox]) -> torch.Tensor:
+        """Input of actor and critic, from the state and every round's inbox."""
+        return state["obs"]
+
+    def act(self, state: dict[str, torch.Tensor], inboxes: list[Inbox]) -> tuple[Distribution, torch.Tensor]:
+        """Final stage: (action distribution, value)."""
+        feats = self.features(state, inboxes)
+        return self.actor(feats), self.critic(feats).squeeze(-1)
+
+    def forward_all(self, obs: torch.Tensor, inboxes: list[Inbox]) -> tuple[Distribution, torch.Tensor]:
+        """Replay every stage on recorded inputs (the learner's path)."""
+        state, _ = self.encode(obs)
+        for k in range(1, self.rounds):
+            state, _ = self.round(k, state, inboxes[k - 1])
+        return self.act(state, inboxes)
+
+    def value(self, obs: torch.Tensor, inboxes: list[Inbox]) -> torch.Tensor:
+        """Local critic value on recorded inputs."""
+        return self.forward_all(obs, inboxes)[1]
+
+    def evaluate(
+        self, obs: torch.Tensor, inboxes: list[Inbox], actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log-prob of ``actions``, entropy, value) on recorded inputs."""
+        dist, value = self.forward_all(obs, inboxes)
+        return self.actor.log_prob(dist, actions), self.actor.entropy(dist), value
+
+
+class IndependentPolicy(StagedPolicy):
+    """No communication: actor and critic see only the agent's own observation (IPPO)."""
+
+    rounds = 0
+
+    def __init__(self, spec: PolicySpec) -> None:
+        super().__init__(spec, spec.obs_dim)
+
+
+class BroadcastPolicy(StagedPolicy):
+    """One round: send ``tanh(W o_i)``; act on ``[o_i, own message, mean of received messages, heard share]``."""
+
+    rounds = 1
+
+    def __init__(self, spec: PolicySpec) -> None:
+        super().__init__(spec, spec.obs_dim + 2 * spec.message_dim + 1)
+        self.encoder = nn.Sequential(_ortho(nn.Linear(spec.obs_dim, spec.message_dim), 1.0), nn.Tanh())
+
+    def encode(self, obs: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Encode the observation; the encoding is this round's message."""
+        flat = obs.reshape(obs.shape[0], -1)
+        z = self.encoder(flat)
+        return {"obs": flat, "z": z}, z
+
+    def features(self, state: dict[str, torch.Tensor], inboxes: list[Inbox]) -> torch.Tensor:
+        """Own observation and message, plus the masked mean of the peers' messages."""
+        msgs, mask = inboxes[0]
+        heard = mask.sum(-1, keepdim=True)
+        mean = (msgs * mask.unsqueeze(-1)).sum(1) / heard.clamp(min=1.0)
+        share = heard / max(1, self.spec.num_agents - 1)
+        return torch.cat([state["obs"], state["z"], mean, share], dim=-1)

@@ -1,0 +1,116 @@
+"""Shared plumbing of the service entry points (``python -m env_service|agent_service|learner_service``).
+
+Flags override environment variables, which override the config. A bad config or argument ends the
+process with exit code 2 and one line on stderr: ``<role>: error: <what to fix>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import grpc
+
+from marlmesh.config import Config, ConfigError, load_config
+from marlmesh.serving import grpc_options
+from marlmesh.v1 import env_pb2, env_pb2_grpc
+
+
+def fail(role: str, message: str, code: int = 2) -> NoReturn:
+    """Print ``role: error: message`` on one line and exit."""
+    print(f"{role}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def base_parser(role: str, description: str) -> argparse.ArgumentParser:
+    """Flags every service shares."""
+    p = argparse.ArgumentParser(prog=f"python -m {role}", description=description)
+    p.add_argument("--config", "-c", default=os.environ.get("MARLMESH_CONFIG"), help="YAML config (MARLMESH_CONFIG)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--host", default=os.environ.get("MARLMESH_HOST"), help="bind address (MARLMESH_HOST)")
+    p.add_argument("--port", type=int, default=None, help="gRPC port (0 = pick a free one)")
+    p.add_argument("--port-file", type=Path, default=None, help="write the bound gRPC port here")
+    p.add_argument(
+        "--metrics-port", type=int, default=int(os.environ.get("MARLMESH_METRICS_PORT", "0")),
+        help="Prometheus port (MARLMESH_METRICS_PORT; 0 = off)",
+    )
+    p.add_argument("--stats-file", type=Path, default=None, help="write final counters (JSON) here on exit")
+    return p
+
+
+def agent_id_arg(p: argparse.ArgumentParser) -> None:
+    """Add ``--agent-id`` (default ``MARLMESH_AGENT_ID``)."""
+    p.add_argument("--agent-id", default=os.environ.get("MARLMESH_AGENT_ID"), help="agent index (MARLMESH_AGENT_ID)")
+
+
+def env_addr_arg(p: argparse.ArgumentParser) -> None:
+    """Add ``--env-addr`` (default ``MARLMESH_ENV_ADDR`` or 127.0.0.1:50051)."""
+    p.add_argument(
+        "--env-addr", default=os.environ.get("MARLMESH_ENV_ADDR", "127.0.0.1:50051"),
+        help="env_service address host:port (MARLMESH_ENV_ADDR)",
+    )
+
+
+def load_or_fail(role: str, ns: argparse.Namespace) -> Config:
+    """Load the config named by the flags, or exit with a one-line error."""
+    try:
+        return load_config(ns.config, ns.overrides)
+    except ConfigError as exc:
+        fail(role, str(exc))
+
+
+def parse_agent_id(role: str, raw: str | None, num_agents: int | None = None) -> int:
+    """The agent index from ``--agent-id``/``MARLMESH_AGENT_ID`` (a pod name like ``agent-2`` works too)."""
+    if raw is None or raw == "":
+        fail(role, "no agent id: pass --agent-id or set MARLMESH_AGENT_ID")
+    tail = str(raw).rsplit("-", 1)[-1]
+    if not tail.isdigit():
+        fail(role, f"agent id {raw!r} is not an index (expected e.g. 0 or agent-0)")
+    index = int(tail)
+    if num_agents is not None and index >= num_agents:
+        fail(role, f"agent id {index} out of range: the env has {num_agents} agents")
+    return index
+
+
+def write_port_file(path: Path | None, port: int) -> None:
+    """Atomically write the bound port for whoever started us with port 0."""
+    if path is None:
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(str(port))
+    os.replace(tmp, path)
+
+
+def write_json(path: Path | None, data: dict[str, Any]) -> None:
+    """Atomically write a JSON document."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def fetch_env_spec(role: str, address: str, timeout_s: float, max_message_bytes: int) -> env_pb2.EnvSpec:
+    """Get the env spec from env_service, retrying until ``timeout_s``; exit with a clear error if unreachable."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    with grpc.insecure_channel(address, options=grpc_options(max_message_bytes)) as channel:
+        stub = env_pb2_grpc.EnvServiceStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                return stub.GetSpec(env_pb2.GetSpecRequest(), timeout=2.0, wait_for_ready=True)
+            except grpc.RpcError as exc:
+                last = f"{exc.code().name}: {exc.details()}"
+                time.sleep(0.2)
+    fail(
+        role,
+        f"cannot reach env_service at {address} within {timeout_s:.0f}s ({last}); "
+        "is it running and is --env-addr / MARLMESH_ENV_ADDR right?",
+        code=3,
+    )

@@ -1,0 +1,167 @@
+"""What every marlmesh server process shares: gRPC server setup, health, control, signals, logging.
+
+Servicers stay thin adapters over plain logic objects; this module only wires them into a process:
+a ``grpc.Server`` bound to ``host:port`` with bounded message sizes, the standard gRPC health service,
+the ``Control`` service (identity + remote shutdown), SIGTERM/SIGINT -> a stop event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+import marlmesh
+from marlmesh.v1 import control_pb2, control_pb2_grpc
+
+
+@dataclass
+class Identity:
+    """Who this process is."""
+
+    role: str
+    agent_index: int = -1
+    counters: Callable[[], Mapping[str, float]] = field(default=lambda: {})
+
+
+class ControlServicer(control_pb2_grpc.ControlServicer):
+    """Identity and remote shutdown; shutdown only sets the process stop event."""
+
+    def __init__(self, identity: Identity, stop: threading.Event) -> None:
+        self._identity = identity
+        self._stop = stop
+
+    def GetInfo(self, request, context):  # noqa: N802 (gRPC method name)
+        """Return role, agent index, pid and counters."""
+        return control_pb2.ProcessInfo(
+            role=self._identity.role,
+            agent_index=self._identity.agent_index,
+            pid=os.getpid(),
+            marlmesh_version=marlmesh.__version__,
+            counters={k: float(v) for k, v in self._identity.counters().items()},
+        )
+
+    def Shutdown(self, request, context):  # noqa: N802
+        """Ask the process to stop gracefully."""
+        logging.getLogger(__name__).info("shutdown requested over gRPC: %s", request.reason or "(no reason)")
+        self._stop.set()
+        return control_pb2.ShutdownResponse()
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Channel/server options that bound message sizes."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+@dataclass
+class Server:
+    """A started gRPC server with its health servicer."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def set_serving(self, serving: bool = True) -> None:
+        """Mark the whole server SERVING or NOT_SERVING in the health service."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.set("", status)
+
+    def stop(self, grace: float = 1.0) -> None:
+        """Stop accepting RPCs and wait up to ``grace`` seconds for running ones."""
+        self.set_serving(False)
+        self.server.stop(grace).wait(grace + 1.0)
+
+
+def start_server(
+    *,
+    host: str,
+    port: int,
+    identity: Identity,
+    stop: threading.Event,
+    register: Callable[[grpc.Server], None],
+    max_message_bytes: int,
+    workers: int = 16,
+) -> Server:
+    """Create, bind and start a gRPC server with health and control services.
+
+    Args:
+        host: Address to bind (``127.0.0.1`` unless configured otherwise).
+        port: Port to bind; 0 picks a free one.
+        identity: Role and counters reported by ``Control.GetInfo``.
+        stop: Event set by ``Control.Shutdown``.
+        register: Adds the process's own servicers to the server.
+        max_message_bytes: Largest message sent or received.
+        workers: Thread-pool size (must exceed the number of concurrently blocking RPCs).
+
+    Raises:
+        RuntimeError: If the address cannot be bound.
+    """
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=grpc_options(max_message_bytes))
+    register(server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(identity, stop), server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        raise RuntimeError(f"cannot bind gRPC server on {host}:{port}: {exc}") from None
+    if bound == 0:
+        raise RuntimeError(f"cannot bind gRPC server on {host}:{port} (address in use?)")
+    server.start()
+    out = Server(server=server, port=bound, health=health_servicer)
+    out.set_serving(True)
+    return out
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (a second signal exits at once)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        logging.getLogger(__name__).info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def setup_logging(role: str, agent_index: int = -1, level: str | None = None) -> None:
+    """Log to stderr as ``time role[index] level message`` (the launcher redirects stderr to a file)."""
+    who = role if agent_index < 0 else f"{role}[{agent_index}]"
+    logging.basicConfig(
+        level=(level or os.environ.get("MARLMESH_LOG_LEVEL", "INFO")).upper(),
+        format=f"%(asctime)s {who} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def wait_healthy(address: str, timeout: float) -> bool:
+    """Poll the gRPC health service at ``address`` until SERVING or ``timeout`` seconds pass."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    return False

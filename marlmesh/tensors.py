@@ -1,0 +1,87 @@
+"""Numpy arrays <-> ``marlmesh.v1.Tensor`` (raw bytes + dtype + shape).
+
+Decoding validates everything it is given, because tensors arrive from other processes: an unknown dtype,
+a negative dimension or a byte count that does not match the shape raises :class:`TensorError` with a
+message naming the problem, never a numpy crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from marlmesh.v1 import tensor_pb2
+
+#: dtypes allowed on the wire (little-endian).
+WIRE_DTYPES: frozenset[str] = frozenset(
+    {"float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool"}
+)
+#: Upper bound on one decoded tensor (elements), a guard against hostile shapes.
+MAX_ELEMENTS = 1 << 28
+
+
+class TensorError(ValueError):
+    """A wire tensor is malformed (dtype, shape or byte count)."""
+
+
+def encode(array: np.ndarray) -> tensor_pb2.Tensor:
+    """Encode a numpy array as a wire tensor (C order, little-endian).
+
+    Args:
+        array: Any array whose dtype is in :data:`WIRE_DTYPES`.
+
+    Raises:
+        TensorError: If the dtype cannot travel on the wire.
+    """
+    arr = np.asarray(array)
+    name = arr.dtype.name
+    if name not in WIRE_DTYPES:
+        raise TensorError(f"dtype {name!r} cannot be sent; allowed: {sorted(WIRE_DTYPES)}")
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return tensor_pb2.Tensor(dtype=name, shape=list(arr.shape), data=np.ascontiguousarray(arr).tobytes())
+
+
+def decode(tensor: tensor_pb2.Tensor, *, what: str = "tensor") -> np.ndarray:
+    """Decode a wire tensor into a read-only numpy array (zero copy over the message bytes).
+
+    Args:
+        tensor: The wire tensor.
+        what: A name for error messages, e.g. ``"StepRequest.action"``.
+
+    Raises:
+        TensorError: If dtype, shape or byte count are invalid.
+    """
+    if tensor.dtype not in WIRE_DTYPES:
+        raise TensorError(f"{what}: unknown dtype {tensor.dtype!r}; allowed: {sorted(WIRE_DTYPES)}")
+    shape = tuple(int(d) for d in tensor.shape)
+    if any(d < 0 for d in shape):
+        raise TensorError(f"{what}: negative dimension in shape {shape}")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count > MAX_ELEMENTS:
+        raise TensorError(f"{what}: shape {shape} has {count} elements, more than {MAX_ELEMENTS}")
+    dtype = np.dtype(tensor.dtype).newbyteorder("<")
+    if len(tensor.data) != count * dtype.itemsize:
+        raise TensorError(
+            f"{what}: {len(tensor.data)} bytes do not match shape {shape} of {tensor.dtype} "
+            f"({count * dtype.itemsize} bytes expected)"
+        )
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+
+
+def encode_named(arrays: Mapping[str, np.ndarray]) -> list[tensor_pb2.NamedTensor]:
+    """Encode a name -> array mapping as a list of ``NamedTensor`` (sorted by name)."""
+    return [tensor_pb2.NamedTensor(name=k, tensor=encode(arrays[k])) for k in sorted(arrays)]
+
+
+def decode_named(items: Iterable[tensor_pb2.NamedTensor], *, what: str = "tensors") -> dict[str, np.ndarray]:
+    """Decode ``NamedTensor`` items into a dict; a duplicate or empty name raises :class:`TensorError`."""
+    out: dict[str, np.ndarray] = {}
+    for item in items:
+        if not item.name:
+            raise TensorError(f"{what}: a tensor has an empty name")
+        if item.name in out:
+            raise TensorError(f"{what}: duplicate tensor name {item.name!r}")
+        out[item.name] = decode(item.tensor, what=f"{what}[{item.name}]")
+    return out

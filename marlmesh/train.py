@@ -1,0 +1,280 @@
+"""``marlmesh train``: run the mesh until the env-step budget, showing progress, then evaluate and summarise.
+
+Run directory layout::
+
+    RUN_DIR/config.yaml      resolved config (every key)
+    RUN_DIR/metrics.jsonl    one line per progress tick (env steps, throughput, returns, learner versions)
+    RUN_DIR/logs/            one log per process
+    RUN_DIR/checkpoints/     agent-<i>/ckpt-<version>.pt (atomic, checksummed)
+    RUN_DIR/plots/           learning curves (``marlmesh plot``)
+    RUN_DIR/summary.json     the contract fields (DESIGN.md)
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+import numpy as np
+
+from marlmesh import plugins
+from marlmesh.config import Config, dump_config
+from marlmesh.evaluate import evaluate_run, format_eval_table
+from marlmesh.mesh import Mesh, MeshError
+from marlmesh.serving import grpc_options
+from marlmesh.v1 import env_pb2, learner_pb2, learner_pb2_grpc
+
+
+def check_plugins(config: Config) -> None:
+    """Resolve every plugin name in the config before anything starts.
+
+    Raises:
+        plugins.PluginError: Naming the unknown plugin and listing the installed ones.
+    """
+    plugins.load("envs", config.env.name)
+    plugins.load("channels", config.channel.name)
+    plugins.load("algos", config.algo.name)
+    plugins.load("links", config.bus.links.model)
+
+
+def default_run_dir(config: Config) -> Path:
+    """``runs/<time>-<env>-<algo>-<channel>``."""
+    env = config.env.name.replace(":", "_").replace("/", "_")
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{env}-{config.algo.name}-{config.channel.name}"
+
+
+def _fmt_time(seconds: float) -> str:
+    s = int(max(0, seconds))
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+class Progress:
+    """Polls the env and the learners, writes ``metrics.jsonl`` and prints a progress line."""
+
+    def __init__(self, mesh: Mesh, config: Config, metrics_path: Path, out: TextIO) -> None:
+        self.mesh = mesh
+        self.config = config
+        self.out = out
+        self.tty = out.isatty()
+        self.metrics = open(metrics_path, "a")  # noqa: SIM115 (closed in close())
+        self.env_channel, self.env = mesh.env_stub()
+        opts = grpc_options(config.runtime.max_message_bytes)
+        self.learners = {
+            p.agent_id: learner_pb2_grpc.LearnerServiceStub(grpc.insecure_channel(f"{config.runtime.host}:{p.port}", opts))
+            for p in mesh.procs
+            if p.role == "learner"
+        }
+        self.next_seq = 0
+        self.returns: collections.deque[float] = collections.deque(maxlen=100)
+        self.collisions: collections.deque[float] = collections.deque(maxlen=100)
+        self.start = time.monotonic()
+        self.last_print = 0.0
+        self.env_steps = 0
+        self.episodes = 0
+
+    def poll(self) -> dict[str, object]:
+        """One progress tick; returns the metrics record."""
+        timeout = self.config.runtime.rpc_timeout_s
+        stats = self.env.GetStats(env_pb2.StatsRequest(episodes_from=self.next_seq, max_episodes=10_000), timeout=timeout)
+        for ep in stats.recent:
+            self.returns.append(ep.return_sum)
+            if not np.isnan(ep.collisions):
+                self.collisions.append(ep.collisions)
+            self.next_seq = max(self.next_seq, ep.seq + 1)
+        self.env_steps, self.episodes = stats.env_steps, stats.episodes
+        learners = []
+        for agent_id, stub in sorted(self.learners.items()):
+            try:
+                st = stub.GetStatus(learner_pb2.LearnerStatusRequest(), timeout=timeout)
+            except grpc.RpcError:
+                learners.append({"agent_id": agent_id, "version": None})
+                continue
+            learners.append({
+                "agent_id": agent_id, "version": st.version, "samples_trained": st.samples_trained,
+                "fragments_received": st.fragments_received, "fragments_dropped": dict(st.fragments_dropped),
+                **{k: round(v, 6) for k, v in st.last_losses.items()},
+            })
+        rec: dict[str, object] = {
+            "wall_seconds": round(time.monotonic() - self.start, 3),
+            "env_steps": stats.env_steps,
+            "steps_per_second": round(stats.steps_per_second, 1),
+            "episodes": stats.episodes,
+            "return_sum_recent_mean": float(np.mean(self.returns)) if self.returns else None,
+            "return_sum_recent_std": float(np.std(self.returns)) if self.returns else None,
+            "collisions_recent_mean": float(np.mean(self.collisions)) if self.collisions else None,
+            "default_actions": {str(k): v for k, v in stats.default_actions.items()},
+            "learners": learners,
+        }
+        self.metrics.write(json.dumps(rec) + "\n")
+        self.metrics.flush()
+        self._print(rec)
+        return rec
+
+    def _print(self, rec: dict[str, object]) -> None:
+        total = self.config.train.total_env_steps
+        steps = int(rec["env_steps"])
+        elapsed = float(rec["wall_seconds"])
+        rate = steps / elapsed if elapsed > 0 else 0.0
+        left = (total - steps) / rate if rate > 0 else float("nan")
+        ret = rec["return_sum_recent_mean"]
+        versions = "/".join(str(lr.get("version")) for lr in rec["learners"]) or "-"
+        line = (
+            f"[{min(100, 100 * steps // total):3d}%] env steps {steps:,}/{total:,} | {rec['steps_per_second']:,.0f} steps/s"
+            f" | return (last {len(self.returns)} ep) {'-' if ret is None else f'{ret:.1f}'}"
+            f" | policy versions {versions} | {_fmt_time(elapsed)} elapsed"
+            + (f", ~{_fmt_time(left)} left" if left == left else "")
+        )
+        if self.tty:
+            self.out.write("\r\033[K" + line)
+            self.out.flush()
+        elif time.monotonic() - self.last_print >= 10.0:
+            self.out.write(line + "\n")
+            self.out.flush()
+            self.last_print = time.monotonic()
+
+    def close(self) -> None:
+        """Finish the progress line and release channels."""
+        if self.tty:
+            self.out.write("\n")
+        self.metrics.close()
+        self.env_channel.close()
+
+
+def _read_stats(run_dir: Path, tag: str) -> list[dict[str, object]]:
+    out = []
+    for path in sorted((run_dir / "stats").glob(f"{tag}-*.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def bus_summary(agent_stats: list[dict[str, object]]) -> dict[str, object]:
+    """Sum the agents' bus counters into the ``bus.*`` summary fields."""
+    sent = bytes_sent = received = 0
+    dropped: collections.Counter[str] = collections.Counter()
+    p50s = []
+    for st in agent_stats:
+        bus = st.get("bus") or {}
+        sent += int(bus.get("messages_sent", 0))
+        bytes_sent += int(bus.get("bytes_sent", 0))
+        received += int(bus.get("messages_received", 0))
+        dropped.update(bus.get("dropped", {}))
+        if bus.get("delivery_latency_p50_seconds") is not None:
+            p50s.append(float(bus["delivery_latency_p50_seconds"]))
+    return {
+        "messages_sent": sent,
+        "bytes_sent": bytes_sent,
+        "messages_received": received,
+        "dropped": dict(dropped),
+        "delivery_latency_p50_seconds": float(np.median(p50s)) if p50s else None,
+    }
+
+
+def train(config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: bool = True) -> dict[str, object]:
+    """Train, evaluate and write ``summary.json``; returns the summary.
+
+    SIGINT/SIGTERM stop the mesh cleanly (no process left) and still write a summary (without evaluation).
+
+    Raises:
+        MeshError: If a process fails.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "plots").mkdir(exist_ok=True)
+    config_path = run_dir / "config.yaml"
+    config_path.write_text(dump_config(config))
+    interrupted = threading.Event()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        interrupted.set()
+
+    for s in previous:
+        signal.signal(s, on_signal)
+    out.write(f"marlmesh train: run directory {run_dir}\n")
+    out.flush()
+    start = time.monotonic()
+    mesh = Mesh(config, config_path, run_dir, "train", "train", config.seed, config.env.num_envs)
+    summary: dict[str, object] = {"run_dir": str(run_dir), "status": "running"}
+    progress = None
+    try:
+        mesh.start()
+        out.write(
+            f"started env + {mesh.num_agents} agents + {mesh.num_agents} learners "
+            f"(pids {', '.join(str(p['pid']) for p in mesh.processes())}); logs in {run_dir / 'logs'}\n"
+        )
+        out.flush()
+        progress = Progress(mesh, config, run_dir / "metrics.jsonl", out)
+        budget = config.train.max_wall_seconds
+        while not interrupted.is_set():
+            interrupted.wait(config.runtime.progress_interval_s)
+            mesh.check_alive()
+            progress.poll()
+            if progress.env_steps >= config.train.total_env_steps:
+                break
+            if budget is not None and time.monotonic() - start >= budget:
+                out.write(f"\nwall-clock budget of {budget:.0f}s reached\n")
+                break
+    finally:
+        if progress is not None:
+            progress.close()
+        processes = mesh.processes()
+        codes = mesh.stop()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    train_seconds = time.monotonic() - start
+    agent_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "agent"]
+    learner_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "learner"]
+    summary.update({
+        "status": "interrupted" if interrupted.is_set() else "trained",
+        "env_steps": progress.env_steps if progress else 0,
+        "episodes": progress.episodes if progress else 0,
+        "wall_seconds": round(train_seconds, 2),
+        "train_return_sum_recent_mean": float(np.mean(progress.returns)) if progress and progress.returns else None,
+        "processes": processes,
+        "exit_codes": codes,
+        "ports": mesh.bound_ports(),
+        "restarts": {p["role"] if p["agent_id"] < 0 else f"{p['role']}-{p['agent_id']}": 0 for p in processes},
+        "bus": bus_summary(agent_stats),
+        "agents": agent_stats,
+        "learners": learner_stats,
+        "config": {"env": config.env.name, "algo": config.algo.name, "channel": config.channel.name,
+                   "num_envs": config.env.num_envs, "seed": config.seed},
+    })
+    if evaluate and not interrupted.is_set():
+        out.write("evaluating...\n")
+        out.flush()
+        result = evaluate_run(
+            config, config_path, run_dir, episodes=config.eval.episodes, num_envs=config.eval.num_envs,
+            seed=config.seed + config.eval.seed_offset,
+        )
+        summary["eval"] = result
+        summary["status"] = "done"
+        out.write(format_eval_table(result) + "\n")
+    _write_summary(run_dir, summary)
+    try:
+        from marlmesh.plotting import plot_run
+
+        plot_run(run_dir)
+    except ImportError:  # matplotlib is in the train extra
+        pass
+    out.write(f"summary: {run_dir / 'summary.json'}\n")
+    out.flush()
+    return summary
+
+
+def _write_summary(run_dir: Path, summary: dict[str, object]) -> None:
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=float))
+    tmp.replace(run_dir / "summary.json")
+
+
+__all__ = ["MeshError", "check_plugins", "default_run_dir", "train"]

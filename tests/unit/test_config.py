@@ -1,0 +1,68 @@
+import pytest
+
+from marlmesh.config import ConfigError, apply_overrides, dump_config, load_config
+
+
+def test_defaults_validate_and_round_trip(tmp_path):
+    cfg = load_config(None)
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+
+
+def test_shipped_configs_validate():
+    for name in ("configs/default.yaml", "configs/smoke.yaml"):
+        load_config(name)
+
+
+def test_unknown_key_names_path_and_nearest_key():
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, ["env.nmu_envs=4"])
+    msg = str(exc.value)
+    assert "'env.nmu_envs'" in msg and "did you mean 'env.num_envs'" in msg
+    assert "\n" not in msg
+
+
+def test_unknown_top_level_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("sed: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'sed'; did you mean 'seed'"):
+        load_config(path)
+
+
+def test_bad_value_names_path_and_value():
+    with pytest.raises(ConfigError, match=r"config key 'train.total_env_steps'.*got 'lots'"):
+        load_config(None, ["train.total_env_steps=lots"])
+    with pytest.raises(ConfigError, match=r"config key 'algo.ppo.lr'"):
+        load_config(None, ["algo.ppo.lr=-1"])
+    with pytest.raises(ConfigError, match=r"config key 'bus.clock'"):
+        load_config(None, ["bus.clock=sundial"])
+
+
+def test_overrides_types_and_nesting():
+    cfg = load_config(None, ["train.total_env_steps=20000", "env.kwargs.N=4", "algo.ppo.lr=1e-3", "eval.deterministic=false"])
+    assert cfg.train.total_env_steps == 20000
+    assert cfg.env.kwargs == {"N": 4}
+    assert cfg.algo.ppo.lr == pytest.approx(1e-3)
+    assert cfg.eval.deterministic is False
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides({}, ["train.total_env_steps"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"seed": 1}, ["seed.x=2"])
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_link_constraints_need_an_emulation_model():
+    with pytest.raises(ConfigError, match="bus.links"):
+        load_config(None, ["bus.links.default.loss=0.1"])
