@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     process.agent_id_arg(p)
     process.env_addr_arg(p)
     p.add_argument(
-        "--learner-addr", default=os.environ.get("MARLMESH_LEARNER_ADDR", "127.0.0.1:50061"),
+        "--learner-addr",
+        default=os.environ.get("MARLMESH_LEARNER_ADDR", "127.0.0.1:50061"),
         help="this agent's learner host:port; '{id}' is replaced by the agent id (MARLMESH_LEARNER_ADDR)",
     )
     p.add_argument("--mode", choices=("train", "eval"), default=os.environ.get("MARLMESH_MODE", "train"))
@@ -69,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     port = ns.port if ns.port is not None else int(os.environ.get("MARLMESH_AGENT_PORT", "50071"))
     rpc = config.runtime.rpc_timeout_s
     env = EnvClient(
-        ns.env_addr, timeout_s=rpc, max_message_bytes=config.runtime.max_message_bytes,
+        ns.env_addr,
+        timeout_s=rpc,
+        max_message_bytes=config.runtime.max_message_bytes,
         step_timeout_s=config.env.step_deadline_ms / 1000.0 + rpc,
     )
     try:
@@ -90,21 +93,35 @@ def main(argv: list[str] | None = None) -> int:
 
     def make_bus(num_agents: int) -> Bus:
         return Bus(
-            agent, num_agents, addressing, header_bytes=config.bus.header_bytes,
+            agent,
+            num_agents,
+            addressing,
+            header_bytes=config.bus.header_bytes,
             max_frame_bytes=config.runtime.max_message_bytes,
         )
 
     try:
         node = AgentNode(
-            config, agent, env, make_bus, learner, initial_params=initial,
+            config,
+            agent,
+            env,
+            make_bus,
+            learner,
+            initial_params=initial,
             deterministic=ns.mode == "eval" and config.eval.deterministic,
         )
     except (ValueError, PluginError, RuntimeError) as exc:
         process.fail(ROLE, str(exc))
     server = start_server(
-        host=host, port=port, stop=stop, max_message_bytes=config.runtime.max_message_bytes,
-        identity=Identity("agent", agent, counters=lambda: {"steps": node.counters.steps,
-                                                             "policy_version": node.counters.policy_version}),
+        host=host,
+        port=port,
+        stop=stop,
+        max_message_bytes=config.runtime.max_message_bytes,
+        identity=Identity(
+            "agent",
+            agent,
+            counters=lambda: {"steps": node.counters.steps, "policy_version": node.counters.policy_version},
+        ),
         register=lambda s: None,
     )
     if ns.metrics_port:
@@ -112,8 +129,15 @@ def main(argv: list[str] | None = None) -> int:
 
         start_http_server(ns.metrics_port, addr=host)
     process.write_port_file(ns.port_file, server.port)
-    log.info("agent %d up (mode %s, channel %s, B=%d, control %s:%d)", agent, ns.mode, node.channel.name,
-             node.num_envs, host, server.port)
+    log.info(
+        "agent %d up (mode %s, channel %s, B=%d, control %s:%d)",
+        agent,
+        ns.mode,
+        node.channel.name,
+        node.num_envs,
+        host,
+        server.port,
+    )
     code = 0
     try:
         if learner is not None:

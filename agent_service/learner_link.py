@@ -32,7 +32,9 @@ class LearnerLink:
         queue_limit: Fragments waiting to be sent before the oldest is dropped.
     """
 
-    def __init__(self, address: str, agent_index: int, *, timeout_s: float, max_message_bytes: int, queue_limit: int = 2) -> None:
+    def __init__(
+        self, address: str, agent_index: int, *, timeout_s: float, max_message_bytes: int, queue_limit: int = 2
+    ) -> None:
         self.address = address
         self.agent_index = agent_index
         self._timeout = timeout_s
@@ -78,8 +80,11 @@ class LearnerLink:
             frag_id, cols = item
             versions = cols["policy_version"]
             req = learner_pb2.RolloutFragment(
-                agent_index=self.agent_index, fragment_id=frag_id, num_steps=int(cols["obs"].shape[0]),
-                min_policy_version=int(versions.min()), max_policy_version=int(versions.max()),
+                agent_index=self.agent_index,
+                fragment_id=frag_id,
+                num_steps=int(cols["obs"].shape[0]),
+                min_policy_version=int(versions.min()),
+                max_policy_version=int(versions.max()),
                 columns=tensors.encode_named(cols),
             )
             try:

@@ -86,8 +86,13 @@ class AgentNode:
         self._round_timeout = config.bus.round_timeout_ms / 1000.0
         self.recorder = (
             RolloutRecorder(
-                config.train.rollout_steps, self.num_envs, self.spec.obs_shape, self.spec.action_space,
-                self.channel.rounds, self.spec.num_agents, self.spec.message_dim,
+                config.train.rollout_steps,
+                self.num_envs,
+                self.spec.obs_shape,
+                self.spec.action_space,
+                self.channel.rounds,
+                self.spec.num_agents,
+                self.spec.message_dim,
             )
             if learner is not None
             else None
@@ -126,8 +131,11 @@ class AgentNode:
         for k in range(self.channel.rounds):
             assert self.bus is not None and outbox is not None
             self.bus.send(
-                tick=ob.tick, round=k, channel=self.channel.name,
-                payload=self.channel.payload(outbox.numpy()), peers=peers,
+                tick=ob.tick,
+                round=k,
+                channel=self.channel.name,
+                payload=self.channel.payload(outbox.numpy()),
+                peers=peers,
             )
             received = self.bus.collect(tick=ob.tick, round=k, expected=peers, timeout_s=self._round_timeout)
             msgs, mask, rejected = self.channel.inbox(received, self.num_envs, self.spec.num_agents)
@@ -154,7 +162,9 @@ class AgentNode:
         logp = self.policy.actor.log_prob(dist, action)
         action_np = action.numpy()
         if self.recorder is not None:
-            self.recorder.add_decision(ob.obs, inboxes, action_np, logp.numpy(), value.numpy(), self.counters.policy_version)
+            self.recorder.add_decision(
+                ob.obs, inboxes, action_np, logp.numpy(), value.numpy(), self.counters.policy_version
+            )
         nxt, applied = self.env.step(self.index, ob.tick, action_np)
         if not applied:
             self.counters.late_actions += 1

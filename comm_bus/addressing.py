@@ -39,7 +39,9 @@ class PeerAddressing:
             try:
                 tpl.format(id=0, port=1)
             except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(f"{name}={tpl!r}: only the placeholders {{id}} and {{port}} are allowed ({exc})") from None
+                raise ValueError(
+                    f"{name}={tpl!r}: only the placeholders {{id}} and {{port}} are allowed ({exc})"
+                ) from None
             if not tpl.startswith(("tcp://", "ipc://", "inproc://")):
                 raise ValueError(f"{name}={tpl!r}: must start with tcp://, ipc:// or inproc://")
         if not 1 <= self.base_port <= 65535:

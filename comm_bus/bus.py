@@ -85,15 +85,23 @@ class Bus:
         self._floor_tick = -1  # messages for ticks below this are stale
 
     # -- sending -----------------------------------------------------------------------------------
-    def send(self, *, tick: int, round: int, channel: str, payload: Mapping[str, np.ndarray], peers: Iterable[int]) -> None:
+    def send(
+        self, *, tick: int, round: int, channel: str, payload: Mapping[str, np.ndarray], peers: Iterable[int]
+    ) -> None:
         """Send one message (B rows) to each of ``peers``.
 
         A peer whose send queue is full gets nothing (counted as ``send_queue_full``).
         """
         self._seq += 1
         env = Envelope(
-            src=self.agent_index, dst=-1, channel=channel, tick=tick, round=round, seq=self._seq,
-            sent_at=time.time(), payload=dict(payload),
+            src=self.agent_index,
+            dst=-1,
+            channel=channel,
+            tick=tick,
+            round=round,
+            seq=self._seq,
+            sent_at=time.time(),
+            payload=dict(payload),
         )
         frame = serialize(env)
         size = len(frame) + self.header_bytes

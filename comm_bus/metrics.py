@@ -29,7 +29,9 @@ class BusMetrics:
             "marlmesh_bus_messages_sent", "Bus messages sent", ["channel", "peer"], registry=registry
         )
         self.bytes_sent = PromCounter(
-            "marlmesh_bus_sent_bytes", "Bus bytes sent (payload + header overhead)", ["channel", "peer"],
+            "marlmesh_bus_sent_bytes",
+            "Bus bytes sent (payload + header overhead)",
+            ["channel", "peer"],
             registry=registry,
         )
         self.messages_received = PromCounter(
@@ -38,9 +40,13 @@ class BusMetrics:
         self.bytes_received = PromCounter(
             "marlmesh_bus_received_bytes", "Bus bytes received", ["channel", "peer"], registry=registry
         )
-        self.dropped = PromCounter("marlmesh_bus_dropped", "Bus messages dropped, by cause", ["cause"], registry=registry)
+        self.dropped = PromCounter(
+            "marlmesh_bus_dropped", "Bus messages dropped, by cause", ["cause"], registry=registry
+        )
         self.latency = PromHistogram(
-            "marlmesh_bus_delivery_latency_seconds", "Send-to-receive latency", buckets=_LATENCY_BUCKETS,
+            "marlmesh_bus_delivery_latency_seconds",
+            "Send-to-receive latency",
+            buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
 

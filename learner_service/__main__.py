@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     process.agent_id_arg(p)
     process.env_addr_arg(p)
     p.add_argument(
-        "--checkpoint-dir", type=Path, default=os.environ.get("MARLMESH_CHECKPOINT_DIR"),
+        "--checkpoint-dir",
+        type=Path,
+        default=os.environ.get("MARLMESH_CHECKPOINT_DIR"),
         help="checkpoint folder of this agent (MARLMESH_CHECKPOINT_DIR); resumes from the newest valid one",
     )
     ns = p.parse_args(argv)
@@ -37,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(config.train.torch_threads)
     host = ns.host or config.runtime.host
     port = ns.port if ns.port is not None else int(os.environ.get("MARLMESH_LEARNER_PORT", "50061"))
-    env_spec = process.fetch_env_spec(ROLE, ns.env_addr, config.runtime.startup_timeout_s, config.runtime.max_message_bytes)
+    env_spec = process.fetch_env_spec(
+        ROLE, ns.env_addr, config.runtime.startup_timeout_s, config.runtime.max_message_bytes
+    )
     try:
         spec = policy_spec_for(env_spec, agent, config)
         node = LearnerNode(config, spec, ns.checkpoint_dir)
@@ -47,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     install_signal_handlers(stop)
     servicer = LearnerServicer(node, stop)
     server = start_server(
-        host=host, port=port, stop=stop, max_message_bytes=config.runtime.max_message_bytes,
+        host=host,
+        port=port,
+        stop=stop,
+        max_message_bytes=config.runtime.max_message_bytes,
         identity=Identity("learner", agent, counters=lambda: {"version": node.version, "updates": node.updates}),
         register=lambda s: learner_pb2_grpc.add_LearnerServiceServicer_to_server(servicer, s),
     )

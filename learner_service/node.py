@@ -89,11 +89,17 @@ class LearnerNode:
         with self._cond:
             self.fragments_received += 1
         if agent_index != self.spec.agent_index:
-            return self._reject("wrong_agent", f"fragment of agent {agent_index} sent to learner {self.spec.agent_index}")
+            return self._reject(
+                "wrong_agent", f"fragment of agent {agent_index} sent to learner {self.spec.agent_index}"
+            )
         try:
             validate_columns(
-                columns, obs_shape=self.spec.obs_shape, action_space=self.spec.action_space,
-                rounds=self.channel.rounds, num_agents=self.spec.num_agents, message_dim=self.spec.message_dim,
+                columns,
+                obs_shape=self.spec.obs_shape,
+                action_space=self.spec.action_space,
+                rounds=self.channel.rounds,
+                num_agents=self.spec.num_agents,
+                message_dim=self.spec.message_dim,
             )
         except ValueError as exc:
             return self._reject("invalid", str(exc))
@@ -141,8 +147,14 @@ class LearnerNode:
         if self.checkpoint_dir is not None:
             self.save_checkpoint()
         log.info(
-            "version %d: pg %.4f v %.4f ent %.3f kl %.4f lag %.0f (%.2fs)", self.version, stats["policy_loss"],
-            stats["value_loss"], stats["entropy"], stats["approx_kl"], lag, stats["update_seconds"],
+            "version %d: pg %.4f v %.4f ent %.3f kl %.4f lag %.0f (%.2fs)",
+            self.version,
+            stats["policy_loss"],
+            stats["value_loss"],
+            stats["entropy"],
+            stats["approx_kl"],
+            lag,
+            stats["update_seconds"],
         )
         return True
 

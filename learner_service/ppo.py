@@ -127,8 +127,13 @@ class PPOLearner:
             final = self.policy.value(_flat(cols["final_obs"]), inboxes).reshape(t, b)
             next_values = torch.where(cut, final, next_values)
         return compute_gae(
-            cols["reward"], values, next_values, cols["terminated"], cols["truncated"],
-            self.cfg.gamma, self.cfg.gae_lambda,
+            cols["reward"],
+            values,
+            next_values,
+            cols["terminated"],
+            cols["truncated"],
+            self.cfg.gamma,
+            self.cfg.gae_lambda,
         )
 
     def update(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
@@ -149,9 +154,7 @@ class PPOLearner:
             perm = torch.randperm(n, generator=self._gen)
             for start in range(0, n - mb + 1, mb):
                 idx = perm[start : start + mb]
-                logp, ent, value = self.policy.evaluate(
-                    obs[idx], [(m[idx], k[idx]) for m, k in inboxes], actions[idx]
-                )
+                logp, ent, value = self.policy.evaluate(obs[idx], [(m[idx], k[idx]) for m, k in inboxes], actions[idx])
                 a = adv[idx]
                 if self.cfg.norm_adv and a.numel() > 1:
                     a = (a - a.mean()) / (a.std() + 1e-8)
@@ -159,6 +162,7 @@ class PPOLearner:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 stats["grad_norm"] = float(nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm))
+                self.optimizer.step()
                 for key, val in stats.items():
                     totals[key] = totals.get(key, 0.0) + val
                 count += 1

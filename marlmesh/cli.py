@@ -68,8 +68,13 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     episodes = ns.episodes or config.eval.episodes
     try:
         result = evaluate_run(
-            config, config_path, run_dir, episodes=episodes, num_envs=min(config.eval.num_envs, episodes),
-            seed=config.seed + config.eval.seed_offset, tag="cli-eval",
+            config,
+            config_path,
+            run_dir,
+            episodes=episodes,
+            num_envs=min(config.eval.num_envs, episodes),
+            seed=config.seed + config.eval.seed_offset,
+            tag="cli-eval",
         )
     except MeshError as exc:
         print(f"marlmesh: error: {exc}", file=sys.stderr)
@@ -124,8 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in PLANNED.items():
         sp = sub.add_parser(name, help=f"{what} (not in this version yet)")
         sp.add_argument("args", nargs=argparse.REMAINDER)
-        sp.set_defaults(func=lambda ns, what=what: _error(f"'marlmesh {ns.command}' ({what}) is not implemented in "
-                                                           "this version yet"))
+        sp.set_defaults(
+            func=lambda ns, what=what: _error(
+                f"'marlmesh {ns.command}' ({what}) is not implemented in this version yet"
+            )
+        )
     return p
 
 

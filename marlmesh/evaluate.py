@@ -14,8 +14,15 @@ from marlmesh.v1 import env_pb2
 
 
 def evaluate_run(
-    config: Config, config_path: Path, run_dir: Path, *, episodes: int, num_envs: int, seed: int,
-    timeout_s: float = 900.0, tag: str = "eval",
+    config: Config,
+    config_path: Path,
+    run_dir: Path,
+    *,
+    episodes: int,
+    num_envs: int,
+    seed: int,
+    timeout_s: float = 900.0,
+    tag: str = "eval",
 ) -> dict[str, object]:
     """Run ``episodes`` evaluation episodes with the checkpoints in ``run_dir/checkpoints``.
 
@@ -44,8 +51,9 @@ def evaluate_run(
                     break
                 mesh.check_alive()
                 if time.monotonic() > deadline:
-                    raise MeshError(f"evaluation did not finish {episodes} episodes in {timeout_s:.0f}s "
-                                    f"({stats.episodes} done)")
+                    raise MeshError(
+                        f"evaluation did not finish {episodes} episodes in {timeout_s:.0f}s ({stats.episodes} done)"
+                    )
                 time.sleep(0.2)
         processes = mesh.processes()
     finally:
@@ -76,8 +84,7 @@ def format_eval_table(result: dict[str, object]) -> str:
     means = result["agent_return_means"]
     mode = "deterministic" if result["deterministic"] else "sampled"
     lines = [
-        f"Evaluation: {result['episodes']} episodes, {mode} actions, env seed {result['seed']}, "
-        f"B={result['num_envs']}",
+        f"Evaluation: {result['episodes']} episodes, {mode} actions, env seed {result['seed']}, B={result['num_envs']}",
         f"  {'agent':<16} {'mean return':>12}",
     ]
     lines += [f"  {n:<16} {m:>12.2f}" for n, m in zip(names, means, strict=True)]

@@ -42,7 +42,9 @@ class Channel(Protocol):
         """Wire payload of one round's outgoing message (``outbox`` is ``[B, M]``)."""
         ...
 
-    def inbox(self, received: Mapping[int, Envelope], batch: int, num_agents: int) -> tuple[np.ndarray, np.ndarray, int]:
+    def inbox(
+        self, received: Mapping[int, Envelope], batch: int, num_agents: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         """Received envelopes -> ``(msgs [B, N, M], mask [B, N], rejected)``; bad payloads are rejected."""
         ...
 

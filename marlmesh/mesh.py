@@ -124,13 +124,28 @@ class Mesh:
             f.unlink(missing_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra_env}
         argv = [
-            sys.executable, "-m", module, "--config", str(self.config_path), "--port", "0",
-            "--port-file", str(port_file), "--stats-file", str(stats_file), *args,
+            sys.executable,
+            "-m",
+            module,
+            "--config",
+            str(self.config_path),
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--stats-file",
+            str(stats_file),
+            *args,
         ]
         with open(log_path, "ab") as logf:
             popen = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         proc = Proc(role, agent_id, popen, log_path, port_file, stats_file)
         self.procs.append(proc)
@@ -140,7 +155,9 @@ class Mesh:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.popen.poll() is not None:
-                raise MeshError(f"{proc.name} exited with code {proc.popen.returncode} during start:\n{proc.log_tail()}")
+                raise MeshError(
+                    f"{proc.name} exited with code {proc.popen.returncode} during start:\n{proc.log_tail()}"
+                )
             if proc.port_file.exists():
                 proc.port = int(proc.port_file.read_text())
                 return proc.port
@@ -167,9 +184,18 @@ class Mesh:
         if self.mode == "train":
             learners = [
                 self._spawn(
-                    "learner", i, "learner_service",
-                    ["--agent-id", str(i), "--env-addr", self.env_address,
-                     "--checkpoint-dir", str(self.checkpoint_dir(i))], {},
+                    "learner",
+                    i,
+                    "learner_service",
+                    [
+                        "--agent-id",
+                        str(i),
+                        "--env-addr",
+                        self.env_address,
+                        "--checkpoint-dir",
+                        str(self.checkpoint_dir(i)),
+                    ],
+                    {},
                 )
                 for i in range(self.num_agents)
             ]
@@ -185,7 +211,10 @@ class Mesh:
                 args += ["--checkpoint-dir", str(self.checkpoint_dir(i))]
             agents.append(
                 self._spawn(
-                    "agent", i, "agent_service", args,
+                    "agent",
+                    i,
+                    "agent_service",
+                    args,
                     {
                         "MARLMESH_AGENT_ID": str(i),
                         "MARLMESH_NUM_AGENTS": str(self.num_agents),

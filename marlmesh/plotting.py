@@ -37,13 +37,21 @@ def plot_run(run_dir: Path) -> list[Path]:
     steps = [r["env_steps"] for r in recs]
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    pts = [(r["env_steps"], r["return_sum_recent_mean"], r.get("return_sum_recent_std") or 0.0)
-           for r in recs if r.get("return_sum_recent_mean") is not None]
+    pts = [
+        (r["env_steps"], r["return_sum_recent_mean"], r.get("return_sum_recent_std") or 0.0)
+        for r in recs
+        if r.get("return_sum_recent_mean") is not None
+    ]
     if pts:
         x, y, s = zip(*pts, strict=True)
         ax.plot(x, y, label="mean of last 100 episodes")
-        ax.fill_between(x, [a - b for a, b in zip(y, s, strict=True)], [a + b for a, b in zip(y, s, strict=True)],
-                        alpha=0.2, label="± std")
+        ax.fill_between(
+            x,
+            [a - b for a, b in zip(y, s, strict=True)],
+            [a + b for a, b in zip(y, s, strict=True)],
+            alpha=0.2,
+            label="± std",
+        )
     ax.set_xlabel("env steps")
     ax.set_ylabel("episode return (sum over agents)")
     ax.set_title(f"Learning curve — {run_dir.name}")

@@ -36,7 +36,9 @@ def base_parser(role: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="gRPC port (0 = pick a free one)")
     p.add_argument("--port-file", type=Path, default=None, help="write the bound gRPC port here")
     p.add_argument(
-        "--metrics-port", type=int, default=int(os.environ.get("MARLMESH_METRICS_PORT", "0")),
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("MARLMESH_METRICS_PORT", "0")),
         help="Prometheus port (MARLMESH_METRICS_PORT; 0 = off)",
     )
     p.add_argument("--stats-file", type=Path, default=None, help="write final counters (JSON) here on exit")
@@ -51,7 +53,8 @@ def agent_id_arg(p: argparse.ArgumentParser) -> None:
 def env_addr_arg(p: argparse.ArgumentParser) -> None:
     """Add ``--env-addr`` (default ``MARLMESH_ENV_ADDR`` or 127.0.0.1:50051)."""
     p.add_argument(
-        "--env-addr", default=os.environ.get("MARLMESH_ENV_ADDR", "127.0.0.1:50051"),
+        "--env-addr",
+        default=os.environ.get("MARLMESH_ENV_ADDR", "127.0.0.1:50051"),
         help="env_service address host:port (MARLMESH_ENV_ADDR)",
     )
 

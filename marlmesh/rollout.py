@@ -102,7 +102,9 @@ class RolloutRecorder:
         c["value"][t] = value
         c["policy_version"][t] = version
 
-    def add_outcome(self, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, final_obs: np.ndarray) -> None:
+    def add_outcome(
+        self, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, final_obs: np.ndarray
+    ) -> None:
         """Record the env's answer to the current step's action and advance."""
         t = self.size
         c = self._cols

@@ -67,7 +67,9 @@ class Progress:
         self.env_channel, self.env = mesh.env_stub()
         opts = grpc_options(config.runtime.max_message_bytes)
         self.learners = {
-            p.agent_id: learner_pb2_grpc.LearnerServiceStub(grpc.insecure_channel(f"{config.runtime.host}:{p.port}", opts))
+            p.agent_id: learner_pb2_grpc.LearnerServiceStub(
+                grpc.insecure_channel(f"{config.runtime.host}:{p.port}", opts)
+            )
             for p in mesh.procs
             if p.role == "learner"
         }
@@ -82,7 +84,9 @@ class Progress:
     def poll(self) -> dict[str, object]:
         """One progress tick; returns the metrics record."""
         timeout = self.config.runtime.rpc_timeout_s
-        stats = self.env.GetStats(env_pb2.StatsRequest(episodes_from=self.next_seq, max_episodes=10_000), timeout=timeout)
+        stats = self.env.GetStats(
+            env_pb2.StatsRequest(episodes_from=self.next_seq, max_episodes=10_000), timeout=timeout
+        )
         for ep in stats.recent:
             self.returns.append(ep.return_sum)
             if not np.isnan(ep.collisions):
@@ -96,11 +100,16 @@ class Progress:
             except grpc.RpcError:
                 learners.append({"agent_id": agent_id, "version": None})
                 continue
-            learners.append({
-                "agent_id": agent_id, "version": st.version, "samples_trained": st.samples_trained,
-                "fragments_received": st.fragments_received, "fragments_dropped": dict(st.fragments_dropped),
-                **{k: round(v, 6) for k, v in st.last_losses.items()},
-            })
+            learners.append(
+                {
+                    "agent_id": agent_id,
+                    "version": st.version,
+                    "samples_trained": st.samples_trained,
+                    "fragments_received": st.fragments_received,
+                    "fragments_dropped": dict(st.fragments_dropped),
+                    **{k: round(v, 6) for k, v in st.last_losses.items()},
+                }
+            )
         rec: dict[str, object] = {
             "wall_seconds": round(time.monotonic() - self.start, 3),
             "env_steps": stats.env_steps,
@@ -126,7 +135,8 @@ class Progress:
         ret = rec["return_sum_recent_mean"]
         versions = "/".join(str(lr.get("version")) for lr in rec["learners"]) or "-"
         line = (
-            f"[{min(100, 100 * steps // total):3d}%] env steps {steps:,}/{total:,} | {rec['steps_per_second']:,.0f} steps/s"
+            f"[{min(100, 100 * steps // total):3d}%] env steps {steps:,}/{total:,}"
+            f" | {rec['steps_per_second']:,.0f} steps/s"
             f" | return (last {len(self.returns)} ep) {'-' if ret is None else f'{ret:.1f}'}"
             f" | policy versions {versions} | {_fmt_time(elapsed)} elapsed"
             + (f", ~{_fmt_time(left)} left" if left == left else "")
@@ -233,27 +243,38 @@ def train(config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: boo
     train_seconds = time.monotonic() - start
     agent_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "agent"]
     learner_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "learner"]
-    summary.update({
-        "status": "interrupted" if interrupted.is_set() else "trained",
-        "env_steps": progress.env_steps if progress else 0,
-        "episodes": progress.episodes if progress else 0,
-        "wall_seconds": round(train_seconds, 2),
-        "train_return_sum_recent_mean": float(np.mean(progress.returns)) if progress and progress.returns else None,
-        "processes": processes,
-        "exit_codes": codes,
-        "ports": mesh.bound_ports(),
-        "restarts": {p["role"] if p["agent_id"] < 0 else f"{p['role']}-{p['agent_id']}": 0 for p in processes},
-        "bus": bus_summary(agent_stats),
-        "agents": agent_stats,
-        "learners": learner_stats,
-        "config": {"env": config.env.name, "algo": config.algo.name, "channel": config.channel.name,
-                   "num_envs": config.env.num_envs, "seed": config.seed},
-    })
+    summary.update(
+        {
+            "status": "interrupted" if interrupted.is_set() else "trained",
+            "env_steps": progress.env_steps if progress else 0,
+            "episodes": progress.episodes if progress else 0,
+            "wall_seconds": round(train_seconds, 2),
+            "train_return_sum_recent_mean": float(np.mean(progress.returns)) if progress and progress.returns else None,
+            "processes": processes,
+            "exit_codes": codes,
+            "ports": mesh.bound_ports(),
+            "restarts": {p["role"] if p["agent_id"] < 0 else f"{p['role']}-{p['agent_id']}": 0 for p in processes},
+            "bus": bus_summary(agent_stats),
+            "agents": agent_stats,
+            "learners": learner_stats,
+            "config": {
+                "env": config.env.name,
+                "algo": config.algo.name,
+                "channel": config.channel.name,
+                "num_envs": config.env.num_envs,
+                "seed": config.seed,
+            },
+        }
+    )
     if evaluate and not interrupted.is_set():
         out.write("evaluating...\n")
         out.flush()
         result = evaluate_run(
-            config, config_path, run_dir, episodes=config.eval.episodes, num_envs=config.eval.num_envs,
+            config,
+            config_path,
+            run_dir,
+            episodes=config.eval.episodes,
+            num_envs=config.eval.num_envs,
             seed=config.seed + config.eval.seed_offset,
         )
         summary["eval"] = result

@@ -30,6 +30,8 @@ class BroadcastChannel:
         """``{"msg": float32 [B, M]}``."""
         return vector_payload(outbox)
 
-    def inbox(self, received: Mapping[int, Envelope], batch: int, num_agents: int) -> tuple[np.ndarray, np.ndarray, int]:
+    def inbox(
+        self, received: Mapping[int, Envelope], batch: int, num_agents: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         """Stack the peers' vectors by sender."""
         return vector_inbox(received, batch, num_agents, self.message_dim)

@@ -29,6 +29,8 @@ class NoneChannel:
         """Never called: this channel has no rounds."""
         raise RuntimeError("the 'none' channel sends no messages")
 
-    def inbox(self, received: Mapping[int, Envelope], batch: int, num_agents: int) -> tuple[np.ndarray, np.ndarray, int]:
+    def inbox(
+        self, received: Mapping[int, Envelope], batch: int, num_agents: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         """Never called: this channel has no rounds."""
         raise RuntimeError("the 'none' channel receives no messages")

@@ -29,12 +29,7 @@ def vector_inbox(
     rejected = 0
     for src, env in received.items():
         row = env.payload.get(MESSAGE_KEY)
-        if (
-            row is None
-            or row.shape != (batch, message_dim)
-            or row.dtype.kind != "f"
-            or not np.isfinite(row).all()
-        ):
+        if row is None or row.shape != (batch, message_dim) or row.dtype.kind != "f" or not np.isfinite(row).all():
             rejected += 1
             continue
         msgs[:, src] = row

@@ -12,6 +12,7 @@ Inbox format for round ``k``: ``msgs`` float32 ``[B, N, M]`` indexed by sender, 
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -97,7 +98,9 @@ class StagedPolicy(nn.Module):
         """Stage 0: own observation -> (state, message for round 0 or None)."""
         return {"obs": obs.reshape(obs.shape[0], -1)}, None
 
-    def round(self, k: int, state: dict[str, torch.Tensor], inbox: Inbox) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    def round(
+        self, k: int, state: dict[str, torch.Tensor], inbox: Inbox
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """Stage k (1 <= k < rounds): state + inbox of round k-1 -> (state, message for round k)."""
         raise NotImplementedError(f"{type(self).__name__} has {self.rounds} rounds")
 

@@ -31,8 +31,9 @@ def _one_line(stderr: str) -> str:
     ],
 )
 def test_train_rejects_bad_config_before_starting_anything(tmp_path, override, expect):
-    res = _run("-m", "marlmesh.cli", "train", "-c", "configs/smoke.yaml", "--set", override,
-               "--run-dir", str(tmp_path / "run"))
+    res = _run(
+        "-m", "marlmesh.cli", "train", "-c", "configs/smoke.yaml", "--set", override, "--run-dir", str(tmp_path / "run")
+    )
     assert res.returncode == 2
     line = _one_line(res.stderr)
     assert line.startswith("marlmesh: error: ") and expect in line
@@ -41,8 +42,20 @@ def test_train_rejects_bad_config_before_starting_anything(tmp_path, override, e
 
 @pytest.mark.parametrize("module", ["agent_service", "learner_service"])
 def test_unreachable_env_address(module):
-    res = _run("-m", module, "-c", "configs/smoke.yaml", "--agent-id", "0", "--env-addr", "127.0.0.1:1",
-               "--set", "runtime.startup_timeout_s=1.5", "--port", "0")
+    res = _run(
+        "-m",
+        module,
+        "-c",
+        "configs/smoke.yaml",
+        "--agent-id",
+        "0",
+        "--env-addr",
+        "127.0.0.1:1",
+        "--set",
+        "runtime.startup_timeout_s=1.5",
+        "--port",
+        "0",
+    )
     assert res.returncode == 3
     line = _one_line(res.stderr)
     assert f"{module}: error:" in line and "127.0.0.1:1" in line

@@ -39,8 +39,15 @@ def test_smoke_run_every_agent_steps_talks_and_learns(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     procs = summary["processes"]
     roles = sorted((p["role"], p["agent_id"]) for p in procs)
-    assert roles == [("agent", 0), ("agent", 1), ("agent", 2), ("env", -1),
-                     ("learner", 0), ("learner", 1), ("learner", 2)]
+    assert roles == [
+        ("agent", 0),
+        ("agent", 1),
+        ("agent", 2),
+        ("env", -1),
+        ("learner", 0),
+        ("learner", 1),
+        ("learner", 2),
+    ]
     assert len({p["pid"] for p in procs}) == 7
     assert not any(_alive(p["pid"]) for p in procs)
     assert summary["env_steps"] >= 2400
@@ -68,8 +75,13 @@ def test_smoke_run_every_agent_steps_talks_and_learns(tmp_path):
     assert "Evaluation" in res.stdout and str(run) in res.stdout
 
     # `marlmesh eval RUN_DIR` on the saved policies
-    ev2 = subprocess.run([*MARLMESH, "eval", str(run), "--episodes", "4", "--json"], capture_output=True, text=True,
-                         timeout=180, cwd=ROOT)
+    ev2 = subprocess.run(
+        [*MARLMESH, "eval", str(run), "--episodes", "4", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
     assert ev2.returncode == 0, ev2.stderr[-2000:]
     result = json.loads(ev2.stdout.strip().splitlines()[-1])
     assert result["episodes"] == 4 and len(result["agent_return_means"]) == 3
@@ -93,8 +105,16 @@ def test_heterogeneous_agents(tmp_path, env_name, names):
 
 def test_sigint_stops_everything_and_frees_ports(tmp_path):
     run = tmp_path / "run"
-    args = [*MARLMESH, "train", "-c", str(ROOT / "configs/smoke.yaml"), "--run-dir", str(run),
-            "--set", "train.total_env_steps=100000000"]
+    args = [
+        *MARLMESH,
+        "train",
+        "-c",
+        str(ROOT / "configs/smoke.yaml"),
+        "--run-dir",
+        str(run),
+        "--set",
+        "train.total_env_steps=100000000",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     metrics = run / "metrics.jsonl"
     deadline = time.monotonic() + 120

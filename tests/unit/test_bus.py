@@ -81,7 +81,9 @@ def test_vector_inbox_rejects_bad_payloads():
 
 
 def test_addressing_from_env():
-    a = PeerAddressing.from_env({"MARLMESH_PEER_PATTERN": "tcp://agent-{id}.agents:{port}", "MARLMESH_BUS_BASE_PORT": "6000"})
+    a = PeerAddressing.from_env(
+        {"MARLMESH_PEER_PATTERN": "tcp://agent-{id}.agents:{port}", "MARLMESH_BUS_BASE_PORT": "6000"}
+    )
     assert a.peer_address(3) == "tcp://agent-3.agents:6003"
     assert agent_id_from_env({"MARLMESH_AGENT_ID": "agent-2"}) == 2
     with pytest.raises(ValueError, match="MARLMESH_BUS_BASE_PORT"):

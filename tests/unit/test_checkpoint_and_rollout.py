@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from learner_service.checkpoint import list_checkpoints, load_latest, read_checkpoint, save_checkpoint, CorruptCheckpoint
+from learner_service.checkpoint import (
+    CorruptCheckpoint,
+    list_checkpoints,
+    load_latest,
+    read_checkpoint,
+    save_checkpoint,
+)
 from marlmesh.rollout import RolloutRecorder, validate_columns
 from marlmesh.spaces import SpaceSpec
 
@@ -21,7 +27,11 @@ def test_checkpoints_atomic_keep_and_corruption_fallback(tmp_path):
 
 
 def _recorder(kind="discrete"):
-    space = SpaceSpec(kind="discrete", n=5) if kind == "discrete" else SpaceSpec(kind="box", shape=(2,), low=(-1, -1), high=(1, 1))
+    space = (
+        SpaceSpec(kind="discrete", n=5)
+        if kind == "discrete"
+        else SpaceSpec(kind="box", shape=(2,), low=(-1, -1), high=(1, 1))
+    )
     return RolloutRecorder(3, 2, (4,), space, rounds=1, num_agents=3, message_dim=5), space
 
 

@@ -40,7 +40,9 @@ def test_bad_value_names_path_and_value():
 
 
 def test_overrides_types_and_nesting():
-    cfg = load_config(None, ["train.total_env_steps=20000", "env.kwargs.N=4", "algo.ppo.lr=1e-3", "eval.deterministic=false"])
+    cfg = load_config(
+        None, ["train.total_env_steps=20000", "env.kwargs.N=4", "algo.ppo.lr=1e-3", "eval.deterministic=false"]
+    )
     assert cfg.train.total_env_steps == 20000
     assert cfg.env.kwargs == {"N": 4}
     assert cfg.algo.ppo.lr == pytest.approx(1e-3)

@@ -62,7 +62,8 @@ def test_ppo_loss_clipping_value_entropy():
 def test_ppo_loss_gradient_is_zero_outside_the_clip_region():
     cfg = PPOConfig()
     new = torch.tensor([math.log(0.6)], requires_grad=True)  # ratio 1.5 > 1.2 with a positive advantage
-    loss, _ = ppo_loss(new, torch.tensor([math.log(0.4)]), torch.tensor([1.0]), torch.zeros(1), torch.zeros(1),
-                       torch.zeros(1), cfg)
+    loss, _ = ppo_loss(
+        new, torch.tensor([math.log(0.4)]), torch.tensor([1.0]), torch.zeros(1), torch.zeros(1), torch.zeros(1), cfg
+    )
     loss.backward()
     assert new.grad is not None and float(new.grad) == 0.0

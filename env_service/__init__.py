@@ -1,0 +1,1 @@
+"""env_service: hosts B copies of a PettingZoo ParallelEnv behind a step barrier (``python -m env_service``)."""

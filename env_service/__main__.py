@@ -1,0 +1,131 @@
+"""Entry point: ``python -m env_service --config C [--seed S] [--num-envs B] [--port P]``.
+
+Hosts B copies of the configured env until SIGTERM/SIGINT. The port defaults to ``MARLMESH_ENV_PORT``
+(50051); ``--port 0`` picks a free one and ``--port-file`` reports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from prometheus_client import Counter, Gauge
+
+from env_service.node import EnvNode
+from env_service.servicer import EnvServicer
+from marlmesh import process
+from marlmesh.plugins import PluginError
+from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_server
+from marlmesh.v1 import env_pb2_grpc
+
+ROLE = "env_service"
+log = logging.getLogger(ROLE)
+
+ENV_STEPS = Counter("marlmesh_env_steps", "Single-env steps summed over the B copies")
+EPISODES = Counter("marlmesh_env_episodes", "Finished episodes")
+DEFAULT_ACTIONS = Counter("marlmesh_env_default_actions", "Default actions given at the barrier", ["agent"])
+LATE_ACTIONS = Counter("marlmesh_env_late_actions", "Actions that arrived for an old tick", ["agent"])
+LIVE_AGENTS = Gauge("marlmesh_env_live_agents", "Agents joined and stepping")
+
+
+def _export_metrics(node: EnvNode, stop: threading.Event, period_s: float = 1.0) -> None:
+    """Mirror the node's counters into Prometheus (keeps the stepping path free of metric calls)."""
+    seen_steps, seen_eps = 0, 0
+    seen_default: dict[int, int] = {}
+    seen_late: dict[int, int] = {}
+    while True:
+        s = node.stats(episodes_from=1 << 62, max_episodes=0)
+        ENV_STEPS.inc(s.env_steps - seen_steps)
+        EPISODES.inc(s.episodes - seen_eps)
+        seen_steps, seen_eps = s.env_steps, s.episodes
+        for counts, seen, metric in (
+            (s.default_actions, seen_default, DEFAULT_ACTIONS),
+            (s.late_actions, seen_late, LATE_ACTIONS),
+        ):
+            for agent, n in counts.items():
+                metric.labels(agent=str(agent)).inc(n - seen.get(agent, 0))
+                seen[agent] = n
+        LIVE_AGENTS.set(len(s.live_agents))
+        if stop.wait(period_s):
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the env until SIGTERM/SIGINT."""
+    p = process.base_parser(ROLE, "Hosts B copies of a PettingZoo ParallelEnv behind a step barrier.")
+    p.add_argument("--seed", type=int, default=None, help="env seed (default: the config's seed)")
+    p.add_argument("--num-envs", type=int, default=None, help="B, env copies (default: env.num_envs)")
+    ns = p.parse_args(argv)
+    config = process.load_or_fail(ROLE, ns)
+    setup_logging("env")
+    if ns.num_envs is not None and ns.num_envs < 1:
+        process.fail(ROLE, f"--num-envs must be >= 1, got {ns.num_envs}")
+    seed = config.seed if ns.seed is None else ns.seed
+    started = time.monotonic()
+    try:
+        node = EnvNode(config.env, seed=seed, num_envs=ns.num_envs)
+    except (ValueError, PluginError) as exc:
+        process.fail(ROLE, str(exc))
+    host = ns.host or config.runtime.host
+    port = ns.port if ns.port is not None else int(os.environ.get("MARLMESH_ENV_PORT", "50051"))
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    servicer = EnvServicer(node)
+    try:
+        server = start_server(
+            host=host,
+            port=port,
+            stop=stop,
+            max_message_bytes=config.runtime.max_message_bytes,
+            identity=Identity("env", counters=lambda: {"tick": node.tick, "env_steps": node.env_steps}),
+            register=lambda s: env_pb2_grpc.add_EnvServiceServicer_to_server(servicer, s),
+            workers=max(16, 2 * node.num_agents + 8),
+        )
+    except RuntimeError as exc:
+        process.fail(ROLE, str(exc))
+    if ns.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(ns.metrics_port, addr=host)
+    threading.Thread(target=_export_metrics, args=(node, stop), name="metrics", daemon=True).start()
+    process.write_port_file(ns.port_file, server.port)
+    log.info(
+        "env %s up on %s:%d: %d agents %s, B=%d, seed %d (built in %.1fs)",
+        config.env.name,
+        host,
+        server.port,
+        node.num_agents,
+        node.agent_names,
+        node.num_envs,
+        seed,
+        time.monotonic() - started,
+    )
+    stop.wait()
+    server.set_serving(False)
+    node.close()
+    server.stop(grace=1.0)
+    s = node.stats(episodes_from=1 << 62, max_episodes=0)
+    process.write_json(
+        ns.stats_file,
+        {
+            "role": "env",
+            "agent_id": -1,
+            "pid": os.getpid(),
+            "tick": s.tick,
+            "env_steps": s.env_steps,
+            "episodes": s.episodes,
+            "joins": node.joins,
+            "rejoins": node.rejoins,
+            "default_actions": {str(k): v for k, v in s.default_actions.items()},
+            "late_actions": {str(k): v for k, v in s.late_actions.items()},
+            "rejected_requests": dict(servicer.rejected),
+        },
+    )
+    log.info("env stopped at tick %d (%d env steps, %d episodes)", s.tick, s.env_steps, s.episodes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Client of env_service used by agent processes (and tests)."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import numpy as np
+
+from env_service.convert import AgentObservation, observation_from_proto
+from marlmesh import tensors
+from marlmesh.serving import grpc_options
+from marlmesh.v1 import env_pb2, env_pb2_grpc
+
+__all__ = ["AgentObservation", "EnvClient"]
+
+
+class EnvClient:
+    """Blocking calls to one env service, each with a deadline.
+
+    Args:
+        address: ``host:port`` of the env service.
+        timeout_s: Deadline of Join, Leave, GetStats and GetSpec.
+        max_message_bytes: gRPC message size bound.
+        step_timeout_s: Deadline of Step (must exceed the barrier deadline).
+    """
+
+    def __init__(
+        self, address: str, *, timeout_s: float = 30.0, max_message_bytes: int = 64 << 20, step_timeout_s: float = 60.0
+    ) -> None:
+        self.address = address
+        self._timeout = timeout_s
+        self._step_timeout = step_timeout_s
+        self._channel = grpc.insecure_channel(address, options=grpc_options(max_message_bytes))
+        self._stub = env_pb2_grpc.EnvServiceStub(self._channel)
+
+    def wait_ready(self, timeout_s: float) -> env_pb2.EnvSpec:
+        """Wait until the service answers GetSpec.
+
+        Raises:
+            ConnectionError: If it does not within ``timeout_s`` (the message says what to check).
+        """
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                return self._stub.GetSpec(env_pb2.GetSpecRequest(), timeout=min(2.0, remaining), wait_for_ready=True)
+            except grpc.RpcError as exc:
+                last = f"{exc.code().name}: {exc.details()}"
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        raise ConnectionError(
+            f"cannot reach env_service at {self.address} within {timeout_s:.0f}s ({last}); "
+            "is it running and is --env-addr / MARLMESH_ENV_ADDR right?"
+        )
+
+    def spec(self) -> env_pb2.EnvSpec:
+        """The env spec."""
+        return self._stub.GetSpec(env_pb2.GetSpecRequest(), timeout=self._timeout)
+
+    def join(self, agent_index: int, process_id: str) -> tuple[env_pb2.EnvSpec, AgentObservation]:
+        """Join as ``agent_index``; returns the spec and the current observation."""
+        resp = self._stub.Join(
+            env_pb2.JoinRequest(agent_index=agent_index, process_id=process_id), timeout=self._timeout
+        )
+        return resp.spec, observation_from_proto(resp.observation)
+
+    def step(self, agent_index: int, tick: int, action: np.ndarray) -> tuple[AgentObservation, bool]:
+        """Submit the action answering ``tick``; returns the next observation and whether it was applied."""
+        resp = self._stub.Step(
+            env_pb2.StepRequest(agent_index=agent_index, tick=tick, action=tensors.encode(action)),
+            timeout=self._step_timeout,
+        )
+        return observation_from_proto(resp.observation), resp.action_applied
+
+    def leave(self, agent_index: int) -> None:
+        """Tell the env to stop waiting for this agent."""
+        self._stub.Leave(env_pb2.LeaveRequest(agent_index=agent_index), timeout=self._timeout)
+
+    def stats(self, episodes_from: int = 0, max_episodes: int = 0) -> env_pb2.EnvStats:
+        """Counters and finished episodes."""
+        return self._stub.GetStats(
+            env_pb2.StatsRequest(episodes_from=episodes_from, max_episodes=max_episodes), timeout=self._timeout
+        )
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> EnvClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
