@@ -44,6 +44,10 @@ class EnvServicer(env_pb2_grpc.EnvServiceServicer):
     def Step(self, request, context):  # noqa: N802
         """Submit an action and wait for the barrier."""
         try:
+            self._node.check_agent(request.agent_index)
+        except EnvError as exc:
+            self._abort(context, exc)
+        try:
             action = tensors.decode(request.action, what="StepRequest.action")
         except tensors.TensorError as exc:
             self.rejected["TensorError"] += 1
