@@ -7,7 +7,8 @@ import time
 import grpc
 import numpy as np
 
-from env_service.convert import AgentObservation, observation_from_proto
+from env_service.convert import observation_from_proto
+from env_service.observation import AgentObservation
 from marlmesh import tensors
 from marlmesh.serving import grpc_options
 from marlmesh.v1 import env_pb2, env_pb2_grpc

@@ -2,43 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from env_service.observation import AgentObservation
 from marlmesh import tensors
 from marlmesh.v1 import env_pb2
 
 if TYPE_CHECKING:  # the client side must not import the env stack
-    from env_service.node import AgentView, EnvNode, EnvStatsView
-
-
-@dataclass
-class AgentObservation:
-    """What an agent receives after Join or Step, for all B env copies.
-
-    Attributes:
-        tick: The tick the next action must answer.
-        obs: ``[B, *obs_shape]`` float32.
-        reward: ``[B]`` reward for the previous action.
-        terminated: ``[B]`` bool.
-        truncated: ``[B]`` bool.
-        final_obs: ``[B, *obs_shape]``: last observation of an episode that just ended, else zeros.
-        cost: ``[B]`` cost signal (collisions in MPE; zeros where the env has none).
-        positions: ``[N, B, D]`` agent positions, or None where the env has none.
-        live_agents: Agents currently joined and stepping.
-    """
-
-    tick: int
-    obs: np.ndarray
-    reward: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    final_obs: np.ndarray
-    cost: np.ndarray
-    positions: np.ndarray | None
-    live_agents: list[int]
+    from env_service.node import EnvNode, EnvStatsView
 
 
 def spec_to_proto(node: EnvNode) -> env_pb2.EnvSpec:
@@ -61,7 +32,7 @@ def spec_to_proto(node: EnvNode) -> env_pb2.EnvSpec:
     )
 
 
-def view_to_proto(view: AgentView) -> env_pb2.Observation:
+def view_to_proto(view: AgentObservation) -> env_pb2.Observation:
     """Encode one agent's view."""
     channel = env_pb2.ChannelState(live_agents=view.live_agents)
     if view.positions is not None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from env_service.observation import AgentObservation
 from marlmesh.config import EnvConfig
 from marlmesh.envs import make_env
 from marlmesh.envs.adapter import adapter_for
@@ -58,21 +59,6 @@ class EnvClosed(EnvError):
     """The service is shutting down."""
 
     kind = "unavailable"
-
-
-@dataclass
-class AgentView:
-    """One agent's view after a step (copies; safe to use outside the lock)."""
-
-    tick: int
-    obs: np.ndarray
-    reward: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    final_obs: np.ndarray
-    cost: np.ndarray
-    positions: np.ndarray | None
-    live_agents: list[int]
 
 
 @dataclass
@@ -183,7 +169,7 @@ class EnvNode:
         if not 0 <= agent < self.num_agents:
             raise InvalidRequest(f"agent_index {agent} out of range: this env has agents 0..{self.num_agents - 1}")
 
-    def join(self, agent: int, process_id: str) -> AgentView:
+    def join(self, agent: int, process_id: str) -> AgentObservation:
         """Register an agent process; a new process id for a joined slot counts as a rejoin."""
         self.check_agent(agent)
         with self._cond:
@@ -209,7 +195,7 @@ class EnvNode:
             self._pending.pop(agent, None)
             self._cond.notify_all()
 
-    def step(self, agent: int, tick: int, action: np.ndarray) -> tuple[AgentView, bool]:
+    def step(self, agent: int, tick: int, action: np.ndarray) -> tuple[AgentObservation, bool]:
         """Submit ``agent``'s action for ``tick`` and wait for the barrier.
 
         Returns:
@@ -291,8 +277,8 @@ class EnvNode:
     def _live(self) -> list[int]:
         return sorted(a for a in self._joined if a not in self._absent)
 
-    def _view(self, agent: int) -> AgentView:
-        return AgentView(
+    def _view(self, agent: int) -> AgentObservation:
+        return AgentObservation(
             tick=self.tick,
             obs=self._obs[agent].copy(),
             reward=self._reward[agent].copy(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -47,7 +48,9 @@ def cmd_train(ns: argparse.Namespace) -> int:
     except MeshError as exc:
         print(f"marlmesh: error: {exc}", file=sys.stderr)
         return 1
-    return 130 if summary["status"] == "interrupted" else 0
+    if summary["status"] == "interrupted":  # shell convention: 128 + signal number
+        return 128 + int(getattr(signal.Signals, str(summary.get("signal") or "SIGINT")))
+    return 0
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:

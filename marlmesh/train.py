@@ -202,9 +202,11 @@ def train(config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: boo
     config_path = run_dir / "config.yaml"
     config_path.write_text(dump_config(config))
     interrupted = threading.Event()
+    received: list[int] = []
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
         interrupted.set()
 
     for s in previous:
@@ -246,6 +248,7 @@ def train(config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: boo
     summary.update(
         {
             "status": "interrupted" if interrupted.is_set() else "trained",
+            "signal": signal.Signals(received[0]).name if received else None,
             "env_steps": progress.env_steps if progress else 0,
             "episodes": progress.episodes if progress else 0,
             "wall_seconds": round(train_seconds, 2),

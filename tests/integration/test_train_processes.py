@@ -103,7 +103,8 @@ def test_heterogeneous_agents(tmp_path, env_name, names):
     assert all(a["policy_version"] >= 1 for a in summary["agents"])
 
 
-def test_sigint_stops_everything_and_frees_ports(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_everything_and_frees_ports(tmp_path, sig):
     run = tmp_path / "run"
     args = [
         *MARLMESH,
@@ -122,11 +123,11 @@ def test_sigint_stops_everything_and_frees_ports(tmp_path):
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.3)
     assert metrics.exists(), "training never reported progress"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=90)
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == 128 + sig, err[-2000:]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "interrupted"
+    assert summary["status"] == "interrupted" and summary["signal"] == sig.name
     pids = [p["pid"] for p in summary["processes"]]
     assert len(pids) == 7
     assert not any(_alive(pid) for pid in pids)
