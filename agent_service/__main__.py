@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=("train", "eval"), default=os.environ.get("MARLMESH_MODE", "train"))
     p.add_argument("--checkpoint-dir", type=Path, default=os.environ.get("MARLMESH_CHECKPOINT_DIR"))
     ns = p.parse_args(argv)
+    process.exit_with_parent()
     config = process.load_or_fail(ROLE, ns)
     agent = process.parse_agent_id(ROLE, ns.agent_id)
     setup_logging("agent", agent)

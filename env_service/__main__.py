@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="env seed (default: the config's seed)")
     p.add_argument("--num-envs", type=int, default=None, help="B, env copies (default: env.num_envs)")
     ns = p.parse_args(argv)
+    process.exit_with_parent()
     config = process.load_or_fail(ROLE, ns)
     setup_logging("env")
     if ns.num_envs is not None and ns.num_envs < 1:

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoint folder of this agent (MARLMESH_CHECKPOINT_DIR); resumes from the newest valid one",
     )
     ns = p.parse_args(argv)
+    process.exit_with_parent()
     config = process.load_or_fail(ROLE, ns)
     agent = process.parse_agent_id(ROLE, ns.agent_id)
     setup_logging("learner", agent)

@@ -8,7 +8,6 @@ SIGKILLs whatever has not exited in time.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import random
@@ -31,13 +30,6 @@ log = logging.getLogger(__name__)
 
 class MeshError(RuntimeError):
     """A process of the mesh failed to start or died."""
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -122,7 +114,9 @@ class Mesh:
         stats_file = self.run_dir / "stats" / f"{self.tag}-{name}.json"
         for f in (port_file, stats_file):
             f.unlink(missing_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra_env}
+        # No preexec_fn: forking a process that runs gRPC threads can deadlock in gRPC's fork handlers, so
+        # children arm their own parent-death signal (marlmesh.process.exit_with_parent).
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MARLMESH_PARENT_PID": str(os.getpid()), **extra_env}
         argv = [
             sys.executable,
             "-m",
@@ -145,7 +139,6 @@ class Mesh:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
         proc = Proc(role, agent_id, popen, log_path, port_file, stats_file)
         self.procs.append(proc)

@@ -7,8 +7,10 @@ process with exit code 2 and one line on stderr: ``<role>: error: <what to fix>`
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,6 +27,22 @@ def fail(role: str, message: str, code: int = 2) -> NoReturn:
     """Print ``role: error: message`` on one line and exit."""
     print(f"{role}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def exit_with_parent() -> None:
+    """When started by the launcher (``MARLMESH_PARENT_PID`` set), get SIGTERM if the launcher dies.
+
+    Linux only (``PR_SET_PDEATHSIG``); elsewhere a no-op. If the launcher is already gone, exit at once.
+    """
+    parent = os.environ.get("MARLMESH_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):
+        sys.exit(0)
 
 
 def base_parser(role: str, description: str) -> argparse.ArgumentParser:

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MARLMESH = [sys.executable, "-m", "marlmesh.cli"]
 
 
-def _train(run_dir: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    args = [*MARLMESH, "train", "-c", str(ROOT / "configs/smoke.yaml"), "--run-dir", str(run_dir)]
+def _train(run_dir: Path, *overrides: str, extra: tuple[str, ...] = (), timeout: float = 300):
+    args = [*MARLMESH, "train", "-c", str(ROOT / "configs/smoke.yaml"), "--run-dir", str(run_dir), *extra]
     for o in overrides:
         args += ["--set", o]
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
@@ -85,6 +85,14 @@ def test_smoke_run_every_agent_steps_talks_and_learns(tmp_path):
     assert ev2.returncode == 0, ev2.stderr[-2000:]
     result = json.loads(ev2.stdout.strip().splitlines()[-1])
     assert result["episodes"] == 4 and len(result["agent_return_means"]) == 3
+
+    # training again in the same run directory resumes every learner from its newest checkpoint
+    versions = {lr["agent_id"]: lr["version"] for lr in summary["learners"]}
+    again = _train(run, "train.total_env_steps=400", extra=["--no-eval"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads((run / "summary.json").read_text())
+    for lr in resumed["learners"]:
+        assert lr["version"] > versions[lr["agent_id"]], (lr, versions)
 
 
 @pytest.mark.parametrize(
