@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--mode", choices=("train", "eval"), default=os.environ.get("MARLMESH_MODE", "train"))
     p.add_argument("--checkpoint-dir", type=Path, default=os.environ.get("MARLMESH_CHECKPOINT_DIR"))
+    p.add_argument(
+        "--bus-trace",
+        type=Path,
+        default=os.environ.get("MARLMESH_BUS_TRACE") or None,
+        help="file for this agent's message-fate records (MARLMESH_BUS_TRACE; default: no trace)",
+    )
     ns = p.parse_args(argv)
     process.exit_with_parent()
     config = process.load_or_fail(ROLE, ns)
@@ -92,13 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         initial = _load_eval_params(ROLE, ns.checkpoint_dir)
 
-    def make_bus(num_agents: int) -> Bus:
+    def make_bus(num_agents: int, rounds: int) -> Bus:
         return Bus(
             agent,
             num_agents,
             addressing,
-            header_bytes=config.bus.header_bytes,
+            config=config.bus,
+            seed=config.seed,
+            rounds=rounds,
             max_frame_bytes=config.runtime.max_message_bytes,
+            trace_path=ns.bus_trace,
         )
 
     try:

@@ -52,8 +52,8 @@ class AgentNode:
         config: The run's config.
         agent_index: This agent's index.
         env: Client of the env service.
-        make_bus: Builds the bus endpoint once N is known (``num_agents -> Bus``); not called for silent
-            channels.
+        make_bus: Builds the bus endpoint once N and the rounds are known (``(num_agents, rounds) -> Bus``);
+            not called for silent channels.
         learner: Link to this agent's learner (training), or None (evaluation).
         initial_params: Parameters to act with when there is no learner (evaluation).
         deterministic: Greedy/mean actions instead of sampling.
@@ -64,7 +64,7 @@ class AgentNode:
         config: Config,
         agent_index: int,
         env: EnvClient,
-        make_bus: Callable[[int], Bus],
+        make_bus: Callable[[int, int], Bus],
         learner: LearnerLink | None,
         initial_params: tuple[int, dict[str, np.ndarray]] | None = None,
         deterministic: bool = False,
@@ -82,8 +82,7 @@ class AgentNode:
         self.num_envs = spec_msg.num_envs
         self.policy = self.channel.build_policy(self.spec)
         self.policy.eval()
-        self.bus = make_bus(self.spec.num_agents) if self.channel.rounds > 0 else None
-        self._round_timeout = config.bus.round_timeout_ms / 1000.0
+        self.bus = make_bus(self.spec.num_agents, self.channel.rounds) if self.channel.rounds > 0 else None
         self.recorder = (
             RolloutRecorder(
                 config.train.rollout_steps,
@@ -136,8 +135,9 @@ class AgentNode:
                 channel=self.channel.name,
                 payload=self.channel.payload(outbox.numpy()),
                 peers=peers,
+                positions=ob.positions,
             )
-            received = self.bus.collect(tick=ob.tick, round=k, expected=peers, timeout_s=self._round_timeout)
+            received = self.bus.collect(tick=ob.tick, round=k, channel=self.channel.name, expected=peers)
             msgs, mask, rejected = self.channel.inbox(received, self.num_envs, self.spec.num_agents)
             self.counters.rejected_messages += rejected
             inboxes.append((msgs, mask))
@@ -226,6 +226,7 @@ class AgentNode:
             "rejoins": c.rejoins,
             "fragments_discarded": dict(c.fragments_discarded),
             "bus": self.bus.totals.as_dict() if self.bus is not None else None,
+            "bus_trace": self.bus.trace_status() if self.bus is not None else None,
         }
         if self.learner is not None:
             out["fragments_sent"] = self.learner.fragments_sent

@@ -1,9 +1,15 @@
-"""The agent-side bus: send one round's message to peers, collect the peers' messages of a round.
+"""The agent-side bus: send one round's message to peers over emulated links, read the round's inbox.
 
 Transport is ZeroMQ, brokerless: every agent binds one PULL socket and connects one PUSH socket per peer.
-One envelope carries the B rows of all env copies for one (tick, round). Receiving is done inline by the
-caller (no thread): :meth:`Bus.collect` polls until every expected peer's message of that round arrived or
-the round timeout passes. Malformed, stale and unexpected frames are dropped and counted, never raised.
+One envelope carries the B rows of all env copies for one (tick, round); every row is its own message on
+its own link (each env copy is its own world). The sender decides each row's fate with the link model
+(:mod:`comm_bus.link_emulation`) and ships it with the frame; the receiver holds frames in its mailbox
+(:mod:`comm_bus.mailbox`) until their rows are visible on the bus clock (:mod:`comm_bus.clock`).
+
+Under the sim clock the transport is lossless and :meth:`Bus.collect` waits (up to ``round_timeout``) for
+every live peer's frame of the round, so visibility depends only on the config and seed. Under the wall
+clock it waits until every peer's rows are visible or the per-round deadline passes. Receiving happens
+inline in the caller (no thread). Malformed frames are dropped and counted, never raised.
 """
 
 from __future__ import annotations
@@ -11,18 +17,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import numpy as np
 import zmq
 
 from comm_bus.addressing import PeerAddressing
-from comm_bus.envelope import Envelope, MalformedFrame, parse, serialize
+from comm_bus.clock import SimClock, WallClock
+from comm_bus.envelope import Envelope, MalformedFrame, parse, serialize, visibility_suffix
+from comm_bus.link_emulation import CAUSES, DELIVERED, NOT_SENT, Fates, LinkEmulator
+from comm_bus.mailbox import Delivery, HeldFrame, Mailbox
 from comm_bus.metrics import BusMetrics, BusTotals
+from comm_bus.quantize import QuantizationError, dequantize, quantize, row_bytes
+from comm_bus.trace import TraceWriter
+from marlmesh import plugins
+from marlmesh.config import BusConfig
 
 log = logging.getLogger(__name__)
-
-#: Pending (tick, round) slots kept for messages that arrive before their round is collected.
-MAX_PENDING_SLOTS = 64
 
 
 class Bus:
@@ -32,10 +43,17 @@ class Bus:
         agent_index: This agent's index.
         num_agents: N (senders outside ``[0, N)`` are rejected).
         addressing: Where peers live.
-        header_bytes: Per-message overhead added to the bytes counted as sent.
+        config: The ``bus`` config section (clock, links, quantization, lifespan, trace).
+        seed: Run seed (link randomness).
+        rounds: Communication rounds per env step (sets the sim round interval when not configured).
         max_frame_bytes: Larger frames are dropped unread (cause ``oversize``).
+        trace_path: Where this agent's fate records go (None = no trace).
         metrics: Prometheus instruments (default: the process-wide ones).
         context: ZeroMQ context (default: the process-wide instance).
+
+    Raises:
+        RuntimeError: If the bus address cannot be bound.
+        plugins.PluginError: If the link model is unknown.
     """
 
     def __init__(
@@ -44,24 +62,51 @@ class Bus:
         num_agents: int,
         addressing: PeerAddressing,
         *,
-        header_bytes: int = 32,
+        config: BusConfig | None = None,
+        seed: int = 0,
+        rounds: int = 1,
         max_frame_bytes: int = 16 * 1024 * 1024,
+        trace_path: Path | None = None,
         metrics: BusMetrics | None = None,
         context: zmq.Context | None = None,
     ) -> None:
         if not 0 <= agent_index < num_agents:
             raise ValueError(f"agent index {agent_index} not in [0, {num_agents})")
+        self.config = config or BusConfig()
+        cfg = self.config
         self.agent_index = agent_index
         self.num_agents = num_agents
         self.addressing = addressing
-        self.header_bytes = header_bytes
+        self.header_bytes = cfg.header_bytes
         self.max_frame_bytes = max_frame_bytes
         self.metrics = metrics or BusMetrics.default()
         self.totals = BusTotals()
+        if cfg.clock == "sim":
+            interval = cfg.round_interval_ms / 1000.0 if cfg.round_interval_ms else cfg.dt_ms / 1000.0 / max(1, rounds)
+            self.clock: SimClock | WallClock = SimClock(cfg.dt_ms / 1000.0, interval)
+        else:
+            self.clock = WallClock()
+        self.link_model = plugins.load("links", cfg.links.resolved_model())(cfg.links)
+        self.emulator = (
+            None
+            if getattr(self.link_model, "ideal", False)
+            else LinkEmulator(
+                agent_index,
+                lambda dst, now: self.link_model.params_for(agent_index, dst, now),
+                seed,
+                shared_medium=cfg.links.shared_medium,
+            )
+        )
+        self.mailbox = Mailbox(cfg.lifespan_ms / 1000.0)
+        self.trace = (
+            TraceWriter(trace_path, cfg.trace.max_records_per_agent)
+            if trace_path is not None and cfg.trace.enabled
+            else None
+        )
         self._ctx = context or zmq.Context.instance()
         self._pull = self._ctx.socket(zmq.PULL)
         self._pull.setsockopt(zmq.LINGER, 0)
-        self._pull.setsockopt(zmq.RCVHWM, 10_000)
+        self._pull.setsockopt(zmq.RCVHWM, 100_000)
         self._pull.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
         bind = addressing.bind_address(agent_index)
         try:
@@ -69,81 +114,192 @@ class Bus:
         except zmq.ZMQError as exc:
             self._pull.close()
             raise RuntimeError(f"bus: cannot bind {bind}: {exc}") from None
+        send_timeout_ms = int(cfg.round_timeout_ms)
         self._push: dict[int, zmq.Socket] = {}
         for peer in range(num_agents):
             if peer == agent_index:
                 continue
             sock = self._ctx.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 1_000)
+            sock.setsockopt(zmq.SNDHWM, 100_000)
+            sock.setsockopt(zmq.SNDTIMEO, send_timeout_ms)
             sock.connect(addressing.peer_address(peer))
             self._push[peer] = sock
         self._poller = zmq.Poller()
         self._poller.register(self._pull, zmq.POLLIN)
-        self._pending: dict[tuple[int, int], dict[int, Envelope]] = {}
         self._seq = 0
-        self._floor_tick = -1  # messages for ticks below this are stale
+        # (src, channel) -> latest (tick, round) frame received: frames of a sender arrive in order.
+        self._heard: dict[tuple[int, str], tuple[int, int]] = {}
+        self._row_bytes: dict[tuple[int, str], int] = {}
+        self._mailbox_seen: dict[str, int] = {}
 
     # -- sending -----------------------------------------------------------------------------------
     def send(
-        self, *, tick: int, round: int, channel: str, payload: Mapping[str, np.ndarray], peers: Iterable[int]
-    ) -> None:
-        """Send one message (B rows) to each of ``peers``.
+        self,
+        *,
+        tick: int,
+        round: int,
+        channel: str,
+        payload: Mapping[str, np.ndarray],
+        peers: Iterable[int],
+        positions: np.ndarray | None = None,
+        rows: np.ndarray | None = None,
+    ) -> Fates:
+        """Send one round's message (B rows) to each of ``peers`` over their links.
 
-        A peer whose send queue is full gets nothing (counted as ``send_queue_full``).
+        Args:
+            tick: Batched env step.
+            round: Round inside the step.
+            channel: Channel name.
+            payload: Tensors with B rows each (float tensors are quantized per ``bus.quantization``).
+            peers: Receivers (self and unknown indices are skipped).
+            positions: ``[N, B, D]`` agent positions for the range check (None = no range check).
+            rows: ``[B]`` bool, the env copies that send this round (None = all).
+
+        Returns:
+            The fate of every row on every link.
         """
+        dsts = tuple(p for p in peers if p in self._push)
+        wire = quantize(payload, self.config.quantization)
+        batch = next(iter(wire.values())).shape[0]
+        payload_row = row_bytes(wire, batch)
+        now = self.clock.send_time(tick, round)
+        fates = self._fates(now, dsts, payload_row, batch, positions, rows)
         self._seq += 1
-        env = Envelope(
-            src=self.agent_index,
-            dst=-1,
-            channel=channel,
-            tick=tick,
-            round=round,
-            seq=self._seq,
-            sent_at=time.time(),
-            payload=dict(payload),
+        common = serialize(
+            Envelope(
+                src=self.agent_index,
+                dst=-1,
+                channel=channel,
+                tick=tick,
+                round=round,
+                seq=self._seq,
+                sent_at=time.time(),
+                payload=wire,
+                bus_time=now,
+            )
         )
-        frame = serialize(env)
-        size = len(frame) + self.header_bytes
-        for peer in peers:
-            sock = self._push.get(peer)
-            if sock is None:
-                continue
+        exact = self.emulator is None and rows is None
+        for i, dst in enumerate(dsts):
+            frame = common if exact else common + visibility_suffix(fates.visible_at[i])
             try:
-                sock.send(frame, zmq.NOBLOCK, copy=False)
+                self._push[dst].send(frame, copy=False)
             except zmq.Again:
-                self._drop("send_queue_full")
+                self._drop("transport_full", int((fates.cause[i] != NOT_SENT).sum()))
                 continue
-            label = str(peer)
-            self.totals.messages_sent += 1
+            self.totals.frames_sent += 1
+            offered = int((fates.cause[i] != NOT_SENT).sum())
+            size = offered * fates.row_bytes
+            label = str(dst)
+            self.totals.messages_sent += offered
             self.totals.bytes_sent += size
-            self.metrics.messages_sent.labels(channel, label).inc()
+            self.metrics.messages_sent.labels(channel, label).inc(offered)
             self.metrics.bytes_sent.labels(channel, label).inc(size)
+        for code, cause in CAUSES.items():
+            if code not in (DELIVERED, NOT_SENT):
+                self._drop(cause, int((fates.cause == code).sum()))
+        if self.trace is not None:
+            self.trace.record(tick, round, self.agent_index, now, fates)
+        return fates
+
+    def _fates(
+        self,
+        now: float,
+        dsts: tuple[int, ...],
+        payload_row: int,
+        batch: int,
+        positions: np.ndarray | None,
+        rows: np.ndarray | None,
+    ) -> Fates:
+        if self.emulator is None:
+            cause = np.zeros((len(dsts), batch), np.uint8)
+            visible = np.full((len(dsts), batch), now)
+            if rows is not None:
+                cause[:, ~rows] = NOT_SENT
+                visible[:, ~rows] = np.nan
+            return Fates(dsts, visible, cause, payload_row + self.header_bytes)
+        distances = None
+        if positions is not None and dsts:
+            pos = np.asarray(positions, np.float64)
+            distances = np.linalg.norm(pos[list(dsts)] - pos[self.agent_index][None], axis=-1)
+        return self.emulator.transmit(now, dsts, payload_row, self.header_bytes, batch, distances, rows)
 
     # -- receiving ---------------------------------------------------------------------------------
-    def collect(self, *, tick: int, round: int, expected: Iterable[int], timeout_s: float) -> dict[int, Envelope]:
-        """Wait for the messages of ``(tick, round)`` from every ``expected`` peer.
+    def collect(
+        self,
+        *,
+        tick: int,
+        round: int,
+        channel: str,
+        expected: Iterable[int],
+        timeout_s: float | None = None,
+    ) -> dict[int, Delivery]:
+        """Read round ``round`` of tick ``tick``: the latest visible, fresh value of every expected peer.
 
-        Returns what arrived when all expected peers were heard or ``timeout_s`` passed (each missing peer
-        counted as ``round_timeout``). Messages for older ticks are dropped as ``stale``.
+        Sim clock: first waits until every expected peer's frame of this round has arrived (at most
+        ``timeout_s``, default ``bus.round_timeout_ms``; each missing peer counted as ``round_timeout``).
+        Wall clock: waits until those frames arrived and their rows are visible, or the deadline passes.
+
+        Returns:
+            Sender -> :class:`Delivery` for every expected peer with at least one fresh row.
         """
-        want = {p for p in expected if p != self.agent_index}
-        self._floor_tick = max(self._floor_tick, tick)
-        self._discard_below(tick)
+        want = sorted({p for p in expected if p != self.agent_index and 0 <= p < self.num_agents})
+        timeout = self.config.round_timeout_ms / 1000.0 if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
         key = (tick, round)
-        deadline = time.monotonic() + timeout_s
         while True:
-            got = self._pending.get(key, {})
-            if want.issubset(got):
+            self._drain()
+            missing = [p for p in want if self._heard.get((p, channel), (-1, -1)) < key]
+            waiting = missing or (self.clock.name == "wall" and self._invisible(want, channel, round, key))
+            if not waiting:
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                for _ in want.difference(got):
-                    self._drop("round_timeout")
+                self._drop("round_timeout", len(missing))
                 break
-            if self._poller.poll(remaining * 1000):
-                self._drain()
-        return self._pending.pop(key, {})
+            poll_ms = remaining * 1000 if missing else min(remaining * 1000, 1.0)
+            self._poller.poll(max(0.0, poll_ms))
+        now = self.clock.read_time(tick, round)
+        out: dict[int, Delivery] = {}
+        for src in want:
+            got = self.mailbox.read(src, channel, round, now, strict=self.clock.strict)
+            if got is None:
+                continue
+            self._count_delivered(src, channel, got)
+            if got.rows is None or got.rows.any():
+                out[src] = got
+        self._sync_receiver_drops()
+        return out
+
+    def _invisible(self, want: list[int], channel: str, round: int, key: tuple[int, int]) -> bool:
+        """Wall clock: whether a frame of this round from ``want`` still has rows that are not yet visible."""
+        now = time.time()
+        for src in want:
+            slot = self.mailbox.slots.get((src, channel, round))
+            if slot is None:
+                continue
+            for frame in slot.held:
+                if frame.tick == key[0] and bool((frame.visible_at[frame.pending] > now).any()):
+                    return True
+        return False
+
+    def _count_delivered(self, src: int, channel: str, got: Delivery) -> None:
+        n = int(got.latencies.size)
+        if n:
+            size = n * self._row_bytes.get((src, channel), 0)
+            label = str(src)
+            self.totals.messages_received += n
+            self.totals.bytes_received += size
+            self.totals.received_from[src] += n
+            self.metrics.messages_received.labels(channel, label).inc(n)
+            self.metrics.bytes_received.labels(channel, label).inc(size)
+            self.totals.latencies.extend(got.latencies.tolist()[:64])
+            self.metrics.latency.observe(float(np.median(got.latencies)))
+        fresh = got.age if got.rows is None else got.age[got.rows]
+        if fresh.size:
+            mean_age = float(fresh.mean())
+            self.totals.ages.append(mean_age)
+            self.metrics.age.observe(mean_age)
 
     def _drain(self) -> None:
         while True:
@@ -156,47 +312,57 @@ class Bus:
     def _accept(self, frame: bytes) -> None:
         try:
             env = parse(frame, num_agents=self.num_agents, max_bytes=self.max_frame_bytes)
+            payload = dequantize(env.payload)
         except MalformedFrame as exc:
             self._drop(exc.cause)
+            log.debug("dropped frame: %s", exc)
+            return
+        except QuantizationError as exc:
+            self._drop("bad_tensor")
             log.debug("dropped frame: %s", exc)
             return
         if env.src == self.agent_index:
             self._drop("bad_field")
             return
-        if env.tick < self._floor_tick:
-            self._drop("stale")
-            return
-        key = (env.tick, env.round)
-        if key not in self._pending and len(self._pending) >= MAX_PENDING_SLOTS:
-            oldest = min(self._pending)
-            self._drop("overflow", len(self._pending.pop(oldest)))
-        slot = self._pending.setdefault(key, {})
-        if env.src in slot:
-            self._drop("duplicate")
-            return
-        slot[env.src] = env
-        size = len(frame) + self.header_bytes
-        label = str(env.src)
-        self.totals.messages_received += 1
-        self.totals.bytes_received += size
-        self.totals.received_from[env.src] += 1
-        self.metrics.messages_received.labels(env.channel, label).inc()
-        self.metrics.bytes_received.labels(env.channel, label).inc(size)
-        latency = max(0.0, time.time() - env.sent_at)
-        self.totals.latencies.append(latency)
-        self.metrics.latency.observe(latency)
+        batch = next(iter(payload.values())).shape[0]
+        visible = np.full(batch, env.bus_time) if env.visible_at is None else env.visible_at
+        self._row_bytes[(env.src, env.channel)] = row_bytes(env.payload, batch) + self.header_bytes
+        self.mailbox.hold(env.src, env.channel, env.round, HeldFrame(env.bus_time, visible, payload, env.tick))
+        key = (env.src, env.channel)
+        self._heard[key] = max(self._heard.get(key, (-1, -1)), (env.tick, env.round))
+        self.totals.frames_received += 1
+        transport = max(0.0, time.time() - env.sent_at)
+        self.totals.transport_latencies.append(transport)
+        self.metrics.transport_latency.observe(transport)
 
-    def _discard_below(self, tick: int) -> None:
-        for key in [k for k in self._pending if k[0] < tick]:
-            self._drop("stale", len(self._pending.pop(key)))
+    def _sync_receiver_drops(self) -> None:
+        for cause, count in self.mailbox.counts.items():
+            new = count - self._mailbox_seen.get(cause, 0)
+            if new:
+                self._drop(cause, new)
+                self._mailbox_seen[cause] = count
 
     def _drop(self, cause: str, count: int = 1) -> None:
         if count:
             self.totals.dropped[cause] += count
             self.metrics.dropped.labels(cause).inc(count)
 
+    def forget(self, peer: int) -> None:
+        """Drop everything held from ``peer`` (it left the mesh)."""
+        self.mailbox.forget(peer)
+        for key in [k for k in self._heard if k[0] == peer]:
+            del self._heard[key]
+
+    def trace_status(self) -> dict[str, object] | None:
+        """Records written and whether the trace was cut at its cap (None without a trace)."""
+        if self.trace is None:
+            return None
+        return {"path": str(self.trace.path), "records": self.trace.written, "truncated": self.trace.truncated}
+
     def close(self) -> None:
-        """Close all sockets (pending messages are discarded)."""
+        """Close all sockets (held messages are discarded) and the trace file."""
         for sock in self._push.values():
             sock.close(0)
         self._pull.close(0)
+        if self.trace is not None:
+            self.trace.close()

@@ -37,6 +37,9 @@ class Envelope:
     seq: int
     sent_at: float
     payload: dict[str, np.ndarray]
+    bus_time: float = 0.0
+    visible_at: np.ndarray | None = None
+    """``[B]`` float64 per-row visibility on the bus clock (NaN = dropped); None = all visible at ``bus_time``."""
 
 
 def serialize(env: Envelope) -> bytes:
@@ -51,8 +54,19 @@ def serialize(env: Envelope) -> bytes:
         seq=env.seq,
         sent_at=env.sent_at,
         payload=tensors.encode_named(env.payload),
+        bus_time=env.bus_time,
     )
-    return msg.SerializeToString()
+    out = msg.SerializeToString()
+    return out if env.visible_at is None else out + visibility_suffix(env.visible_at)
+
+
+def visibility_suffix(visible_at: np.ndarray) -> bytes:
+    """The serialized ``visible_at`` field alone.
+
+    Protobuf merges concatenated messages, so appending this to a serialized envelope sets its per-row
+    visibility without serializing the payload again (one payload encoding for all receivers of a round).
+    """
+    return bus_pb2.Envelope(visible_at=tensors.encode(np.asarray(visible_at, np.float64))).SerializeToString()
 
 
 def parse(frame: bytes, *, num_agents: int, max_bytes: int) -> Envelope:
@@ -65,7 +79,7 @@ def parse(frame: bytes, *, num_agents: int, max_bytes: int) -> Envelope:
 
     Raises:
         MalformedFrame: With cause ``oversize``, ``undecodable``, ``bad_version``, ``unknown_sender``,
-            ``bad_field`` or ``bad_tensor``.
+            ``bad_field`` or ``bad_tensor`` (including a payload without a common row dimension).
     """
     if len(frame) > max_bytes:
         raise MalformedFrame("oversize", f"{len(frame)} bytes > {max_bytes}")
@@ -82,8 +96,17 @@ def parse(frame: bytes, *, num_agents: int, max_bytes: int) -> Envelope:
         raise MalformedFrame("bad_field", f"tick {msg.tick}, round {msg.round}, channel {msg.channel!r}")
     try:
         payload = tensors.decode_named(msg.payload, what="Envelope.payload")
+        visible_at = tensors.decode(msg.visible_at, what="Envelope.visible_at") if msg.HasField("visible_at") else None
     except tensors.TensorError as exc:
         raise MalformedFrame("bad_tensor", str(exc)) from None
+    rows = {int(a.shape[0]) if a.ndim else -1 for a in payload.values()}
+    if not payload or len(rows) != 1 or -1 in rows:
+        raise MalformedFrame("bad_tensor", f"payload tensors must share a leading row dimension, got {sorted(rows)}")
+    if visible_at is not None and (visible_at.dtype != np.float64 or visible_at.shape != (rows.pop(),)):
+        got = f"{visible_at.dtype}{list(visible_at.shape)}"
+        raise MalformedFrame("bad_tensor", f"visible_at must be float64 [rows], got {got}")
+    if not np.isfinite(msg.bus_time):
+        raise MalformedFrame("bad_field", f"bus_time {msg.bus_time}")
     return Envelope(
         src=msg.src,
         dst=msg.dst,
@@ -93,4 +116,6 @@ def parse(frame: bytes, *, num_agents: int, max_bytes: int) -> Envelope:
         seq=msg.seq,
         sent_at=msg.sent_at,
         payload=payload,
+        bus_time=msg.bus_time,
+        visible_at=visible_at,
     )

@@ -1,7 +1,8 @@
 """Bus counters: Prometheus metrics plus plain totals for ``summary.json``.
 
 Label cardinality is bounded: ``channel`` (plugin names), ``cause`` (a fixed set of drop causes) and
-``peer`` (agent indices, at most N).
+``peer`` (agent indices, at most N). A sender's ``peer`` label is the receiver, a receiver's is the sender,
+so together they give every directed link.
 """
 
 from __future__ import annotations
@@ -15,7 +16,27 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram as PromHistogram
 
-_LATENCY_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5)
+_LATENCY_BUCKETS = (
+    1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+)  # fmt: skip
+
+#: Drop causes (label values of ``marlmesh_bus_dropped_total``).
+DROP_CAUSES = (
+    "out_of_range",  # link: receiver beyond radio range
+    "loss",  # link: random loss (Bernoulli or Gilbert-Elliott)
+    "queue_full",  # link: drop-tail queue limit
+    "expired",  # receiver: visible only after the lifespan, or aged out unread
+    "superseded",  # receiver: replaced by a newer value before it was read
+    "round_timeout",  # receiver: a live peer's frame did not arrive in time (sim) / by the deadline (wall)
+    "transport_full",  # sender: the transport would not take the frame in time
+    "overflow",  # receiver: too many frames held for one slot
+    "oversize",
+    "undecodable",
+    "bad_version",
+    "unknown_sender",
+    "bad_field",
+    "bad_tensor",
+)
 
 
 class BusMetrics:
@@ -26,26 +47,44 @@ class BusMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.messages_sent = PromCounter(
-            "marlmesh_bus_messages_sent", "Bus messages sent", ["channel", "peer"], registry=registry
+            "marlmesh_bus_messages_sent",
+            "Messages offered to links (one per env copy and receiver)",
+            ["channel", "peer"],
+            registry=registry,
         )
         self.bytes_sent = PromCounter(
             "marlmesh_bus_sent_bytes",
-            "Bus bytes sent (payload + header overhead)",
+            "Bytes offered to links (serialized payload + header overhead)",
             ["channel", "peer"],
             registry=registry,
         )
         self.messages_received = PromCounter(
-            "marlmesh_bus_messages_received", "Bus messages accepted", ["channel", "peer"], registry=registry
+            "marlmesh_bus_messages_received",
+            "Messages that became visible to this receiver",
+            ["channel", "peer"],
+            registry=registry,
         )
         self.bytes_received = PromCounter(
-            "marlmesh_bus_received_bytes", "Bus bytes received", ["channel", "peer"], registry=registry
+            "marlmesh_bus_received_bytes", "Bytes of the visible messages", ["channel", "peer"], registry=registry
         )
         self.dropped = PromCounter(
-            "marlmesh_bus_dropped", "Bus messages dropped, by cause", ["cause"], registry=registry
+            "marlmesh_bus_dropped", "Messages dropped, by cause", ["cause"], registry=registry
         )
         self.latency = PromHistogram(
             "marlmesh_bus_delivery_latency_seconds",
-            "Send-to-receive latency",
+            "Bus-clock delay from send to visibility (emulated under the sim clock)",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.transport_latency = PromHistogram(
+            "marlmesh_bus_transport_latency_seconds",
+            "Wall-clock delay from send to arrival of the frame",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.age = PromHistogram(
+            "marlmesh_bus_age_of_information_seconds",
+            "Mean age (bus clock) of the values a receiver used in one round, per sender",
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
@@ -59,6 +98,10 @@ class BusMetrics:
             return cls._default
 
 
+def _p50(values: deque[float]) -> float | None:
+    return float(np.median(np.fromiter(values, float))) if values else None
+
+
 @dataclass
 class BusTotals:
     """Plain totals kept next to the Prometheus metrics, for summaries and tests."""
@@ -67,13 +110,17 @@ class BusTotals:
     bytes_sent: int = 0
     messages_received: int = 0
     bytes_received: int = 0
+    frames_sent: int = 0
+    frames_received: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    transport_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    ages: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
     received_from: Counter[int] = field(default_factory=Counter)
 
     def latency_p50(self) -> float | None:
-        """Median delivery latency of the recent messages (seconds), None before any delivery."""
-        return float(np.median(np.fromiter(self.latencies, float))) if self.latencies else None
+        """Median bus-clock delivery latency of recent messages (seconds), None before any delivery."""
+        return _p50(self.latencies)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready totals (the ``bus.*`` fields of ``summary.json`` for one agent)."""
@@ -82,7 +129,11 @@ class BusTotals:
             "bytes_sent": self.bytes_sent,
             "messages_received": self.messages_received,
             "bytes_received": self.bytes_received,
+            "frames_sent": self.frames_sent,
+            "frames_received": self.frames_received,
             "dropped": dict(self.dropped),
             "delivery_latency_p50_seconds": self.latency_p50(),
+            "transport_latency_p50_seconds": _p50(self.transport_latencies),
+            "age_of_information_p50_seconds": _p50(self.ages),
             "received_from": {str(k): v for k, v in sorted(self.received_from.items())},
         }

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:  # torch-free at import time
-    from comm_bus.envelope import Envelope
-    from marlmesh.config import Config
+    from comm_bus.mailbox import Delivery
+    from marlmesh.config import Config, LinkConfig
     from marlmesh.policies.staged import StagedPolicy
     from marlmesh.policy_spec import PolicySpec
 
@@ -43,19 +43,31 @@ class Channel(Protocol):
         ...
 
     def inbox(
-        self, received: Mapping[int, Envelope], batch: int, num_agents: int
+        self, received: Mapping[int, Delivery], batch: int, num_agents: int
     ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Received envelopes -> ``(msgs [B, N, M], mask [B, N], rejected)``; bad payloads are rejected."""
+        """Received values -> ``(msgs [B, N, M], mask [B, N], rejected)``; bad payloads are rejected.
+
+        ``received[src].rows`` (``[B]`` bool or None = all) says which env copies have a fresh value.
+        """
         ...
 
 
 class LinkModel(Protocol):
-    """Decides the fate of every message on a directed link."""
+    """The parameters of every directed link over time; built from the ``bus.links`` config section.
+
+    The fate of each message (range, loss, queue, delay, serialization) is computed from these parameters by
+    :class:`comm_bus.link_emulation.LinkEmulator`, so a plugin only says what the links are like.
+
+    Attributes:
+        name: Plugin name.
+        ideal: True if no link is ever constrained (the bus then skips emulation).
+    """
 
     name: str
+    ideal: bool
 
-    def delivers(self, distance: float | None) -> bool:
-        """Whether a message over ``distance`` (None if unknown) is delivered."""
+    def params_for(self, src: int, dst: int, now: float) -> LinkConfig:
+        """Parameters of the directed link ``src -> dst`` at bus-clock time ``now``."""
         ...
 
 

@@ -199,7 +199,7 @@ class Mesh:
         for i in range(self.num_agents):
             args = ["--env-addr", self.env_address, "--mode", self.mode]
             if self.mode == "train":
-                args += ["--learner-addr", learner_addr[i]]
+                args += ["--learner-addr", learner_addr[i], "--bus-trace", str(self.bus_trace_part(i))]
             else:
                 args += ["--checkpoint-dir", str(self.checkpoint_dir(i))]
             agents.append(
@@ -219,6 +219,10 @@ class Mesh:
             )
         for ap in agents:
             self._await_port(ap, timeout)
+
+    def bus_trace_part(self, agent_id: int) -> Path:
+        """Raw message-fate records of one agent (merged into ``RUN_DIR/bus_trace.bin`` after the run)."""
+        return self.run_dir / "traces" / f"{self.tag}-agent-{agent_id}.rec"
 
     def checkpoint_dir(self, agent_id: int) -> Path:
         """Checkpoint folder of one agent."""

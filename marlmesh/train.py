@@ -41,7 +41,7 @@ def check_plugins(config: Config) -> None:
     plugins.load("envs", config.env.name)
     plugins.load("channels", config.channel.name)
     plugins.load("algos", config.algo.name)
-    plugins.load("links", config.bus.links.model)
+    plugins.load("links", config.bus.links.resolved_model())
 
 
 def default_run_dir(config: Config) -> Path:
@@ -168,25 +168,53 @@ def _read_stats(run_dir: Path, tag: str) -> list[dict[str, object]]:
 
 
 def bus_summary(agent_stats: list[dict[str, object]]) -> dict[str, object]:
-    """Sum the agents' bus counters into the ``bus.*`` summary fields."""
-    sent = bytes_sent = received = 0
+    """Sum the agents' bus counters into the ``bus.*`` summary fields.
+
+    ``messages_sent``/``bytes_sent`` count what senders offered to links (one message per env copy and
+    receiver), ``messages_received`` what became visible, ``dropped`` maps cause -> count (link causes are
+    counted by senders, receive-side ones by receivers), latencies are medians over agents (bus clock).
+    """
+    sent = bytes_sent = received = bytes_received = 0
     dropped: collections.Counter[str] = collections.Counter()
-    p50s = []
+    p50s: dict[str, list[float]] = collections.defaultdict(list)
     for st in agent_stats:
         bus = st.get("bus") or {}
         sent += int(bus.get("messages_sent", 0))
         bytes_sent += int(bus.get("bytes_sent", 0))
         received += int(bus.get("messages_received", 0))
+        bytes_received += int(bus.get("bytes_received", 0))
         dropped.update(bus.get("dropped", {}))
-        if bus.get("delivery_latency_p50_seconds") is not None:
-            p50s.append(float(bus["delivery_latency_p50_seconds"]))
-    return {
+        for key in ("delivery_latency_p50_seconds", "transport_latency_p50_seconds", "age_of_information_p50_seconds"):
+            if bus.get(key) is not None:
+                p50s[key].append(float(bus[key]))
+    out: dict[str, object] = {
         "messages_sent": sent,
         "bytes_sent": bytes_sent,
         "messages_received": received,
-        "dropped": dict(dropped),
-        "delivery_latency_p50_seconds": float(np.median(p50s)) if p50s else None,
+        "bytes_received": bytes_received,
+        "dropped": dict(sorted(dropped.items())),
+        "delivery_latency_p50_seconds": None,
+        "transport_latency_p50_seconds": None,
+        "age_of_information_p50_seconds": None,
     }
+    out.update({k: float(np.median(v)) for k, v in p50s.items()})
+    return out
+
+
+def merge_bus_trace(config: Config, run_dir: Path, agent_stats: list[dict[str, object]]) -> dict[str, object] | None:
+    """Merge the agents' fate records into ``RUN_DIR/bus_trace.bin``; returns the ``bus.trace`` summary."""
+    from comm_bus.trace import merge_traces
+
+    parts = sorted((run_dir / "traces").glob("train-agent-*.rec"))
+    if not parts:
+        return None
+    out = run_dir / "bus_trace.bin"
+    meta = {"seed": config.seed, "clock": config.bus.clock, "link_model": config.bus.links.resolved_model()}
+    records = merge_traces(parts, out, meta)
+    truncated = any(bool((st.get("bus_trace") or {}).get("truncated")) for st in agent_stats)
+    for part in parts:
+        part.unlink()
+    return {"path": str(out), "records": records, "truncated": truncated}
 
 
 def train(config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: bool = True) -> dict[str, object]:
@@ -257,7 +285,7 @@ def train(config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: boo
             "exit_codes": codes,
             "ports": mesh.bound_ports(),
             "restarts": {p["role"] if p["agent_id"] < 0 else f"{p['role']}-{p['agent_id']}": 0 for p in processes},
-            "bus": bus_summary(agent_stats),
+            "bus": {**bus_summary(agent_stats), "trace": merge_bus_trace(config, run_dir, agent_stats)},
             "agents": agent_stats,
             "learners": learner_stats,
             "config": {

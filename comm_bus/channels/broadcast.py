@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from comm_bus.channels.vector import vector_inbox, vector_payload
-from comm_bus.envelope import Envelope
+from comm_bus.mailbox import Delivery
 from marlmesh.config import ChannelConfig
 
 
@@ -31,7 +31,7 @@ class BroadcastChannel:
         return vector_payload(outbox)
 
     def inbox(
-        self, received: Mapping[int, Envelope], batch: int, num_agents: int
+        self, received: Mapping[int, Delivery], batch: int, num_agents: int
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """Stack the peers' vectors by sender."""
         return vector_inbox(received, batch, num_agents, self.message_dim)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from comm_bus.envelope import Envelope
+from comm_bus.mailbox import Delivery
 from marlmesh.config import ChannelConfig
 
 
@@ -30,7 +30,7 @@ class NoneChannel:
         raise RuntimeError("the 'none' channel sends no messages")
 
     def inbox(
-        self, received: Mapping[int, Envelope], batch: int, num_agents: int
+        self, received: Mapping[int, Delivery], batch: int, num_agents: int
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """Never called: this channel has no rounds."""
         raise RuntimeError("the 'none' channel receives no messages")

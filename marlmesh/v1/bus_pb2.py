@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from marlmesh.v1 import tensor_pb2 as marlmesh_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15marlmesh/v1/bus.proto\x12\x0bmarlmesh.v1\x1a\x18marlmesh/v1/tensor.proto\"\xb1\x01\n\x08\x45nvelope\x12\x14\n\x0cwire_version\x18\x01 \x01(\r\x12\x0b\n\x03src\x18\x02 \x01(\x05\x12\x0b\n\x03\x64st\x18\x03 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x04 \x01(\t\x12\x0c\n\x04tick\x18\x05 \x01(\x03\x12\r\n\x05round\x18\x06 \x01(\x05\x12\x0b\n\x03seq\x18\x07 \x01(\x04\x12\x0f\n\x07sent_at\x18\x08 \x01(\x01\x12)\n\x07payload\x18\t \x03(\x0b\x32\x18.marlmesh.v1.NamedTensorb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15marlmesh/v1/bus.proto\x12\x0bmarlmesh.v1\x1a\x18marlmesh/v1/tensor.proto\"\xec\x01\n\x08\x45nvelope\x12\x14\n\x0cwire_version\x18\x01 \x01(\r\x12\x0b\n\x03src\x18\x02 \x01(\x05\x12\x0b\n\x03\x64st\x18\x03 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x04 \x01(\t\x12\x0c\n\x04tick\x18\x05 \x01(\x03\x12\r\n\x05round\x18\x06 \x01(\x05\x12\x0b\n\x03seq\x18\x07 \x01(\x04\x12\x0f\n\x07sent_at\x18\x08 \x01(\x01\x12)\n\x07payload\x18\t \x03(\x0b\x32\x18.marlmesh.v1.NamedTensor\x12\x10\n\x08\x62us_time\x18\n \x01(\x01\x12\'\n\nvisible_at\x18\x0b \x01(\x0b\x32\x13.marlmesh.v1.Tensorb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'marlmesh.v1.bus_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENVELOPE']._serialized_start=65
-  _globals['_ENVELOPE']._serialized_end=242
+  _globals['_ENVELOPE']._serialized_end=301
 # @@protoc_insertion_point(module_scope)

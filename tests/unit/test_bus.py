@@ -9,15 +9,35 @@ from comm_bus.addressing import PeerAddressing, agent_id_from_env
 from comm_bus.bus import Bus
 from comm_bus.channels.vector import vector_inbox
 from comm_bus.envelope import Envelope, serialize
+from comm_bus.mailbox import Delivery
 from comm_bus.metrics import BusMetrics
+from marlmesh.config import load_config
 from marlmesh.mesh import free_port_block
+
+
+def make_buses(n, *overrides, seed=0, trace_dir=None):
+    cfg = load_config(None, list(overrides)).bus
+    addressing = PeerAddressing(base_port=free_port_block("127.0.0.1", n))
+    metrics = BusMetrics(CollectorRegistry())
+    ctx = zmq.Context()
+    return [
+        Bus(
+            i,
+            n,
+            addressing,
+            config=cfg,
+            seed=seed,
+            metrics=metrics,
+            context=ctx,
+            trace_path=None if trace_dir is None else trace_dir / f"agent-{i}.rec",
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
 def mesh3():
-    addressing = PeerAddressing(base_port=free_port_block("127.0.0.1", 3))
-    metrics = BusMetrics(CollectorRegistry())
-    buses = [Bus(i, 3, addressing, metrics=metrics, context=zmq.Context()) for i in range(3)]
+    buses = make_buses(3)
     yield buses
     for b in buses:
         b.close()
@@ -32,27 +52,29 @@ def test_round_trip_between_three_agents(mesh3):
         for i, bus in enumerate(mesh3):
             bus.send(tick=tick, round=0, channel="broadcast", payload=_payload(10 * i + tick), peers=[0, 1, 2])
         for i, bus in enumerate(mesh3):
-            got = bus.collect(tick=tick, round=0, expected=[0, 1, 2], timeout_s=5)
+            got = bus.collect(tick=tick, round=0, channel="broadcast", expected=[0, 1, 2], timeout_s=5)
             assert sorted(got) == [p for p in range(3) if p != i]
-            for src, env in got.items():
-                assert env.payload["msg"][0, 0] == 10 * src + tick
+            for src, d in got.items():
+                assert d.rows is None and d.payload["msg"][0, 0] == 10 * src + tick
+                assert d.age.tolist() == [pytest.approx(0.1)] * 4  # sent at t*dt, read at the round's end
     for bus in mesh3:
-        assert bus.totals.messages_sent == 10 and bus.totals.messages_received == 10
-        assert bus.totals.bytes_sent > 10 * 4 * 8 * 4
+        # 5 ticks x 2 peers x 4 env copies: one message per env copy and link
+        assert bus.totals.messages_sent == 40 and bus.totals.messages_received == 40
+        assert bus.totals.bytes_sent == 40 * (8 * 4 + 32)
         assert not bus.totals.dropped
-        assert bus.totals.latency_p50() is not None
+        assert bus.totals.latency_p50() == 0.0
 
 
-def test_early_messages_wait_for_their_round_and_stale_ones_are_dropped(mesh3):
+def test_rounds_are_separate_slots_and_early_frames_wait(mesh3):
     a, b, _ = mesh3
     a.send(tick=1, round=1, channel="c", payload=_payload(1), peers=[1])
     a.send(tick=1, round=0, channel="c", payload=_payload(0), peers=[1])
-    assert b.collect(tick=1, round=0, expected=[0], timeout_s=5)[0].payload["msg"][0, 0] == 0
-    assert b.collect(tick=1, round=1, expected=[0], timeout_s=5)[0].payload["msg"][0, 0] == 1
-    a.send(tick=0, round=0, channel="c", payload=_payload(9), peers=[1])
-    assert b.collect(tick=2, round=0, expected=[0], timeout_s=0.3) == {}
-    assert b.totals.dropped["stale"] == 1
+    assert b.collect(tick=1, round=0, channel="c", expected=[0], timeout_s=5)[0].payload["msg"][0, 0] == 0
+    assert b.collect(tick=1, round=1, channel="c", expected=[0], timeout_s=5)[0].payload["msg"][0, 0] == 1
+    # nothing new from agent 0 for tick 2: the round times out (counted); the tick-1 value is still fresh
+    got = b.collect(tick=2, round=0, channel="c", expected=[0], timeout_s=0.3)
     assert b.totals.dropped["round_timeout"] == 1
+    assert got[0].payload["msg"][0, 0] == 0 and got[0].age.tolist() == [pytest.approx(0.2)] * 4
 
 
 def test_malformed_frames_are_dropped_and_counted(mesh3):
@@ -62,21 +84,29 @@ def test_malformed_frames_are_dropped_and_counted(mesh3):
     raw.connect(b.addressing.peer_address(1))
     good = Envelope(src=0, dst=1, channel="c", tick=0, round=0, seq=1, sent_at=0.0, payload=_payload(1))
     unknown = Envelope(src=7, dst=1, channel="c", tick=0, round=0, seq=1, sent_at=0.0, payload=_payload(1))
-    for frame in (b"\xff\x00garbage", serialize(unknown), b"", serialize(good)):
+    ragged = Envelope(
+        src=0, dst=1, channel="c", tick=0, round=0, seq=1, sent_at=0.0,
+        payload={"a": np.zeros((4, 2), np.float32), "b": np.zeros((3, 2), np.float32)},
+    )  # fmt: skip
+    for frame in (b"\xff\x00garbage", serialize(unknown), b"", serialize(ragged), serialize(good)):
         raw.send(frame)
-    got = b.collect(tick=0, round=0, expected=[0], timeout_s=5)
+    got = b.collect(tick=0, round=0, channel="c", expected=[0], timeout_s=5)
     raw.close()
     assert list(got) == [0]
     assert b.totals.dropped["unknown_sender"] == 1
+    assert b.totals.dropped["bad_tensor"] == 1
     assert b.totals.dropped["undecodable"] + b.totals.dropped["bad_version"] == 2
 
 
-def test_vector_inbox_rejects_bad_payloads():
-    ok = Envelope(src=0, dst=1, channel="c", tick=0, round=0, seq=1, sent_at=0.0, payload=_payload(2.0))
-    wrong = Envelope(src=2, dst=1, channel="c", tick=0, round=0, seq=1, sent_at=0.0, payload=_payload(1.0, dim=3))
-    msgs, mask, rejected = vector_inbox({0: ok, 2: wrong}, 4, 3, 8)
+def test_vector_inbox_rejects_bad_payloads_and_honours_rows():
+    ok = Delivery(_payload(2.0), None, np.zeros(4), np.zeros(0))
+    wrong = Delivery(_payload(1.0, dim=3), None, np.zeros(4), np.zeros(0))
+    partial = Delivery(_payload(5.0), np.array([True, False, True, False]), np.zeros(4), np.zeros(0))
+    msgs, mask, rejected = vector_inbox({0: ok, 2: wrong, 1: partial}, 4, 3, 8)
     assert rejected == 1
     assert mask[:, 0].tolist() == [1.0] * 4 and mask[:, 2].tolist() == [0.0] * 4
+    assert mask[:, 1].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert msgs[:, 1, 0].tolist() == [5.0, 0.0, 5.0, 0.0]
     assert float(msgs[:, 0].mean()) == 2.0 and float(np.abs(msgs[:, 2]).sum()) == 0.0
 
 

@@ -65,6 +65,12 @@ def test_missing_and_invalid_files(tmp_path):
         load_config(bad)
 
 
-def test_link_constraints_need_an_emulation_model():
-    with pytest.raises(ConfigError, match="bus.links"):
-        load_config(None, ["bus.links.default.loss=0.1"])
+def test_link_constraints_pick_the_netem_model_unless_ideal_is_forced():
+    assert load_config(None).bus.links.resolved_model() == "ideal"
+    assert load_config(None, ["bus.links.default.loss=0.1"]).bus.links.resolved_model() == "netem"
+    with pytest.raises(ConfigError, match="'bus.links': model 'ideal' has no constraints"):
+        load_config(None, ["bus.links.model=ideal", "bus.links.default.loss=0.1"])
+    with pytest.raises(ConfigError, match="bus.links.default.loss"):
+        load_config(None, ["bus.links.default.loss=1.5"])
+    with pytest.raises(ConfigError, match="did you mean 'bus.links.default.latency_ms'"):
+        load_config(None, ["bus.links.default.latency=5"])

@@ -1,0 +1,56 @@
+"""Bus clocks: when a round's message is sent and when the round's inbox is read.
+
+- :class:`SimClock` (default): simulated time. Tick ``t`` starts at ``t * dt``; round ``k`` occupies
+  ``[t*dt + k*I, t*dt + (k+1)*I)`` where ``I`` is the round interval: messages are sent at its start and
+  read at its end, so a message whose link delay exceeds ``I`` is seen in a later round (stale) or, past
+  the lifespan, never. Transport underneath is lossless and the emulation alone decides visibility, so the
+  same seed gives the same deliveries whatever the machine load.
+- :class:`WallClock`: real time (``time.time()``, seconds since the epoch, shared by processes on one host;
+  across hosts the emulated delays are only as good as clock synchronisation). A round is read when every
+  peer's message is visible or at the round deadline.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class SimClock:
+    """Simulated bus time.
+
+    Args:
+        dt: Simulated seconds per env step.
+        round_interval: Simulated seconds per communication round.
+    """
+
+    name = "sim"
+    strict = True  # a frame sent exactly at the read instant belongs to the next round
+
+    def __init__(self, dt: float, round_interval: float) -> None:
+        if dt <= 0 or round_interval <= 0:
+            raise ValueError(f"sim clock needs dt > 0 and round_interval > 0, got {dt}, {round_interval}")
+        self.dt = dt
+        self.round_interval = round_interval
+
+    def send_time(self, tick: int, round: int) -> float:
+        """Bus time at which round ``round`` of tick ``tick`` is sent."""
+        return tick * self.dt + round * self.round_interval
+
+    def read_time(self, tick: int, round: int) -> float:
+        """Bus time at which that round's inbox is read."""
+        return tick * self.dt + (round + 1) * self.round_interval
+
+
+class WallClock:
+    """Real time: sends and reads happen now."""
+
+    name = "wall"
+    strict = False
+
+    def send_time(self, tick: int, round: int) -> float:
+        """Now."""
+        return time.time()
+
+    def read_time(self, tick: int, round: int) -> float:
+        """Now."""
+        return time.time()
