@@ -155,3 +155,31 @@ def test_continuous_mpe_and_default_actions_inside_the_box():
     assert node.act_spaces[0].kind == "box" and node.act_spaces[0].shape == (5,)
     default = node.act_spaces[0].default_action(2)
     assert default.shape == (2, 5) and (default == 0).all()
+
+
+@pytest.mark.parametrize("name", ["simple_spread_v3", "simple_speaker_listener_v4", "simple_reference_v3"])
+def test_unwrapped_mpe_factories_match_mpe2_parallel_env(name):
+    import importlib
+
+    from marlmesh.envs import mpe
+
+    factory = getattr(mpe, name)
+    ours = factory()
+    defaults = {
+        "simple_spread_v3": mpe.SIMPLE_SPREAD_DEFAULTS,
+        "simple_speaker_listener_v4": mpe.SPEAKER_LISTENER_DEFAULTS,
+        "simple_reference_v3": mpe.REFERENCE_DEFAULTS,
+    }[name]
+    ref = importlib.import_module(f"mpe2.{name}").parallel_env(**defaults)
+    obs_a, _ = ours.reset(seed=4)
+    obs_b, _ = ref.reset(seed=4)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        if not ours.agents:
+            obs_a, _ = ours.reset()
+            obs_b, _ = ref.reset()
+        acts = {a: int(rng.integers(ref.action_space(a).n)) for a in ref.agents}
+        obs_a, rew_a, term_a, trunc_a, _ = ours.step(acts)
+        obs_b, rew_b, term_b, trunc_b, _ = ref.step(acts)
+        assert rew_a == rew_b and term_a == term_b and trunc_a == trunc_b
+        assert all(np.array_equal(obs_a[k], obs_b[k]) for k in obs_b)
