@@ -82,10 +82,11 @@ class Slot:
         """Move visible rows of held frames into the current value; returns the new rows' latencies."""
         latencies: list[np.ndarray] = []
         keep: deque[HeldFrame] = deque()
-        for frame in self.held:
+        while self.held:
+            frame = self.held[0]
             if (frame.sent_at >= now) if strict else (frame.sent_at > now):
-                keep.append(frame)
-                continue
+                break  # a sender's frames arrive in send order: the rest are not due either
+            self.held.popleft()
             self._ensure(frame)
             assert self.gen is not None and self.unread is not None
             ready = frame.pending & (frame.visible_at <= now)
@@ -100,6 +101,7 @@ class Slot:
                 frame.pending &= ~ready
             if frame.pending.any():
                 keep.append(frame)
+        keep.extend(self.held)
         self.held = keep
         return latencies
 

@@ -23,7 +23,6 @@ PLANNED = {
     "keys": "CURVE key generation",
     "k8s": "Kubernetes manifests",
     "top": "the live mesh view",
-    "bench": "benchmarks",
 }
 
 
@@ -110,6 +109,13 @@ def cmd_plugins(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(ns: argparse.Namespace) -> int:
+    """``marlmesh bench KIND``."""
+    from marlmesh.bench import bus
+
+    return {"bus": bus.main}[ns.kind](ns)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="marlmesh", description="Decentralized multi-agent RL over an emulated comm bus.")
@@ -129,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.set_defaults(func=cmd_plot)
     sub.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
+    b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
+    kinds = b.add_subparsers(dest="kind", required=True)
+    from marlmesh.bench import bus as bench_bus
+
+    bench_bus.add_arguments(kinds.add_parser("bus", help="bus API vs raw pyzmq: throughput, round trip, emulation"))
+    b.set_defaults(func=cmd_bench)
     for name, what in PLANNED.items():
         sp = sub.add_parser(name, help=f"{what} (not in this version yet)")
         sp.add_argument("args", nargs=argparse.REMAINDER)

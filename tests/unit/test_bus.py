@@ -120,3 +120,27 @@ def test_addressing_from_env():
         PeerAddressing.from_env({"MARLMESH_BUS_BASE_PORT": "x"})
     with pytest.raises(ValueError, match="placeholders"):
         PeerAddressing(pattern="tcp://h:{nope}")
+
+
+def test_wall_clock_waits_for_real_delays_up_to_the_round_deadline():
+    import time
+
+    a, b = make_buses(2, "bus.clock=wall", "bus.links.default.latency_ms=60", "bus.round_timeout_ms=400")
+    slow_a, slow_b = make_buses(2, "bus.clock=wall", "bus.links.default.latency_ms=300", "bus.round_timeout_ms=100")
+    try:
+        t0 = time.monotonic()
+        a.send(tick=0, round=0, channel="c", payload=_payload(1.0), peers=[1])
+        got = b.collect(tick=0, round=0, channel="c", expected=[0])
+        waited = time.monotonic() - t0
+        assert 0 in got and 0.055 <= waited < 0.4
+        assert got[0].latencies.tolist() == [pytest.approx(0.06, abs=0.005)] * 4
+        # a delay longer than the deadline: not seen in its round, seen in a later one
+        slow_a.send(tick=0, round=0, channel="c", payload=_payload(2.0), peers=[1])
+        assert slow_b.collect(tick=0, round=0, channel="c", expected=[0]) == {}
+        time.sleep(0.25)
+        slow_a.send(tick=1, round=0, channel="c", payload=_payload(3.0), peers=[1])
+        late = slow_b.collect(tick=1, round=0, channel="c", expected=[0])
+        assert late[0].payload["msg"][0, 0] == 2.0  # the tick-0 value, stale but within its lifespan
+    finally:
+        for bus in (a, b, slow_a, slow_b):
+            bus.close()

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``marlmesh bench ...``; results are committed under ``benchmarks/results/``."""
