@@ -7,6 +7,7 @@ message naming the problem, never a numpy crash.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -58,7 +59,7 @@ def decode(tensor: tensor_pb2.Tensor, *, what: str = "tensor") -> np.ndarray:
     shape = tuple(int(d) for d in tensor.shape)
     if any(d < 0 for d in shape):
         raise TensorError(f"{what}: negative dimension in shape {shape}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: no overflow, and cheaper than np.prod on a short tuple
     if count > MAX_ELEMENTS:
         raise TensorError(f"{what}: shape {shape} has {count} elements, more than {MAX_ELEMENTS}")
     dtype = np.dtype(tensor.dtype).newbyteorder("<")
