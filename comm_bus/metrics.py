@@ -46,6 +46,7 @@ class BusMetrics:
     _lock = threading.Lock()
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.messages_sent = PromCounter(
             "marlmesh_bus_messages_sent",
             "Messages offered to links (one per env copy and receiver)",

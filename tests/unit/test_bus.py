@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import zmq
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from comm_bus.addressing import PeerAddressing, agent_id_from_env
 from comm_bus.bus import Bus
@@ -15,10 +15,10 @@ from marlmesh.config import load_config
 from marlmesh.mesh import free_port_block
 
 
-def make_buses(n, *overrides, seed=0, trace_dir=None):
+def make_buses(n, *overrides, seed=0, trace_dir=None, registry=None):
     cfg = load_config(None, list(overrides)).bus
     addressing = PeerAddressing(base_port=free_port_block("127.0.0.1", n))
-    metrics = BusMetrics(CollectorRegistry())
+    metrics = BusMetrics(registry or CollectorRegistry())
     ctx = zmq.Context()
     return [
         Bus(
@@ -63,6 +63,10 @@ def test_round_trip_between_three_agents(mesh3):
         assert bus.totals.bytes_sent == 40 * (8 * 4 + 32)
         assert not bus.totals.dropped
         assert bus.totals.latency_p50() == 0.0
+    exposed = generate_latest(mesh3[0].metrics.registry).decode()
+    assert 'marlmesh_bus_messages_sent_total{channel="broadcast",peer="1"}' in exposed
+    for name in ("sent_bytes_total", "delivery_latency_seconds_bucket", "age_of_information_seconds_count"):
+        assert f"marlmesh_bus_{name}" in exposed
 
 
 def test_rounds_are_separate_slots_and_early_frames_wait(mesh3):
