@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from comm_bus import security
 from comm_bus.addressing import PeerAddressing
 from comm_bus.clock import SimClock, WallClock
 from comm_bus.envelope import Envelope, MalformedFrame, parse, serialize, visibility_suffix
@@ -109,6 +111,16 @@ class Bus:
         self._pull.setsockopt(zmq.LINGER, 0)
         self._pull.setsockopt(zmq.RCVHWM, 100_000)
         self._pull.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
+        self._auth_counts: Counter[str] = Counter()
+        self._keys = None
+        if cfg.security.curve:
+            assert cfg.security.keys_dir is not None
+            try:
+                self._keys = security.CurveKeys.load(cfg.security.keys_dir, agent_index, num_agents)
+            except ValueError:
+                self._pull.close()
+                raise
+            security.secure_sockets(self._ctx, self._keys, self._pull, self._auth_counts)
         bind = addressing.bind_address(agent_index)
         try:
             self._pull.bind(bind)
@@ -124,6 +136,8 @@ class Bus:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.setsockopt(zmq.SNDTIMEO, send_timeout_ms)
+            if self._keys is not None:
+                security.secure_client(self._keys, sock, peer)
             sock.connect(addressing.peer_address(peer))
             self._push[peer] = sock
         self._poller = zmq.Poller()
@@ -321,12 +335,15 @@ class Bus:
     def _drain(self) -> None:
         while True:
             try:
-                frame = self._pull.recv(zmq.NOBLOCK, copy=True)
+                frame = self._pull.recv(zmq.NOBLOCK, copy=self._keys is None)
             except zmq.Again:
                 return
-            self._accept(frame)
+            if self._keys is None:
+                self._accept(frame)
+            else:  # the authenticated agent index of the connection the frame came over
+                self._accept(frame.bytes, frame.get("User-Id"))
 
-    def _accept(self, frame: bytes) -> None:
+    def _accept(self, frame: bytes, user_id: str | None = None) -> None:
         try:
             env = parse(frame, num_agents=self.num_agents, max_bytes=self.max_frame_bytes)
             payload = dequantize(env.payload)
@@ -341,6 +358,10 @@ class Bus:
         if env.src == self.agent_index:
             self._drop("bad_field")
             return
+        if self._keys is not None and user_id != str(env.src):
+            self._drop("impersonation")
+            log.warning("dropped a frame claiming src %d over the connection of agent %s", env.src, user_id)
+            return
         batch = next(iter(payload.values())).shape[0]
         visible = np.full(batch, env.bus_time) if env.visible_at is None else env.visible_at
         self._row_bytes[(env.src, env.channel)] = row_bytes(env.payload, batch) + self.header_bytes
@@ -353,7 +374,7 @@ class Bus:
         self.metrics.transport_latency.observe(transport)
 
     def _sync_receiver_drops(self) -> None:
-        for cause, count in self.mailbox.counts.items():
+        for cause, count in (*self.mailbox.counts.items(), *self._auth_counts.items()):
             new = count - self._mailbox_seen.get(cause, 0)
             if new:
                 self._drop(cause, new)
@@ -381,5 +402,7 @@ class Bus:
         for sock in self._push.values():
             sock.close(0)
         self._pull.close(0)
+        if self._keys is not None:
+            security.release(self._ctx)
         if self.trace is not None:
             self.trace.close()

@@ -30,6 +30,8 @@ DROP_CAUSES = (
     "round_timeout",  # receiver: a live peer's frame did not arrive in time (sim) / by the deadline (wall)
     "transport_full",  # sender: the transport would not take the frame in time
     "overflow",  # receiver: too many frames held for one slot
+    "impersonation",  # receiver (CURVE): envelope src differs from the authenticated key
+    "unauthenticated",  # receiver (CURVE): handshake from a key not on the allow-list
     "oversize",
     "undecodable",
     "bad_version",

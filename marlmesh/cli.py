@@ -20,7 +20,6 @@ PLANNED = {
     "sweep": "sweeps (communication-constraint experiments)",
     "report": "sweep reports",
     "export": "ONNX export",
-    "keys": "CURVE key generation",
     "k8s": "Kubernetes manifests",
     "top": "the live mesh view",
 }
@@ -116,6 +115,16 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return {"bus": bus.main}[ns.kind](ns)
 
 
+def cmd_keys(ns: argparse.Namespace) -> int:
+    """``marlmesh keys gen DIR --agents N``."""
+    from marlmesh import keys
+
+    try:
+        return keys.main(ns)
+    except (ValueError, OSError) as exc:
+        return _error(str(exc))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="marlmesh", description="Decentralized multi-agent RL over an emulated comm bus.")
@@ -141,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench_bus.add_arguments(kinds.add_parser("bus", help="bus API vs raw pyzmq: throughput, round trip, emulation"))
     b.set_defaults(func=cmd_bench)
+    k = sub.add_parser("keys", help="CURVE keys for an authenticated, encrypted bus")
+    from marlmesh import keys as keys_cmd
+
+    keys_cmd.add_arguments(k.add_subparsers(dest="action", required=True).add_parser("gen", help="generate key pairs"))
+    k.set_defaults(func=cmd_keys)
     for name, what in PLANNED.items():
         sp = sub.add_parser(name, help=f"{what} (not in this version yet)")
         sp.add_argument("args", nargs=argparse.REMAINDER)

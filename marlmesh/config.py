@@ -179,6 +179,21 @@ class TraceConfig(_Strict):
     """Records written per agent (one per message row and link); later ones are counted, not written."""
 
 
+class SecurityConfig(_Strict):
+    """Authenticated, encrypted bus transport (ZeroMQ CURVE); see ``comm_bus/security.py``."""
+
+    curve: bool = False
+    """Encrypt every bus connection and admit only the agents' own public keys."""
+    keys_dir: str | None = None
+    """Folder written by ``marlmesh keys gen``: ``agent-<i>.key`` (public) and ``agent-<i>.key_secret``."""
+
+    @model_validator(mode="after")
+    def _keys_when_curve(self) -> SecurityConfig:
+        if self.curve and not self.keys_dir:
+            raise ValueError("curve needs keys_dir (create one with 'marlmesh keys gen DIR --agents N')")
+        return self
+
+
 class BusConfig(_Strict):
     """The agent-to-agent communication bus (ZeroMQ, brokerless) and its link emulation."""
 
@@ -201,6 +216,7 @@ class BusConfig(_Strict):
     """Wire format of float payloads: fp16 halves and int8 (with a per-row scale) quarters the bytes."""
     links: LinksConfig = Field(default_factory=LinksConfig)
     trace: TraceConfig = Field(default_factory=TraceConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
 
 
 class ChannelConfig(_Strict):

@@ -38,3 +38,25 @@ def test_smoke_run_over_a_slow_lossy_link(tmp_path):
     delivered = trace[trace["cause"] == 0]
     assert np.allclose(delivered["visible_at"] - delivered["sent_at"], 0.1256)
     assert summary["eval"]["episodes"] == 8
+
+
+def test_keys_gen_and_a_curve_secured_run(tmp_path):
+    keys = tmp_path / "keys"
+    gen = subprocess.run(
+        [sys.executable, "-m", "marlmesh.cli", "keys", "gen", str(keys), "--agents", "3"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert gen.returncode == 0, gen.stderr
+    assert (keys / "secret.yaml").read_text().count("agent-") == 6
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "marlmesh.cli", "train", "-c", str(ROOT / "configs/smoke.yaml"), "--run-dir",
+            str(run), "--no-eval"]  # fmt: skip
+    for o in ("bus.security.curve=true", f"bus.security.keys_dir={keys}", "train.total_env_steps=800"):
+        args += ["--set", o]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["bus"]["messages_received"] > 0
+    assert not summary["bus"]["dropped"].get("impersonation") and not summary["bus"]["dropped"].get("unauthenticated")
+    for agent in summary["agents"]:
+        assert len(agent["bus"]["received_from"]) == 2

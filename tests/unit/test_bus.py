@@ -15,7 +15,7 @@ from marlmesh.config import load_config
 from marlmesh.mesh import free_port_block
 
 
-def make_buses(n, *overrides, seed=0, trace_dir=None, registry=None):
+def make_buses(n, *overrides, seed=0, trace_dir=None, registry=None, own_contexts=False):
     cfg = load_config(None, list(overrides)).bus
     addressing = PeerAddressing(base_port=free_port_block("127.0.0.1", n))
     metrics = BusMetrics(registry or CollectorRegistry())
@@ -28,7 +28,7 @@ def make_buses(n, *overrides, seed=0, trace_dir=None, registry=None):
             config=cfg,
             seed=seed,
             metrics=metrics,
-            context=ctx,
+            context=zmq.Context() if own_contexts else ctx,
             trace_path=None if trace_dir is None else trace_dir / f"agent-{i}.rec",
         )
         for i in range(n)
