@@ -28,13 +28,14 @@ from comm_bus import security
 from comm_bus.addressing import PeerAddressing
 from comm_bus.clock import SimClock, WallClock
 from comm_bus.envelope import Envelope, MalformedFrame, parse, serialize, visibility_suffix
+from comm_bus.faults import LinkFaults
 from comm_bus.link_emulation import CAUSES, DELIVERED, NOT_SENT, Fates, LinkEmulator
 from comm_bus.mailbox import Delivery, HeldFrame, Mailbox
 from comm_bus.metrics import BusMetrics, BusTotals
 from comm_bus.quantize import QuantizationError, dequantize, quantize, row_bytes
 from comm_bus.trace import TraceWriter
 from marlmesh import plugins
-from marlmesh.config import BusConfig
+from marlmesh.config import BusConfig, LinkConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Bus:
         rounds: Communication rounds per env step (sets the sim round interval when not configured).
         max_frame_bytes: Larger frames are dropped unread (cause ``oversize``).
         trace_path: Where this agent's fate records go (None = no trace).
+        faults: Scheduled partitions and degradations of this agent's outgoing links.
         metrics: Prometheus instruments (default: the process-wide ones).
         context: ZeroMQ context (default: the process-wide instance).
 
@@ -70,6 +72,7 @@ class Bus:
         rounds: int = 1,
         max_frame_bytes: int = 16 * 1024 * 1024,
         trace_path: Path | None = None,
+        faults: LinkFaults | None = None,
         metrics: BusMetrics | None = None,
         context: zmq.Context | None = None,
     ) -> None:
@@ -90,14 +93,17 @@ class Bus:
         else:
             self.clock = WallClock()
         self.link_model = plugins.load("links", cfg.links.resolved_model())(cfg.links)
+        self.faults = faults or LinkFaults([])
+        self._env_steps = 0  # tick * B of the message being sent: when scheduled faults hold
         self.emulator = (
             None
-            if getattr(self.link_model, "ideal", False)
+            if getattr(self.link_model, "ideal", False) and not self.faults
             else LinkEmulator(
                 agent_index,
-                lambda dst, now: self.link_model.params_for(agent_index, dst, now),
+                self._link_params,
                 seed,
                 shared_medium=cfg.links.shared_medium,
+                cut=self._link_cut if self.faults else None,
             )
         )
         self.mailbox = Mailbox(cfg.lifespan_ms / 1000.0)
@@ -149,6 +155,13 @@ class Bus:
         self._mailbox_seen: dict[str, int] = {}
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
+    def _link_params(self, dst: int, now: float) -> LinkConfig:
+        link = self.link_model.params_for(self.agent_index, dst, now)
+        return self.faults.degrade(link, self.agent_index, dst, self._env_steps) if self.faults else link
+
+    def _link_cut(self, dst: int, now: float) -> bool:
+        return self.faults.partitioned(self.agent_index, dst, self._env_steps)
+
     # -- sending -----------------------------------------------------------------------------------
     def send(
         self,
@@ -180,6 +193,7 @@ class Bus:
         batch = next(iter(wire.values())).shape[0]
         payload_row = row_bytes(wire, batch)
         now = self.clock.send_time(tick, round)
+        self._env_steps = tick * batch
         fates = self._fates(now, dsts, payload_row, batch, positions, rows)
         self._seq += 1
         common = serialize(

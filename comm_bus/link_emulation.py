@@ -5,6 +5,7 @@ of all env copies at once, but every env copy is its own world with its own link
 this order (DESIGN.md, "Link emulation"):
 
 1. **range**: dropped (``out_of_range``) if the two agents are farther apart than ``range``;
+0. **partition** (fault schedule): dropped (``partition``) while a partition covers the link;
 2. **loss**: dropped (``loss``) with probability ``loss`` (Bernoulli) or by a Gilbert-Elliott chain;
 3. **drop-tail queue**: dropped (``queue_full``) if ``queue_limit`` messages or ``queue_limit_bytes``
    bytes are still in flight on the link (sent but not yet visible);
@@ -33,13 +34,14 @@ import numpy as np
 from marlmesh.config import LinkConfig
 
 #: Fate codes (also the ``cause`` column of the trace file).
-DELIVERED, OUT_OF_RANGE, LOSS, QUEUE_FULL, NOT_SENT = 0, 1, 2, 3, 4
+DELIVERED, OUT_OF_RANGE, LOSS, QUEUE_FULL, NOT_SENT, PARTITION = 0, 1, 2, 3, 4, 5
 CAUSES: dict[int, str] = {
     DELIVERED: "delivered",
     OUT_OF_RANGE: "out_of_range",
     LOSS: "loss",
     QUEUE_FULL: "queue_full",
     NOT_SENT: "not_sent",
+    PARTITION: "partition",
 }
 
 
@@ -73,6 +75,9 @@ class _LinkState:
 LinkParams = Callable[[int, float], LinkConfig]
 """``(dst, now) -> LinkConfig``: the parameters of link ``src -> dst`` at bus time ``now``."""
 
+LinkCut = Callable[[int, float], bool]
+"""``(dst, now) -> bool``: whether link ``src -> dst`` is partitioned at bus time ``now`` (fault schedule)."""
+
 
 class LinkEmulator:
     """Decides the fate of every message one sender puts on its links.
@@ -82,11 +87,16 @@ class LinkEmulator:
         params: Link parameters per receiver and time (per-link overrides, trace replay).
         seed: Run seed.
         shared_medium: One transmitter for all of this sender's links (see module doc).
+        cut: Partitions from the fault schedule (checked first: a cut link drops everything, cause
+            ``partition``).
     """
 
-    def __init__(self, src: int, params: LinkParams, seed: int, *, shared_medium: bool = False) -> None:
+    def __init__(
+        self, src: int, params: LinkParams, seed: int, *, shared_medium: bool = False, cut: LinkCut | None = None
+    ) -> None:
         self.src = src
         self.params = params
+        self.cut = cut
         self.seed = seed
         self.shared_medium = shared_medium
         self._links: dict[int, _LinkState] = {}
@@ -140,6 +150,9 @@ class LinkEmulator:
             link = self._link(dst, batch)
             ok = sent.copy()
             cause[i, ~sent] = NOT_SENT
+            if self.cut is not None and self.cut(dst, now):
+                cause[i, ok] = PARTITION
+                continue
             if p.range is not None and distances is not None:
                 far = ok & (distances[i] > p.range)
                 cause[i, far] = OUT_OF_RANGE

@@ -22,6 +22,7 @@ _LATENCY_BUCKETS = (
 
 #: Drop causes (label values of ``marlmesh_bus_dropped_total``).
 DROP_CAUSES = (
+    "partition",  # link: cut by the fault schedule
     "out_of_range",  # link: receiver beyond radio range
     "loss",  # link: random loss (Bernoulli or Gilbert-Elliott)
     "queue_full",  # link: drop-tail queue limit

@@ -10,7 +10,7 @@ File format (little-endian): the 8 bytes ``MMTRACE1``, a 4-byte header length, a
 =============  ======  ==============================================================================
 ``tick``       uint32  batched env step
 ``round``      uint8   communication round inside the step
-``cause``      uint8   0 delivered, 1 out_of_range, 2 loss, 3 queue_full, 4 not_sent
+``cause``      uint8   0 delivered, 1 out_of_range, 2 loss, 3 queue_full, 4 not_sent, 5 partition
 ``src``        uint16  sender
 ``dst``        uint16  receiver
 ``env``        uint16  env copy (row)

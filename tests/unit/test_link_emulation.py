@@ -193,3 +193,37 @@ def test_out_of_range_uses_the_first_check():
     emu = emulator(range=1.0, loss=1.0)
     fates = emu.transmit(0.0, [1], 8, 0, 2, distances=np.array([[0.5, 2.0]]))
     assert fates.cause[0].tolist() == [LOSS, OUT_OF_RANGE]
+
+
+def test_scheduled_partition_drops_with_its_own_cause_and_recovers():
+    from comm_bus.faults import LinkFault, LinkFaults
+
+    faults = LinkFaults(
+        [
+            LinkFault("partition", ((0, 1),), from_env_steps=4 * 3, to_env_steps=4 * 6),  # ticks 3..5 at B=4
+            LinkFault("degrade", (("*", "*"),), from_env_steps=4 * 8, changes={"latency_ms": 250.0}),
+        ]
+    )
+    a, b = make_buses(2, "bus.lifespan_ms=10000")
+    for bus in (a, b):  # the same schedule reaches every agent through the config
+        bus.close()
+    from prometheus_client import CollectorRegistry
+
+    from comm_bus.bus import Bus
+    from comm_bus.metrics import BusMetrics
+
+    a = Bus(0, 2, a.addressing, faults=faults, metrics=BusMetrics(CollectorRegistry()))
+    b = Bus(1, 2, b.addressing, faults=faults, metrics=BusMetrics(CollectorRegistry()))
+    try:
+        fresh_ticks = []
+        for tick in range(10):
+            a.send(tick=tick, round=0, channel="c", payload={"msg": np.full((4, 2), tick, np.float32)}, peers=[1])
+            got = b.collect(tick=tick, round=0, channel="c", expected=[0], timeout_s=5)
+            if got and got[0].age.max() < 0.15:  # a value sent this tick
+                fresh_ticks.append(tick)
+        assert fresh_ticks == [0, 1, 2, 6, 7]  # cut during ticks 3-5, recovered at 6, slow (250 ms) from 8
+        assert a.totals.dropped["partition"] == 3 * 4
+        assert set(a.totals.dropped) == {"partition"}
+    finally:
+        a.close()
+        b.close()
