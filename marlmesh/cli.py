@@ -21,7 +21,6 @@ PLANNED = {
     "report": "sweep reports",
     "export": "ONNX export",
     "keys": "CURVE key generation",
-    "k8s": "Kubernetes manifests",
     "top": "the live mesh view",
     "bench": "benchmarks",
 }
@@ -129,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.set_defaults(func=cmd_plot)
     sub.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
+    from marlmesh import k8s
+
+    k8s.add_parser(sub)
     for name, what in PLANNED.items():
         sp = sub.add_parser(name, help=f"{what} (not in this version yet)")
         sp.add_argument("args", nargs=argparse.REMAINDER)
