@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -216,7 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         node.close()
         server.stop(grace=0.5)
-        process.write_json(ns.stats_file, {"role": "agent", "agent_id": agent, "pid": os.getpid(), **node.summary()})
+        process.write_json(
+            ns.stats_file,
+            {
+                "role": "agent",
+                "agent_id": agent,
+                "pid": os.getpid(),
+                "runtime": ns.runtime,
+                "torch_imported": "torch" in sys.modules,
+                **node.summary(),
+            },
+        )
     log.info("agent %d stopped after %d steps", agent, node.counters.steps)
     return code
 

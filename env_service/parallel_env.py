@@ -105,8 +105,7 @@ class RemoteParallelEnv(ParallelEnv):
             )
         if not self._joined:
             self._views = {
-                name: self._client.join(index, f"{self._process_id}-{index}")[1]
-                for name, index in self._index.items()
+                name: self._client.join(index, f"{self._process_id}-{index}")[1] for name, index in self._index.items()
             }
             self._joined = True
             self._episode_start = next(iter(self._views.values())).tick == 0

@@ -21,7 +21,6 @@ PLANNED = {
     "report": "sweep reports",
     "keys": "CURVE key generation",
     "top": "the live mesh view",
-    "bench": "benchmarks",
 }
 
 
@@ -127,10 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.set_defaults(func=cmd_plot)
     sub.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
-    from marlmesh import export, k8s
+    from marlmesh import edge, export, k8s
 
     k8s.add_parser(sub)
     export.add_parser(sub)
+    edge.add_parser(sub)
     for name, what in PLANNED.items():
         sp = sub.add_parser(name, help=f"{what} (not in this version yet)")
         sp.add_argument("args", nargs=argparse.REMAINDER)

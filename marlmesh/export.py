@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -143,16 +144,18 @@ def export_policy(policy: Any, spec: PolicySpec, out_dir: Path, *, policy_versio
                 in_names = [n_ for n_, _ in ins]
                 file = f"agent-{spec.agent_index}-{name}.onnx"
                 path = out_dir / file
-                torch.onnx.export(
-                    module,
-                    args,
-                    str(path),
-                    input_names=in_names,
-                    output_names=out_names,
-                    dynamic_axes={x: {0: "batch"} for x in in_names + out_names},
-                    opset_version=OPSET,
-                    dynamo=False,
-                )
+                with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exact for these graphs
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    torch.onnx.export(
+                        module,
+                        args,
+                        str(path),
+                        input_names=in_names,
+                        output_names=out_names,
+                        dynamic_axes={x: {0: "batch"} for x in in_names + out_names},
+                        opset_version=OPSET,
+                        dynamo=False,
+                    )
                 entry["stages"][name] = {
                     "file": file,
                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),

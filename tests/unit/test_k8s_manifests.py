@@ -205,7 +205,9 @@ def test_base_config_is_a_valid_config() -> None:
 # -- marlmesh k8s render ---------------------------------------------------------------------------------
 def test_render_command_writes_manifests_for_a_config(tmp_path: Path) -> None:
     out = tmp_path / "manifests"
-    assert cli.main(["k8s", "render", "-c", str(ROOT / "configs" / "smoke.yaml"), "--agents", "4", "--out", str(out)]) == 0
+    assert (
+        cli.main(["k8s", "render", "-c", str(ROOT / "configs" / "smoke.yaml"), "--agents", "4", "--out", str(out)]) == 0
+    )
     kust = yaml.safe_load((out / "kustomization.yaml").read_text())
     docs = by_key([yaml.safe_load((out / f).read_text()) for f in kust["resources"]])
     sts = docs[("StatefulSet", "agents")]
