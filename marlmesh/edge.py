@@ -293,6 +293,7 @@ def bench_edge(config: Config, decisions: int = 3000, episodes: int = 6) -> dict
         "edge_agents": len(mesh.peak_rss_mb),
         "edge_episodes": mesh.episodes,
         "edge_torch_imported": any(s.get("torch_imported", True) for s in mesh.agent_stats),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {os.cpu_count()} cpu",
     }

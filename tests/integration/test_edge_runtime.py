@@ -93,3 +93,15 @@ def test_fresh_edge_install_runs_an_exported_policy(tmp_path: Path, edge_venv: P
         timeout=60,
     )
     assert where.stdout.startswith(str(edge_venv.parent.parent)), "the agents must run the installed package"
+
+
+def test_bench_edge_reports_both_runtimes_and_edge_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from marlmesh import cli
+
+    assert cli.main(["bench", "edge", "--decisions", "500", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["decisions"] == 500 and result["edge_episodes"] >= 6 and result["edge_torch_imported"] is False
+    assert 0 < result["onnx_p50_ms"] < result["torch_p50_ms"]  # same policy, same run
+    assert 0 < result["edge_peak_rss_mb"] < 200
