@@ -65,6 +65,8 @@ class EdgeMeshResult:
     agent_logs: list[str]
     agent_exit_codes: list[int | None]
     peak_rss_mb: list[float | None] = field(default_factory=list)
+    return_sums: list[float] = field(default_factory=list)
+    """Sum of all agents' returns of the first ``episodes`` finished episodes, in finishing order."""
 
 
 def _wait_file(path: Path, proc: subprocess.Popen, log: Path, timeout: float) -> str:
@@ -195,6 +197,8 @@ def run_edge_mesh(
             while True:
                 done = client.stats(max_episodes=1).episodes
                 if done >= episodes:
+                    recent = client.stats(max_episodes=episodes).recent
+                    return_sums = [e.return_sum for e in sorted(recent, key=lambda e: e.seq)][:episodes]
                     break
                 for p, log in zip(procs, [env_log, *logs], strict=True):
                     if p.poll() is not None:
@@ -212,7 +216,7 @@ def run_edge_mesh(
     for i in range(n):
         path = workdir / f"agent-{i}.json"
         stats.append(json.loads(path.read_text()) if path.exists() else {})
-    return EdgeMeshResult(done, stats, [log.read_text() for log in logs], codes, rss)
+    return EdgeMeshResult(done, stats, [log.read_text() for log in logs], codes, rss, return_sums)
 
 
 def _percentiles(samples_s: list[float]) -> tuple[float, float]:
