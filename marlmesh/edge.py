@@ -80,7 +80,8 @@ def _wait_file(path: Path, proc: subprocess.Popen, log: Path, timeout: float) ->
     raise TimeoutError(f"{proc.args} did not start:\n{log.read_text()[-3000:]}")
 
 
-def _stop(procs: list[subprocess.Popen], timeout: float = 15.0) -> list[int | None]:
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 15.0) -> list[int | None]:
+    """SIGTERM every process, wait up to ``timeout`` each, SIGKILL stragglers; returns the exit codes."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -208,10 +209,10 @@ def run_edge_mesh(
                 time.sleep(0.1)
         rss = [peak_rss_mb(p.pid) for p in agents]
     except BaseException:
-        _stop(agents + [env_proc])
+        stop_processes(agents + [env_proc])
         raise
-    codes = _stop(agents)
-    _stop([env_proc])
+    codes = stop_processes(agents)
+    stop_processes([env_proc])
     stats = []
     for i in range(n):
         path = workdir / f"agent-{i}.json"

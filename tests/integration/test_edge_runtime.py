@@ -76,6 +76,7 @@ def edge_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python
 
 
+@pytest.mark.timeout(1200)  # includes building the fresh venv (a few minutes on a loaded 2-core machine)
 def test_fresh_edge_install_runs_an_exported_policy(tmp_path: Path, edge_venv: Path) -> None:
     no_torch = subprocess.run([str(edge_venv), "-c", "import torch"], capture_output=True, timeout=60)
     assert no_torch.returncode != 0, "the edge extra pulled torch in"

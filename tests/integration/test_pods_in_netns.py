@@ -22,7 +22,7 @@ import pytest
 
 from marlmesh import k8s
 from marlmesh.config import load_config
-from marlmesh.edge import _stop, export_initial_policies
+from marlmesh.edge import export_initial_policies, stop_processes
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,7 +162,7 @@ def test_env_and_three_agent_pods_in_namespaces_complete_an_evaluation(tmp_path:
             done = int(out.stdout.strip() or 0)
             time.sleep(0.5)
     finally:
-        codes = _stop(procs[1:]) + _stop(procs[:1])
+        codes = stop_processes(procs[1:]) + stop_processes(procs[:1])
     assert codes == [0] * (agents + 1)
     for i in range(agents):
         stats = json.loads((tmp_path / f"agent-{i}.json").read_text())
