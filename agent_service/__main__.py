@@ -3,12 +3,15 @@
 Identity and peers come from flags or the ``MARLMESH_*`` environment variables (see
 :mod:`comm_bus.addressing`), so a local process and a Kubernetes pod run the same code path.
 ``--mode eval --checkpoint-dir D`` acts with a saved policy and no learner.
+``--runtime onnx --policy-dir D`` (implies eval mode) acts from graphs written by ``marlmesh export`` with
+numpy + onnxruntime only: torch is never imported (the ``edge`` install).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from prometheus_client import Counter, Gauge
 
 from agent_service.learner_link import LearnerLink
 from agent_service.node import AgentNode
+from agent_service.runtime import OnnxRuntime, PolicyRuntime, read_manifest
 from comm_bus.addressing import PeerAddressing
 from comm_bus.bus import Bus
 from env_service.client import EnvClient
@@ -43,6 +47,35 @@ def _load_eval_params(role: str, directory: Path | None) -> tuple[int, dict]:
     return int(payload["version"]), {k: v.numpy() for k, v in payload["policy"].items()}
 
 
+def _onnx_runtime_factory(ns, config, agent: int):  # noqa: ANN001, ANN202
+    """Check the exported policy folder now (clear error before joining the env); build the runtime later."""
+    if ns.mode == "train":
+        process.fail(ROLE, "--runtime onnx acts from frozen exported graphs: use --mode eval (or MARLMESH_MODE=eval)")
+    if ns.policy_dir is None:
+        process.fail(ROLE, "--runtime onnx needs --policy-dir (MARLMESH_POLICY_DIR), a 'marlmesh export' folder")
+    try:
+        manifest = read_manifest(ns.policy_dir)
+    except ValueError as exc:
+        process.fail(ROLE, str(exc))
+    if manifest["channel"]["name"] != config.channel.name:
+        process.fail(
+            ROLE,
+            f"{ns.policy_dir} was exported for channel {manifest['channel']['name']!r} but the config uses "
+            f"{config.channel.name!r}; use the run's config or re-export",
+        )
+
+    def build(spec) -> PolicyRuntime:  # noqa: ANN001
+        runtime = OnnxRuntime(ns.policy_dir, agent, seed=config.seed + agent, threads=config.train.torch_threads)
+        if tuple(runtime.obs_shape) != tuple(spec.obs_shape) or runtime.action_space != spec.action_space:
+            raise ValueError(
+                f"{ns.policy_dir}: agent {agent} was exported for obs {runtime.obs_shape} / {runtime.action_space}, "
+                f"the env gives {spec.obs_shape} / {spec.action_space}"
+            )
+        return runtime
+
+    return build
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one agent until SIGTERM/SIGINT."""
     p = process.base_parser(ROLE, "One agent: env observations -> bus rounds -> actions.")
@@ -61,14 +94,30 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("MARLMESH_BUS_TRACE") or None,
         help="file for this agent's message-fate records (MARLMESH_BUS_TRACE; default: no trace)",
     )
+    p.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default=os.environ.get("MARLMESH_RUNTIME", "torch"),
+        help="policy runtime (MARLMESH_RUNTIME): torch, or onnx from an exported policy (eval only, no torch)",
+    )
+    p.add_argument(
+        "--policy-dir",
+        type=Path,
+        default=os.environ.get("MARLMESH_POLICY_DIR"),
+        help="onnx runtime: folder written by 'marlmesh export' (MARLMESH_POLICY_DIR)",
+    )
     ns = p.parse_args(argv)
     process.exit_with_parent()
     config = process.load_or_fail(ROLE, ns)
     agent = process.parse_agent_id(ROLE, ns.agent_id)
     setup_logging("agent", agent)
-    import torch
+    make_runtime = None
+    if ns.runtime == "onnx":
+        make_runtime = _onnx_runtime_factory(ns, config, agent)
+    else:
+        import torch
 
-    torch.set_num_threads(config.train.torch_threads)
+        torch.set_num_threads(config.train.torch_threads)
     try:
         addressing = PeerAddressing.from_env()
     except ValueError as exc:
@@ -91,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     install_signal_handlers(stop)
     learner = None
     initial = None
-    if ns.mode == "train":
+    if ns.mode == "train" and ns.runtime == "torch":
         learner = LearnerLink(
             ns.learner_addr.format(id=agent), agent, timeout_s=rpc, max_message_bytes=config.runtime.max_message_bytes
         )
-    else:
+    elif ns.runtime == "torch":
         initial = _load_eval_params(ROLE, ns.checkpoint_dir)
 
     def make_bus(num_agents: int, rounds: int) -> Bus:
@@ -118,10 +167,21 @@ def main(argv: list[str] | None = None) -> int:
             make_bus,
             learner,
             initial_params=initial,
-            deterministic=ns.mode == "eval" and config.eval.deterministic,
+            deterministic=(ns.mode == "eval" or ns.runtime == "onnx") and config.eval.deterministic,
+            make_runtime=make_runtime,
         )
     except (ValueError, PluginError, RuntimeError) as exc:
         process.fail(ROLE, str(exc))
+    expected = os.environ.get("MARLMESH_NUM_AGENTS", "")
+    if expected and expected != str(node.spec.num_agents):
+        node.close()
+        process.fail(
+            ROLE,
+            f"MARLMESH_NUM_AGENTS={expected} but the env at {ns.env_addr} has {node.spec.num_agents} agents; "
+            "make the agent count (StatefulSet replicas) match the config's env",
+        )
+    if isinstance(node.runtime, OnnxRuntime):
+        node.counters.policy_version = node.runtime.policy_version
     server = start_server(
         host=host,
         port=port,
@@ -166,7 +226,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         node.close()
         server.stop(grace=0.5)
-        process.write_json(ns.stats_file, {"role": "agent", "agent_id": agent, "pid": os.getpid(), **node.summary()})
+        process.write_json(
+            ns.stats_file,
+            {
+                "role": "agent",
+                "agent_id": agent,
+                "pid": os.getpid(),
+                "runtime": ns.runtime,
+                "torch_imported": "torch" in sys.modules,
+                **node.summary(),
+            },
+        )
     log.info("agent %d stopped after %d steps", agent, node.counters.steps)
     return code
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
-import torch
 
 from agent_service.learner_link import LearnerLink
+from agent_service.runtime import PolicyRuntime, TorchRuntime
 from comm_bus.bus import Bus
 from env_service.client import AgentObservation, EnvClient
 from marlmesh import plugins
@@ -57,6 +57,8 @@ class AgentNode:
         learner: Link to this agent's learner (training), or None (evaluation).
         initial_params: Parameters to act with when there is no learner (evaluation).
         deterministic: Greedy/mean actions instead of sampling.
+        make_runtime: Builds the policy runtime from the spec (default: the channel's torch policy in a
+            :class:`~agent_service.runtime.TorchRuntime`; the edge install passes an ONNX runtime).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class AgentNode:
         learner: LearnerLink | None,
         initial_params: tuple[int, dict[str, np.ndarray]] | None = None,
         deterministic: bool = False,
+        make_runtime: Callable[[PolicySpec], PolicyRuntime] | None = None,
     ) -> None:
         self.config = config
         self.index = agent_index
@@ -80,8 +83,10 @@ class AgentNode:
         spec_msg, self._ob = env.join(agent_index, self.process_id)
         self.spec: PolicySpec = policy_spec_for(spec_msg, agent_index, config)
         self.num_envs = spec_msg.num_envs
-        self.policy = self.channel.build_policy(self.spec)
-        self.policy.eval()
+        if make_runtime is None:
+            self.runtime: PolicyRuntime = TorchRuntime(self.channel.build_policy(self.spec))
+        else:
+            self.runtime = make_runtime(self.spec)
         self.bus = make_bus(self.spec.num_agents, self.channel.rounds) if self.channel.rounds > 0 else None
         self.recorder = (
             RolloutRecorder(
@@ -101,7 +106,7 @@ class AgentNode:
 
     # -- weights -----------------------------------------------------------------------------------
     def _load(self, version: int, params: dict[str, np.ndarray]) -> None:
-        self.policy.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in params.items()})
+        self.runtime.load_params(params)
         self.counters.policy_version = version
         self.counters.weights_loaded += 1
 
@@ -124,7 +129,7 @@ class AgentNode:
             self._load(*newer)
 
     # -- one step ----------------------------------------------------------------------------------
-    def _communicate(self, ob: AgentObservation, outbox: torch.Tensor | None, state: dict) -> tuple[dict, list]:
+    def _communicate(self, ob: AgentObservation, outbox: np.ndarray | None, state: dict) -> tuple[dict, list]:
         inboxes: list[tuple[np.ndarray, np.ndarray]] = []
         peers = [p for p in ob.live_agents if p != self.index]
         for k in range(self.channel.rounds):
@@ -133,7 +138,7 @@ class AgentNode:
                 tick=ob.tick,
                 round=k,
                 channel=self.channel.name,
-                payload=self.channel.payload(outbox.numpy()),
+                payload=self.channel.payload(outbox),
                 peers=peers,
                 positions=ob.positions,
             )
@@ -142,29 +147,22 @@ class AgentNode:
             self.counters.rejected_messages += rejected
             inboxes.append((msgs, mask))
             if k + 1 < self.channel.rounds:
-                state, outbox = self.policy.round(k + 1, state, (torch.from_numpy(msgs), torch.from_numpy(mask)))
+                state, outbox = self.runtime.round(k + 1, state, (msgs, mask))
         return state, inboxes
 
-    @torch.no_grad()
     def step(self) -> None:
         """Communicate, act, submit the action and record the transition."""
         self._maybe_swap_weights()
         ob = self._ob
-        obs = torch.from_numpy(np.asarray(ob.obs, np.float32))
-        state, outbox = self.policy.encode(obs)
+        state, outbox = self.runtime.encode(np.asarray(ob.obs, np.float32))
         state, inboxes = self._communicate(ob, outbox, state)
-        t_inboxes = [(torch.from_numpy(m), torch.from_numpy(k)) for m, k in inboxes]
         if self.recorder is not None and self.recorder.full:
             assert self.learner is not None
             self.learner.push(self.recorder.finish(ob.obs, inboxes))
-        dist, value = self.policy.act(state, t_inboxes)
-        action = self.policy.actor.sample(dist, self.deterministic)
-        logp = self.policy.actor.log_prob(dist, action)
-        action_np = action.numpy()
+        out = self.runtime.act(state, inboxes)
+        action_np, logp = self.runtime.sample(out, self.deterministic)
         if self.recorder is not None:
-            self.recorder.add_decision(
-                ob.obs, inboxes, action_np, logp.numpy(), value.numpy(), self.counters.policy_version
-            )
+            self.recorder.add_decision(ob.obs, inboxes, action_np, logp, out.value, self.counters.policy_version)
         nxt, applied = self.env.step(self.index, ob.tick, action_np)
         if not applied:
             self.counters.late_actions += 1

@@ -5,7 +5,8 @@ Variables (all optional except where the launcher or the manifests set them):
 - ``MARLMESH_AGENT_ID``: this agent's index (0..N-1). On Kubernetes the StatefulSet ordinal.
 - ``MARLMESH_NUM_AGENTS``: N.
 - ``MARLMESH_PEER_PATTERN``: address of peer ``{id}``, e.g. ``tcp://127.0.0.1:{port}`` locally or
-  ``tcp://agent-{id}.agents:{port}`` with a headless Service. ``{port}`` is ``MARLMESH_BUS_BASE_PORT + id``.
+  ``tcp://agents-{id}.agents:{port}`` with StatefulSet and headless Service ``agents`` (k8s/base).
+  ``{port}`` is ``MARLMESH_BUS_BASE_PORT + id``.
 - ``MARLMESH_BUS_BASE_PORT``: bus port of agent 0 (default 47000).
 - ``MARLMESH_BUS_BIND``: what this agent binds, same placeholders (default ``tcp://127.0.0.1:{port}``).
 """

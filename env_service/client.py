@@ -76,6 +76,19 @@ class EnvClient:
         )
         return observation_from_proto(resp.observation), resp.action_applied
 
+    def step_future(self, agent_index: int, tick: int, action: np.ndarray) -> grpc.Future:
+        """Like :meth:`step` but non-blocking (several agents can wait at the barrier from one thread)."""
+        return self._stub.Step.future(
+            env_pb2.StepRequest(agent_index=agent_index, tick=tick, action=tensors.encode(action)),
+            timeout=self._step_timeout,
+        )
+
+    @staticmethod
+    def step_result(future: grpc.Future) -> tuple[AgentObservation, bool]:
+        """The result of :meth:`step_future` (blocks; raises ``grpc.RpcError`` like :meth:`step`)."""
+        resp = future.result()
+        return observation_from_proto(resp.observation), resp.action_applied
+
     def leave(self, agent_index: int) -> None:
         """Tell the env to stop waiting for this agent."""
         self._stub.Leave(env_pb2.LeaveRequest(agent_index=agent_index), timeout=self._timeout)

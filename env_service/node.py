@@ -275,7 +275,10 @@ class EnvNode:
         return set(range(self.num_agents)) - self._left - self._absent
 
     def _live(self) -> list[int]:
-        return sorted(a for a in self._joined if a not in self._absent)
+        # The agents the barrier waits for (everyone but those that left or went absent), not only those
+        # that joined so far: an early joiner then expects its peers' messages from tick 0 on, so who
+        # hears whom does not depend on start-up timing (sim-clock determinism).
+        return sorted(self._waited_for())
 
     def _view(self, agent: int) -> AgentObservation:
         return AgentObservation(

@@ -19,8 +19,6 @@ from marlmesh.plugins import GROUPS, PluginError, installed
 PLANNED = {
     "sweep": "sweeps (communication-constraint experiments)",
     "report": "sweep reports",
-    "export": "ONNX export",
-    "k8s": "Kubernetes manifests",
     "top": "the live mesh view",
 }
 
@@ -108,13 +106,6 @@ def cmd_plugins(ns: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(ns: argparse.Namespace) -> int:
-    """``marlmesh bench KIND``."""
-    from marlmesh.bench import bus
-
-    return {"bus": bus.main}[ns.kind](ns)
-
-
 def cmd_keys(ns: argparse.Namespace) -> int:
     """``marlmesh keys gen DIR --agents N``."""
     from marlmesh import keys
@@ -144,12 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.set_defaults(func=cmd_plot)
     sub.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
-    b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
-    kinds = b.add_subparsers(dest="kind", required=True)
-    from marlmesh.bench import bus as bench_bus
+    from marlmesh import bench, export, k8s
 
-    bench_bus.add_arguments(kinds.add_parser("bus", help="bus API vs raw pyzmq: throughput, round trip, emulation"))
-    b.set_defaults(func=cmd_bench)
+    bench.add_parser(sub)
+    k8s.add_parser(sub)
+    export.add_parser(sub)
     k = sub.add_parser("keys", help="CURVE keys for an authenticated, encrypted bus")
     from marlmesh import keys as keys_cmd
 

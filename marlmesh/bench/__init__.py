@@ -1,1 +1,45 @@
-"""Benchmarks behind ``marlmesh bench ...``; results are committed under ``benchmarks/results/``."""
+"""``marlmesh bench KIND``: benchmarks reported as ratios against a baseline measured in the same run.
+
+Each kind is a module with ``add_arguments(parser)`` and ``main(namespace) -> exit code``; results are
+committed as JSON under ``benchmarks/results/``. With ``--json`` the last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+#: Kinds named in the contract that later work delivers (they fail with a clear message until then).
+PLANNED_KINDS = {"e2e": "distributed rollout vs single process", "scale": "scaling to 32 agent processes"}
+
+
+def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]]]:
+    from marlmesh import edge
+    from marlmesh.bench import bus
+
+    return {
+        "bus": ("bus API vs raw pyzmq: throughput, round trip, emulation cost", bus.add_arguments, bus.main),
+        "edge": ("ONNX vs torch decision latency, edge agent memory", edge.add_bench_arguments, edge.cmd_bench),
+    }
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``marlmesh bench KIND ...`` on the CLI's subparsers."""
+    b = sub.add_parser("bench", help="benchmarks (ratios against a baseline measured in the same run)")
+    kinds = b.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for name, (what, add_arguments, main) in _kinds().items():
+        p = kinds.add_parser(name, help=what)
+        add_arguments(p)
+        p.set_defaults(func=main)
+    for name, what in PLANNED_KINDS.items():
+        p = kinds.add_parser(name, help=f"{what} (not in this version yet)")
+        p.add_argument("args", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda ns, what=what: _planned(ns.kind, what))
+
+
+def _planned(kind: str, what: str) -> int:
+    import sys
+
+    print(f"marlmesh: error: 'marlmesh bench {kind}' ({what}) is not implemented in this version yet", file=sys.stderr)
+    return 2

@@ -183,3 +183,11 @@ def test_unwrapped_mpe_factories_match_mpe2_parallel_env(name):
         obs_b, rew_b, term_b, trunc_b, _ = ref.step(acts)
         assert rew_a == rew_b and term_a == term_b and trunc_a == trunc_b
         assert all(np.array_equal(obs_a[k], obs_b[k]) for k in obs_b)
+
+
+def test_live_agents_include_peers_that_have_not_joined_yet():
+    node = _node(b=1)
+    view = node.join(0, "p0")
+    assert view.live_agents == [0, 1, 2]  # deterministic peer set from tick 0, whatever the start order
+    node.leave(2)
+    assert node.join(1, "p1").live_agents == [0, 1]

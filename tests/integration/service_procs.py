@@ -1,0 +1,65 @@
+"""Start marlmesh service processes for deployment tests (real processes on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start(
+    module: str,
+    args: list[str],
+    log: Path,
+    *,
+    python: str = sys.executable,
+    env: Mapping[str, str] | None = None,
+    python_flags: tuple[str, ...] = (),
+) -> subprocess.Popen:
+    """``python -m module args`` with stderr+stdout into ``log`` (cwd: the repo root)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("MARLMESH_PARENT_PID", None)
+    fh = open(log, "wb")  # noqa: SIM115 (closed with the process by the OS)
+    return subprocess.Popen(
+        [python, *python_flags, "-m", module, *args], cwd=ROOT, env=full_env, stdout=fh, stderr=subprocess.STDOUT
+    )
+
+
+def wait_port(proc: subprocess.Popen, port_file: Path, log: Path, timeout: float = 60.0) -> int:
+    """The port a ``--port 0 --port-file F`` process bound."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_file.exists():
+            return int(port_file.read_text())
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{proc.args} did not report its port:\n{log.read_text()[-3000:]}")
+
+
+def start_env(tmp: Path, config: Path, *extra: str, name: str = "env") -> tuple[subprocess.Popen, str]:
+    """An env_service process on 127.0.0.1 with a free port; returns it and its address."""
+    port_file, log = tmp / f"{name}.port", tmp / f"{name}.log"
+    proc = start("env_service", ["--config", str(config), "--port", "0", "--port-file", str(port_file), *extra], log)
+    return proc, f"127.0.0.1:{wait_port(proc, port_file, log)}"
+
+
+def stop(procs: list[subprocess.Popen], timeout: float = 15.0) -> list[int | None]:
+    """SIGTERM every process, wait, SIGKILL stragglers; returns the exit codes."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            codes.append(p.wait(5))
+    return codes
