@@ -17,8 +17,6 @@ from marlmesh.plugins import GROUPS, PluginError, installed
 
 #: Commands named in the contract that later work delivers; they fail with a clear message until then.
 PLANNED = {
-    "sweep": "sweeps (communication-constraint experiments)",
-    "report": "sweep reports",
     "export": "ONNX export",
     "keys": "CURVE key generation",
     "k8s": "Kubernetes manifests",
@@ -110,6 +108,20 @@ def cmd_plugins(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(ns: argparse.Namespace) -> int:
+    """``marlmesh sweep -c SWEEP.yaml [--out DIR] [--parallel K]`` (logic in :mod:`marlmesh.sweep`)."""
+    from marlmesh.sweep_cli import run_sweep_command
+
+    return run_sweep_command(ns, _error)
+
+
+def cmd_report(ns: argparse.Namespace) -> int:
+    """``marlmesh report SWEEP_DIR`` (logic in :mod:`marlmesh.report`)."""
+    from marlmesh.sweep_cli import run_report_command
+
+    return run_report_command(ns, _error)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="marlmesh", description="Decentralized multi-agent RL over an emulated comm bus.")
@@ -129,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.set_defaults(func=cmd_plot)
     sub.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
+    from marlmesh.sweep_cli import add_report_parser, add_sweep_parser
+
+    add_sweep_parser(sub).set_defaults(func=cmd_sweep)
+    add_report_parser(sub).set_defaults(func=cmd_report)
     for name, what in PLANNED.items():
         sp = sub.add_parser(name, help=f"{what} (not in this version yet)")
         sp.add_argument("args", nargs=argparse.REMAINDER)
