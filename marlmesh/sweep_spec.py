@@ -30,6 +30,7 @@ collapse into one cell.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -242,7 +243,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
             loc = ".".join(str(x) for x in err["loc"]) or "<root>"
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                msg = f"unknown key (valid keys here: {', '.join(_valid_keys(err['loc']))})"
+                valid = _valid_keys(err["loc"])
+                near = difflib.get_close_matches(str(err["loc"][-1]), valid, n=1, cutoff=0.5)
+                hint = f"; did you mean {near[0]!r}?" if near else ""
+                msg = f"unknown key{hint} (valid keys here: {', '.join(valid)})"
             problems.append(f"{loc}: {msg}")
         raise SweepError(f"sweep file {str(p)!r}: {'; '.join(problems)}") from None
 
@@ -250,6 +254,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
 def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
     if len(loc) >= 3 and loc[0] == "budgets":
         return sorted(BudgetRule.model_fields)
+    if len(loc) >= 3 and loc[0] == "grids":
+        return sorted(GridSpec.model_fields)
     return sorted(SweepSpec.model_fields)
 
 
@@ -379,15 +385,22 @@ def _make_cell(
         overrides = {k: v for k, v in overrides.items() if not _ignored(k)}
     overrides["seed"] = seed
     resolved = resolved_config_data(base_data, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    kept = resolved
     if baseline:
-        resolved = {k: v for k, v in resolved.items() if f"{k}." not in BASELINE_IGNORED_PREFIXES}
-        resolved["env"] = {k: v for k, v in resolved.get("env", {}).items() if k != "num_envs"}
+        kept = {k: v for k, v in resolved.items() if f"{k}." not in BASELINE_IGNORED_PREFIXES}
+        kept["env"] = {k: v for k, v in resolved.get("env", {}).items() if k != "num_envs"}
     digest = hashlib.sha256(
-        json.dumps(_canonical({"config": resolved, "baseline": baseline}), sort_keys=True, default=str).encode()
+        json.dumps(_canonical({"config": kept, "baseline": baseline}), sort_keys=True, default=str).encode()
     ).hexdigest()[:8]
     readable = "_".join(f"{n}={labels[n]}" for n in names if labels[n] != "-")
     cell_id = f"{_slug(readable + f'_seed={seed}')}-{digest}"
-    method = method_label(overrides, baseline)
+    method = method_label(
+        {
+            "algo.name": resolved.get("algo", {}).get("name", "algo"),
+            "channel.name": resolved.get("channel", {}).get("name"),
+        },
+        baseline,
+    )
     for value in combo:  # an explicit label on the value that picks the algorithm names the method
         if LABEL_KEY in value and ("algo.name" in value or BASELINE_KEY in value):
             method = str(value[LABEL_KEY])
