@@ -97,6 +97,7 @@ class SweepRunner:
         self.durations: list[float] = []
         self.start = time.monotonic()
         self._last_print = 0.0
+        self._last_state: tuple[int, int, int] = (0, 0, 0)
         self.interrupted = False
 
     def cell_dir(self, cell: Cell) -> Path:
@@ -179,13 +180,16 @@ class SweepRunner:
             f"({len(self.skipped)} skipped), {len(running)} running, {len(self.failed)} failed, {pending} pending"
             f" | {fmt_time(elapsed)} elapsed{eta}" + (f" | running: {names}" if names else "")
         )
+        state = (len(self.done), len(self.failed), len(running))
         if finished or running or pending:
-            self._line(line)
+            self._line(line, newline=state != self._last_state)
+        self._last_state = state
 
-    def _line(self, line: str, force: bool = False) -> None:
+    def _line(self, line: str, force: bool = False, newline: bool = False) -> None:
+        """Print a status line: in place on a terminal, else at most every 10 s (or when forced/changed)."""
         if self.tty:
             self.err.write("\r\033[K" + line + ("\n" if force else ""))
-        elif force or time.monotonic() - self._last_print >= 10.0:
+        elif force or newline or time.monotonic() - self._last_print >= 10.0:
             self.err.write(line + "\n")
             self._last_print = time.monotonic()
         self.err.flush()

@@ -38,15 +38,15 @@ def add_report_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run_sweep_command(ns: argparse.Namespace, error: ErrorFn) -> int:
     """Validate the sweep, then run it (or list its cells with ``--dry-run``)."""
     from marlmesh.sweep import SweepRunner
-    from marlmesh.sweep_spec import SweepError
+    from marlmesh.sweep_spec import SweepError, load_sweep
 
     if ns.parallel < 1:
         return error(f"--parallel must be >= 1, got {ns.parallel}")
     sweep_file = Path(ns.config)
     try:
-        runner = SweepRunner(sweep_file, Path("."), ns.parallel)
-        out = Path(ns.out) if ns.out else Path("sweeps") / f"{runner.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        runner.out_dir = out
+        name = load_sweep(sweep_file).name
+        out = Path(ns.out) if ns.out else Path("sweeps") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        runner = SweepRunner(sweep_file, out, ns.parallel)
         runner.validate()
     except SweepError as exc:
         return error(str(exc))

@@ -280,3 +280,18 @@ seeds: [0, 1, 2]
 def test_report_without_results_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="results.csv not found"):
         write_report(tmp_path)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from marlmesh.cli import main
+
+    bad = _write(tmp_path, "axes: {a: [{env.num_envs: 0}]}\n")
+    assert main(["sweep", "-c", str(bad), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("marlmesh: error: cell a=0_seed=0-") and "'env.num_envs'" in err and "\n" not in err
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "results.csv not found" in capsys.readouterr().err
+    good = _write(tmp_path, "axes: {a: [{env.num_envs: 2}, {baseline: random}]}\n", "good.yaml")
+    assert main(["sweep", "-c", str(good), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "[train]" in out and "[baseline random]" in out and out.strip().endswith("2 cells")
