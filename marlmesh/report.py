@@ -25,7 +25,7 @@ from marlmesh.results import FIXED_COLUMNS, METRIC_COLUMNS, TAIL_COLUMNS, read_c
 
 NOT_AXIS = {"cell_id", "status", *FIXED_COLUMNS, *METRIC_COLUMNS, *TAIL_COLUMNS}
 
-#: (figure file stem, CSV column of the x value, x-axis label, value meaning "ideal", value shown for empty)
+#: (figure file stem, CSV column of the x value, x-axis label, value of an empty cell: the unconstrained default)
 LINK_FIGURES = [
     ("return_vs_bandwidth", "link_rate_bps", "link rate (kbit/s; ∞ = unlimited)", math.inf),
     ("return_vs_latency", "link_latency_ms", "link latency (ms)", 0.0),
@@ -116,7 +116,7 @@ def markdown_table(groups: Sequence[Group]) -> str:
 
 
 def plot_link_figure(
-    groups: Sequence[Group], stem: str, x_column: str, x_label: str, ideal: float, out_dir: Path
+    groups: Sequence[Group], stem: str, x_column: str, x_label: str, out_dir: Path
 ) -> tuple[Path | None, str | None]:
     """One "return vs <link parameter>" figure; returns (path, None) or (None, why it was skipped)."""
     import matplotlib
@@ -244,12 +244,12 @@ def write_report(sweep_dir: Path) -> tuple[Path, list[Path], list[str]]:
     fig_dir.mkdir(exist_ok=True)
     figures: list[Path] = []
     notes: list[str] = []
-    for stem, col, label, ideal in LINK_FIGURES:
-        path, note = plot_link_figure(groups, stem, col, label, ideal, fig_dir)
+    for stem, col, label, _ in LINK_FIGURES:
+        path, note = plot_link_figure(groups, stem, col, label, fig_dir)
         figures += [path] if path else []
         notes += [note] if note else []
     for stem, col, label in (
-        ("bytes_per_episode", "bytes_per_episode", "bus bytes sent per training episode (all agents)"),
+        ("bytes_per_episode", "bytes_per_episode", "bus bytes / training episode (all agents)"),
         ("collisions", "collisions_mean", "collisions per evaluation episode"),
     ):
         path, note = plot_bar_figure(groups, stem, col, label, fig_dir)
