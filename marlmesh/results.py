@@ -2,7 +2,8 @@
 
 Columns of ``results.csv`` (in this order):
 
-- ``cell_id``, ``status`` (``done``, ``failed``, ``running``/``pending`` for a cell without a result yet)
+- ``cell_id``, ``status`` (``done``, ``failed``, ``interrupted``, or ``running``/``pending`` for a cell
+  without a result yet)
 - one column per sweep axis (the label of the cell's value), then ``method`` (``<algo>+<channel>`` or
   ``baseline:<name>``), ``algo``, ``channel``, ``baseline``, ``rate_bps``, ``latency_ms``, ``loss``, ``seed``
   (the link values are the cell's overrides; empty = the base config's value, i.e. unlimited / 0)
@@ -117,8 +118,8 @@ def cell_row(cell: Cell, axes: list[str], cell_dir: Path) -> dict[str, Any]:
         outcome = {}
     if summary is not None and summary.get("status") == "done":
         status = "done"
-    elif outcome.get("status") == "failed":
-        status = "failed"
+    elif outcome.get("status") in ("failed", "interrupted"):
+        status = outcome["status"]
     else:
         status = "running" if cell_dir.exists() else "pending"
     o = cell.overrides
@@ -137,7 +138,7 @@ def cell_row(cell: Cell, axes: list[str], cell_dir: Path) -> dict[str, Any]:
         }
     )
     row.update(summary_metrics(summary) if status == "done" else {})
-    if status == "failed":
+    if status in ("failed", "interrupted"):
         row["error"] = outcome.get("error")
         row["wall_seconds"] = outcome.get("wall_seconds")
     return row

@@ -6,7 +6,7 @@ evaluation-only baseline runner (:mod:`marlmesh.baselines`) for a baseline cell.
     DIR/sweep.yaml          the sweep file as given
     DIR/sweep.json          the expanded cells (id, axis labels, seed, overrides)
     DIR/cells/<id>/         the cell's run directory (summary.json, logs, ...) and cell.log (its stdout/stderr)
-    DIR/cells/<id>/cell.json  how the cell ended (status, exit code, wall time, log tail when it failed)
+    DIR/cells/<id>/cell.json  how the cell ended (done/failed/interrupted, exit code, wall time, log tail)
     DIR/results.csv         one row per cell (rewritten whenever a cell ends)
 
 A cell whose ``summary.json`` has status ``done`` is skipped on a rerun; any other cell folder is wiped and the
@@ -145,9 +145,10 @@ class SweepRunner:
         run_dir = self.cell_dir(r.cell)
         wall = time.monotonic() - r.started
         ok = code == 0 and is_done(run_dir)
+        interrupted = not ok and self.interrupted
         record: dict[str, object] = {
             "cell_id": r.cell.cell_id,
-            "status": "done" if ok else "failed",
+            "status": "done" if ok else "interrupted" if interrupted else "failed",
             "returncode": code,
             "wall_seconds": round(wall, 2),
             "command": cell_command(r.cell, self.base_config, run_dir),
@@ -156,8 +157,11 @@ class SweepRunner:
             lines = (run_dir / "cell.log").read_text(errors="replace").splitlines()
             record["error"] = reason or (f"exit code {code}" if code else "no summary with status 'done'")
             record["log_tail"] = "\n".join(lines[-LOG_TAIL_LINES:])
-            self.failed.append(r.cell.cell_id)
-            self._line(f"cell {r.cell.cell_id} FAILED ({record['error']}); see {run_dir / 'cell.log'}", force=True)
+            if interrupted:
+                self._line(f"cell {r.cell.cell_id} interrupted (it runs again on a rerun)", force=True)
+            else:
+                self.failed.append(r.cell.cell_id)
+                self._line(f"cell {r.cell.cell_id} FAILED ({record['error']}); see {run_dir / 'cell.log'}", force=True)
         else:
             self.done.append(r.cell.cell_id)
             self.durations.append(wall)
