@@ -26,6 +26,15 @@ nothing and evaluates that scripted policy; see :mod:`marlmesh.baselines`). A ba
 overrides that only matter to learning and communication (``algo.*``, ``channel.*``, ``bus.*``, ``train.*``),
 and ``env.num_envs`` (it evaluates with ``eval.num_envs``), so grid points that differ only in those
 collapse into one cell.
+
+``grids:`` lists sub-grids whose axes are crossed with the top-level axes (a "star" design: vary bandwidth
+in one sub-grid and latency in another); see ``configs/sweeps/full.yaml``.
+
+A cell id is ``<axis labels and seed, as a slug>-<8 hex digits>``; the hex digits hash the cell's resolved
+config (built-in defaults + base config + overrides, unvalidated) and baseline, so two override sets that
+describe the same run (``latency_ms: 0`` written out or left at its default) are one cell. The id is stable
+as long as that resolved config is: a new config key or a changed default changes the ids, and a resumed
+sweep then reruns its cells (which is what reproducibility asks for).
 """
 
 from __future__ import annotations
