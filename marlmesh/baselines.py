@@ -361,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"baseline {ns.baseline}: {episodes} episodes, run directory {ns.run_dir}", flush=True)
     try:
         run_baseline(config, Path(ns.run_dir), ns.baseline, episodes=episodes, num_envs=config.eval.num_envs)
-    except MeshError as exc:
-        print(f"marlmesh: error: {' '.join(str(exc).split())}", file=sys.stderr)
+    except (MeshError, grpc.RpcError) as exc:
+        print(f"marlmesh: error: baseline {ns.baseline}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     return 0
 
