@@ -17,8 +17,6 @@ from marlmesh.plugins import GROUPS, PluginError, installed
 
 #: Commands named in the contract that later work delivers; they fail with a clear message until then.
 PLANNED = {
-    "sweep": "sweeps (communication-constraint experiments)",
-    "report": "sweep reports",
     "top": "the live mesh view",
 }
 
@@ -116,6 +114,20 @@ def cmd_keys(ns: argparse.Namespace) -> int:
         return _error(str(exc))
 
 
+def cmd_sweep(ns: argparse.Namespace) -> int:
+    """``marlmesh sweep -c SWEEP.yaml [--out DIR] [--parallel K]`` (logic in :mod:`marlmesh.sweep`)."""
+    from marlmesh.sweep_cli import run_sweep_command
+
+    return run_sweep_command(ns, _error)
+
+
+def cmd_report(ns: argparse.Namespace) -> int:
+    """``marlmesh report SWEEP_DIR`` (logic in :mod:`marlmesh.report`)."""
+    from marlmesh.sweep_cli import run_report_command
+
+    return run_report_command(ns, _error)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="marlmesh", description="Decentralized multi-agent RL over an emulated comm bus.")
@@ -145,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys_cmd.add_arguments(k.add_subparsers(dest="action", required=True).add_parser("gen", help="generate key pairs"))
     k.set_defaults(func=cmd_keys)
+    from marlmesh.sweep_cli import add_report_parser, add_sweep_parser
+
+    add_sweep_parser(sub).set_defaults(func=cmd_sweep)
+    add_report_parser(sub).set_defaults(func=cmd_report)
     for name, what in PLANNED.items():
         sp = sub.add_parser(name, help=f"{what} (not in this version yet)")
         sp.add_argument("args", nargs=argparse.REMAINDER)

@@ -1,0 +1,280 @@
+"""``marlmesh report SWEEP_DIR``: figures and a markdown table from a sweep's ``results.csv``.
+
+Writes into ``SWEEP_DIR/report/`` one PNG per figure and ``SWEEP_DIR/report.md``:
+
+- ``return_vs_bandwidth.png``, ``return_vs_latency.png``, ``return_vs_loss.png``: evaluation return (sum over
+  agents) against one link parameter, the other link parameters held at their most ideal value in the sweep;
+  one line per method (``<algo>+<channel>`` or baseline; with a suffix for other varied axes), error bars =
+  std over seeds. Baselines (which do not communicate) are drawn as flat dashed lines.
+- ``bytes_per_episode.png`` and ``collisions.png``: a bar per cell group (mean ± std over seeds).
+
+A figure whose x axis the sweep does not vary is skipped, with a note in the report. Only cells with status
+``done`` are plotted; failed cells are listed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from marlmesh.results import FIXED_COLUMNS, METRIC_COLUMNS, TAIL_COLUMNS, read_csv
+
+NOT_AXIS = {"cell_id", "status", *FIXED_COLUMNS, *METRIC_COLUMNS, *TAIL_COLUMNS}
+
+#: (figure file stem, CSV column of the x value, x-axis label, value of an empty cell: the unconstrained default)
+LINK_FIGURES = [
+    ("return_vs_bandwidth", "link_rate_bps", "link rate (kbit/s; ∞ = unlimited)", math.inf),
+    ("return_vs_latency", "link_latency_ms", "link latency (ms)", 0.0),
+    ("return_vs_loss", "link_loss", "message loss probability", 0.0),
+]
+
+
+@dataclass
+class Group:
+    """Cells that differ only in their seed."""
+
+    key: tuple[str, ...]
+    label: str
+    method: str
+    baseline: bool
+    link: dict[str, float]
+    rows: list[dict[str, str]]
+    line_label: str = ""
+    """The group's line in the link figures: method plus the axes that are not link settings."""
+
+    def stat(self, column: str) -> tuple[float | None, float | None, int]:
+        """Mean, std (population; 0 for one seed) and count of a numeric column over the seeds."""
+        vals = [float(r[column]) for r in self.rows if r.get(column) not in (None, "")]
+        vals = [v for v in vals if not math.isnan(v)]
+        if not vals:
+            return None, None, 0
+        return statistics.fmean(vals), statistics.pstdev(vals) if len(vals) > 1 else 0.0, len(vals)
+
+
+def _link_value(row: dict[str, str], column: str, ideal: float) -> float:
+    raw = row.get(column, "")
+    return ideal if raw in ("", "None", "null") else float(raw)
+
+
+def varied_axes(rows: list[dict[str, str]]) -> list[str]:
+    """Axis columns of the CSV (everything that is not a fixed or metric column)."""
+    if not rows:
+        return []
+    return [c for c in rows[0] if c not in NOT_AXIS and not c.startswith("drops_")]
+
+
+def group_rows(rows: list[dict[str, str]]) -> list[Group]:
+    """Group the done cells by every axis (and link value) except the seed, in first-seen order."""
+    axes = varied_axes(rows)
+    link_axes = link_axis_names(rows)
+    method_axes = axes_determined_by(rows, ("method",))
+    groups: dict[tuple[str, ...], Group] = {}
+    for row in rows:
+        if row.get("status") != "done":
+            continue
+        link = {col: _link_value(row, col, ideal) for _, col, _, ideal in LINK_FIGURES}
+        key = (row["method"], *(row.get(a, "") for a in axes), *(repr(v) for v in link.values()))
+        if key not in groups:
+            shown = [a for a in axes if row.get(a) not in ("", "-") and a not in method_axes]
+            parts = [row["method"]] + [f"{a}={row[a]}" for a in shown]
+            line = [row["method"]] + [f"{a}={row[a]}" for a in shown if a not in link_axes]
+            groups[key] = Group(
+                key, ", ".join(parts), row["method"], bool(row.get("baseline")), link, [], ", ".join(line)
+            )
+        groups[key].rows.append(row)
+    return list(groups.values())
+
+
+def _fmt(mean: float | None, std: float | None, digits: int = 2) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
+
+
+def markdown_table(groups: Sequence[Group]) -> str:
+    """Mean ± std over seeds per cell group."""
+    head = (
+        "| cell group | seeds | return (sum over agents) | collisions / ep | messages / ep | bytes / ep "
+        "| latency p50 (ms) | drops | wall (s) |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for g in groups:
+        ret = g.stat("return_mean")
+        lat = g.stat("latency_p50_s")
+        lat_ms = (lat[0] * 1000, lat[1] * 1000, lat[2]) if lat[0] is not None else lat
+        lines.append(
+            f"| {g.label} | {len(g.rows)} | {_fmt(*ret[:2])} | {_fmt(*g.stat('collisions_mean')[:2])} "
+            f"| {_fmt(*g.stat('messages_per_episode')[:2], 1)} | {_fmt(*g.stat('bytes_per_episode')[:2], 0)} "
+            f"| {_fmt(*lat_ms[:2], 1)} | {_fmt(*g.stat('drops_total')[:2], 0)} "
+            f"| {_fmt(*g.stat('wall_seconds')[:2], 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_link_figure(
+    groups: Sequence[Group], stem: str, x_column: str, x_label: str, out_dir: Path
+) -> tuple[Path | None, str | None]:
+    """One "return vs <link parameter>" figure; returns (path, None) or (None, why it was skipped)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    learners = [g for g in groups if not g.baseline]
+    xs = sorted({g.link[x_column] for g in learners})
+    if len(xs) < 2:
+        return None, f"{stem}: skipped, the sweep does not vary `{x_column}`"
+    # hold the other link parameters at their most ideal value in the sweep (largest rate, least latency/loss)
+    others = {
+        c: (max if c == "link_rate_bps" else min)(g.link[c] for g in learners)
+        for _, c, _, _ in LINK_FIGURES
+        if c != x_column
+    }
+    sliced = [g for g in learners if all(g.link[c] == v for c, v in others.items())]
+    finite = [x for x in xs if not math.isinf(x)]
+    inf_pos = (max(finite) * 4 if finite else 1.0) if x_column == "link_rate_bps" else None
+
+    def pos(x: float) -> float:
+        if math.isinf(x):
+            return inf_pos if inf_pos is not None else x
+        return x / 1000.0 if x_column == "link_rate_bps" else x
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lines: dict[str, list[Group]] = defaultdict(list)
+    for g in sliced:
+        lines[g.line_label].append(g)
+    for label, gs in lines.items():
+        gs = sorted(gs, key=lambda g: g.link[x_column])
+        pts = [(pos(g.link[x_column]), *g.stat("return_mean")[:2]) for g in gs if g.stat("return_mean")[0] is not None]
+        if not pts:
+            continue
+        x, y, e = zip(*pts, strict=True)
+        ax.errorbar(x, y, yerr=e, marker="o", capsize=4, label=label)
+    for g in (g for g in groups if g.baseline):
+        mean, std, _ = g.stat("return_mean")
+        if mean is None:
+            continue
+        line = ax.axhline(mean, linestyle="--", linewidth=1, label=f"{g.line_label} (no comm)")
+        if std:
+            ax.axhspan(mean - std, mean + std, alpha=0.08, color=line.get_color())
+    if x_column == "link_rate_bps":
+        ax.set_xscale("log")
+        ticks = [pos(x) for x in xs]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(["∞" if math.isinf(x) else f"{x / 1000:g}" for x in xs])
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("evaluation return (sum over agents)")
+    held = ", ".join(f"{c}={'∞' if math.isinf(v) else f'{v:g}'}" for c, v in others.items())
+    ax.set_title(stem.replace("_", " ") + (f"\n({held})" if held else ""), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = out_dir / f"{stem}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path, None
+
+
+def axes_determined_by(rows: list[dict[str, str]], columns: Sequence[str]) -> set[str]:
+    """Axes whose label fixes the values of ``columns``, which vary (so showing the axis would be redundant).
+
+    Rows where the axis does not apply (empty label, or ``-`` for a baseline) are ignored.
+    """
+    out = set()
+    for a in varied_axes(rows):
+        by_label: dict[str, set[tuple[str, ...]]] = defaultdict(set)
+        for r in rows:
+            if r.get(a) not in (None, "", "-"):
+                by_label[r[a]].add(tuple(r.get(c, "") for c in columns))
+        distinct = {v for vs in by_label.values() for v in vs}
+        if len(distinct) > 1 and all(len(v) == 1 for v in by_label.values()):
+            out.add(a)
+    return out
+
+
+def link_axis_names(rows: list[dict[str, str]]) -> set[str]:
+    """Axes whose label fixes the link settings (redundant with a link figure's x value)."""
+    return axes_determined_by(rows, [c for _, c, _, _ in LINK_FIGURES])
+
+
+def plot_bar_figure(
+    groups: Sequence[Group], stem: str, column: str, y_label: str, out_dir: Path
+) -> tuple[Path | None, str | None]:
+    """A bar per cell group (mean ± std over seeds) of one metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(g.label, *g.stat(column)[:2]) for g in groups if g.stat(column)[0] is not None]
+    if not pts:
+        return None, f"{stem}: skipped, no cell reports `{column}`"
+    labels, means, stds = zip(*pts, strict=True)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(pts) + 2), 4.5))
+    ax.bar(range(len(pts)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    ax.set_xticks(range(len(pts)))
+    ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=7)
+    ax.set_xlabel("cell group")
+    ax.set_ylabel(y_label)
+    ax.set_title(stem.replace("_", " ") + " (mean ± std over seeds)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    path = out_dir / f"{stem}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path, None
+
+
+def write_report(sweep_dir: Path) -> tuple[Path, list[Path], list[str]]:
+    """Write the figures and ``report.md``.
+
+    Returns:
+        The report path, the figure paths and the notes about skipped figures.
+
+    Raises:
+        FileNotFoundError: If ``sweep_dir/results.csv`` does not exist.
+    """
+    rows = read_csv(sweep_dir / "results.csv")
+    groups = group_rows(rows)
+    fig_dir = sweep_dir / "report"
+    fig_dir.mkdir(exist_ok=True)
+    figures: list[Path] = []
+    notes: list[str] = []
+    for stem, col, label, _ in LINK_FIGURES:
+        path, note = plot_link_figure(groups, stem, col, label, fig_dir)
+        figures += [path] if path else []
+        notes += [note] if note else []
+    for stem, col, label in (
+        ("bytes_per_episode", "bytes_per_episode", "bus bytes / training episode (all agents)"),
+        ("collisions", "collisions_mean", "collisions per evaluation episode"),
+    ):
+        path, note = plot_bar_figure(groups, stem, col, label, fig_dir)
+        figures += [path] if path else []
+        notes += [note] if note else []
+    failed = [r for r in rows if r.get("status") == "failed"]
+    missing = [r for r in rows if r.get("status") not in ("done", "failed")]
+    md = [
+        f"# Sweep report: {sweep_dir.name}",
+        "",
+        f"{len(rows)} cells: {len(rows) - len(failed) - len(missing)} done, {len(failed)} failed, "
+        f"{len(missing)} not run yet. Values are mean ± std over seeds (population std; one seed shows no ±). "
+        "Return = sum over agents of the episode return, averaged over the evaluation episodes. Messages and "
+        "bytes are bus totals of training (all agents) per training episode.",
+        "",
+        markdown_table(groups),
+        "",
+        "## Figures",
+        "",
+    ]
+    md += [f"- [{p.name}](report/{p.name})" for p in figures] or ["- (none)"]
+    if notes:
+        md += ["", "Skipped:", ""] + [f"- {n}" for n in notes]
+    if failed:
+        md += ["", "## Failed cells", ""] + [f"- `{r['cell_id']}`: {r.get('error') or 'failed'}" for r in failed]
+    report = sweep_dir / "report.md"
+    report.write_text("\n".join(md) + "\n")
+    return report, figures, notes

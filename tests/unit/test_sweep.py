@@ -1,0 +1,297 @@
+"""Sweep files, cell expansion, the runner (with fake cells), results.csv and the report, on synthetic data."""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from marlmesh import sweep as sweep_mod
+from marlmesh.report import write_report
+from marlmesh.results import read_csv, summary_metrics
+from marlmesh.sweep import SweepRunner
+from marlmesh.sweep_spec import (
+    SweepError,
+    expand_cells,
+    load_sweep,
+    read_base_data,
+    resolve_base_config,
+    validate_cells,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+# -- the sweep file --------------------------------------------------------------------------------
+def test_unknown_key_names_the_key_path(tmp_path):
+    p = _write(tmp_path, "axes: {a: [{seed: 1}]}\nbudgets: [{when: {}, set: {}, sett: {}}]\n")
+    with pytest.raises(
+        SweepError, match=r"budgets\.0\.sett: unknown key; did you mean .set.\? \(valid keys here: set, when\)"
+    ):
+        load_sweep(p)
+    with pytest.raises(SweepError, match=r": axis: unknown key; did you mean 'axes'\?"):
+        load_sweep(_write(tmp_path, "axis: {}\n", "b.yaml"))
+
+
+def test_bad_axis_values_are_rejected(tmp_path):
+    with pytest.raises(SweepError, match=r"baseline 'greedy' is unknown \(known: random, scripted\)"):
+        load_sweep(_write(tmp_path, "axes: {m: [{baseline: greedy}]}\n"))
+    with pytest.raises(SweepError, match=r"same label.*add a 'label' key"):
+        load_sweep(_write(tmp_path, "axes: {m: [{seed: 1}, {env.num_envs: 1}]}\n"))
+    with pytest.raises(SweepError, match=r"'seed' is a results column"):
+        load_sweep(_write(tmp_path, "axes: {seed: [{seed: 1}]}\n"))
+    with pytest.raises(SweepError, match="not found"):
+        load_sweep(tmp_path / "missing.yaml")
+
+
+def test_cells_are_the_cartesian_product_with_stable_readable_ids(tmp_path):
+    spec = load_sweep(
+        _write(
+            tmp_path,
+            """
+fixed: {train.total_env_steps: 100}
+axes:
+  channel: [{channel.name: none}, {channel.name: broadcast}]
+  envs: [{env.num_envs: 2}, {label: four, env.num_envs: 4}]
+seeds: [0, 1]
+budgets: [{when: {channel.name: broadcast}, set: {train.total_env_steps: 200}}]
+""",
+        )
+    )
+    cells = expand_cells(spec)
+    assert len(cells) == 8
+    assert len({c.cell_id for c in cells}) == 8
+    first = cells[0]
+    assert first.cell_id.startswith("channel=none_envs=2_seed=0-") and len(first.cell_id.rsplit("-", 1)[1]) == 8
+    assert [c.cell_id for c in expand_cells(spec)] == [c.cell_id for c in cells]  # stable
+    four = [c for c in cells if c.axes["envs"] == "four"]
+    assert len(four) == 4 and all(c.overrides["env.num_envs"] == 4 for c in four)
+    for c in cells:
+        want = 200 if c.overrides["channel.name"] == "broadcast" else 100
+        assert c.overrides["train.total_env_steps"] == want
+        assert c.method == f"ippo+{c.overrides['channel.name']}"
+    assert 'channel.name="none"' in first.set_args()
+
+
+def test_baseline_cells_ignore_learning_and_link_axes(tmp_path):
+    spec = load_sweep(
+        _write(
+            tmp_path,
+            """
+axes:
+  algorithm: [{algo.name: ippo}, {baseline: random}, {label: greedy, baseline: scripted}]
+  bandwidth: [{bus.links.default.rate_bps: null}, {bus.links.default.rate_bps: 64000}]
+seeds: [0, 1]
+""",
+        )
+    )
+    cells = expand_cells(spec)
+    learners = [c for c in cells if c.baseline is None]
+    baselines = [c for c in cells if c.baseline]
+    assert len(learners) == 4 and len(baselines) == 4  # 2 baselines x 2 seeds, bandwidth collapsed
+    assert {c.method for c in baselines} == {"baseline:random", "greedy"}
+    assert all(c.axes["bandwidth"] == "-" for c in baselines)
+    assert all(not any(k.startswith("bus.") for k in c.overrides) for c in baselines)
+
+
+def test_equal_configs_are_one_cell_across_sub_grids(tmp_path):
+    spec = load_sweep(
+        _write(
+            tmp_path,
+            """
+axes: {algorithm: [{algo.name: ippo}]}
+grids:
+  - axes: {bandwidth: [{bus.links.default.rate_bps: null}, {bus.links.default.rate_bps: 1000}]}
+  - axes: {latency: [{bus.links.default.latency_ms: 0}, {bus.links.default.latency_ms: 100}]}
+    seeds: [5]
+seeds: [5]
+""",
+        )
+    )
+    cells = expand_cells(spec)
+    assert len(cells) == 3  # the ideal point appears in both sub-grids
+    assert cells[0].axes == {"algorithm": "ippo", "bandwidth": "none", "latency": "0"}
+
+
+def test_shipped_sweep_files_expand():
+    counts = {}
+    for name in ("quick", "full"):
+        path = ROOT / "configs" / "sweeps" / f"{name}.yaml"
+        spec = load_sweep(path)
+        counts[name] = expand_cells(spec, read_base_data(resolve_base_config(spec, path)))
+    assert len(counts["quick"]) == 6
+    assert len(counts["full"]) == 138  # 6 learners x 7 link points x 3 seeds + 6 stress + 2 baselines x 3 seeds
+    methods = {c.method for c in counts["full"]}
+    assert {"ippo", "ippo+broadcast", "dgmappo", "co2po", "mfppo", "mappo-central"} <= methods
+
+
+def test_validation_names_the_cell_and_the_config_key(tmp_path):
+    spec = load_sweep(_write(tmp_path, "axes: {envs: [{env.num_envs: 2}, {env.nmu_envs: 3}]}\n"))
+    with pytest.raises(SweepError, match=r"cell envs=3_seed=0-\w+: unknown config key 'env.nmu_envs'"):
+        validate_cells(expand_cells(spec), None)
+    spec = load_sweep(_write(tmp_path, "axes: {a: [{algo.name: nosuchalgo}]}\n", "b.yaml"))
+    with pytest.raises(SweepError, match="nosuchalgo"):
+        validate_cells(expand_cells(spec), None)
+
+
+# -- the runner with fake cells ---------------------------------------------------------------------
+FAKE_CELL = """
+import json, sys, pathlib
+run_dir = pathlib.Path(sys.argv[1]); args = sys.argv[2:]
+if any("fail" in a for a in args):
+    print("something broke in this cell"); sys.exit(3)
+log = run_dir.parent.parent / "runs.log"
+with open(log, "a") as f: f.write(run_dir.name + "\\n")
+seed = int([a for a in args if a.startswith("seed=")][0].split("=")[1])
+summary = {"status": "done", "env_steps": 100, "episodes": 10, "wall_seconds": 1.0,
+           "eval": {"episodes": 4, "return_sum_mean": -50.0 - seed, "return_sum_std": 1.0,
+                    "collisions_mean": 0.5, "wall_seconds": 0.5},
+           "bus": {"messages_sent": 300, "bytes_sent": 30000, "dropped": {"expired": 2},
+                   "delivery_latency_p50_seconds": 0.01}}
+(run_dir / "summary.json").write_text(json.dumps(summary))
+"""
+
+
+def _fake_command(cell, base_config, run_dir):
+    return [sys.executable, "-c", FAKE_CELL, str(run_dir), *cell.set_args()]
+
+
+def test_runner_runs_in_parallel_records_failures_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep_mod, "cell_command", _fake_command)
+    sweep_file = _write(
+        tmp_path,
+        """
+name: fake
+axes:
+  channel: [{channel.name: none}, {channel.name: broadcast}, {label: bad, channel.name: fail}]
+seeds: [0, 1]
+""",
+    )
+    out = tmp_path / "out"
+    runner = SweepRunner(sweep_file, out, parallel=3, err=open(tmp_path / "progress.txt", "w"))  # noqa: SIM115
+    assert runner.run() == 2
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == 6
+    by_status = {r["cell_id"]: r["status"] for r in rows}
+    assert sorted(by_status.values()) == ["done"] * 4 + ["failed"] * 2
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert all(r["error"] == "exit code 3" for r in failed)
+    record = json.loads((out / "cells" / failed[0]["cell_id"] / "cell.json").read_text())
+    assert "something broke in this cell" in record["log_tail"]
+    done = [r for r in rows if r["status"] == "done"]
+    assert {float(r["return_mean"]) for r in done} == {-50.0, -51.0}
+    assert all(float(r["messages_per_episode"]) == 30.0 and r["drops_expired"] == "2" for r in done)
+    progress = (tmp_path / "progress.txt").read_text()
+    assert "6 cells: 0 already done, 6 to run, 3 at a time" in progress and "2 failed" in progress
+    assert len((out / "runs.log").read_text().split()) == 4
+    # rerun: finished cells are skipped, failed ones run again (and fail again)
+    runner = SweepRunner(sweep_file, out, parallel=1, err=open(tmp_path / "progress2.txt", "w"))  # noqa: SIM115
+    assert runner.run() == 2
+    assert sorted(runner.skipped) == sorted(r["cell_id"] for r in done)
+    assert len((out / "runs.log").read_text().split()) == 4  # nothing that was done ran again
+    assert json.loads((out / "sweep.json").read_text())["axes"] == ["channel"]
+
+
+# -- results and report -----------------------------------------------------------------------------
+def test_summary_metrics_tolerate_missing_bus_fields():
+    assert summary_metrics(None)["return_mean"] is None
+    m = summary_metrics({"eval": {"return_sum_mean": -3.0}, "bus": None, "episodes": 0})
+    assert m["return_mean"] == -3.0 and m["messages_per_episode"] is None and m["drops_total"] is None
+    m = summary_metrics(
+        {
+            "episodes": 4,
+            "bus": {"messages_sent": 8, "bytes_sent": None, "dropped": {"loss": 3, "range": 1}},
+            "eval": {"return_sum_mean": float("nan")},
+        }
+    )
+    assert m["messages_per_episode"] == 2.0 and m["bytes_per_episode"] is None
+    assert m["drops_total"] == 4 and m["drops_loss"] == 3 and m["return_mean"] is None
+
+
+def _synthetic_sweep(tmp_path: Path, axes_yaml: str, ret) -> Path:
+    """A sweep folder whose cells hold synthetic summaries (no processes)."""
+    sweep_file = _write(tmp_path, axes_yaml)
+    out = tmp_path / "out"
+    runner = SweepRunner(sweep_file, out, err=open(tmp_path / "p.txt", "w"))  # noqa: SIM115
+    runner.write_manifest()
+    for cell in runner.cells:
+        d = runner.cell_dir(cell)
+        d.mkdir(parents=True)
+        summary = {
+            "status": "done",
+            "episodes": 100,
+            "wall_seconds": 10.0,
+            "eval": {"return_sum_mean": ret(cell), "return_sum_std": 2.0, "collisions_mean": 1.0},
+            "bus": {"messages_sent": 600, "bytes_sent": 60000 if cell.baseline is None else 0, "dropped": {}},
+        }
+        if cell.baseline:
+            summary.update({"baseline": cell.baseline, "bus": None})
+        (d / "summary.json").write_text(json.dumps(summary))
+    runner.write_results()
+    return out
+
+
+def test_report_plots_link_figures_with_error_bars_and_a_table(tmp_path):
+    def ret(cell):
+        o = cell.overrides
+        rate = o.get("bus.links.default.rate_bps") or 1e9
+        return -30.0 - 10.0 * (rate < 10_000) - o.get("bus.links.default.latency_ms", 0) / 50 - cell.seed
+
+    out = _synthetic_sweep(
+        tmp_path,
+        """
+axes:
+  algorithm: [{label: ippo, algo.name: ippo, channel.name: none}, {label: bc, channel.name: broadcast},
+              {baseline: scripted}]
+grids:
+  - axes: {bandwidth: [{bus.links.default.rate_bps: null}, {bus.links.default.rate_bps: 64000},
+                       {bus.links.default.rate_bps: 1000}]}
+  - axes: {latency: [{bus.links.default.latency_ms: 0}, {bus.links.default.latency_ms: 500}]}
+seeds: [0, 1, 2]
+""",
+        ret,
+    )
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 2 * 4 * 3 + 3
+    report, figures, notes = write_report(out)
+    names = sorted(p.name for p in figures)
+    assert names == [
+        "bytes_per_episode.png",
+        "collisions.png",
+        "return_vs_bandwidth.png",
+        "return_vs_latency.png",
+    ]
+    assert all(p.stat().st_size > 5000 for p in figures)
+    assert notes == ["return_vs_loss: skipped, the sweep does not vary `link_loss`"]
+    md = report.read_text()
+    assert "| ippo, bandwidth=1000 | 3 | -41.00 ± 0.82 |" in md
+    assert "| baseline:scripted | 3 | -31.00 ± 0.82 |" in md
+    assert "- [return_vs_bandwidth.png](report/return_vs_bandwidth.png)" in md
+    assert "return_vs_loss: skipped" in md
+
+
+def test_report_without_results_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results.csv not found"):
+        write_report(tmp_path)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from marlmesh.cli import main
+
+    bad = _write(tmp_path, "axes: {a: [{env.num_envs: 0}]}\n")
+    assert main(["sweep", "-c", str(bad), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("marlmesh: error: cell a=0_seed=0-") and "'env.num_envs'" in err and "\n" not in err
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "results.csv not found" in capsys.readouterr().err
+    good = _write(tmp_path, "axes: {a: [{env.num_envs: 2}, {baseline: random}]}\n", "good.yaml")
+    assert main(["sweep", "-c", str(good), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "[train]" in out and "[baseline random]" in out and out.strip().endswith("2 cells")
