@@ -81,6 +81,7 @@ class AgentNode:
         self.process_id = f"{os.getpid()}-{time.time_ns()}"
         self.channel = plugins.load("channels", config.channel.name)(config.channel)
         spec_msg, self._ob = env.join(agent_index, self.process_id)
+        self._joining = True  # first step after a (re)join: peers may still be starting
         self.spec: PolicySpec = policy_spec_for(spec_msg, agent_index, config)
         self.num_envs = spec_msg.num_envs
         if make_runtime is None:
@@ -142,7 +143,12 @@ class AgentNode:
                 peers=peers,
                 positions=ob.positions,
             )
-            received = self.bus.collect(tick=ob.tick, round=k, channel=self.channel.name, expected=peers)
+            # Right after (re)joining, peers may still be starting (importing torch, joining): wait for their
+            # first messages up to the startup timeout instead of counting round timeouts.
+            timeout = self.config.runtime.startup_timeout_s if self._joining else None
+            received = self.bus.collect(
+                tick=ob.tick, round=k, channel=self.channel.name, expected=peers, timeout_s=timeout
+            )
             msgs, mask, rejected = self.channel.inbox(received, self.num_envs, self.spec.num_agents)
             self.counters.rejected_messages += rejected
             inboxes.append((msgs, mask))
@@ -169,6 +175,7 @@ class AgentNode:
         if self.recorder is not None:
             self.recorder.add_outcome(nxt.reward, nxt.terminated, nxt.truncated, nxt.final_obs)
         self._ob = nxt
+        self._joining = False
         self.counters.steps += 1
         self.counters.env_steps += self.num_envs
 
@@ -179,6 +186,7 @@ class AgentNode:
         while not stop.is_set() and time.monotonic() < deadline:
             try:
                 _, self._ob = self.env.join(self.index, self.process_id)
+                self._joining = True
             except grpc.RpcError:
                 stop.wait(delay)
                 delay = min(2.0, delay * 2)
