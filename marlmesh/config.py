@@ -33,19 +33,15 @@ class EnvConfig(_Strict):
     """Keyword arguments for the env factory, e.g. ``N``, ``max_cycles``, ``local_ratio``."""
     num_envs: int = Field(32, ge=1, le=4096)
     """B: independent env copies stepped together; every message carries B rows."""
-    obs_radius: float | None = None
-    """Partial observability radius (MPE). Not implemented yet: must stay unset."""
+    obs_radius: float | None = Field(None, gt=0)
+    """Partial observability radius (MPE scenarios simple_spread, simple_reference, simple_speaker_listener):
+    landmarks and other agents farther than this (env units) are zeroed in an agent's observation and one
+    visibility flag per entity is appended (the observation grows). Unset = full observability."""
     step_deadline_ms: float = Field(10_000.0, gt=0)
     """Barrier deadline: after the first action of a tick arrives, agents missing after this long get a
     default action (counted)."""
     max_missed_deadlines: int = Field(3, ge=1)
     """An agent that misses this many deadlines in a row is no longer waited for until it steps again."""
-
-    @model_validator(mode="after")
-    def _obs_radius_not_yet(self) -> EnvConfig:
-        if self.obs_radius is not None:
-            raise ValueError("obs_radius (partial observability) is not implemented yet; leave it unset")
-        return self
 
 
 class LinkConfig(_Strict):
