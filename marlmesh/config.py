@@ -100,13 +100,34 @@ class BusConfig(_Strict):
     links: LinksConfig = Field(default_factory=LinksConfig)
 
 
+class DGATConfig(_Strict):
+    """Settings of the ``dgat`` channel (distributed graph attention, DESIGN.md)."""
+
+    hops: int = Field(2, ge=1, le=6)
+    """K: attention hops, i.e. bus rounds per env step (round k carries ``z^k``)."""
+
+
+class MeanFieldConfig(_Strict):
+    """Settings of the ``meanfield`` channel."""
+
+    summary: Literal["embedding", "action"] = "embedding"
+    """What each agent sends: ``embedding`` = a learned ``tanh(W o_i)`` of ``message_dim`` floats; ``action`` =
+    its action distribution given its own observation alone (Categorical probabilities, or the tanh of a Box
+    action mean), zero-padded to ``message_dim`` (which must be at least the number of actions)."""
+
+
 class ChannelConfig(_Strict):
     """What agents say to each other (``marlmesh.channels`` plugin)."""
 
     name: str = "none"
-    """``none`` (no communication) or ``broadcast`` (each agent sends an encoding of its observation)."""
+    """``none`` (no communication), ``broadcast`` (each agent sends an encoding of its observation), ``dgat``
+    (K-hop distributed graph attention) or ``meanfield`` (fixed-size summary, receivers average it)."""
     message_dim: int = Field(16, ge=1, le=4096)
-    """Size of one message vector."""
+    """Size of one message vector (one row per env copy on the wire)."""
+    dgat: DGATConfig = Field(default_factory=DGATConfig)
+    """Used when ``name`` is ``dgat``."""
+    meanfield: MeanFieldConfig = Field(default_factory=MeanFieldConfig)
+    """Used when ``name`` is ``meanfield``."""
 
 
 class PPOConfig(_Strict):
