@@ -42,6 +42,8 @@ class AgentCounters:
     policy_version: int = -1
     rejected_messages: int = 0
     rejoins: int = 0
+    heard_rows_per_round: collections.Counter[int] = field(default_factory=collections.Counter)
+    """Round k -> message rows (sender x env copy) received and accepted in that round, summed over steps."""
     fragments_discarded: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -153,6 +155,8 @@ class AgentNode:
         obs = torch.from_numpy(np.asarray(ob.obs, np.float32))
         state, outbox = self.policy.encode(obs)
         state, inboxes = self._communicate(ob, outbox, state)
+        for k, (_, mask) in enumerate(inboxes):
+            self.counters.heard_rows_per_round[k] += int(mask.sum())
         t_inboxes = [(torch.from_numpy(m), torch.from_numpy(k)) for m, k in inboxes]
         if self.recorder is not None and self.recorder.full:
             assert self.learner is not None
@@ -224,6 +228,7 @@ class AgentNode:
             "policy_version": c.policy_version,
             "rejected_messages": c.rejected_messages,
             "rejoins": c.rejoins,
+            "heard_rows_per_round": [c.heard_rows_per_round[k] for k in range(self.channel.rounds)],
             "fragments_discarded": dict(c.fragments_discarded),
             "bus": self.bus.totals.as_dict() if self.bus is not None else None,
         }

@@ -129,7 +129,6 @@ def test_meanfield_message_size_does_not_grow_with_n():
     assert f4 == f8
 
 
-
 def test_meanfield_action_summary_is_the_own_action_distribution():
     config = load_config(None, ["channel.name=meanfield", "channel.meanfield.summary=action", "channel.message_dim=8"])
     channel = plugins.load("channels", "meanfield")(config.channel)
@@ -144,3 +143,10 @@ def test_meanfield_action_summary_is_the_own_action_distribution():
     )
     with pytest.raises(ValueError, match="message_dim >= 5"):
         plugins.load("channels", "meanfield")(too_small.channel).build_policy(make_spec(0, 3, 3))
+
+
+@pytest.mark.parametrize("name", ["dgmappo", "mfppo", "ippo"])
+def test_shipped_algorithm_configs_pass_the_start_checks(name):
+    config = load_config(f"configs/{name}.yaml")
+    check_plugins(config)
+    assert config.algo.name == name and config.env.kwargs["N"] == 3
