@@ -173,7 +173,7 @@ class AgentNode:
         if not applied:
             self.counters.late_actions += 1
         if self.recorder is not None:
-            self.recorder.add_outcome(nxt.reward, nxt.terminated, nxt.truncated, nxt.final_obs)
+            self.recorder.add_outcome(nxt.reward, nxt.terminated, nxt.truncated, nxt.final_obs, nxt.cost)
         self._ob = nxt
         self.counters.steps += 1
         self.counters.env_steps += self.num_envs

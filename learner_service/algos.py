@@ -10,6 +10,7 @@ algo       channel          what it is
                             the received messages
 ``dgmappo`` ``dgat``        DG-MAPPO: PPO over the D-GAT policy, critic ``V_i(LayerNorm([o_i, ô_i]))``
 ``mfppo``  ``meanfield``    PPO with the neighbours' mean summary as input to actor and critic
+``co2po``  ``blackboard``   PPO-Lagrangian on the cost signal, cost critic, hazard head gating the messages
 ========== ================ ==================================================================================
 
 An algorithm that needs a channel says so in ``required_channel``; ``marlmesh train`` fails at start with one
@@ -70,3 +71,29 @@ class MFPPO(IPPO):
 
     name: ClassVar[str] = "mfppo"
     required_channel: ClassVar[str | None] = "meanfield"
+
+
+class CO2PO(IPPO):
+    """Co2PO: hazard-gated blackboard communication and PPO-Lagrangian on the env's cost (``blackboard``)."""
+
+    name: ClassVar[str] = "co2po"
+    required_channel: ClassVar[str | None] = "blackboard"
+
+    def build_learner(self, config: Config, spec: PolicySpec, channel: Channel) -> PPOLearner:
+        """A :class:`~learner_service.co2po.Co2POLearner` over a fresh blackboard policy.
+
+        Raises:
+            ConfigError: If the channel is not ``blackboard``.
+        """
+        from learner_service.co2po import Co2POLearner
+
+        check_channel(self.name, self.required_channel, channel.name)
+        torch.manual_seed(config.seed * 7919 + spec.agent_index)
+        policy = channel.build_policy(spec)
+        return Co2POLearner(
+            policy,
+            config.algo.ppo,
+            config.algo.co2po,
+            config.channel.blackboard,
+            seed=config.seed * 104_729 + spec.agent_index,
+        )

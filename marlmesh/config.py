@@ -116,18 +116,33 @@ class MeanFieldConfig(_Strict):
     action mean), zero-padded to ``message_dim`` (which must be at least the number of actions)."""
 
 
+class BlackboardConfig(_Strict):
+    """Settings of the ``blackboard`` channel (Co2PO): hazard-gated intent/yield entries."""
+
+    threshold_init: float = Field(0.5, gt=0, lt=1)
+    """Initial hazard threshold: an entry is sent in an env copy only when the predicted hazard exceeds it."""
+    target_rate: float = Field(0.2, gt=0, le=1)
+    """Share of (step, env copy) rows in which an agent should send; the learner moves the threshold toward the
+    hazard quantile that gives this rate."""
+    threshold_ema: float = Field(0.1, gt=0, le=1)
+    """Step size of that move per update (exponential moving average toward the quantile)."""
+
+
 class ChannelConfig(_Strict):
     """What agents say to each other (``marlmesh.channels`` plugin)."""
 
     name: str = "none"
     """``none`` (no communication), ``broadcast`` (each agent sends an encoding of its observation), ``dgat``
-    (K-hop distributed graph attention) or ``meanfield`` (fixed-size summary, receivers average it)."""
+    (K-hop distributed graph attention), ``meanfield`` (fixed-size summary, receivers average it) or
+    ``blackboard`` (Co2PO: hazard-gated intent/yield entries)."""
     message_dim: int = Field(16, ge=1, le=4096)
     """Size of one message vector (one row per env copy on the wire)."""
     dgat: DGATConfig = Field(default_factory=DGATConfig)
     """Used when ``name`` is ``dgat``."""
     meanfield: MeanFieldConfig = Field(default_factory=MeanFieldConfig)
     """Used when ``name`` is ``meanfield``."""
+    blackboard: BlackboardConfig = Field(default_factory=BlackboardConfig)
+    """Used when ``name`` is ``blackboard``."""
 
 
 class PPOConfig(_Strict):
@@ -149,11 +164,31 @@ class PPOConfig(_Strict):
     """Hidden layer widths of actor and critic MLPs (tanh, orthogonal init)."""
 
 
+class Co2POConfig(_Strict):
+    """Constrained part of ``co2po``: hazard predictor, cost critic, PPO-Lagrangian."""
+
+    cost_limit: float = Field(0.02, ge=0)
+    """Budget on the mean cost per step (MPE: collisions an agent is in per step)."""
+    lagrange_init: float = Field(0.0, ge=0)
+    """Initial Lagrange multiplier."""
+    lagrange_lr: float = Field(0.5, gt=0)
+    """Dual-ascent step: ``lambda <- max(0, lambda + lr * (mean cost per step - cost_limit))`` per update."""
+    hazard_horizon: int = Field(5, ge=1)
+    """H: the hazard label of step t is 1 when a cost occurs in steps t..t+H-1 of the same episode (looked up
+    within the fragment)."""
+    hazard_coef: float = Field(0.5, ge=0)
+    """Weight of the hazard BCE loss."""
+    cost_vf_coef: float = Field(0.5, ge=0)
+    """Weight of the cost critic's loss."""
+
+
 class AlgoConfig(_Strict):
     """The learning algorithm (``marlmesh.algos`` plugin)."""
 
     name: str = "ippo"
     ppo: PPOConfig = Field(default_factory=PPOConfig)
+    co2po: Co2POConfig = Field(default_factory=Co2POConfig)
+    """Used when ``name`` is ``co2po``."""
 
 
 class TrainConfig(_Strict):

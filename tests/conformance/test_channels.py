@@ -14,6 +14,7 @@ BUILTIN = {
     "dgat-3hops": {"name": "dgat", "dgat": {"hops": 3}},
     "meanfield": {"name": "meanfield"},
     "meanfield-action": {"name": "meanfield", "meanfield": {"summary": "action"}},
+    "blackboard": {"name": "blackboard", "blackboard": {"threshold_init": 0.3}},
 }
 
 

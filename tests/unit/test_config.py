@@ -17,6 +17,7 @@ def test_shipped_configs_validate():
         "configs/dgmappo.yaml",
         "configs/mfppo.yaml",
         "configs/ippo.yaml",
+        "configs/co2po.yaml",
     ):
         load_config(name)
 

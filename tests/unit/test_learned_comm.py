@@ -24,6 +24,8 @@ from marlmesh.train import check_plugins
         ("mfppo", "none", False),
         ("ippo", "dgat", True),
         ("ippo", "meanfield", True),
+        ("co2po", "blackboard", True),
+        ("co2po", "dgat", False),
     ],
 )
 def test_algo_channel_pairing_is_checked_at_start(algo, channel, ok):
@@ -145,7 +147,7 @@ def test_meanfield_action_summary_is_the_own_action_distribution():
         plugins.load("channels", "meanfield")(too_small.channel).build_policy(make_spec(0, 3, 3))
 
 
-@pytest.mark.parametrize("name", ["dgmappo", "mfppo", "ippo"])
+@pytest.mark.parametrize("name", ["dgmappo", "mfppo", "ippo", "co2po"])
 def test_shipped_algorithm_configs_pass_the_start_checks(name):
     config = load_config(f"configs/{name}.yaml")
     check_plugins(config)
