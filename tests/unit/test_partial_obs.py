@@ -80,3 +80,15 @@ def test_unsupported_env_and_bad_radius_fail_clearly():
     with pytest.raises(ConfigError, match="env.obs_radius"):
         load_config(None, ["env.obs_radius=0"])
     assert load_config(None, ["env.obs_radius=0.8"]).env.obs_radius == 0.8
+
+
+def test_env_node_serves_masked_observations():
+    from env_service.node import EnvNode
+
+    node = EnvNode(EnvConfig(kwargs={"N": 3, "max_cycles": 5}, obs_radius=0.5), seed=0, num_envs=2)
+    assert node.obs_spaces[0].shape == (23,)
+    view = node.join(0, "p0")
+    assert view.obs.shape == (2, 23)
+    assert set(np.unique(view.obs[:, 18:])) <= {0.0, 1.0}
+    assert node.adapter.has_positions  # the MPE adapter still reads the world through the wrapper
+    node.close()
