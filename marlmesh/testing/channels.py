@@ -5,7 +5,8 @@ process through the channel's own ``payload``/``inbox`` code, with an in-memory 
 (:func:`run_stages`), and verify what the rest of marlmesh relies on:
 
 - :func:`check_round_trip`: what a sender puts in ``payload(outbox)`` comes out of ``inbox`` at its index,
-  with mask 1 for every heard sender and 0 for self.
+  with mask 1 for every heard sender and 0 for self. A gated channel (optional ``send_rows(outbox) -> [B] bool``)
+  sends only those rows: the stand-in bus delivers them as ``.rows``, like ``Bus.send(..., rows=...)``.
 - :func:`check_malformed_rejected`: a missing key, wrong shape or dtype, non-finite values, a bad ``.rows``
   and an unknown sender are rejected and counted, never raised, and leave mask 0.
 - :func:`check_mask_honoured`: ``.rows`` (which env copies' rows are visible) and absent senders give mask 0
@@ -56,6 +57,8 @@ class TeamStep:
     Attributes:
         obs: Per agent, ``[B, obs_dim]``.
         outboxes: Per agent, per round, the message it sent (``[B, M]``).
+        sent_rows: Per agent, per round, ``[B]`` bool: the rows it sent (``channel.send_rows`` for gated
+            channels, else all).
         inboxes: Per agent, per round, ``(msgs [B, N, M], mask [B, N])`` as numpy arrays.
         dists: Per agent, the action distribution of the final stage.
         values: Per agent, the local critic's value ``[B]``.
@@ -64,6 +67,7 @@ class TeamStep:
 
     obs: list[np.ndarray]
     outboxes: list[list[np.ndarray]]
+    sent_rows: list[list[np.ndarray]]
     inboxes: list[list[tuple[np.ndarray, np.ndarray]]]
     dists: list[Distribution]
     values: list[torch.Tensor]
@@ -107,6 +111,20 @@ def full_links(batch: int, num_agents: int) -> np.ndarray:
     return links
 
 
+def send_rows(channel: Channel, outbox: np.ndarray) -> np.ndarray:
+    """``[B]`` bool rows of ``outbox`` that a gated channel sends (``channel.send_rows``); all rows otherwise.
+
+    Raises:
+        AssertionError: If ``send_rows`` returns anything but a ``[B]`` bool array.
+    """
+    gate = getattr(channel, "send_rows", None)
+    if gate is None:
+        return np.ones(outbox.shape[0], bool)
+    rows = np.asarray(gate(outbox))
+    assert rows.shape == (outbox.shape[0],) and rows.dtype == bool, f"send_rows gave {rows.dtype}{list(rows.shape)}"
+    return rows
+
+
 def _t(inbox: tuple[np.ndarray, np.ndarray]) -> Inbox:
     return torch.from_numpy(inbox[0]), torch.from_numpy(inbox[1])
 
@@ -132,6 +150,7 @@ def run_stages(
         states.append(state)
         outs.append(out)
     outboxes: list[list[np.ndarray]] = [[] for _ in range(n)]
+    sent_rows: list[list[np.ndarray]] = [[] for _ in range(n)]
     inboxes: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(n)]
     rejected = [0] * n
     for k in range(channel.rounds):
@@ -139,10 +158,12 @@ def run_stages(
         for j in range(n):
             out = outs[j].numpy()
             outboxes[j].append(out.copy())
+            sent_rows[j].append(send_rows(channel, out))
             payloads.append(channel.payload(out))
         for i in range(n):
-            heard = [j for j in range(n) if j != i and links[:, i, j].any()]
-            received = {j: Received(payloads[j], rows=links[:, i, j].copy()) for j in heard}
+            visible = [links[:, i, j] & sent_rows[j][k] for j in range(n)]
+            heard = [j for j in range(n) if j != i and visible[j].any()]
+            received = {j: Received(payloads[j], rows=visible[j]) for j in heard}
             msgs, mask, rej = channel.inbox(received, b, n)
             rejected[i] += rej
             inboxes[i].append((msgs, mask))
@@ -154,7 +175,7 @@ def run_stages(
         dist, value = team[i].act(states[i], [_t(x) for x in inboxes[i]])
         dists.append(dist)
         values.append(value)
-    return TeamStep(obs, outboxes, inboxes, dists, values, rejected)
+    return TeamStep(obs, outboxes, sent_rows, inboxes, dists, values, rejected)
 
 
 def _obs(rng: np.random.Generator, n: int, batch: int, obs_dim: int = 6) -> list[np.ndarray]:
@@ -184,8 +205,10 @@ def check_round_trip(make: ChannelFactory, num_agents: int = 3, batch: int = 5) 
                 if j == i:
                     assert not mask[:, j].any(), "an agent must not hear itself"
                     continue
-                assert (mask[:, j] == 1).all(), f"round {k}: agent {i} did not hear {j}"
-                np.testing.assert_allclose(msgs[:, j], step.outboxes[j][k], rtol=0, atol=0)
+                sent = step.sent_rows[j][k]
+                np.testing.assert_array_equal(mask[:, j], sent.astype(np.float32), f"round {k}: {i} hearing {j}")
+                np.testing.assert_array_equal(msgs[sent, j], step.outboxes[j][k][sent])
+                assert not msgs[~sent, j].any(), "a row that was not sent reached the inbox"
 
 
 def check_malformed_rejected(make: ChannelFactory, num_agents: int = 3, batch: int = 4) -> None:
@@ -233,11 +256,13 @@ def check_mask_honoured(make: ChannelFactory, num_agents: int = 4, batch: int = 
     for i in range(num_agents):
         for k in range(channel.rounds):
             msgs, mask = step.inboxes[i][k]
-            np.testing.assert_array_equal(mask, links[:, i, :].astype(np.float32))
-            hidden = ~links[:, i, :]
+            sent = np.stack([step.sent_rows[j][k] for j in range(num_agents)], axis=1)  # [B, N]
+            visible = links[:, i, :] & sent
+            np.testing.assert_array_equal(mask, visible.astype(np.float32))
+            hidden = ~visible
             assert not msgs[hidden].any(), "a message row that was not visible leaked into the inbox"
             for j in range(num_agents):
-                rows = links[:, i, j]
+                rows = visible[:, j]
                 np.testing.assert_array_equal(msgs[rows, j], step.outboxes[j][k][rows])
 
 

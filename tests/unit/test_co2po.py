@@ -36,6 +36,7 @@ def test_no_message_is_sent_while_hazard_is_below_threshold():
     step = run_stages(channel, team, obs)
     for i in range(N):
         assert not channel.send_rows(step.outboxes[i][0]).any()
+        assert not step.sent_rows[i][0].any() and not step.inboxes[i][0][1].any()
     # receivers ignore unflagged rows even if a bus delivered them: no writer seen
     from marlmesh.policies.blackboard import written_mask
 
@@ -52,6 +53,9 @@ def test_no_message_is_sent_while_hazard_is_below_threshold():
     with torch.no_grad():
         p = torch.sigmoid(policy.hazard_logit(torch.from_numpy(obs[1]))).numpy()
     np.testing.assert_array_equal(channel.send_rows(step.outboxes[1][0]), p > 0.5)
+    # ... and, on a bus that sends only those rows (run_stages passes them as .rows), only they are heard
+    np.testing.assert_array_equal(step.inboxes[0][0][1][:, 1], (p > 0.5).astype(np.float32))
+    np.testing.assert_array_equal(step.inboxes[2][0][1][:, 1], (p > 0.5).astype(np.float32))
     assert 0 < (p > 0.5).sum() < B
 
 
