@@ -48,3 +48,19 @@ def test_wrong_channel_for_algo_fails_before_starting(tmp_path):
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and "algo.name=dgmappo needs channel.name=dgat" in err[0], res.stderr
     assert not (run / "summary.json").exists()
+
+
+def test_co2po_under_partial_observability_trains_with_costs(tmp_path):
+    """blackboard + co2po with env.obs_radius: grown observations over gRPC, costs reach the learners."""
+    run = tmp_path / "run"
+    res = _train(run, "channel.name=blackboard", "algo.name=co2po", "channel.message_dim=6", "env.obs_radius=0.8")
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    for a in summary["agents"]:
+        assert a["policy_version"] >= 1 and a["rejected_messages"] == 0
+    for lr in summary["learners"]:
+        assert lr["version"] >= 1 and not lr["fragments_dropped"].get("invalid")
+        losses = lr["last_losses"]
+        for key in ("lagrange", "send_rate", "threshold", "hazard_bce", "mean_cost"):
+            assert key in losses, key
+        assert 0.0 < losses["threshold"] < 1.0 and losses["lagrange"] >= 0.0
