@@ -42,6 +42,8 @@ class AgentCounters:
     policy_version: int = -1
     rejected_messages: int = 0
     rejoins: int = 0
+    heard_rows_per_round: collections.Counter[int] = field(default_factory=collections.Counter)
+    """Round k -> message rows (sender x env copy) received and accepted in that round, summed over steps."""
     fragments_discarded: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -135,6 +137,7 @@ class AgentNode:
         peers = [p for p in ob.live_agents if p != self.index]
         for k in range(self.channel.rounds):
             assert self.bus is not None and outbox is not None
+            send_rows = getattr(self.channel, "send_rows", None)  # gated channels send only some env copies
             self.bus.send(
                 tick=ob.tick,
                 round=k,
@@ -142,6 +145,7 @@ class AgentNode:
                 payload=self.channel.payload(outbox),
                 peers=peers,
                 positions=ob.positions,
+                rows=None if send_rows is None else np.asarray(send_rows(outbox), bool),
             )
             # Right after (re)joining, peers may still be starting (importing torch, joining): wait for their
             # first messages up to the startup timeout instead of counting round timeouts.
@@ -162,6 +166,8 @@ class AgentNode:
         ob = self._ob
         state, outbox = self.runtime.encode(np.asarray(ob.obs, np.float32))
         state, inboxes = self._communicate(ob, outbox, state)
+        for k, (_, mask) in enumerate(inboxes):
+            self.counters.heard_rows_per_round[k] += int(mask.sum())
         if self.recorder is not None and self.recorder.full:
             assert self.learner is not None
             self.learner.push(self.recorder.finish(ob.obs, inboxes))
@@ -173,7 +179,7 @@ class AgentNode:
         if not applied:
             self.counters.late_actions += 1
         if self.recorder is not None:
-            self.recorder.add_outcome(nxt.reward, nxt.terminated, nxt.truncated, nxt.final_obs)
+            self.recorder.add_outcome(nxt.reward, nxt.terminated, nxt.truncated, nxt.final_obs, nxt.cost)
         self._ob = nxt
         self._joining = False
         self.counters.steps += 1
@@ -230,6 +236,7 @@ class AgentNode:
             "policy_version": c.policy_version,
             "rejected_messages": c.rejected_messages,
             "rejoins": c.rejoins,
+            "heard_rows_per_round": [c.heard_rows_per_round[k] for k in range(self.channel.rounds)],
             "fragments_discarded": dict(c.fragments_discarded),
             "bus": self.bus.totals.as_dict() if self.bus is not None else None,
             "bus_trace": self.bus.trace_status() if self.bus is not None else None,

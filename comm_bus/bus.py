@@ -209,6 +209,7 @@ class Bus:
                 bus_time=now,
             )
         )
+        shared = self.config.links.shared_medium
         exact = self.emulator is None and rows is None  # every row visible at `now`: no per-row fates on the wire
         for i, dst in enumerate(dsts):
             frame = common if exact else common + visibility_suffix(fates.visible_at[i])
@@ -219,12 +220,16 @@ class Bus:
                 self._drop("transport_full", offered)
                 continue
             self.totals.frames_sent += 1
-            size = offered * fates.row_bytes
             self.totals.messages_sent += offered
-            self.totals.bytes_sent += size
             sent_msgs, sent_bytes = self._instruments("sent", channel, dst)
             sent_msgs.inc(offered)
-            sent_bytes.inc(size)
+            if not shared:
+                self.totals.bytes_sent += offered * fates.row_bytes
+                sent_bytes.inc(offered * fates.row_bytes)
+        if shared and dsts:  # one radio transmission reaches every receiver: its bytes count once
+            offered = batch if rows is None else int(rows.sum())
+            self.totals.bytes_sent += offered * fates.row_bytes
+            self._instruments("sent", channel, -1)[1].inc(offered * fates.row_bytes)
         if self.emulator is not None:
             counts = np.bincount(fates.cause.reshape(-1), minlength=len(CAUSES))
             for code, cause in CAUSES.items():
@@ -343,7 +348,8 @@ class Bus:
             m = self.metrics
             sent = direction == "sent"
             msgs, size = (m.messages_sent, m.bytes_sent) if sent else (m.messages_received, m.bytes_received)
-            found = self._children[key] = (msgs.labels(channel, str(peer)), size.labels(channel, str(peer)))
+            label = "all" if peer < 0 else str(peer)  # "all": a shared-medium broadcast
+            found = self._children[key] = (msgs.labels(channel, label), size.labels(channel, label))
         return found
 
     def _drain(self) -> None:

@@ -33,19 +33,15 @@ class EnvConfig(_Strict):
     """Keyword arguments for the env factory, e.g. ``N``, ``max_cycles``, ``local_ratio``."""
     num_envs: int = Field(32, ge=1, le=4096)
     """B: independent env copies stepped together; every message carries B rows."""
-    obs_radius: float | None = None
-    """Partial observability radius (MPE). Not implemented yet: must stay unset."""
+    obs_radius: float | None = Field(None, gt=0)
+    """Partial observability radius (MPE scenarios simple_spread, simple_reference, simple_speaker_listener):
+    landmarks and other agents farther than this (env units) are zeroed in an agent's observation and one
+    visibility flag per entity is appended (the observation grows). Unset = full observability."""
     step_deadline_ms: float = Field(10_000.0, gt=0)
     """Barrier deadline: after the first action of a tick arrives, agents missing after this long get a
     default action (counted)."""
     max_missed_deadlines: int = Field(3, ge=1)
     """An agent that misses this many deadlines in a row is no longer waited for until it steps again."""
-
-    @model_validator(mode="after")
-    def _obs_radius_not_yet(self) -> EnvConfig:
-        if self.obs_radius is not None:
-            raise ValueError("obs_radius (partial observability) is not implemented yet; leave it unset")
-        return self
 
 
 class GilbertElliottConfig(_Strict):
@@ -219,13 +215,49 @@ class BusConfig(_Strict):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
 
+class DGATConfig(_Strict):
+    """Settings of the ``dgat`` channel (distributed graph attention, DESIGN.md)."""
+
+    hops: int = Field(2, ge=1, le=6)
+    """K: attention hops, i.e. bus rounds per env step (round k carries ``z^k``)."""
+
+
+class MeanFieldConfig(_Strict):
+    """Settings of the ``meanfield`` channel."""
+
+    summary: Literal["embedding", "action"] = "embedding"
+    """What each agent sends: ``embedding`` = a learned ``tanh(W o_i)`` of ``message_dim`` floats; ``action`` =
+    its action distribution given its own observation alone (Categorical probabilities, or the tanh of a Box
+    action mean), zero-padded to ``message_dim`` (which must be at least the number of actions)."""
+
+
+class BlackboardConfig(_Strict):
+    """Settings of the ``blackboard`` channel (Co2PO): hazard-gated intent/yield entries."""
+
+    threshold_init: float = Field(0.5, gt=0, lt=1)
+    """Initial hazard threshold: an entry is sent in an env copy only when the predicted hazard exceeds it."""
+    target_rate: float = Field(0.2, gt=0, le=1)
+    """Share of (step, env copy) rows in which an agent should send; the learner moves the threshold toward the
+    hazard quantile that gives this rate."""
+    threshold_ema: float = Field(0.1, gt=0, le=1)
+    """Step size of that move per update (exponential moving average toward the quantile)."""
+
+
 class ChannelConfig(_Strict):
     """What agents say to each other (``marlmesh.channels`` plugin)."""
 
     name: str = "none"
-    """``none`` (no communication) or ``broadcast`` (each agent sends an encoding of its observation)."""
+    """``none`` (no communication), ``broadcast`` (each agent sends an encoding of its observation), ``dgat``
+    (K-hop distributed graph attention), ``meanfield`` (fixed-size summary, receivers average it) or
+    ``blackboard`` (Co2PO: hazard-gated intent/yield entries)."""
     message_dim: int = Field(16, ge=1, le=4096)
-    """Size of one message vector."""
+    """Size of one message vector (one row per env copy on the wire)."""
+    dgat: DGATConfig = Field(default_factory=DGATConfig)
+    """Used when ``name`` is ``dgat``."""
+    meanfield: MeanFieldConfig = Field(default_factory=MeanFieldConfig)
+    """Used when ``name`` is ``meanfield``."""
+    blackboard: BlackboardConfig = Field(default_factory=BlackboardConfig)
+    """Used when ``name`` is ``blackboard``."""
 
 
 class PPOConfig(_Strict):
@@ -247,11 +279,31 @@ class PPOConfig(_Strict):
     """Hidden layer widths of actor and critic MLPs (tanh, orthogonal init)."""
 
 
+class Co2POConfig(_Strict):
+    """Constrained part of ``co2po``: hazard predictor, cost critic, PPO-Lagrangian."""
+
+    cost_limit: float = Field(0.02, ge=0)
+    """Budget on the mean cost per step (MPE: collisions an agent is in per step)."""
+    lagrange_init: float = Field(0.0, ge=0)
+    """Initial Lagrange multiplier."""
+    lagrange_lr: float = Field(0.5, gt=0)
+    """Dual-ascent step: ``lambda <- max(0, lambda + lr * (mean cost per step - cost_limit))`` per update."""
+    hazard_horizon: int = Field(5, ge=1)
+    """H: the hazard label of step t is 1 when a cost occurs in steps t..t+H-1 of the same episode (looked up
+    within the fragment)."""
+    hazard_coef: float = Field(0.5, ge=0)
+    """Weight of the hazard BCE loss."""
+    cost_vf_coef: float = Field(0.5, ge=0)
+    """Weight of the cost critic's loss."""
+
+
 class AlgoConfig(_Strict):
     """The learning algorithm (``marlmesh.algos`` plugin)."""
 
     name: str = "ippo"
     ppo: PPOConfig = Field(default_factory=PPOConfig)
+    co2po: Co2POConfig = Field(default_factory=Co2POConfig)
+    """Used when ``name`` is ``co2po``."""
 
 
 class TrainConfig(_Strict):

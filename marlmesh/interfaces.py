@@ -28,6 +28,12 @@ class Channel(Protocol):
         name: Plugin name (also the envelope's ``channel`` field).
         rounds: Communication rounds per env step (0 = silent).
         message_dim: Size of one message row.
+
+    A gated channel (e.g. ``blackboard``) also defines ``send_rows(outbox [B, M]) -> [B] bool``: the env copies
+    whose row is sent this round (for ``Bus.send(..., rows=...)``). Received messages may carry ``.rows``
+    (``[B]`` bool, which rows are present); ``inbox`` gives mask 0 to the others
+    (:func:`comm_bus.channels.vector.vector_inbox` does this). ``marlmesh.testing.channels`` is the conformance
+    suite every channel should pass.
     """
 
     name: str

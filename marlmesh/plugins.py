@@ -11,6 +11,8 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
+from marlmesh.config import ConfigError
+
 GROUPS: dict[str, str] = {
     "envs": "marlmesh.envs",
     "channels": "marlmesh.channels",
@@ -56,3 +58,16 @@ def load(kind: str, name: str) -> Any:
     except (ImportError, AttributeError) as exc:
         raise PluginError(f"{kind[:-1]} {name!r} ({target}) cannot be loaded: {exc}") from None
     return obj
+
+
+def check_channel(algo_name: str, required: str | None, channel_name: str) -> None:
+    """Raise if ``algo_name`` needs channel ``required`` and the config names another.
+
+    Raises:
+        ConfigError: One line with the ``--set`` that fixes it.
+    """
+    if required is not None and channel_name != required:
+        raise ConfigError(
+            f"algo.name={algo_name} needs channel.name={required}, got channel.name={channel_name} "
+            f"(add --set channel.name={required})"
+        )

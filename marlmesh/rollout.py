@@ -9,6 +9,7 @@ A fragment holds T consecutive steps over B env copies of **one** agent. Columns
 ``action``                    int64 ``[T, B]`` or float32 ``[T, B, *shape]``
 ``logp`` / ``value``          behaviour log-probability and value when the action was taken
 ``reward``                    float32, received for the action
+``cost``                      float32, the env's cost signal for the action (MPE: agent-agent collisions; 0 elsewhere)
 ``terminated``/``truncated``  bool
 ``final_obs``                 last observation of an episode that ended at that step (bootstrap on truncation)
 ``policy_version``            int64 ``[T]``: weights version that acted
@@ -64,6 +65,7 @@ class RolloutRecorder:
             "logp": np.zeros((t, b), np.float32),
             "value": np.zeros((t, b), np.float32),
             "reward": np.zeros((t, b), np.float32),
+            "cost": np.zeros((t, b), np.float32),
             "terminated": np.zeros((t, b), bool),
             "truncated": np.zeros((t, b), bool),
             "final_obs": np.zeros((t, b, *obs_shape), np.float32),
@@ -103,12 +105,18 @@ class RolloutRecorder:
         c["policy_version"][t] = version
 
     def add_outcome(
-        self, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, final_obs: np.ndarray
+        self,
+        reward: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        final_obs: np.ndarray,
+        cost: np.ndarray | None = None,
     ) -> None:
-        """Record the env's answer to the current step's action and advance."""
+        """Record the env's answer to the current step's action and advance (``cost`` None = no cost signal)."""
         t = self.size
         c = self._cols
         c["reward"][t] = reward
+        c["cost"][t] = 0.0 if cost is None else cost
         c["terminated"][t] = terminated
         c["truncated"][t] = truncated
         done = terminated | truncated
@@ -155,6 +163,7 @@ def validate_columns(
         "logp": ((t, b), "f"),
         "value": ((t, b), "f"),
         "reward": ((t, b), "f"),
+        "cost": ((t, b), "f"),
         "terminated": ((t, b), "b"),
         "truncated": ((t, b), "b"),
         "final_obs": ((t, b, *obs_shape), "f"),

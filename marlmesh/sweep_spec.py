@@ -434,11 +434,11 @@ def validate_cells(cells: list[Cell], base_config: Path | None, check_plugins: b
             config = load_config(base_config, cell.set_args())
             if check_plugins:
                 from marlmesh import plugins
+                from marlmesh.train import check_plugins as check_train_plugins
 
-                plugins.load("envs", config.env.name)
                 if cell.baseline is None:
-                    plugins.load("channels", config.channel.name)
-                    plugins.load("algos", config.algo.name)
-                    plugins.load("links", config.bus.links.model)
+                    check_train_plugins(config)  # the same checks as `marlmesh train`
+                else:
+                    plugins.load("envs", config.env.name)
         except (ConfigError, PluginError) as exc:
             raise SweepError(f"cell {cell.cell_id}: {exc}") from None

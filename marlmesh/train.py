@@ -37,10 +37,12 @@ def check_plugins(config: Config) -> None:
 
     Raises:
         plugins.PluginError: Naming the unknown plugin and listing the installed ones.
+        ConfigError: If the channel rejects its settings or the algorithm needs another channel.
     """
     plugins.load("envs", config.env.name)
-    plugins.load("channels", config.channel.name)
-    plugins.load("algos", config.algo.name)
+    channel = plugins.load("channels", config.channel.name)(config.channel)
+    algo = plugins.load("algos", config.algo.name)
+    plugins.check_channel(config.algo.name, getattr(algo, "required_channel", None), channel.name)
     plugins.load("links", config.bus.links.resolved_model())
 
 

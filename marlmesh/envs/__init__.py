@@ -12,11 +12,13 @@ def make_env(config: EnvConfig) -> ParallelEnv:
     """One copy of the configured ParallelEnv.
 
     Args:
-        config: ``env.name`` is a registered name or ``module:factory``; ``env.kwargs`` go to the factory.
+        config: ``env.name`` is a registered name or ``module:factory``; ``env.kwargs`` go to the factory;
+            ``env.obs_radius`` (MPE only) wraps the env in :class:`~marlmesh.envs.partial_obs.RadiusObservation`.
 
     Raises:
         plugins.PluginError: If the name is neither registered nor importable.
-        ValueError: If the factory rejects the kwargs or does not return a ParallelEnv.
+        ValueError: If the factory rejects the kwargs or does not return a ParallelEnv, or ``obs_radius`` is set
+            for an env without a known MPE observation layout.
     """
     factory = plugins.load("envs", config.name)
     try:
@@ -25,4 +27,11 @@ def make_env(config: EnvConfig) -> ParallelEnv:
         raise ValueError(f"env {config.name!r} rejected env.kwargs {config.kwargs}: {exc}") from None
     if not (hasattr(env, "possible_agents") and hasattr(env, "step") and hasattr(env, "reset")):
         raise ValueError(f"env {config.name!r}: factory returned {type(env).__name__}, not a PettingZoo ParallelEnv")
+    if config.obs_radius is not None:
+        from marlmesh.envs.partial_obs import RadiusObservation
+
+        try:
+            env = RadiusObservation(env, config.obs_radius)
+        except ValueError as exc:
+            raise ValueError(f"env {config.name!r}: {exc}") from None
     return env

@@ -148,3 +148,20 @@ def test_wall_clock_waits_for_real_delays_up_to_the_round_deadline():
     finally:
         for bus in (a, b, slow_a, slow_b):
             bus.close()
+
+
+def test_shared_medium_counts_a_broadcast_once_so_bytes_per_agent_do_not_grow_with_n():
+    per_agent = {}
+    for n in (4, 8):
+        buses = make_buses(n, "bus.links.shared_medium=true", "bus.header_bytes=0")
+        try:
+            for i, bus in enumerate(buses):
+                bus.send(tick=0, round=0, channel="c", payload=_payload(i), peers=range(n))
+            for bus in buses:
+                assert len(bus.collect(tick=0, round=0, channel="c", expected=range(n), timeout_s=5)) == n - 1
+            per_agent[n] = buses[0].totals.bytes_sent
+            assert buses[0].totals.messages_sent == 4 * (n - 1)  # logical messages still counted per link
+        finally:
+            for bus in buses:
+                bus.close()
+    assert per_agent[4] == per_agent[8] == 4 * 8 * 4

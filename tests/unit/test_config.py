@@ -11,7 +11,14 @@ def test_defaults_validate_and_round_trip(tmp_path):
 
 
 def test_shipped_configs_validate():
-    for name in ("configs/default.yaml", "configs/smoke.yaml"):
+    for name in (
+        "configs/default.yaml",
+        "configs/smoke.yaml",
+        "configs/dgmappo.yaml",
+        "configs/mfppo.yaml",
+        "configs/ippo.yaml",
+        "configs/co2po.yaml",
+    ):
         load_config(name)
 
 

@@ -55,8 +55,11 @@ def _bandit_fragment(node: LearnerNode, rng: np.random.Generator, kind: str) -> 
             for _ in range(channel.rounds)
         ]
         with torch.no_grad():
+            boxes = [(torch.from_numpy(m), torch.from_numpy(k)) for m, k in inboxes]
             state, _ = policy.encode(torch.from_numpy(obs))
-            dist, value = policy.act(state, [(torch.from_numpy(m), torch.from_numpy(k)) for m, k in inboxes])
+            for k in range(1, channel.rounds):  # the agent's stage-by-stage path
+                state, _ = policy.round(k, state, boxes[k - 1])
+            dist, value = policy.act(state, boxes)
             action = policy.actor.sample(dist, False)
             logp = policy.actor.log_prob(dist, action)
         a = action.numpy()
@@ -77,7 +80,7 @@ def _mean_reward_prob(node: LearnerNode, kind: str) -> float:
         return float((dist.sample((64,))[..., 0] > 0).float().mean())
 
 
-@pytest.mark.parametrize("channel", ["none", "broadcast"])
+@pytest.mark.parametrize("channel", ["none", "broadcast", "dgat", "meanfield"])
 @pytest.mark.parametrize("kind", ["discrete", "box"])
 def test_ppo_update_raises_the_probability_of_rewarded_actions(kind, channel):
     torch.manual_seed(1)
@@ -122,7 +125,7 @@ def test_learner_rejects_another_agents_fragment_and_bad_columns():
 
 
 def test_channel_plugins_build_policies_for_heterogeneous_specs():
-    for name in ("none", "broadcast"):
+    for name in ("none", "broadcast", "dgat", "meanfield", "blackboard"):
         channel = plugins.load("channels", name)(_config(name).channel)
         for kind in ("discrete", "box"):
             policy = channel.build_policy(_spec(kind))
