@@ -23,7 +23,12 @@ PLANNED = {
     "keys": "CURVE key generation",
     "k8s": "Kubernetes manifests",
     "top": "the live mesh view",
-    "bench": "benchmarks",
+}
+
+#: ``marlmesh bench <name>`` subcommands: name -> module with ``HELP``, ``add_arguments(parser)`` and
+#: ``run(namespace) -> exit code``. Add a benchmark by adding a line here.
+BENCHMARKS = {
+    "soak": "benchmarks.soak",
 }
 
 
@@ -112,6 +117,19 @@ def cmd_plugins(ns: argparse.Namespace) -> int:
     return 0
 
 
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    """``marlmesh bench {soak,...}``: one subcommand per entry of :data:`BENCHMARKS`."""
+    import importlib
+
+    bench = sub.add_parser("bench", help="benchmarks (with --json the last line printed is one JSON object)")
+    names = bench.add_subparsers(dest="benchmark", required=True, metavar="{" + ",".join(BENCHMARKS) + "}")
+    for name, module_name in BENCHMARKS.items():
+        module = importlib.import_module(module_name)
+        p = names.add_parser(name, help=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="marlmesh", description="Decentralized multi-agent RL over an emulated comm bus.")
@@ -131,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.set_defaults(func=cmd_plot)
     sub.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
+    add_bench_parser(sub)
     for name, what in PLANNED.items():
         sp = sub.add_parser(name, help=f"{what} (not in this version yet)")
         sp.add_argument("args", nargs=argparse.REMAINDER)
