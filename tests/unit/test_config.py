@@ -11,7 +11,7 @@ def test_defaults_validate_and_round_trip(tmp_path):
 
 
 def test_shipped_configs_validate():
-    for name in ("configs/default.yaml", "configs/smoke.yaml"):
+    for name in ("configs/default.yaml", "configs/smoke.yaml", "configs/soak.yaml"):
         load_config(name)
 
 
