@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -238,7 +238,7 @@ class PartitionFault(_Strict):
     """Cut a set of directed bus links for an interval (drops with cause ``partition``). Not implemented yet."""
 
     kind: Literal["partition"]
-    links: list[tuple[int, int]] = Field(min_length=1)
+    links: list[tuple[NonNegativeInt, NonNegativeInt]] = Field(min_length=1)
     """Directed links ``[src, dst]`` (agent indices) that lose every message while the fault lasts."""
     from_env_steps: int = Field(ge=0)
     to_env_steps: int = Field(ge=0)
@@ -254,7 +254,7 @@ class DegradeFault(_Strict):
     """Change the parameters of some bus links for an interval. Not implemented yet."""
 
     kind: Literal["degrade"]
-    links: list[tuple[int, int]] = Field(min_length=1)
+    links: list[tuple[NonNegativeInt, NonNegativeInt]] = Field(min_length=1)
     """Directed links ``[src, dst]`` (agent indices) that are degraded while the fault lasts."""
     from_env_steps: int = Field(ge=0)
     to_env_steps: int = Field(ge=0)
