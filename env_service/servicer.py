@@ -7,7 +7,7 @@ import collections
 import grpc
 
 from env_service.convert import spec_to_proto, stats_to_proto, view_to_proto
-from env_service.node import EnvError, EnvNode
+from env_service.node import MAX_EPISODE_HISTORY, EnvError, EnvNode
 from marlmesh import tensors
 from marlmesh.rpc_guard import guarded
 from marlmesh.v1 import env_pb2, env_pb2_grpc
@@ -20,8 +20,8 @@ _STATUS = {
 
 DEFAULT_MAX_EPISODES = 1000
 """Episodes returned by GetStats when the request does not say."""
-MAX_EPISODES_PER_CALL = 10_000
-"""Upper bound of ``StatsRequest.max_episodes`` (the env keeps at most this many records anyway)."""
+MAX_EPISODES_PER_CALL = MAX_EPISODE_HISTORY
+"""Most episodes one GetStats returns (the env keeps no more records than this anyway)."""
 MAX_PROCESS_ID_CHARS = 256
 """Longest ``JoinRequest.process_id`` accepted."""
 
@@ -90,11 +90,9 @@ class EnvServicer(env_pb2_grpc.EnvServiceServicer):
     @guarded
     def GetStats(self, request, context):  # noqa: N802
         """Counters and finished episodes from ``episodes_from``."""
-        if request.episodes_from < 0 or not 0 <= request.max_episodes <= MAX_EPISODES_PER_CALL:
-            self._invalid(
-                context, f"episodes_from must be >= 0 and max_episodes in 0..{MAX_EPISODES_PER_CALL} (0 = default)"
-            )
-        limit = request.max_episodes or DEFAULT_MAX_EPISODES
+        if request.episodes_from < 0 or request.max_episodes < 0:
+            self._invalid(context, "episodes_from and max_episodes must be >= 0 (max_episodes 0 = default)")
+        limit = min(request.max_episodes or DEFAULT_MAX_EPISODES, MAX_EPISODES_PER_CALL)
         return stats_to_proto(self._node.stats(request.episodes_from, limit))
 
     @guarded
