@@ -270,6 +270,7 @@ def train(
     summary: dict[str, object] = {"run_dir": str(run_dir), "status": "running"}
     progress = None
     supervisor = faults = None
+    failure: MeshError | None = None
     try:
         mesh.start()
         out.write(
@@ -291,6 +292,8 @@ def train(
             if budget is not None and time.monotonic() - start >= budget:
                 out.write(f"\nwall-clock budget of {budget:.0f}s reached\n")
                 break
+    except MeshError as exc:
+        failure = exc
     finally:
         if progress is not None:
             progress.close()
@@ -328,6 +331,10 @@ def train(
             },
         }
     )
+    if failure is not None:  # still leave a summary behind, then fail
+        summary.update({"status": "failed", "error": str(failure).splitlines()[0]})
+        _write_summary(run_dir, summary)
+        raise failure
     if evaluate and not interrupted.is_set():
         out.write("evaluating...\n")
         out.flush()

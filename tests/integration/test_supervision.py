@@ -133,4 +133,6 @@ def test_exhausted_restarts_fail_the_run_naming_the_process_and_its_log(tmp_path
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert "agent-0" in err and "runtime.restart.max_restarts=0" in err and "train-agent-0.log" in err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "agent-0" in summary["error"]
     assert not any(_alive(pid) for pid in pids.values())
