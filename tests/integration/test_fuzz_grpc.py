@@ -289,6 +289,8 @@ def test_oversized_messages_are_refused_and_servers_stay_up_and_counted(servers)
         health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert not servers.env_servicer.internal_errors and not servers.learner_servicer.internal_errors
+    print("fuzzed calls by status:", CALLS, "env rejected:", dict(servers.env_servicer.rejected))
+    print("learner dropped:", dict(servers.learner_node.dropped), "watch rejected:", servers.learner_servicer.rejected)
     if sum(CALLS.values()) > 2000:  # the whole module ran: thousands of requests went through real handlers
         assert CALLS.get("INVALID_ARGUMENT", 0) > 1000, CALLS
         assert sum(servers.env_servicer.rejected.values()) > 500
