@@ -1,7 +1,8 @@
 """``marlmesh bench soak --minutes M [--json]``: run a real mesh for M minutes and check that it holds up.
 
-It trains with the given config (default: built-in defaults with the ``broadcast`` channel, N=3) for a
-wall-clock budget, samples every process's resident memory (RSS) along the way, and reports:
+It trains with the given config (default: built-in defaults with the ``broadcast`` channel, N=3) for M
+minutes of wall-clock time counted from the first progress tick (process start-up is not included),
+samples every process's resident memory (RSS) along the way, and reports:
 
 - env steps done and throughput, restarts (per process) and restart events;
 - rollout fragments: created by agents, trained on by learners, and dropped with the reason, with the
@@ -148,22 +149,29 @@ def run_soak(
             "channel.name=broadcast",
             *overrides,
             f"train.total_env_steps={10**15}",
-            f"train.max_wall_seconds={budget_s}",
+            "train.max_wall_seconds=null",
         ],
     )
     check_plugins(config)
     sampler = MemorySampler()
-    start = time.monotonic()
-    last = [-1e9]
+    # the soak's clock starts at the first progress tick, once every process is up
+    clock = {"start": 0.0, "steps_at_start": 0.0, "last_sample": -1e9, "seconds": 0.0, "steps": 0.0}
 
-    def on_tick(mesh: Mesh, _progress: Progress) -> None:
+    def on_tick(mesh: Mesh, progress: Progress) -> bool:
         now = time.monotonic()
-        if now - last[0] >= sample_every_s:
-            last[0] = now
-            sampler.sample([(p.name, p.popen.pid) for p in mesh.procs if p.popen.poll() is None], now - start)
+        if not clock["start"]:
+            clock["start"], clock["steps_at_start"] = now, progress.env_steps
+        if now - clock["last_sample"] >= sample_every_s:
+            clock["last_sample"] = now
+            alive = [(p.name, p.popen.pid) for p in mesh.procs if p.popen.poll() is None]
+            sampler.sample(alive, now - clock["start"])
+        clock["seconds"] = now - clock["start"]
+        clock["steps"] = progress.env_steps - clock["steps_at_start"]
+        return clock["seconds"] >= budget_s
 
     summary = train(config, run_dir, out=out, evaluate=False, on_tick=on_tick)
     wall = float(summary.get("wall_seconds") or 0.0)
+    soak_seconds = clock["seconds"]
     memory = sampler.report(warmup_s=warmup_fraction * budget_s)
     growth = [m["growth_after_warmup_pct"] for m in memory.values() if m["growth_after_warmup_pct"] is not None]
     accounting = fragment_accounting(summary)
@@ -177,8 +185,9 @@ def run_soak(
         "num_envs": config.env.num_envs,
         "channel": config.channel.name,
         "wall_seconds": wall,
+        "soak_seconds": round(soak_seconds, 1),
         "env_steps": summary.get("env_steps"),
-        "env_steps_per_second": round(float(summary.get("env_steps") or 0) / wall, 1) if wall else None,
+        "env_steps_per_second": round(clock["steps"] / soak_seconds, 1) if soak_seconds else None,
         "learner_versions": {str(lr.get("agent_id")): lr.get("version") for lr in summary.get("learners", [])},
         "restarts": summary.get("restarts"),
         "restart_events": summary.get("restart_events"),
@@ -199,7 +208,8 @@ def format_report(r: dict[str, object]) -> str:
     mem = r["memory"]
     assert isinstance(mem, dict)
     lines = [
-        f"soak: {r['wall_seconds']}s, {r['env_steps']:,} env steps ({r['env_steps_per_second']} steps/s), "
+        f"soak: {r['soak_seconds']}s ({r['wall_seconds']}s with start and stop), {r['env_steps']:,} env steps "
+        f"({r['env_steps_per_second']} steps/s), "
         f"restarts {sum((r['restarts'] or {}).values())}",
         f"fragments: created {f['created']}, trained {f['trained']}, dropped {f['dropped_total']} {f['dropped']}, "
         f"unaccounted {f['unaccounted']}",

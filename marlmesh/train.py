@@ -230,7 +230,7 @@ def train(
     run_dir: Path,
     out: TextIO = sys.stdout,
     evaluate: bool = True,
-    on_tick: Callable[[Mesh, Progress], None] | None = None,
+    on_tick: Callable[[Mesh, Progress], bool] | None = None,
 ) -> dict[str, object]:
     """Train, evaluate and write ``summary.json``; returns the summary.
 
@@ -242,7 +242,8 @@ def train(
         run_dir: Run directory.
         out: Console.
         evaluate: Evaluate the saved policies after training.
-        on_tick: Called after every progress tick (benchmarks sample the processes there).
+        on_tick: Called after every progress tick with the mesh and the progress (benchmarks sample the
+            processes there); returning True ends training like a reached budget.
 
     Raises:
         MeshError: If a process fails for good.
@@ -285,8 +286,8 @@ def train(
         while not interrupted.is_set():
             interrupted.wait(config.runtime.progress_interval_s)
             _supervised_tick(progress, supervisor, faults)
-            if on_tick is not None:
-                on_tick(mesh, progress)
+            if on_tick is not None and on_tick(mesh, progress):
+                break
             if progress.env_steps >= config.train.total_env_steps:
                 break
             if budget is not None and time.monotonic() - start >= budget:

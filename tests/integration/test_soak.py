@@ -21,7 +21,7 @@ def test_short_soak_accounts_for_every_fragment(tmp_path):
             "bench",
             "soak",
             "--minutes",
-            "0.6",
+            "0.5",
             "-c",
             str(ROOT / "configs/smoke.yaml"),
             "--sample-every",
