@@ -71,7 +71,7 @@ def test_kill9_agent_and_learner_are_restarted_and_the_learner_resumes_its_check
     run = tmp_path / "run"
     proc = _start(run, ROOT / "configs/smoke.yaml", "train.total_env_steps=3200")
     ckpts = run / "checkpoints" / "agent-0"
-    _wait_until(proc, lambda: (newest_checkpoint_version(ckpts) or 0) >= 2, "learner 0's second checkpoint")
+    _wait_until(proc, lambda: (newest_checkpoint_version(ckpts) or 0) >= 1, "learner 0's first checkpoint")
     pids = _pids(run)
     os.kill(pids["agent-1"], signal.SIGKILL)
     os.kill(pids["learner-0"], signal.SIGKILL)
@@ -89,7 +89,7 @@ def test_kill9_agent_and_learner_are_restarted_and_the_learner_resumes_its_check
     events = {e["process"]: e for e in summary["restart_events"]}
     assert events["agent-1"]["cause"] == "crash" and events["agent-1"]["exit_code"] == -9
     ckpt_version = events["learner-0"]["checkpoint_version"]
-    assert ckpt_version >= 2
+    assert ckpt_version >= 1
     learner0 = next(lr for lr in summary["learners"] if lr["agent_id"] == 0)
     # resumed from its newest checkpoint (never back to 0), then kept training
     assert learner0["resumed_from_version"] >= ckpt_version
