@@ -141,7 +141,8 @@ class Supervisor:
     def kill(self, proc: Proc, restart_at_env_steps: int | None) -> None:
         """SIGKILL ``proc`` now (a fault); restart it once the run reaches ``restart_at_env_steps`` (None: never)."""
         state = self._states[proc.name]
-        state.held, state.held_until_steps, state.due = True, restart_at_env_steps, None
+        state.held, state.held_until_steps = True, restart_at_env_steps
+        state.due = state.pending_event = state.starting_deadline = None
         if proc.popen.poll() is None:
             proc.popen.send_signal(signal.SIGKILL)
             proc.popen.wait()
