@@ -22,6 +22,7 @@ from agent_service.node import AgentNode
 from agent_service.runtime import OnnxRuntime, PolicyRuntime, read_manifest
 from comm_bus.addressing import PeerAddressing
 from comm_bus.bus import Bus
+from comm_bus.faults import LinkFaults
 from env_service.client import EnvClient
 from marlmesh import process
 from marlmesh.plugins import PluginError
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds=rounds,
             max_frame_bytes=config.runtime.max_message_bytes,
             trace_path=ns.bus_trace,
+            faults=LinkFaults.from_config(config.faults),
         )
 
     try:

@@ -46,7 +46,12 @@ class LearnerLink:
         self._have_first = threading.Event()
         self._stop = threading.Event()
         self.fragments_sent = 0
+        """Fragments the learner accepted."""
         self.fragments_dropped: collections.Counter[str] = collections.Counter()
+        """Fragments lost on this side, by reason: ``agent_queue_full`` (the learner fell behind),
+        ``push_failed`` (learner unreachable), ``rejected`` (the learner refused it, INVALID_ARGUMENT),
+        ``unsent_at_close`` (still queued or in flight when the agent stopped)."""
+        self._closing = threading.Event()
         self.versions_received = 0
         self._fragment_id = 0
         self._threads = [
@@ -57,6 +62,11 @@ class LearnerLink:
             t.start()
 
     # -- fragments ---------------------------------------------------------------------------------
+    @property
+    def fragments_created(self) -> int:
+        """Fragments handed to :meth:`push` (each ends up sent or in ``fragments_dropped``)."""
+        return self._fragment_id
+
     def push(self, columns: dict[str, np.ndarray]) -> None:
         """Queue a fragment; if the queue is full the oldest waiting fragment is dropped (counted)."""
         self._fragment_id += 1
@@ -68,36 +78,55 @@ class LearnerLink:
             except queue.Full:
                 try:
                     self._outbox.get_nowait()
-                    self.fragments_dropped["agent_queue_full"] += 1
+                    self._drop("agent_queue_full")
                 except queue.Empty:
                     pass
+
+    def _drop(self, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self.fragments_dropped[reason] += count
 
     def _send_loop(self) -> None:
         while True:
             item = self._outbox.get()
             if item is None:
                 return
-            frag_id, cols = item
-            versions = cols["policy_version"]
-            req = learner_pb2.RolloutFragment(
-                agent_index=self.agent_index,
-                fragment_id=frag_id,
-                num_steps=int(cols["obs"].shape[0]),
-                min_policy_version=int(versions.min()),
-                max_policy_version=int(versions.max()),
-                columns=tensors.encode_named(cols),
-            )
-            try:
-                ack = self._stub.PushRollout(req, timeout=self._timeout, wait_for_ready=True)
-            except grpc.RpcError as exc:
-                self.fragments_dropped["push_failed"] += 1
-                log.warning("fragment %d not delivered to learner: %s", frag_id, exc.code().name)
+            if self._closing.is_set():  # close() gave up flushing: account for the rest, do not send
+                self._drop("unsent_at_close")
                 continue
-            if ack.accepted:
-                self.fragments_sent += 1
+            self._send(*item)
+
+    def _send(self, frag_id: int, cols: dict[str, np.ndarray]) -> None:
+        versions = cols["policy_version"]
+        req = learner_pb2.RolloutFragment(
+            agent_index=self.agent_index,
+            fragment_id=frag_id,
+            num_steps=int(cols["obs"].shape[0]),
+            min_policy_version=int(versions.min()),
+            max_policy_version=int(versions.max()),
+            columns=tensors.encode_named(cols),
+        )
+        try:
+            ack = self._stub.PushRollout(req, timeout=self._timeout, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                self._drop("rejected")
+                log.warning("learner rejected fragment %d: %s", frag_id, exc.details())
+            elif self._closing.is_set():
+                self._drop("unsent_at_close")
             else:
-                self.fragments_dropped["rejected"] += 1
-                log.warning("learner rejected fragment %d: %s", frag_id, ack.reason)
+                self._drop("push_failed")
+                log.warning("fragment %d not delivered to learner: %s", frag_id, exc.code().name)
+            return
+        except ValueError:  # the channel was closed under us by close()
+            self._drop("unsent_at_close")
+            return
+        if ack.accepted:
+            with self._lock:
+                self.fragments_sent += 1
+        else:
+            self._drop("rejected")
+            log.warning("learner rejected fragment %d: %s", frag_id, ack.reason)
 
     # -- weights -----------------------------------------------------------------------------------
     def _watch_loop(self) -> None:
@@ -137,12 +166,22 @@ class LearnerLink:
         return latest if latest is not None and latest[0] > have_version else None
 
     def close(self, flush_timeout: float = 5.0) -> None:
-        """Send what is queued (up to ``flush_timeout``), then stop both threads."""
+        """Send what is queued (up to ``flush_timeout``), then stop both threads.
+
+        Whatever could not be sent in time is counted in ``fragments_dropped["unsent_at_close"]``.
+        """
         self._stop.set()
         try:
             self._outbox.put(None, timeout=flush_timeout)
         except queue.Full:
             pass
         self._threads[0].join(flush_timeout)
-        self._channel.close()
+        self._closing.set()
+        self._channel.close()  # ends a push still in flight
+        if self._threads[0].is_alive():
+            try:
+                self._outbox.put(None, timeout=1.0)
+            except queue.Full:
+                pass
+            self._threads[0].join(2.0)
         self._threads[1].join(1.0)

@@ -242,6 +242,7 @@ class AgentNode:
             "bus_trace": self.bus.trace_status() if self.bus is not None else None,
         }
         if self.learner is not None:
+            out["fragments_created"] = self.learner.fragments_created
             out["fragments_sent"] = self.learner.fragments_sent
             out["fragments_dropped"] = dict(self.learner.fragments_dropped)
             out["weights_versions_received"] = self.learner.versions_received

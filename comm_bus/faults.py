@@ -47,6 +47,23 @@ class LinkFaults:
                 raise ValueError(f"link fault kind {f.kind!r}: expected 'partition' or 'degrade'")
         self.faults = list(faults)
 
+    @classmethod
+    def from_config(cls, faults: Sequence[object]) -> LinkFaults:
+        """The ``partition``/``degrade`` entries of a ``faults`` schedule (``kill`` is the launcher's)."""
+        out = []
+        for f in faults:
+            kind = getattr(f, "kind", None)
+            if kind not in ("partition", "degrade"):
+                continue
+            changes = {
+                k: float(getattr(f, k))
+                for k in ("rate_bps", "loss", "latency_ms", "jitter_ms")
+                if getattr(f, k, None) is not None
+            }
+            links = tuple((int(s), int(d)) for s, d in f.links)
+            out.append(LinkFault(kind, links, int(f.from_env_steps), f.to_env_steps, changes))
+        return cls(out)
+
     def __bool__(self) -> bool:
         return bool(self.faults)
 

@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     p = process.base_parser(ROLE, "Hosts B copies of a PettingZoo ParallelEnv behind a step barrier.")
     p.add_argument("--seed", type=int, default=None, help="env seed (default: the config's seed)")
     p.add_argument("--num-envs", type=int, default=None, help="B, env copies (default: env.num_envs)")
+    p.add_argument(
+        "--start-tick",
+        type=int,
+        default=0,
+        help="first tick number (a restarted env continues above its previous ticks; default 0)",
+    )
     ns = p.parse_args(argv)
     process.exit_with_parent()
     config = process.load_or_fail(ROLE, ns)
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = config.seed if ns.seed is None else ns.seed
     started = time.monotonic()
     try:
-        node = EnvNode(config.env, seed=seed, num_envs=ns.num_envs)
+        node = EnvNode(config.env, seed=seed, num_envs=ns.num_envs, start_tick=ns.start_tick)
     except (ValueError, PluginError) as exc:
         process.fail(ROLE, str(exc))
     host = ns.host or config.runtime.host
@@ -80,7 +86,14 @@ def main(argv: list[str] | None = None) -> int:
             port=port,
             stop=stop,
             max_message_bytes=config.runtime.max_message_bytes,
-            identity=Identity("env", counters=lambda: {"tick": node.tick, "env_steps": node.env_steps}),
+            identity=Identity(
+                "env",
+                counters=lambda: {
+                    "tick": node.tick,
+                    "env_steps": node.env_steps,
+                    "rejected_requests": sum(servicer.rejected.values()),
+                },
+            ),
             register=lambda s: env_pb2_grpc.add_EnvServiceServicer_to_server(servicer, s),
             workers=max(16, 2 * node.num_agents + 8),
         )
@@ -122,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             "default_actions": {str(k): v for k, v in s.default_actions.items()},
             "late_actions": {str(k): v for k, v in s.late_actions.items()},
             "rejected_requests": dict(servicer.rejected),
+            "internal_errors": dict(servicer.internal_errors),
+            "start_tick": ns.start_tick,
         },
     )
     log.info("env stopped at tick %d (%d env steps, %d episodes)", s.tick, s.env_steps, s.episodes)

@@ -100,6 +100,8 @@ class EnvNode:
         seed: Copy ``b`` is first reset with seed ``seed + b``; later resets continue each copy's RNG.
         num_envs: B (defaults to ``config.num_envs``).
         clock: Monotonic clock (injectable for tests).
+        start_tick: First tick number. A restarted env service continues above its previous incarnation's
+            ticks, so agents' buses do not take the new ticks' messages for stale ones.
 
     Raises:
         ValueError: If the env cannot be built or has an unsupported space.
@@ -107,7 +109,12 @@ class EnvNode:
     """
 
     def __init__(
-        self, config: EnvConfig, seed: int, num_envs: int | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        config: EnvConfig,
+        seed: int,
+        num_envs: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        start_tick: int = 0,
     ) -> None:
         self.config = config
         self.num_envs = int(num_envs or config.num_envs)
@@ -144,7 +151,9 @@ class EnvNode:
             self._write_positions(i)
         # barrier state
         self._cond = threading.Condition()
-        self.tick = 0
+        if start_tick < 0:
+            raise ValueError(f"start_tick must be >= 0, got {start_tick}")
+        self.tick = int(start_tick)
         self._pending: dict[int, np.ndarray] = {}
         self._first_action_at: float | None = None
         self._joined: dict[int, str] = {}

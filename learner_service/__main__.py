@@ -56,7 +56,16 @@ def main(argv: list[str] | None = None) -> int:
         port=port,
         stop=stop,
         max_message_bytes=config.runtime.max_message_bytes,
-        identity=Identity("learner", agent, counters=lambda: {"version": node.version, "updates": node.updates}),
+        identity=Identity(
+            "learner",
+            agent,
+            counters=lambda: {
+                "version": node.version,
+                "updates": node.updates,
+                "checkpoints_corrupt": node.checkpoints_corrupt,
+                "rejected_requests": sum(servicer.rejected.values()),
+            },
+        ),
         register=lambda s: learner_pb2_grpc.add_LearnerServiceServicer_to_server(servicer, s),
     )
     if ns.metrics_port:
@@ -64,7 +73,15 @@ def main(argv: list[str] | None = None) -> int:
 
         start_http_server(ns.metrics_port, addr=host)
     process.write_port_file(ns.port_file, server.port)
-    log.info("learner of agent %d listening on %s:%d (version %d)", agent, host, server.port, node.version)
+    log.info(
+        "learner of agent %d listening on %s:%d (version %d, resumed from %d, %d corrupt checkpoint(s) skipped)",
+        agent,
+        host,
+        server.port,
+        node.version,
+        node.resumed_from_version,
+        node.checkpoints_corrupt,
+    )
 
     def train_loop() -> None:
         while not stop.is_set():
@@ -82,7 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     server.stop(grace=1.0)
     if node.updates:
         node.save_checkpoint()
-    process.write_json(ns.stats_file, {"role": "learner", "agent_id": agent, "pid": os.getpid(), **node.status()})
+    process.write_json(
+        ns.stats_file,
+        {
+            "role": "learner",
+            "agent_id": agent,
+            "pid": os.getpid(),
+            **node.status(),
+            "rejected_requests": dict(servicer.rejected),
+            "internal_errors": dict(servicer.internal_errors),
+        },
+    )
     log.info("learner of agent %d stopped at version %d", agent, node.version)
     return 0
 

@@ -11,7 +11,9 @@ import hashlib
 import io
 import logging
 import os
+import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +80,44 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(io.BytesIO(body), map_location="cpu", weights_only=False)
 
 
-def load_latest(directory: Path) -> tuple[dict[str, Any], Path] | None:
-    """The newest checkpoint that verifies, or None; corrupt ones are logged and skipped."""
+def load_latest(
+    directory: Path, on_corrupt: Callable[[Path, str], None] | None = None
+) -> tuple[dict[str, Any], Path] | None:
+    """The newest checkpoint that verifies, or None; corrupt ones are logged and skipped.
+
+    Args:
+        directory: The checkpoint folder.
+        on_corrupt: Called with the path and the reason of every checkpoint skipped on the way.
+    """
     for _, path in reversed(list_checkpoints(directory)):
         try:
             return read_checkpoint(path), path
-        except (CorruptCheckpoint, OSError, RuntimeError, EOFError) as exc:
+        except (CorruptCheckpoint, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
             log.warning("skipping checkpoint: %s", exc)
+            if on_corrupt is not None:
+                on_corrupt(path, str(exc))
     return None
+
+
+def quarantine(path: Path) -> Path | None:
+    """Rename a corrupt checkpoint to ``<name>.corrupt`` (kept for inspection, no longer listed)."""
+    target = path.with_name(path.name + ".corrupt")
+    try:
+        os.replace(path, target)
+    except OSError as exc:
+        log.warning("cannot move corrupt checkpoint %s aside: %s", path, exc)
+        return None
+    return target
+
+
+def remove_partial_writes(directory: Path) -> list[Path]:
+    """Delete temporary files left by a writer that died mid-write (``.ckpt-*.tmp-<pid>``); return them.
+
+    Call only when no other process writes into ``directory`` (a learner at start).
+    """
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.iterdir() if p.name.startswith(".ckpt-") and ".tmp-" in p.name]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

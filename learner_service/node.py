@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from learner_service.checkpoint import load_latest, save_checkpoint
+from learner_service.checkpoint import load_latest, quarantine, remove_partial_writes, save_checkpoint
 from marlmesh import plugins
 from marlmesh.config import Config
 from marlmesh.policy_spec import PolicySpec
@@ -61,6 +61,12 @@ class LearnerNode:
         self.updates = 0
         self.samples_trained = 0
         self.fragments_received = 0
+        self.fragments_trained = 0
+        """Fragments trained on by this process (``updates`` also counts those before a resume)."""
+        self.resumed_from_version = -1
+        """Version of the checkpoint this process resumed from (-1: started fresh)."""
+        self.checkpoints_corrupt = 0
+        """Checkpoints found corrupt or partial at start (moved aside as ``*.corrupt``)."""
         self.dropped: collections.Counter[str] = collections.Counter()
         self.last_stats: dict[str, float] = {}
         self._queue: collections.deque[dict[str, np.ndarray]] = collections.deque()
@@ -72,28 +78,54 @@ class LearnerNode:
         self._published = WeightsVersion(self.version, policy_params(self.policy))
 
     def _resume(self, directory: Path) -> None:
-        found = load_latest(directory)
+        for partial in remove_partial_writes(directory):
+            log.warning("removed partial checkpoint write %s (its writer died mid-write)", partial)
+
+        def corrupt(path: Path, reason: str) -> None:
+            self.checkpoints_corrupt += 1
+            moved = quarantine(path)
+            log.error("corrupt checkpoint %s (%s); moved to %s, using the previous one", path, reason, moved)
+
+        found = load_latest(directory, on_corrupt=corrupt)
         if found is None:
             return
         payload, path = found
         self.policy.load_state_dict(payload["policy"])
         self.learner.optimizer.load_state_dict(payload["optimizer"])
         self.version = int(payload["version"])
+        self.resumed_from_version = self.version
         self.updates = int(payload.get("updates", self.version))
         self.samples_trained = int(payload.get("samples_trained", 0))
         log.info("resumed agent %d from %s (version %d)", self.spec.agent_index, path, self.version)
 
     # -- called by gRPC handlers -------------------------------------------------------------------
-    def submit(self, agent_index: int, columns: dict[str, np.ndarray]) -> tuple[bool, str]:
-        """Queue a fragment for training; returns ``(accepted, reason)``. Never raises on bad data."""
+    def submit(
+        self,
+        agent_index: int,
+        columns: dict[str, np.ndarray],
+        *,
+        num_steps: int | None = None,
+        version_range: tuple[int, int] | None = None,
+    ) -> tuple[bool, str]:
+        """Queue a fragment for training; returns ``(accepted, reason)``. Never raises on bad data.
+
+        Args:
+            agent_index: The agent the fragment claims to come from.
+            columns: Decoded columns.
+            num_steps: T as stated in the fragment header (checked against the columns when given).
+            version_range: ``(min, max)`` policy version stated in the header (checked when given).
+        """
         with self._cond:
             self.fragments_received += 1
+            closed = self._closed
+        if closed:
+            return self._reject("closed", "the learner is shutting down")
         if agent_index != self.spec.agent_index:
             return self._reject(
                 "wrong_agent", f"fragment of agent {agent_index} sent to learner {self.spec.agent_index}"
             )
         try:
-            validate_columns(
+            t, _ = validate_columns(
                 columns,
                 obs_shape=self.spec.obs_shape,
                 action_space=self.spec.action_space,
@@ -101,9 +133,20 @@ class LearnerNode:
                 num_agents=self.spec.num_agents,
                 message_dim=self.spec.message_dim,
             )
+            versions = columns["policy_version"]
+            if num_steps is not None and num_steps != t:
+                raise ValueError(f"num_steps {num_steps} does not match the columns' {t} steps")
+            if version_range is not None and version_range != (int(versions.min()), int(versions.max())):
+                raise ValueError(
+                    f"policy versions {list(version_range)} in the header do not match the columns' "
+                    f"{[int(versions.min()), int(versions.max())]}"
+                )
         except ValueError as exc:
             return self._reject("invalid", str(exc))
         with self._cond:
+            if self._closed:  # closed while validating: never queue after close (would go unaccounted)
+                self.dropped["shutdown"] += 1
+                return True, ""
             if len(self._queue) >= self._queue_limit:
                 self._queue.popleft()
                 self.dropped["superseded"] += 1
@@ -138,6 +181,7 @@ class LearnerNode:
         with self._cond:
             self.version += 1
             self.updates += 1
+            self.fragments_trained += 1
             self.samples_trained += int(stats["samples"])
             stats["update_seconds"] = time.perf_counter() - start
             stats["policy_lag"] = lag
@@ -181,13 +225,29 @@ class LearnerNode:
                 "updates": self.updates,
                 "samples_trained": self.samples_trained,
                 "fragments_received": self.fragments_received,
+                "fragments_trained": self.fragments_trained,
                 "fragments_dropped": dict(self.dropped),
+                "resumed_from_version": self.resumed_from_version,
+                "checkpoints_corrupt": self.checkpoints_corrupt,
                 "queued": len(self._queue),
                 "last_losses": dict(self.last_stats),
             }
 
-    def close(self) -> None:
-        """Wake every waiter; no more training."""
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def count_received(self) -> None:
+        """Count a fragment that arrived but could not even be decoded (the servicer rejects it)."""
         with self._cond:
+            self.fragments_received += 1
+
+    def close(self) -> None:
+        """Wake every waiter; no more training. Fragments still queued are counted as dropped (``shutdown``)."""
+        with self._cond:
+            if self._queue:
+                self.dropped["shutdown"] += len(self._queue)
+                self._queue.clear()
             self._closed = True
             self._cond.notify_all()

@@ -1,7 +1,8 @@
-"""Thin gRPC adapter over :class:`learner_service.node.LearnerNode`."""
+"""Thin gRPC adapter over :class:`learner_service.node.LearnerNode`: decode, validate, call, map errors."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 
@@ -9,29 +10,46 @@ import grpc
 
 from learner_service.node import LearnerNode, WeightsVersion
 from marlmesh import tensors
+from marlmesh.rpc_guard import guarded
 from marlmesh.v1 import learner_pb2, learner_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
 class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
-    """PushRollout / WatchWeights / GetStatus."""
+    """PushRollout / WatchWeights / GetStatus.
+
+    A rejected fragment is answered ``INVALID_ARGUMENT`` with the reason (and counted in the node's
+    ``fragments_dropped``); other rejected requests are counted in :attr:`rejected` by method.
+    """
 
     def __init__(self, node: LearnerNode, stop: threading.Event) -> None:
         self._node = node
         self._stop = stop
         self._cache: tuple[int, learner_pb2.Weights] | None = None
         self._cache_lock = threading.Lock()
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.internal_errors: collections.Counter[str] = collections.Counter()
 
+    @guarded
     def PushRollout(self, request, context):  # noqa: N802
         """Validate and queue a fragment."""
         try:
             columns = tensors.decode_named(request.columns, what="RolloutFragment.columns")
         except tensors.TensorError as exc:
+            self._node.count_received()
             self._node.dropped["bad_tensor"] += 1
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        accepted, reason = self._node.submit(request.agent_index, columns)
-        return learner_pb2.PushAck(accepted=accepted, reason=reason, version=self._node.version)
+        accepted, reason = self._node.submit(
+            request.agent_index,
+            columns,
+            num_steps=request.num_steps,
+            version_range=(request.min_policy_version, request.max_policy_version),
+        )
+        if not accepted:
+            status = grpc.StatusCode.UNAVAILABLE if self._node.closed else grpc.StatusCode.INVALID_ARGUMENT
+            context.abort(status, reason)
+        return learner_pb2.PushAck(accepted=True, version=self._node.version)
 
     def _encoded(self, w: WeightsVersion) -> learner_pb2.Weights:
         with self._cache_lock:
@@ -42,12 +60,20 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
                 self._cache = (w.version, msg)
             return self._cache[1]
 
+    @guarded
     def WatchWeights(self, request, context):  # noqa: N802
         """Stream every new weights version until the client goes away or the server stops."""
         if request.agent_index != self._node.spec.agent_index:
+            self.rejected["WatchWeights"] += 1
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"learner of agent {self._node.spec.agent_index} cannot serve agent {request.agent_index}",
+            )
+        if request.have_version < -1:
+            self.rejected["WatchWeights"] += 1
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"have_version must be >= -1 (-1 = none yet), got {request.have_version}",
             )
         have = request.have_version
         while context.is_active() and not self._stop.is_set():
@@ -56,6 +82,7 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
                 yield self._encoded(w)
                 have = w.version
 
+    @guarded
     def GetStatus(self, request, context):  # noqa: N802
         """Counters and the last losses."""
         s = self._node.status()
@@ -67,4 +94,7 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
             fragments_received=s["fragments_received"],
             fragments_dropped=s["fragments_dropped"],
             last_losses=s["last_losses"],
+            fragments_trained=s["fragments_trained"],
+            resumed_from_version=s["resumed_from_version"],
+            checkpoints_corrupt=s["checkpoints_corrupt"],
         )

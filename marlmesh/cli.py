@@ -28,12 +28,14 @@ def _error(message: str, code: int = 2) -> int:
 
 def cmd_train(ns: argparse.Namespace) -> int:
     """``marlmesh train``."""
+    from marlmesh.faults import check_supported
     from marlmesh.mesh import MeshError
     from marlmesh.train import check_plugins, default_run_dir, train
 
     try:
         config = load_config(ns.config, ns.set)
         check_plugins(config)
+        check_supported(config)
     except (ConfigError, PluginError) as exc:
         return _error(str(exc))
     run_dir = Path(ns.run_dir) if ns.run_dir else default_run_dir(config)

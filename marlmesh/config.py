@@ -8,11 +8,12 @@ as YAML scalars). The resolved config is written into the run directory by the l
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -332,6 +333,25 @@ class EvalConfig(_Strict):
     """Evaluation env seed = ``seed + seed_offset``."""
 
 
+class RestartConfig(_Strict):
+    """Supervision by the local launcher: how a crashed env, agent or learner process is restarted.
+
+    A process that exits on its own while the run goes on is restarted after ``backoff_s``, then
+    ``2 * backoff_s``, ``4 * backoff_s``... (at most ``backoff_max_s``), up to ``max_restarts`` times per
+    process; then the run fails naming the process and its log tail. A restarted process reuses its previous
+    gRPC port, so clients reconnect to the same address; an agent rejoins the env, a learner resumes from its
+    newest valid checkpoint, an env continues its tick count (agents rejoin it).
+    """
+
+    max_restarts: int = Field(3, ge=0)
+    """Crash restarts allowed per process over the whole run (0 = fail at the first crash). Restarts
+    scheduled by a ``faults`` entry do not count against this budget."""
+    backoff_s: float = Field(1.0, ge=0)
+    """Delay before the first restart of a process; doubles with each further restart of that process."""
+    backoff_max_s: float = Field(30.0, ge=0)
+    """Upper bound of the restart delay."""
+
+
 class RuntimeConfig(_Strict):
     """Process and network settings."""
 
@@ -344,6 +364,85 @@ class RuntimeConfig(_Strict):
     progress_interval_s: float = Field(2.0, gt=0)
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent."""
+    restart: RestartConfig = Field(default_factory=RestartConfig)
+    """Restart policy of crashed processes (local launcher)."""
+
+
+class KillFault(_Strict):
+    """Kill one process (SIGKILL, like a crash or an evicted pod) when the run reaches ``at_env_steps``.
+
+    The launcher checks fault triggers every ``runtime.progress_interval_s`` against the env-step counter,
+    so the kill happens within one progress interval of ``at_env_steps``.
+    """
+
+    kind: Literal["kill"]
+    role: Literal["agent", "learner", "env"]
+    """Which process: an agent, a learner, or the env service."""
+    agent: int | None = Field(None, ge=0)
+    """Agent index (required for ``agent`` and ``learner``; must be unset for ``env``)."""
+    at_env_steps: int = Field(ge=0)
+    """Kill once the run has done this many env steps."""
+    restart_after_env_steps: int | None = Field(None, ge=0)
+    """Restart the process once the run has done this many more env steps; unset = it stays down for
+    the rest of the run. An env kill must use 0 (env steps cannot advance while the env is down)."""
+
+    @model_validator(mode="after")
+    def _target(self) -> KillFault:
+        if self.role in ("agent", "learner") and self.agent is None:
+            raise ValueError(f"a kill fault of role {self.role!r} needs 'agent: <index>'")
+        if self.role == "env":
+            if self.agent is not None:
+                raise ValueError("a kill fault of role 'env' takes no 'agent'")
+            if self.restart_after_env_steps != 0:
+                raise ValueError(
+                    "a kill fault of role 'env' needs 'restart_after_env_steps: 0' "
+                    "(env steps cannot advance while the env is down)"
+                )
+        return self
+
+
+class PartitionFault(_Strict):
+    """Cut a set of directed bus links for an interval (drops with cause ``partition``)."""
+
+    kind: Literal["partition"]
+    links: list[tuple[NonNegativeInt, NonNegativeInt]] = Field(min_length=1)
+    """Directed links ``[src, dst]`` (agent indices) that lose every message while the fault lasts."""
+    from_env_steps: int = Field(ge=0)
+    to_env_steps: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _interval(self) -> PartitionFault:
+        if self.to_env_steps <= self.from_env_steps:
+            raise ValueError("to_env_steps must be greater than from_env_steps")
+        return self
+
+
+class DegradeFault(_Strict):
+    """Change the parameters of some bus links for an interval."""
+
+    kind: Literal["degrade"]
+    links: list[tuple[NonNegativeInt, NonNegativeInt]] = Field(min_length=1)
+    """Directed links ``[src, dst]`` (agent indices) that are degraded while the fault lasts."""
+    from_env_steps: int = Field(ge=0)
+    to_env_steps: int = Field(ge=0)
+    rate_bps: float | None = Field(None, gt=0)
+    """Link rate in bit/s during the fault."""
+    loss: float | None = Field(None, ge=0.0, le=1.0)
+    """Bernoulli loss probability during the fault."""
+    latency_ms: float | None = Field(None, ge=0)
+    """One-way latency of the link during the fault (replaces the configured latency)."""
+
+    @model_validator(mode="after")
+    def _something_changes(self) -> DegradeFault:
+        if self.to_env_steps <= self.from_env_steps:
+            raise ValueError("to_env_steps must be greater than from_env_steps")
+        if self.rate_bps is None and self.loss is None and self.latency_ms is None:
+            raise ValueError("a degrade fault needs at least one of rate_bps, loss, latency_ms")
+        return self
+
+
+Fault = Annotated[KillFault | PartitionFault | DegradeFault, Field(discriminator="kind")]
+"""One entry of the ``faults`` schedule, selected by its ``kind``."""
 
 
 class Config(_Strict):
@@ -357,6 +456,8 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    faults: list[Fault] = Field(default_factory=list)
+    """Fault schedule driven by the launcher (kill / partition / degrade entries); empty = no faults."""
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -403,15 +504,35 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def _models_in(annotation: Any) -> list[Any]:
+    """Pydantic models inside an annotation (through ``list[...]``, unions and ``Annotated``)."""
+    if getattr(annotation, "model_fields", None) is not None:
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
 def _valid_keys_at(loc: tuple[Any, ...]) -> list[str]:
     model: Any = Config
     for part in loc:
-        fields = getattr(model, "model_fields", None)
+        if isinstance(part, int):  # list index: stay on the list's annotation
+            continue
+        candidates = _models_in(model)
+        tagged = [m for m in candidates if _literal_kind(m) == part]
+        if tagged:  # discriminated union member, e.g. faults.0.kill
+            model = tagged[0]
+            continue
+        fields = candidates[0].model_fields if len(candidates) == 1 else None
         if fields is None or part not in fields:
             return []
         model = fields[part].annotation
-    fields = getattr(model, "model_fields", None)
-    return sorted(fields) if fields else []
+    candidates = _models_in(model)
+    return sorted(candidates[0].model_fields) if len(candidates) == 1 else []
+
+
+def _literal_kind(model: Any) -> Any:
+    field = model.model_fields.get("kind")
+    args = typing.get_args(field.annotation) if field is not None else ()
+    return args[0] if len(args) == 1 else None
 
 
 def _describe(err: dict[str, Any]) -> str:

@@ -64,6 +64,11 @@ class Proc:
     port_file: Path
     stats_file: Path
     port: int = 0
+    module: str = ""
+    args: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    previous_pids: list[int] = field(default_factory=list)
+    """Pids of earlier incarnations of this process (it was restarted)."""
 
     @property
     def name(self) -> str:
@@ -114,6 +119,23 @@ class Mesh:
         stats_file = self.run_dir / "stats" / f"{self.tag}-{name}.json"
         for f in (port_file, stats_file):
             f.unlink(missing_ok=True)
+        popen = self._popen(module, args, extra_env, log_path, port_file, stats_file, port=0)
+        proc = Proc(
+            role, agent_id, popen, log_path, port_file, stats_file, module=module, args=args, extra_env=extra_env
+        )
+        self.procs.append(proc)
+        return proc
+
+    def _popen(
+        self,
+        module: str,
+        args: list[str],
+        extra_env: dict[str, str],
+        log_path: Path,
+        port_file: Path,
+        stats_file: Path,
+        port: int,
+    ) -> subprocess.Popen:
         # No preexec_fn: forking a process that runs gRPC threads can deadlock in gRPC's fork handlers, so
         # children arm their own parent-death signal (marlmesh.process.exit_with_parent).
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "MARLMESH_PARENT_PID": str(os.getpid()), **extra_env}
@@ -124,7 +146,7 @@ class Mesh:
             "--config",
             str(self.config_path),
             "--port",
-            "0",
+            str(port),
             "--port-file",
             str(port_file),
             "--stats-file",
@@ -140,9 +162,49 @@ class Mesh:
                 env=env,
                 start_new_session=True,
             )
-        proc = Proc(role, agent_id, popen, log_path, port_file, stats_file)
-        self.procs.append(proc)
-        return proc
+        return popen
+
+    def respawn(self, proc: Proc, extra_args: list[str] | None = None) -> None:
+        """Start a new incarnation of a process that has exited, on the same port (does not wait for it).
+
+        The log is appended to (after a marker line); the port file is removed so that the new incarnation's
+        port file says when it is up (see :meth:`port_ready`).
+
+        Args:
+            proc: The exited process; its ``popen`` is replaced.
+            extra_args: Arguments added for this incarnation only (e.g. ``--start-tick`` of the env).
+
+        Raises:
+            MeshError: If the process is still running.
+        """
+        if proc.popen.poll() is None:
+            raise MeshError(f"cannot restart {proc.name} (pid {proc.popen.pid}): it is still running")
+        proc.previous_pids.append(proc.popen.pid)
+        proc.port_file.unlink(missing_ok=True)
+        with open(proc.log_path, "ab") as logf:
+            logf.write(
+                f"--- marlmesh launcher: restarting {proc.name} (previous pid {proc.popen.pid} exited with code "
+                f"{proc.popen.returncode}) on port {proc.port} ---\n".encode()
+            )
+        proc.popen = self._popen(
+            proc.module,
+            [*proc.args, *(extra_args or [])],
+            proc.extra_env,
+            proc.log_path,
+            proc.port_file,
+            proc.stats_file,
+            port=proc.port,
+        )
+
+    def port_ready(self, proc: Proc) -> bool:
+        """True once a (re)started process has written its port file; keeps ``proc.port`` up to date."""
+        if not proc.port_file.exists():
+            return False
+        try:
+            proc.port = int(proc.port_file.read_text())
+        except ValueError:  # being written (the writer renames atomically, so this is rare)
+            return False
+        return True
 
     def _await_port(self, proc: Proc, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -242,8 +304,23 @@ class Mesh:
         return ch, env_pb2_grpc.EnvServiceStub(ch)
 
     def processes(self) -> list[dict[str, object]]:
-        """``{role, agent_id, pid}`` of every process."""
+        """``{role, agent_id, pid}`` of every process (its current incarnation)."""
         return [{"role": p.role, "agent_id": p.agent_id, "pid": p.popen.pid} for p in self.procs]
+
+    def replaced_processes(self) -> list[dict[str, object]]:
+        """``{role, agent_id, pid}`` of every earlier incarnation of a restarted process."""
+        return [{"role": p.role, "agent_id": p.agent_id, "pid": pid} for p in self.procs for pid in p.previous_pids]
+
+    def find(self, role: str, agent_id: int = -1) -> Proc:
+        """The process of ``role`` (and ``agent_id`` for agents and learners).
+
+        Raises:
+            MeshError: If there is no such process.
+        """
+        for p in self.procs:
+            if p.role == role and p.agent_id == agent_id:
+                return p
+        raise MeshError(f"no process {role if agent_id < 0 else f'{role}-{agent_id}'} in this mesh")
 
     def bound_ports(self) -> list[int]:
         """Every TCP port the mesh's processes bound (gRPC servers and bus sockets)."""

@@ -187,4 +187,11 @@ def validate_columns(
             raise ValueError(f"column {name!r}: non-finite values")
     if t == 0 or b == 0:
         raise ValueError("empty fragment")
+    action = cols["action"]
+    if action_space.kind == "discrete" and (action.min() < 0 or action.max() >= action_space.n):
+        raise ValueError(
+            f"column 'action': discrete actions must be in [0, {action_space.n}), got {action.min()}..{action.max()}"
+        )
+    if cols["policy_version"].min() < 0:
+        raise ValueError("column 'policy_version': versions must be >= 0")
     return t, b

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -20,7 +21,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import marlmesh
+from marlmesh.rpc_guard import guarded
 from marlmesh.v1 import control_pb2, control_pb2_grpc
+
+MAX_SHUTDOWN_REASON_CHARS = 1024
+"""Longest ``ShutdownRequest.reason`` accepted."""
 
 
 @dataclass
@@ -38,7 +43,10 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     def __init__(self, identity: Identity, stop: threading.Event) -> None:
         self._identity = identity
         self._stop = stop
+        self.rejected = 0
+        self.internal_errors: Counter[str] = Counter()
 
+    @guarded
     def GetInfo(self, request, context):  # noqa: N802 (gRPC method name)
         """Return role, agent index, pid and counters."""
         return control_pb2.ProcessInfo(
@@ -49,19 +57,34 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
             counters={k: float(v) for k, v in self._identity.counters().items()},
         )
 
+    @guarded
     def Shutdown(self, request, context):  # noqa: N802
         """Ask the process to stop gracefully."""
+        if len(request.reason) > MAX_SHUTDOWN_REASON_CHARS:
+            self.rejected += 1
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"reason must have at most {MAX_SHUTDOWN_REASON_CHARS} characters, got {len(request.reason)}",
+            )
         logging.getLogger(__name__).info("shutdown requested over gRPC: %s", request.reason or "(no reason)")
         self._stop.set()
         return control_pb2.ShutdownResponse()
 
 
+MAX_RECONNECT_BACKOFF_MS = 2000
+"""Longest pause between a client channel's reconnection attempts: a restarted server on the same port is
+found again within about this long (gRPC's default grows to 120 s)."""
+
+
 def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Channel/server options that bound message sizes."""
+    """Channel/server options: bounded message sizes, no port sharing, quick reconnection after a restart."""
     return [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
     ]
 
 
@@ -154,7 +177,7 @@ def wait_healthy(address: str, timeout: float) -> bool:
     import time
 
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with grpc.insecure_channel(address, options=grpc_options(1 << 20)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:

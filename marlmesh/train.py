@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -27,8 +28,10 @@ import numpy as np
 from marlmesh import plugins
 from marlmesh.config import Config, dump_config
 from marlmesh.evaluate import evaluate_run, format_eval_table
+from marlmesh.faults import FaultSchedule, check_supported
 from marlmesh.mesh import Mesh, MeshError
 from marlmesh.serving import grpc_options
+from marlmesh.supervise import Supervisor
 from marlmesh.v1 import env_pb2, learner_pb2, learner_pb2_grpc
 
 
@@ -82,6 +85,20 @@ class Progress:
         self.last_print = 0.0
         self.env_steps = 0
         self.episodes = 0
+        self.tick = 0
+        self._env_raw = (0, 0)
+        self._env_offset = (0, 0)
+
+    def _follow_env_restart(self, stats: env_pb2.EnvStats) -> None:
+        """Keep env steps and episodes cumulative when a restarted env service counts from 0 again."""
+        raw_steps, raw_episodes = self._env_raw
+        if stats.env_steps < raw_steps:
+            self._env_offset = (self._env_offset[0] + raw_steps, self._env_offset[1] + raw_episodes)
+            self.next_seq = 0
+        self._env_raw = (stats.env_steps, stats.episodes)
+        self.env_steps = self._env_offset[0] + stats.env_steps
+        self.episodes = self._env_offset[1] + stats.episodes
+        self.tick = stats.tick
 
     def poll(self) -> dict[str, object]:
         """One progress tick; returns the metrics record."""
@@ -89,12 +106,12 @@ class Progress:
         stats = self.env.GetStats(
             env_pb2.StatsRequest(episodes_from=self.next_seq, max_episodes=10_000), timeout=timeout
         )
+        self._follow_env_restart(stats)
         for ep in stats.recent:
             self.returns.append(ep.return_sum)
             if not np.isnan(ep.collisions):
                 self.collisions.append(ep.collisions)
             self.next_seq = max(self.next_seq, ep.seq + 1)
-        self.env_steps, self.episodes = stats.env_steps, stats.episodes
         learners = []
         for agent_id, stub in sorted(self.learners.items()):
             try:
@@ -114,9 +131,9 @@ class Progress:
             )
         rec: dict[str, object] = {
             "wall_seconds": round(time.monotonic() - self.start, 3),
-            "env_steps": stats.env_steps,
+            "env_steps": self.env_steps,
             "steps_per_second": round(stats.steps_per_second, 1),
-            "episodes": stats.episodes,
+            "episodes": self.episodes,
             "return_sum_recent_mean": float(np.mean(self.returns)) if self.returns else None,
             "return_sum_recent_std": float(np.std(self.returns)) if self.returns else None,
             "collisions_recent_mean": float(np.mean(self.collisions)) if self.collisions else None,
@@ -219,14 +236,50 @@ def merge_bus_trace(config: Config, run_dir: Path, agent_stats: list[dict[str, o
     return {"path": str(out), "records": records, "truncated": truncated}
 
 
-def train(config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: bool = True) -> dict[str, object]:
-    """Train, evaluate and write ``summary.json``; returns the summary.
-
-    SIGINT/SIGTERM stop the mesh cleanly (no process left) and still write a summary (without evaluation).
+def _supervised_tick(progress: Progress, supervisor: Supervisor, faults: FaultSchedule) -> None:
+    """One launcher tick under supervision: restart what crashed, poll progress, fire due faults.
 
     Raises:
-        MeshError: If a process fails.
+        MeshError: If a process crashed more often than ``runtime.restart.max_restarts``.
     """
+    supervisor.check()
+    if not supervisor.is_up(supervisor.mesh.find("env")):
+        return
+    try:
+        progress.poll()
+    except grpc.RpcError as exc:
+        if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise
+        return  # the env just went away; the supervisor sees it on the next tick
+    supervisor.observe(progress.env_steps, progress.tick)
+    faults.step(progress.env_steps)
+
+
+def train(
+    config: Config,
+    run_dir: Path,
+    out: TextIO = sys.stdout,
+    evaluate: bool = True,
+    on_tick: Callable[[Mesh, Progress], bool] | None = None,
+) -> dict[str, object]:
+    """Train, evaluate and write ``summary.json``; returns the summary.
+
+    Crashed processes are restarted per ``runtime.restart``; the ``faults`` schedule is applied.
+    SIGINT/SIGTERM stop the mesh cleanly (no process left) and still write a summary (without evaluation).
+
+    Args:
+        config: The resolved config.
+        run_dir: Run directory.
+        out: Console.
+        evaluate: Evaluate the saved policies after training.
+        on_tick: Called after every progress tick with the mesh and the progress (benchmarks sample the
+            processes there); returning True ends training like a reached budget.
+
+    Raises:
+        MeshError: If a process fails for good.
+        ConfigError: If the fault schedule uses a kind that is not implemented.
+    """
+    check_supported(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "plots").mkdir(exist_ok=True)
     config_path = run_dir / "config.yaml"
@@ -247,6 +300,8 @@ def train(config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: boo
     mesh = Mesh(config, config_path, run_dir, "train", "train", config.seed, config.env.num_envs)
     summary: dict[str, object] = {"run_dir": str(run_dir), "status": "running"}
     progress = None
+    supervisor = faults = None
+    failure: MeshError | None = None
     try:
         mesh.start()
         out.write(
@@ -255,16 +310,21 @@ def train(config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: boo
         )
         out.flush()
         progress = Progress(mesh, config, run_dir / "metrics.jsonl", out)
+        supervisor = Supervisor(mesh, config.runtime.restart, config.runtime.startup_timeout_s, out)
+        faults = FaultSchedule(config, mesh, supervisor)
         budget = config.train.max_wall_seconds
         while not interrupted.is_set():
             interrupted.wait(config.runtime.progress_interval_s)
-            mesh.check_alive()
-            progress.poll()
+            _supervised_tick(progress, supervisor, faults)
+            if on_tick is not None and on_tick(mesh, progress):
+                break
             if progress.env_steps >= config.train.total_env_steps:
                 break
             if budget is not None and time.monotonic() - start >= budget:
                 out.write(f"\nwall-clock budget of {budget:.0f}s reached\n")
                 break
+    except MeshError as exc:
+        failure = exc
     finally:
         if progress is not None:
             progress.close()
@@ -286,7 +346,10 @@ def train(config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: boo
             "processes": processes,
             "exit_codes": codes,
             "ports": mesh.bound_ports(),
-            "restarts": {p["role"] if p["agent_id"] < 0 else f"{p['role']}-{p['agent_id']}": 0 for p in processes},
+            "restarts": _restarts(processes, supervisor),
+            "restart_events": [e.as_dict() for e in supervisor.events] if supervisor else [],
+            "replaced_processes": mesh.replaced_processes(),
+            "faults": faults.summary() if faults else [],
             "bus": {**bus_summary(agent_stats), "trace": merge_bus_trace(config, run_dir, agent_stats)},
             "agents": agent_stats,
             "learners": learner_stats,
@@ -299,6 +362,10 @@ def train(config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: boo
             },
         }
     )
+    if failure is not None:  # still leave a summary behind, then fail
+        summary.update({"status": "failed", "error": str(failure).splitlines()[0]})
+        _write_summary(run_dir, summary)
+        raise failure
     if evaluate and not interrupted.is_set():
         out.write("evaluating...\n")
         out.flush()
@@ -323,6 +390,13 @@ def train(config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: boo
     out.write(f"summary: {run_dir / 'summary.json'}\n")
     out.flush()
     return summary
+
+
+def _restarts(processes: list[dict[str, object]], supervisor: Supervisor | None) -> dict[str, int]:
+    """``restarts`` of the summary: process name (``env``, ``agent-0``, ...) -> restart count."""
+    if supervisor is not None:
+        return supervisor.restart_counts()
+    return {str(p["role"]) if int(p["agent_id"]) < 0 else f"{p['role']}-{p['agent_id']}": 0 for p in processes}
 
 
 def _write_summary(run_dir: Path, summary: dict[str, object]) -> None:

@@ -15,12 +15,14 @@ PLANNED_KINDS = {"e2e": "distributed rollout vs single process", "scale": "scali
 
 
 def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]]]:
+    from benchmarks import soak
     from marlmesh import edge
     from marlmesh.bench import bus
 
     return {
         "bus": ("bus API vs raw pyzmq: throughput, round trip, emulation cost", bus.add_arguments, bus.main),
         "edge": ("ONNX vs torch decision latency, edge agent memory", edge.add_bench_arguments, edge.cmd_bench),
+        "soak": (soak.HELP, soak.add_arguments, soak.run),
     }
 
 

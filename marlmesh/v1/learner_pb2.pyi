@@ -58,7 +58,7 @@ class LearnerStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LearnerStatus(_message.Message):
-    __slots__ = ("agent_index", "version", "updates", "samples_trained", "fragments_received", "fragments_dropped", "last_losses")
+    __slots__ = ("agent_index", "version", "updates", "samples_trained", "fragments_received", "fragments_dropped", "last_losses", "fragments_trained", "resumed_from_version", "checkpoints_corrupt")
     class FragmentsDroppedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,9 @@ class LearnerStatus(_message.Message):
     FRAGMENTS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     FRAGMENTS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     LAST_LOSSES_FIELD_NUMBER: _ClassVar[int]
+    FRAGMENTS_TRAINED_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_CORRUPT_FIELD_NUMBER: _ClassVar[int]
     agent_index: int
     version: int
     updates: int
@@ -87,4 +90,7 @@ class LearnerStatus(_message.Message):
     fragments_received: int
     fragments_dropped: _containers.ScalarMap[str, int]
     last_losses: _containers.ScalarMap[str, float]
-    def __init__(self, agent_index: _Optional[int] = ..., version: _Optional[int] = ..., updates: _Optional[int] = ..., samples_trained: _Optional[int] = ..., fragments_received: _Optional[int] = ..., fragments_dropped: _Optional[_Mapping[str, int]] = ..., last_losses: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    fragments_trained: int
+    resumed_from_version: int
+    checkpoints_corrupt: int
+    def __init__(self, agent_index: _Optional[int] = ..., version: _Optional[int] = ..., updates: _Optional[int] = ..., samples_trained: _Optional[int] = ..., fragments_received: _Optional[int] = ..., fragments_dropped: _Optional[_Mapping[str, int]] = ..., last_losses: _Optional[_Mapping[str, float]] = ..., fragments_trained: _Optional[int] = ..., resumed_from_version: _Optional[int] = ..., checkpoints_corrupt: _Optional[int] = ...) -> None: ...

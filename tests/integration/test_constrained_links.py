@@ -19,24 +19,37 @@ def test_smoke_run_over_a_slow_lossy_link(tmp_path):
     run = tmp_path / "run"
     config = str(ROOT / "configs/smoke.yaml")
     args = [sys.executable, "-m", "marlmesh.cli", "train", "-c", config, "--run-dir", str(run)]
-    for o in ("bus.links.default.rate_bps=20000", "bus.links.default.latency_ms=100", "bus.links.default.loss=0.1"):
+    partition = "faults=[{kind: partition, links: [[0, 1], [1, 0]], from_env_steps: 800, to_env_steps: 1600}]"
+    for o in (
+        "bus.links.default.rate_bps=20000",
+        "bus.links.default.latency_ms=100",
+        "bus.links.default.loss=0.1",
+        partition,
+    ):
         args += ["--set", o]
     res = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     bus = summary["bus"]
-    sent, lost = bus["messages_sent"], bus["dropped"].get("loss", 0)
-    low, high = binomial_interval(sent, 0.1, 0.999)
+    sent, lost, cut = bus["messages_sent"], bus["dropped"].get("loss", 0), bus["dropped"].get("partition", 0)
+    low, high = binomial_interval(sent - cut, 0.1, 0.999)  # loss applies to the messages not cut
     assert low <= lost <= high, (sent, lost)
     # one 8-float message + 32 B header = 64 B = 512 bit -> 25.6 ms at 20 kbit/s, plus 100 ms latency
     assert bus["delivery_latency_p50_seconds"] == pytest.approx(0.1 + 512 / 20000, abs=1e-9)
-    assert bus["messages_received"] > 0.8 * sent
+    assert bus["messages_received"] > 0.8 * (sent - cut)
     # the merged trace holds every message's fate and agrees with the counters
     trace = read_trace(run / "bus_trace.bin")
     assert bus["trace"]["records"] == len(trace) == sent and not bus["trace"]["truncated"]
     assert int((trace["cause"] == 2).sum()) == lost
     delivered = trace[trace["cause"] == 0]
     assert np.allclose(delivered["visible_at"] - delivered["sent_at"], 0.1256)
+    # the partition cut exactly links 0<->1 during env steps [800, 1600) (ticks 200..399 at B=4), then recovered
+    cut_rows = trace[trace["cause"] == 5]
+    assert len(cut_rows) == cut == 2 * 200 * 4
+    assert set(zip(cut_rows["src"].tolist(), cut_rows["dst"].tolist(), strict=True)) == {(0, 1), (1, 0)}
+    assert cut_rows["tick"].min() == 200 and cut_rows["tick"].max() == 399
+    after = delivered[(delivered["src"] == 0) & (delivered["dst"] == 1) & (delivered["tick"] >= 400)]
+    assert len(after) > 0
     assert summary["eval"]["episodes"] == 8
 
 

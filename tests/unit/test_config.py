@@ -18,6 +18,7 @@ def test_shipped_configs_validate():
         "configs/mfppo.yaml",
         "configs/ippo.yaml",
         "configs/co2po.yaml",
+        "configs/soak.yaml",
     ):
         load_config(name)
 

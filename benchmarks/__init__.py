@@ -1,0 +1,1 @@
+"""Benchmarks run by ``marlmesh bench <name>``; committed results live in ``benchmarks/results/``."""
