@@ -25,7 +25,7 @@ def _one_line(stderr: str) -> str:
     [
         ("env.nmu_envs=4", "did you mean 'env.num_envs'"),
         ("train.total_env_steps=-5", "config key 'train.total_env_steps'"),
-        ("channel.name=telepathy", "unknown channel 'telepathy'; installed channels: blackboard, broadcast, dgat, meanf"),
+        ("channel.name=telepathy", "unknown channel 'telepathy'; installed channels: blackboard, broadcast, dgat"),
         ("env.name=mpe2.simple_sprad_v3", "unknown env 'mpe2.simple_sprad_v3'; installed envs:"),
         ("algo.name=magic", "unknown algo 'magic'; installed algos: co2po, dgmappo, ippo, mfppo"),
     ],
