@@ -295,8 +295,9 @@ def test_oversized_messages_are_refused_and_servers_stay_up_and_counted(servers)
         assert CALLS.get("INVALID_ARGUMENT", 0) > 1000, CALLS
         assert sum(servers.env_servicer.rejected.values()) > 500
         dropped = servers.learner_node.dropped
-        assert dropped["invalid"] > 100 and dropped["bad_tensor"] > 10 and dropped["wrong_agent"] > 10
-        assert servers.learner_servicer.rejected["WatchWeights"] > 10
+        # every kind of rejection was hit (how often depends on hypothesis' random draws)
+        assert dropped["invalid"] > 100 and dropped["bad_tensor"] > 0 and dropped["wrong_agent"] > 0
+        assert servers.learner_servicer.rejected["WatchWeights"] > 0
     # and the servers still do their job
     assert servers.env.GetSpec(env_pb2.GetSpecRequest(), timeout=5).num_envs == 2
     ack = servers.learner.PushRollout(
