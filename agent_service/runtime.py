@@ -217,8 +217,9 @@ class OnnxRuntime:
         values = self._sessions[stage].run(self._outputs[stage], {k: v for k, v in feeds.items() if k in wanted})
         return dict(zip(self._outputs[stage], values, strict=True))
 
-    def _split(self, out: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        state = {k: out[f"state_{k}"] for k in self._state_keys}
+    @staticmethod
+    def _split(out: dict[str, np.ndarray], prefix: str = "state_") -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        state = {name[len(prefix) :]: v for name, v in out.items() if name.startswith(prefix)}
         return state, out.get("outbox")
 
     def encode(self, obs: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -230,7 +231,7 @@ class OnnxRuntime:
         feeds = {f"state_{key}": v for key, v in state.items()}
         feeds["inbox_msgs"] = np.ascontiguousarray(inbox[0], np.float32)
         feeds["inbox_mask"] = np.ascontiguousarray(inbox[1], np.float32)
-        return self._split(self._run(f"round_{k}", feeds))
+        return self._split(self._run(f"round_{k}", feeds), prefix="new_state_")
 
     def act(self, state: dict[str, np.ndarray], inboxes: list[NpInbox]) -> ActOutput:
         """Run ``act``."""

@@ -8,7 +8,7 @@ stage             inputs                                                 outputs
 ================  =====================================================  ===========================================
 ``encode``        ``obs`` ``[B, *obs_shape]``                            ``state_<key>``..., ``outbox`` ``[B, M]``
                                                                          (if the channel has rounds)
-``round_k``       ``state_<key>``..., ``inbox_msgs`` ``[B, N, M]``,      ``state_<key>``..., ``outbox``
+``round_k``       ``state_<key>``..., ``inbox_msgs`` ``[B, N, M]``,      ``new_state_<key>``..., ``outbox``
 (1 <= k < R)      ``inbox_mask`` ``[B, N]`` (round k-1's inbox)
 ``act``           ``state_<key>``..., ``inbox<k>_msgs``,                 ``logits`` ``[B, n]`` (discrete) or
                   ``inbox<k>_mask`` for every round k                    ``mean``, ``std`` ``[B, d]`` (box); ``value``
@@ -140,7 +140,10 @@ def export_policy(policy: Any, spec: PolicySpec, out_dir: Path, *, policy_versio
                     head = ["logits"] if policy.actor.discrete else ["mean", "std"]
                     out_names = [*head, "value"]
                 else:
-                    out_names = [f"state_{k}" for k in module.keys_out] + (["outbox"] if module.has_out else [])
+                    # a round's outputs are named new_state_*: ONNX cannot have an input and an output of one
+                    # name, and a round passes some state through unchanged
+                    prefix = "state_" if name == "encode" else "new_state_"
+                    out_names = [f"{prefix}{k}" for k in module.keys_out] + (["outbox"] if module.has_out else [])
                 in_names = [n_ for n_, _ in ins]
                 file = f"agent-{spec.agent_index}-{name}.onnx"
                 path = out_dir / file

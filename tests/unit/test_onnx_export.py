@@ -20,7 +20,26 @@ CASES = {
     "none-discrete": ["channel.name=none"],
     "broadcast-discrete": ["channel.name=broadcast", "channel.message_dim=8"],
     "broadcast-box": ["channel.name=broadcast", "channel.message_dim=8", "env.kwargs.continuous_actions=true"],
+    "dgat-k2": ["algo.name=dgmappo", "channel.name=dgat", "channel.message_dim=8"],
+    "dgat-k3-box": [
+        "algo.name=dgmappo",
+        "channel.name=dgat",
+        "channel.dgat.hops=3",
+        "env.kwargs.continuous_actions=true",
+    ],
+    "meanfield-embedding": ["algo.name=mfppo", "channel.name=meanfield"],
+    "meanfield-action": ["algo.name=mfppo", "channel.name=meanfield", "channel.meanfield.summary=action"],
+    "blackboard": ["algo.name=co2po", "channel.name=blackboard"],
 }
+
+
+def valid_messages(channel_name: str, msgs: np.ndarray, num_agents: int, rng: np.random.Generator) -> np.ndarray:
+    """Random messages with the fields a channel's inbox would have validated (dgat degree, blackboard flag)."""
+    if channel_name == "dgat":
+        msgs[..., -1] = rng.integers(0, num_agents + 1, msgs.shape[:-1])
+    elif channel_name == "blackboard":
+        msgs[..., -1] = rng.integers(0, 2, msgs.shape[:-1])
+    return msgs
 
 
 def export_case(overrides: list[str], out: Path, seed: int = 0):
@@ -55,6 +74,7 @@ def test_every_stage_matches_torch(case: str, tmp_path: Path) -> None:
             inboxes = []
             for k in range(channel.rounds):
                 msgs = rng.normal(size=(batch, spec.num_agents, spec.message_dim)).astype(np.float32)
+                msgs = valid_messages(channel.name, msgs, spec.num_agents, rng)
                 mask = (rng.random((batch, spec.num_agents)) > 0.4).astype(np.float32)
                 mask[:, spec.agent_index] = 0
                 inboxes.append((msgs, mask))
