@@ -217,7 +217,8 @@ def write_manifest(out_dir: Path, config: Config, channel: Any, entries: list[di
             "message_dim": int(channel.message_dim),
             "message_schema": message_schema(channel),
         },
-        "quantization": {"weights": "fp32", "messages": "fp32"},
+        # graphs take and produce float32; the bus quantizes messages on the wire (bus.quantization)
+        "quantization": {"weights": "fp32", "messages": config.bus.quantization},
         "deterministic": config.eval.deterministic,
         "agents": entries,
     }
