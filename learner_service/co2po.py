@@ -19,10 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from learner_service.ppo import PPOLearner, _flat, _inboxes, compute_gae, ppo_loss
+from learner_service.ppo import PPOLearner, _flat, _inboxes, ppo_loss
 from marlmesh.config import BlackboardConfig, Co2POConfig, PPOConfig
 from marlmesh.policies.blackboard import BlackboardPolicy
-from marlmesh.rollout import BOOT
 
 
 def hazard_labels(cost: torch.Tensor, done: torch.Tensor, horizon: int) -> torch.Tensor:
@@ -62,28 +61,9 @@ class Co2POLearner(PPOLearner):
         self.gating = gating
         policy.lagrange.fill_(constraint.lagrange_init)
 
-    @torch.no_grad()
     def cost_advantages(self, cols: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Cost GAE from the cost critic, ``(advantages, returns)`` ``[T, B]`` (time-limit bootstrap as for reward)."""
-        rounds = self.policy.rounds
-        t, b = cols["cost"].shape
-        inboxes = [(_flat(m), _flat(k)) for m, k in _inboxes(cols, rounds)]
-        values = self.policy.cost_value(_flat(cols["obs"]), inboxes).reshape(t, b)
-        boot = self.policy.cost_value(cols[BOOT + "obs"], _inboxes(cols, rounds, BOOT))
-        next_values = torch.cat([values[1:], boot.unsqueeze(0)], dim=0)
-        cut = cols["truncated"] & ~cols["terminated"]
-        if cut.any():
-            final = self.policy.cost_value(_flat(cols["final_obs"]), inboxes).reshape(t, b)
-            next_values = torch.where(cut, final, next_values)
-        return compute_gae(
-            cols["cost"],
-            values,
-            next_values,
-            cols["terminated"],
-            cols["truncated"],
-            self.cfg.gamma,
-            self.cfg.gae_lambda,
-        )
+        return self.gae(cols, "cost", self.policy.cost_value)
 
     def update(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
         """One PPO-Lagrangian update; returns mean statistics (incl. ``lagrange``, ``send_rate``, ``threshold``)."""

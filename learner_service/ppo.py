@@ -7,6 +7,8 @@ recomputed with the current parameters before each update (the behaviour policy 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -116,18 +118,25 @@ class PPOLearner:
     @torch.no_grad()
     def advantages(self, cols: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Recompute values with the current critic and return ``(advantages, returns)`` ``[T, B]``."""
+        return self.gae(cols, "reward", self.policy.value)
+
+    @torch.no_grad()
+    def gae(
+        self, cols: dict[str, torch.Tensor], signal: str, value_fn: Callable[..., torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE of column ``signal`` under the critic ``value_fn(obs, inboxes)`` (bootstrap at time limits)."""
         rounds = self.policy.rounds
-        t, b = cols["reward"].shape
+        t, b = cols[signal].shape
         inboxes = [(_flat(m), _flat(k)) for m, k in _inboxes(cols, rounds)]
-        values = self.policy.value(_flat(cols["obs"]), inboxes).reshape(t, b)
-        boot = self.policy.value(cols[BOOT + "obs"], _inboxes(cols, rounds, BOOT))
+        values = value_fn(_flat(cols["obs"]), inboxes).reshape(t, b)
+        boot = value_fn(cols[BOOT + "obs"], _inboxes(cols, rounds, BOOT))
         next_values = torch.cat([values[1:], boot.unsqueeze(0)], dim=0)
         cut = cols["truncated"] & ~cols["terminated"]
         if cut.any():
-            final = self.policy.value(_flat(cols["final_obs"]), inboxes).reshape(t, b)
+            final = value_fn(_flat(cols["final_obs"]), inboxes).reshape(t, b)
             next_values = torch.where(cut, final, next_values)
         return compute_gae(
-            cols["reward"],
+            cols[signal],
             values,
             next_values,
             cols["terminated"],
