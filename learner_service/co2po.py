@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from learner_service.ppo import PPOLearner, _flat, _inboxes, ppo_loss
@@ -104,7 +103,7 @@ class Co2POLearner(PPOLearner):
                 loss = loss + self.constraint.cost_vf_coef * cost_loss + self.constraint.hazard_coef * hazard_loss
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                stats["grad_norm"] = float(nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm))
+                stats.update(self.clip_gradients())
                 self.optimizer.step()
                 stats["cost_value_loss"] = float(cost_loss.detach())
                 stats["hazard_bce"] = float(hazard_loss.detach())

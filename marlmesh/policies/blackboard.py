@@ -59,6 +59,10 @@ class BlackboardPolicy(StagedPolicy):
         self.register_buffer("hazard_threshold", torch.tensor(float(threshold)))
         self.register_buffer("lagrange", torch.tensor(0.0))  # learner state, kept here so checkpoints carry it
 
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """Reward and cost critics (their gradient norm is clipped apart from the actor's)."""
+        return [*self.critic.parameters(), *self.cost_critic.parameters()]
+
     def hazard_logit(self, obs: torch.Tensor) -> torch.Tensor:
         """Hazard logit ``[B]`` from the own observation."""
         return self.hazard_head(obs.reshape(obs.shape[0], -1)).squeeze(-1)

@@ -94,6 +94,10 @@ class StagedPolicy(nn.Module):
         self.actor = ActionHead(feature_dim, hidden, spec.action_space)
         self.critic = mlp(feature_dim, hidden, 1, 1.0)
 
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained only by value losses (the learner clips their gradient norm separately)."""
+        return list(self.critic.parameters())
+
     def encode(self, obs: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """Stage 0: own observation -> (state, message for round 0 or None)."""
         return {"obs": obs.reshape(obs.shape[0], -1)}, None

@@ -1,0 +1,194 @@
+"""In-process training harness: the same learner code as the mesh, without processes, gRPC or ZeroMQ.
+
+Diagnosis tool for learning quality. One Python process holds the :class:`~env_service.node.EnvNode` (B env
+copies, the service's autoreset and truncation semantics), one actor policy per agent (a
+:class:`~agent_service.runtime.TorchRuntime`, as in the agent process), one
+:class:`~marlmesh.rollout.RolloutRecorder` per agent (the agent's fragment layout) and one learner per agent
+built by the configured algorithm plugin (the learner process's code). Messages go straight from each agent's
+outbox to its peers' inboxes (ideal links, every peer heard).
+
+The distributed run's policy lag can be emulated: with ``policy_lag=L`` the actors act with the parameters of
+``L`` updates ago, so a curve here at lag 0 vs lag 1-2 shows what the asynchrony costs per env step.
+
+Run: ``python -m learner_service.inprocess -c configs/default.yaml --env-steps 600000 [--policy-lag 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agent_service.runtime import TorchRuntime
+from env_service.node import EnvNode
+from learner_service.node import policy_params
+from marlmesh import plugins
+from marlmesh.config import Config, load_config
+from marlmesh.policy_spec import PolicySpec
+from marlmesh.rollout import RolloutRecorder
+
+
+def ideal_inboxes(outboxes: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each agent's inbox when every peer is heard: ``msgs[b, j] = outbox_j[b]``, mask 1 except for self."""
+    n = len(outboxes)
+    msgs = np.stack(outboxes, axis=1).astype(np.float32)  # [B, N, M]
+    out = []
+    for i in range(n):
+        mask = np.ones((msgs.shape[0], n), np.float32)
+        mask[:, i] = 0.0
+        own = msgs.copy()
+        own[:, i] = 0.0
+        out.append((own, mask))
+    return out
+
+
+class InProcessTrainer:
+    """N agents and their learners on one EnvNode, stepped in lock step (see the module docstring).
+
+    Args:
+        config: The run's config (env, channel, algo, train.rollout_steps).
+        policy_lag: Updates by which the actors' parameters trail the learners' (0 = on-policy).
+    """
+
+    def __init__(self, config: Config, policy_lag: int = 0) -> None:
+        self.config = config
+        self.env = EnvNode(config.env, seed=config.seed)
+        self.n = self.env.num_agents
+        self.channel = plugins.load("channels", config.channel.name)(config.channel)
+        algo = plugins.load("algos", config.algo.name)()
+        self.learners = []
+        self.actors = []
+        self.recorders = []
+        for i in range(self.n):
+            spec = PolicySpec(
+                agent_index=i,
+                num_agents=self.n,
+                obs_space=self.env.obs_spaces[i],
+                action_space=self.env.act_spaces[i],
+                message_dim=config.channel.message_dim,
+                hidden_sizes=tuple(config.algo.ppo.hidden_sizes),
+            )
+            learner = algo.build_learner(config, spec, self.channel)
+            self.learners.append(learner)
+            actor = TorchRuntime(self.channel.build_policy(spec))
+            actor.load_params(policy_params(learner.policy))
+            self.actors.append(actor)
+            self.recorders.append(
+                RolloutRecorder(
+                    config.train.rollout_steps,
+                    self.env.num_envs,
+                    spec.obs_shape,
+                    spec.action_space,
+                    self.channel.rounds,
+                    self.n,
+                    config.channel.message_dim,
+                )
+            )
+        self.policy_lag = policy_lag
+        self._history: list[collections.deque] = [collections.deque(maxlen=policy_lag + 1) for _ in range(self.n)]
+        for i in range(self.n):
+            self._history[i].append(policy_params(self.learners[i].policy))
+        self.obs = [self.env.join(i, f"inprocess-{i}") for i in range(self.n)]
+        self.version = 0
+        self._pool = ThreadPoolExecutor(self.n)
+
+    def _decide(self) -> tuple[list, list, list]:
+        states, outboxes = [], []
+        for i, actor in enumerate(self.actors):
+            state, outbox = actor.encode(np.asarray(self.obs[i].obs, np.float32))
+            states.append(state)
+            outboxes.append(outbox)
+        inboxes: list[list] = [[] for _ in range(self.n)]
+        for k in range(self.channel.rounds):
+            heard = ideal_inboxes(outboxes)
+            for i, actor in enumerate(self.actors):
+                inboxes[i].append(heard[i])
+                if k + 1 < self.channel.rounds:
+                    states[i], outboxes[i] = actor.round(k + 1, states[i], heard[i])
+        return states, outboxes, inboxes
+
+    def step(self) -> list[dict[str, np.ndarray]]:
+        """One env step of every agent; returns the fragments completed before it (empty or one per agent)."""
+        states, _, inboxes = self._decide()
+        fragments = []
+        if self.recorders[0].full:
+            fragments = [rec.finish(self.obs[i].obs, inboxes[i]) for i, rec in enumerate(self.recorders)]
+        actions = []
+        for i, actor in enumerate(self.actors):
+            out = actor.act(states[i], inboxes[i])
+            action, logp = actor.sample(out, deterministic=False)
+            self.recorders[i].add_decision(self.obs[i].obs, inboxes[i], action, logp, out.value, self.version)
+            actions.append(action)
+        tick = self.obs[0].tick
+        futures = [self._pool.submit(self.env.step, i, tick, actions[i]) for i in range(self.n)]
+        for i, fut in enumerate(futures):
+            nxt, _ = fut.result()
+            self.recorders[i].add_outcome(nxt.reward, nxt.terminated, nxt.truncated, nxt.final_obs, nxt.cost)
+            self.obs[i] = nxt
+        return fragments
+
+    def train(self, fragments: list[dict[str, np.ndarray]]) -> dict[str, float]:
+        """Update every learner on its fragment and hand the (possibly lagged) parameters to the actors."""
+        stats = {}
+        for i, (learner, frag) in enumerate(zip(self.learners, fragments, strict=True)):
+            stats = learner.update(frag)
+            self._history[i].append(policy_params(learner.policy))
+            self.actors[i].load_params(self._history[i][0])
+        self.version += 1
+        return stats
+
+    def recent_return(self, episodes: int = 200) -> float:
+        """Mean summed return of the last ``episodes`` finished (training, sampled actions) episodes."""
+        st = self.env.stats(episodes_from=max(0, self.env.stats(0, 0).episodes - episodes), max_episodes=episodes)
+        return float(np.mean([e.return_sum for e in st.recent])) if st.recent else float("nan")
+
+    def close(self) -> None:
+        """Stop the step threads and the env copies."""
+        self._pool.shutdown()
+        self.env.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: train in process and print one JSON line per ``--log-every`` env steps."""
+    parser = argparse.ArgumentParser(prog="python -m learner_service.inprocess", description=__doc__.split("\n")[0])
+    parser.add_argument("-c", "--config", type=Path, default=Path("configs/default.yaml"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--env-steps", type=int, default=600_000)
+    parser.add_argument("--policy-lag", type=int, default=0)
+    parser.add_argument("--log-every", type=int, default=50_000)
+    args = parser.parse_args(argv)
+    config = load_config(args.config, args.set)
+    torch.set_num_threads(1)
+    trainer = InProcessTrainer(config, policy_lag=args.policy_lag)
+    start = time.monotonic()
+    next_log = args.log_every
+    try:
+        stats: dict[str, float] = {}
+        while trainer.env.env_steps < args.env_steps:
+            fragments = trainer.step()
+            if fragments:
+                stats = trainer.train(fragments)
+            if trainer.env.env_steps >= next_log:
+                next_log += args.log_every
+                line = {
+                    "env_steps": trainer.env.env_steps,
+                    "seconds": round(time.monotonic() - start, 1),
+                    "updates": trainer.version,
+                    "train_return_recent": round(trainer.recent_return(), 2),
+                    **{k: round(v, 4) for k, v in stats.items() if k != "samples"},
+                }
+                print(json.dumps(line), flush=True)
+    finally:
+        trainer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
