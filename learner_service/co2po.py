@@ -14,11 +14,10 @@ checkpoints.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812
 
-from learner_service.ppo import PPOLearner, _flat, _inboxes, ppo_loss
+from learner_service.ppo import PPOLearner, ppo_loss
 from marlmesh.config import BlackboardConfig, Co2POConfig, PPOConfig
 from marlmesh.policies.blackboard import BlackboardPolicy
 
@@ -64,10 +63,9 @@ class Co2POLearner(PPOLearner):
         """Cost GAE from the cost critic, ``(advantages, returns)`` ``[T, B]`` (time-limit bootstrap as for reward)."""
         return self.gae(cols, "cost", self.policy.cost_value)
 
-    def update(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
-        """One PPO-Lagrangian update; returns mean statistics (incl. ``lagrange``, ``send_rate``, ``threshold``)."""
-        cols = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
-        adv_r, ret_r = self.advantages(cols)
+    def prepare_batch(self, cols: dict[str, torch.Tensor]) -> dict[str, object]:
+        """PPO's batch plus cost advantages and returns, hazard labels and the multiplier after dual ascent."""
+        batch = super().prepare_batch(cols)
         adv_c, ret_c = self.cost_advantages(cols)
         mean_cost = float(cols["cost"].mean())
         lam = max(
@@ -75,51 +73,39 @@ class Co2POLearner(PPOLearner):
         )
         self.policy.lagrange.fill_(lam)
         labels = hazard_labels(cols["cost"], cols["terminated"] | cols["truncated"], self.constraint.hazard_horizon)
-
-        rounds = self.policy.rounds
-        obs = _flat(cols["obs"])
-        inboxes = [(_flat(m), _flat(k)) for m, k in _inboxes(cols, rounds)]
-        actions, old_logp = _flat(cols["action"]), _flat(cols["logp"])
-        adv_r, ret_r, adv_c, ret_c, labels = (x.reshape(-1) for x in (adv_r, ret_r, adv_c, ret_c, labels))
-        n = obs.shape[0]
-        mb = max(1, n // self.cfg.minibatches)
-        totals: dict[str, float] = {}
-        count = 0
-        for _ in range(self.cfg.epochs):
-            perm = torch.randperm(n, generator=self._gen)
-            for start in range(0, n - mb + 1, mb):
-                idx = perm[start : start + mb]
-                logp, ent, value, cost_value, hazard = self.policy.evaluate_constrained(
-                    obs[idx], [(m[idx], k[idx]) for m, k in inboxes], actions[idx]
-                )
-                a_r, a_c = adv_r[idx], adv_c[idx]
-                if self.cfg.norm_adv and a_r.numel() > 1:
-                    a_r = (a_r - a_r.mean()) / (a_r.std() + 1e-8)
-                    a_c = a_c - a_c.mean()  # centred, not scaled: keeps lambda's meaning across fragments
-                adv = (a_r - lam * a_c) / (1.0 + lam)
-                loss, stats = ppo_loss(logp, old_logp[idx], adv, value, ret_r[idx], ent, self.cfg)
-                cost_loss = 0.5 * (cost_value - ret_c[idx]).pow(2).mean()
-                hazard_loss = F.binary_cross_entropy_with_logits(hazard, labels[idx])
-                loss = loss + self.constraint.cost_vf_coef * cost_loss + self.constraint.hazard_coef * hazard_loss
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                stats.update(self.clip_gradients())
-                self.optimizer.step()
-                stats["cost_value_loss"] = float(cost_loss.detach())
-                stats["hazard_bce"] = float(hazard_loss.detach())
-                for key, val in stats.items():
-                    totals[key] = totals.get(key, 0.0) + val
-                count += 1
-        out = {k: v / max(1, count) for k, v in totals.items()}
-        out.update(self._adapt_threshold(obs))
-        out.update(
-            samples=float(n),
-            mean_reward=float(cols["reward"].mean()),
-            mean_cost=mean_cost,
-            lagrange=lam,
-            hazard_label_rate=float(labels.mean()),
+        batch.update(
+            adv_c=adv_c.reshape(-1), ret_c=ret_c.reshape(-1), labels=labels.reshape(-1), lam=lam, mean_cost=mean_cost
         )
-        return out
+        return batch
+
+    def minibatch_loss(self, batch: dict[str, object], idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """``PPO(clip, (A_r - lambda A_c) / (1 + lambda))`` + reward and cost value losses + hazard BCE."""
+        inboxes = [(m[idx], k[idx]) for m, k in batch["inboxes"]]
+        logp, ent, value, cost_value, hazard = self.policy.evaluate_constrained(
+            batch["obs"][idx], inboxes, batch["action"][idx]
+        )
+        lam = batch["lam"]
+        a_r = self.normalized(batch["adv"][idx])
+        a_c = batch["adv_c"][idx]
+        if self.cfg.norm_adv and a_c.numel() > 1:
+            a_c = a_c - a_c.mean()  # centred, not scaled: keeps lambda's meaning across fragments
+        adv = (a_r - lam * a_c) / (1.0 + lam)
+        loss, stats = ppo_loss(logp, batch["logp"][idx], adv, value, batch["ret"][idx], ent, self.cfg)
+        cost_loss = 0.5 * (cost_value - batch["ret_c"][idx]).pow(2).mean()
+        hazard_loss = F.binary_cross_entropy_with_logits(hazard, batch["labels"][idx])
+        loss = loss + self.constraint.cost_vf_coef * cost_loss + self.constraint.hazard_coef * hazard_loss
+        stats["cost_value_loss"] = float(cost_loss.detach())
+        stats["hazard_bce"] = float(hazard_loss.detach())
+        return loss, stats
+
+    def after_update(self, batch: dict[str, object]) -> dict[str, float]:
+        """Adapt the send threshold; report ``send_rate``, ``threshold``, ``mean_cost``, ``lagrange``, label rate."""
+        return {
+            **self._adapt_threshold(batch["obs"]),
+            "mean_cost": batch["mean_cost"],
+            "lagrange": batch["lam"],
+            "hazard_label_rate": float(batch["labels"].mean()),
+        }
 
     @torch.no_grad()
     def _adapt_threshold(self, obs: torch.Tensor) -> dict[str, float]:

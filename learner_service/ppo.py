@@ -164,29 +164,46 @@ class PPOLearner:
             self.cfg.gae_lambda,
         )
 
+    def prepare_batch(self, cols: dict[str, torch.Tensor]) -> dict[str, object]:
+        """Flat ``[T*B]`` training inputs of one fragment: ``obs``, ``inboxes``, ``action``, ``logp``, ``adv``, ``ret``.
+
+        Subclasses add their own targets (e.g. cost advantages) and read them back in :meth:`minibatch_loss`.
+        """
+        adv, ret = self.advantages(cols)
+        return {
+            "obs": _flat(cols["obs"]),
+            "inboxes": [(_flat(m), _flat(k)) for m, k in _inboxes(cols, self.policy.rounds)],
+            "action": _flat(cols["action"]),
+            "logp": _flat(cols["logp"]),
+            "adv": adv.reshape(-1),
+            "ret": ret.reshape(-1),
+        }
+
+    def normalized(self, adv: torch.Tensor) -> torch.Tensor:
+        """Advantages normalised over the minibatch (when ``norm_adv``)."""
+        if self.cfg.norm_adv and adv.numel() > 1:
+            return (adv - adv.mean()) / (adv.std() + 1e-8)
+        return adv
+
+    def minibatch_loss(self, batch: dict[str, object], idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of minibatch ``idx`` (the hook subclasses extend); returns ``(loss, stats)``."""
+        inboxes = [(m[idx], k[idx]) for m, k in batch["inboxes"]]
+        logp, ent, value = self.policy.evaluate(batch["obs"][idx], inboxes, batch["action"][idx])
+        adv = self.normalized(batch["adv"][idx])
+        return ppo_loss(logp, batch["logp"][idx], adv, value, batch["ret"][idx], ent, self.cfg)
+
     def update(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
         """One PPO update (epochs x minibatches) on a validated fragment; returns mean loss statistics."""
         cols = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
-        adv, ret = self.advantages(cols)
-        rounds = self.policy.rounds
-        obs = _flat(cols["obs"])
-        inboxes = [(_flat(m), _flat(k)) for m, k in _inboxes(cols, rounds)]
-        actions = _flat(cols["action"])
-        old_logp = _flat(cols["logp"])
-        adv, ret = adv.reshape(-1), ret.reshape(-1)
-        n = obs.shape[0]
+        batch = self.prepare_batch(cols)
+        n = batch["obs"].shape[0]
         mb = max(1, n // self.cfg.minibatches)
         totals: dict[str, float] = {}
         count = 0
         for _ in range(self.cfg.epochs):
             perm = torch.randperm(n, generator=self._gen)
             for start in range(0, n - mb + 1, mb):
-                idx = perm[start : start + mb]
-                logp, ent, value = self.policy.evaluate(obs[idx], [(m[idx], k[idx]) for m, k in inboxes], actions[idx])
-                a = adv[idx]
-                if self.cfg.norm_adv and a.numel() > 1:
-                    a = (a - a.mean()) / (a.std() + 1e-8)
-                loss, stats = ppo_loss(logp, old_logp[idx], a, value, ret[idx], ent, self.cfg)
+                loss, stats = self.minibatch_loss(batch, perm[start : start + mb])
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 stats.update(self.clip_gradients())
@@ -197,4 +214,9 @@ class PPOLearner:
         out = {k: v / max(1, count) for k, v in totals.items()}
         out["samples"] = float(n)
         out["mean_reward"] = float(cols["reward"].mean())
+        out.update(self.after_update(batch))
         return out
+
+    def after_update(self, batch: dict[str, object]) -> dict[str, float]:
+        """Hook run once after the epochs (subclasses adapt their own state here); returns extra statistics."""
+        return {}
