@@ -1,0 +1,47 @@
+"""The in-process learning harness: ideal inboxes, fragments like the agent's, lagged actor parameters."""
+
+import numpy as np
+
+from learner_service.inprocess import InProcessTrainer, ideal_inboxes
+from learner_service.node import policy_params
+from marlmesh.config import load_config
+
+
+def test_ideal_inboxes_hear_every_peer_but_not_self():
+    outs = [np.full((2, 3), float(i), np.float32) for i in range(3)]
+    boxes = ideal_inboxes(outs)
+    for i, (msgs, mask) in enumerate(boxes):
+        assert msgs.shape == (2, 3, 3) and mask.shape == (2, 3)
+        assert mask[:, i].sum() == 0 and mask.sum() == 2 * 2
+        for j in range(3):
+            assert np.all(msgs[:, j] == (0.0 if j == i else float(j)))
+
+
+def _trainer(lag: int) -> InProcessTrainer:
+    config = load_config(
+        "configs/smoke.yaml", ["train.rollout_steps=5", "env.num_envs=2", "algo.ppo.epochs=1", "algo.ppo.minibatches=1"]
+    )
+    return InProcessTrainer(config, policy_lag=lag)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_fragments_train_the_learners_and_lag_delays_the_actors():
+    for lag in (0, 1):
+        trainer = _trainer(lag)
+        try:
+            initial = policy_params(trainer.learners[0].policy)
+            fragments = []
+            while not fragments:
+                fragments = trainer.step()
+            assert fragments[0]["obs"].shape[:2] == (5, 2) and "boot.inbox.0.msg" in fragments[0]
+            assert np.all(fragments[0]["policy_version"] == 0)
+            trainer.train(fragments)
+            learned = policy_params(trainer.learners[0].policy)
+            acting = {k: v.numpy() for k, v in trainer.actors[0].policy.state_dict().items()}
+            assert not _same(learned, initial)
+            assert _same(acting, learned if lag == 0 else initial)
+        finally:
+            trainer.close()
