@@ -358,13 +358,13 @@ class TlsConfig(_Strict):
     Each process has its own identity (``env``, ``agent-<i>``, ``learner-<i>``, ``launcher``). Its files are,
     first match: the flags ``--tls-ca/--tls-cert/--tls-key`` or ``MARLMESH_TLS_CA/CERT/KEY`` (``{id}`` is
     replaced by the agent index, ``{name}`` by the identity); ``ca_file``/``cert_file``/``key_file`` below;
-    ``keys_dir``/``ca.crt``, ``keys_dir/<name>.crt``, ``keys_dir/<name>.key``.
+    ``keys_dir/ca.crt``, ``keys_dir/<name>.tls.crt``, ``keys_dir/<name>.tls.key``.
     """
 
     enabled: bool = False
     """Serve and dial gRPC over TLS with client-certificate verification (plaintext when false)."""
     keys_dir: str | None = None
-    """Folder written by ``marlmesh keys gen``: ``ca.crt`` and ``<name>.crt`` / ``<name>.key`` per process."""
+    """Folder written by ``marlmesh keys gen``: ``ca.crt`` and ``<name>.tls.crt`` / ``<name>.tls.key`` per process."""
     ca_file: str | None = None
     """PEM file of the CA that signs every process's certificate (overrides ``keys_dir/ca.crt``)."""
     cert_file: str | None = None

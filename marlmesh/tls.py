@@ -12,7 +12,8 @@ token). Its three files come from, first match:
 1. the flags ``--tls-ca/--tls-cert/--tls-key`` or ``MARLMESH_TLS_CA/CERT/KEY`` (``{id}`` is replaced by the
    agent index and ``{name}`` by the identity, so a StatefulSet can give every pod the same variables);
 2. ``runtime.tls.ca_file/cert_file/key_file`` (``{name}`` placeholder);
-3. ``runtime.tls.keys_dir``: ``ca.crt``, ``<name>.crt``, ``<name>.key`` (written by ``marlmesh keys gen``).
+3. ``runtime.tls.keys_dir``: ``ca.crt``, ``<name>.tls.crt``, ``<name>.tls.key`` (written by ``marlmesh keys gen``;
+   ``agent-<i>.key`` in the same folder is the bus CURVE key, not a TLS key).
 
 A missing or unreadable file, a certificate the CA did not sign, or a key that does not match its certificate
 fails at start with the key path (or variable) that named it.
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import grpc
 
-from marlmesh.config import ConfigError, TlsConfig
+from marlmesh.config import Config, ConfigError, TlsConfig
 
 ENV_VARS = {"ca": "MARLMESH_TLS_CA", "cert": "MARLMESH_TLS_CERT", "key": "MARLMESH_TLS_KEY"}
 """Per-process overrides of the three files (also the flags ``--tls-ca/--tls-cert/--tls-key``)."""
@@ -45,12 +46,12 @@ def identity_name(role: str, agent: int = -1) -> str:
 
 def cert_path(directory: Path, name: str) -> Path:
     """Certificate of identity ``name`` in a keys dir."""
-    return directory / f"{name}.crt"
+    return directory / f"{name}.tls.crt"
 
 
 def key_path(directory: Path, name: str) -> Path:
-    """Private key of identity ``name`` in a keys dir."""
-    return directory / f"{name}.key"
+    """TLS private key of identity ``name`` in a keys dir."""
+    return directory / f"{name}.tls.key"
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def resolve_files(
     if not config.enabled:
         return None
     configured = {"ca": config.ca_file, "cert": config.cert_file, "key": config.key_file}
-    in_dir = {"ca": CA_CERT, "cert": f"{name}.crt", "key": f"{name}.key"}
+    in_dir = {"ca": CA_CERT, "cert": cert_path(Path(), name).name, "key": key_path(Path(), name).name}
     paths: dict[str, Path] = {}
     sources: dict[str, str] = {}
     for kind in ("ca", "cert", "key"):
@@ -199,6 +200,16 @@ def load_identity(
     ca, cert, key = (_read(files, kind) for kind in ("ca", "cert", "key"))
     _check_chain(files, ca, cert, key)
     return TlsIdentity(name=name, ca=ca, cert=cert, key=key, server_name=config.server_name)
+
+
+def check_tls(config: Config) -> None:
+    """Check the launcher's and the env's TLS files before anything starts (agents are checked at start).
+
+    Raises:
+        ConfigError: Naming the setting whose file is missing or wrong.
+    """
+    for name in (LAUNCHER, "env"):
+        load_identity(config.runtime.tls, name)
 
 
 def open_channel(address: str, options: list[tuple[str, object]], tls: TlsIdentity | None = None) -> grpc.Channel:
