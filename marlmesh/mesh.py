@@ -134,7 +134,8 @@ class Mesh:
             MeshError: Naming the setting whose file is missing or wrong.
         """
         settings = self.config.runtime.tls
-        token_env = {control_token.TOKEN_FILE_ENV: str(self.control_token_file)}
+        # the run's token file, never a token the launcher happens to have in its own environment
+        token_env = {control_token.TOKEN_FILE_ENV: str(self.control_token_file), control_token.TOKEN_ENV: ""}
         try:
             for role, agent in names:
                 name = tls.identity_name(role, agent)

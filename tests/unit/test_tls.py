@@ -145,3 +145,40 @@ def test_k8s_render_mounts_the_tls_secret_and_points_each_container_at_its_ident
             assert all(v["name"] != "tls" for v in pod["volumes"])
             assert all("grpc" in c["livenessProbe"] for c in pod["containers"])
             assert not [v for c in pod["containers"] for v in c["env"] if v["name"].startswith("MARLMESH_TLS")]
+
+
+@pytest.mark.parametrize("token", [None, "a-control-token-of-some-length"])
+def test_shutdown_is_refused_and_counted_without_credentials(token: str | None) -> None:
+    import threading
+
+    import grpc
+
+    from marlmesh.serving import Identity, start_server
+    from marlmesh.v1 import control_pb2, control_pb2_grpc
+
+    stop = threading.Event()
+    server = start_server(
+        host="127.0.0.1", port=0, identity=Identity("env"), stop=stop, max_message_bytes=1 << 20,
+        register=lambda s: None, token=token,
+    )  # fmt: skip
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            stub = control_pb2_grpc.ControlStub(ch)
+            for sent, code in ((None, "UNAUTHENTICATED"), ("x" * 30, "PERMISSION_DENIED")):
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.Shutdown(
+                        control_pb2.ShutdownRequest(),
+                        timeout=5,
+                        metadata=control_token.metadata(sent) if sent else None,
+                    )
+                assert info.value.code().name == code and info.value.details()
+            assert not stop.is_set()
+            assert dict(server.control.shutdown_refused) == {"no_credentials": 1, "bad_token": 1}
+            assert stub.GetInfo(control_pb2.InfoRequest(), timeout=5).counters["shutdown_refused"] == 2
+            if token is not None:
+                stub.Shutdown(
+                    control_pb2.ShutdownRequest(reason="test"), timeout=5, metadata=control_token.metadata(token)
+                )
+                assert stop.is_set()
+    finally:
+        server.stop(0.1)
