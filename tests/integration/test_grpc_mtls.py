@@ -198,11 +198,11 @@ def listening_sockets(pids: list[int]) -> list[tuple[int, str, int]]:
 def test_smoke_training_with_mtls_completes_and_every_process_listens_on_loopback_only(tmp_path: Path) -> None:
     from marlmesh.train import train
 
-    keys3 = tmp_path / "keys3"
-    generate_tls(keys3, 3)
+    keys2 = tmp_path / "keys2"
+    generate_tls(keys2, 2)
     config = load_config(
         SMOKE,
-        ["runtime.tls.enabled=true", f"runtime.tls.keys_dir={keys3}", "train.total_env_steps=600"],
+        ["runtime.tls.enabled=true", f"runtime.tls.keys_dir={keys2}", "env.kwargs.N=2", "train.total_env_steps=400"],
     )
     seen: dict[str, object] = {}
 
@@ -215,7 +215,7 @@ def test_smoke_training_with_mtls_completes_and_every_process_listens_on_loopbac
         return False
 
     summary = train(config, tmp_path / "run", out=open(os.devnull, "w"), evaluate=False, on_tick=inspect)  # noqa: SIM115
-    assert summary["status"] == "trained" and summary["env_steps"] >= 600
+    assert summary["status"] == "trained" and summary["env_steps"] >= 400
     assert all(learner["version"] > 0 for learner in summary["learners"]), "fragments reach learners over mTLS"
     sockets = seen["sockets"]
     assert {port for _, _, port in sockets} >= seen["expected_ports"], "every gRPC and bus port is listening"
