@@ -52,6 +52,7 @@ class LearnerLink:
         self._outbox: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(maxsize=queue_limit)
         self._latest: tuple[int, dict[str, np.ndarray]] | None = None
         self._lock = threading.Lock()
+        self._new_weights = threading.Condition(self._lock)
         self._have_first = threading.Event()
         self._stop = threading.Event()
         self.fragments_sent = 0
@@ -150,6 +151,7 @@ class LearnerLink:
                     params = tensors.decode_named(msg.params, what="Weights.params")
                     with self._lock:
                         self._latest = (msg.version, params)
+                        self._new_weights.notify_all()
                     have = msg.version
                     self.versions_received += 1
                     self._have_first.set()
@@ -171,6 +173,13 @@ class LearnerLink:
     def newer_weights(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:
         """The newest received weights if newer than ``have_version``."""
         with self._lock:
+            latest = self._latest
+        return latest if latest is not None and latest[0] > have_version else None
+
+    def wait_newer_weights(self, have_version: int, timeout: float) -> tuple[int, dict[str, np.ndarray]] | None:
+        """Block until weights newer than ``have_version`` arrived (up to ``timeout``); None if they did not."""
+        with self._new_weights:
+            self._new_weights.wait_for(lambda: self._latest is not None and self._latest[0] > have_version, timeout)
             latest = self._latest
         return latest if latest is not None and latest[0] > have_version else None
 

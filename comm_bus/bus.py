@@ -293,6 +293,15 @@ class Bus:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._drop("round_timeout", len(missing))
+                if missing and self.clock.name == "sim":
+                    log.warning(
+                        "sim round (tick %d, round %d) went on without peers %s after %.1fs of wall time: "
+                        "this run now depends on timing (counted as round_timeout)",
+                        tick,
+                        round,
+                        missing,
+                        timeout,
+                    )
                 break
             poll_ms = remaining * 1000 if missing else min(remaining * 1000, 1.0)
             self._poller.poll(max(0.0, poll_ms))

@@ -320,6 +320,16 @@ class TrainConfig(_Strict):
     """Checkpoints kept per agent (older ones are deleted)."""
     torch_threads: int = Field(1, ge=1)
     """torch intra-op threads per process (many processes share few cores)."""
+    weight_sync: Literal["async", "lockstep"] = "async"
+    """How an agent picks up its learner's weights. ``async``: the newest version that has arrived, between
+    steps, never waiting (learners and agents overlap; runs are not repeatable). ``lockstep``: synchronous
+    on-policy PPO, reproducible under ``bus.clock=sim``: after pushing rollout fragment k the agent waits for
+    the version its learner trained on fragments 1..k and acts with it; the run ends at an exact tick
+    (``total_env_steps / num_envs`` rounded up to whole fragments) instead of at a progress poll.
+    ``marlmesh sweep`` runs its training cells in lockstep."""
+    lockstep_timeout_s: float = Field(300.0, gt=0)
+    """Lockstep: longest wait for the learner's version after a fragment; past it the agent fails with an
+    error naming the version it waited for."""
 
 
 class EvalConfig(_Strict):

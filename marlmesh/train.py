@@ -29,6 +29,7 @@ from marlmesh import plugins
 from marlmesh.config import Config, dump_config
 from marlmesh.evaluate import evaluate_run, format_eval_table
 from marlmesh.faults import FaultSchedule, check_supported
+from marlmesh.lockstep import LockstepEnd, uses_lockstep
 from marlmesh.mesh import Mesh, MeshError
 from marlmesh.supervise import Supervisor
 from marlmesh.v1 import env_pb2, learner_pb2, learner_pb2_grpc
@@ -224,7 +225,16 @@ def merge_bus_trace(config: Config, run_dir: Path, agent_stats: list[dict[str, o
     if not parts:
         return None
     out = run_dir / "bus_trace.bin"
-    meta = {"seed": config.seed, "clock": config.bus.clock, "link_model": config.bus.links.resolved_model()}
+    meta = {
+        "seed": config.seed,
+        "clock": config.bus.clock,
+        "link_model": config.bus.links.resolved_model(),
+        # sim rounds that went on without a peer's frame after the wall-clock safety deadline (a dead or
+        # stalled peer): nonzero means this trace depended on wall time and a rerun may differ
+        "round_timeouts": sum(
+            int((st.get("bus") or {}).get("dropped", {}).get("round_timeout", 0)) for st in agent_stats
+        ),
+    }
     records = merge_traces(parts, out, meta)
     truncated = any(bool((st.get("bus_trace") or {}).get("truncated")) for st in agent_stats)
     for part in parts:
@@ -297,6 +307,7 @@ def train(
     summary: dict[str, object] = {"run_dir": str(run_dir), "status": "running"}
     progress = None
     supervisor = faults = None
+    lockstep_end: LockstepEnd | None = None
     failure: MeshError | None = None
     try:
         mesh.start()
@@ -308,13 +319,20 @@ def train(
         progress = Progress(mesh, config, run_dir / "metrics.jsonl", out)
         supervisor = Supervisor(mesh, config.runtime.restart, config.runtime.startup_timeout_s, out)
         faults = FaultSchedule(config, mesh, supervisor)
+        if uses_lockstep(config):  # the agents stop at the exact final tick; the run ends when all did
+            agents = [f"{config.runtime.host}:{p.port}" for p in mesh.procs if p.role == "agent"]
+            lockstep_end = LockstepEnd(mesh.channel, agents, config.runtime.rpc_timeout_s)
         budget = config.train.max_wall_seconds
         while not interrupted.is_set():
             interrupted.wait(config.runtime.progress_interval_s)
             _supervised_tick(progress, supervisor, faults)
             if on_tick is not None and on_tick(mesh, progress):
                 break
-            if progress.env_steps >= config.train.total_env_steps:
+            if lockstep_end is not None:
+                if lockstep_end.reached():
+                    progress.poll()  # the env steps of the final tick
+                    break
+            elif progress.env_steps >= config.train.total_env_steps:
                 break
             if budget is not None and time.monotonic() - start >= budget:
                 out.write(f"\nwall-clock budget of {budget:.0f}s reached\n")
@@ -324,6 +342,8 @@ def train(
     finally:
         if progress is not None:
             progress.close()
+        if lockstep_end is not None:
+            lockstep_end.close()
         processes = mesh.processes()
         codes = mesh.stop()
         for s, h in previous.items():
@@ -355,6 +375,7 @@ def train(
                 "channel": config.channel.name,
                 "num_envs": config.env.num_envs,
                 "seed": config.seed,
+                "weight_sync": config.train.weight_sync,
             },
         }
     )

@@ -27,10 +27,11 @@ SPEC = PolicySpec(
 )
 
 
-def _fragment(bad: bool = False) -> dict[str, np.ndarray]:
+def _fragment(bad: bool = False, version: int = 0) -> dict[str, np.ndarray]:
     rec = RolloutRecorder(4, 2, (6,), SPEC.action_space, 0, 3, 4)
     for _ in range(4):
-        rec.add_decision(np.zeros((2, 6), np.float32), [], np.full(2, 9 if bad else 1), np.zeros(2), np.zeros(2), 0)
+        action = np.full(2, 9 if bad else 1)
+        rec.add_decision(np.zeros((2, 6), np.float32), [], action, np.zeros(2), np.zeros(2), version)
         rec.add_outcome(np.ones(2), np.zeros(2, bool), np.zeros(2, bool), np.zeros((2, 6), np.float32))
     return rec.finish(np.zeros((2, 6), np.float32), [])
 
