@@ -126,7 +126,9 @@ class AgentNode:
         assert self.learner is not None
         if not self.learner.wait_first_weights(timeout):
             raise TimeoutError(f"no weights from learner at {self.learner.address} within {timeout:.0f}s")
-        self._maybe_swap_weights()
+        first = self.learner.newer_weights(self.counters.policy_version)
+        if first is not None:
+            self._load(*first)
 
     def _maybe_swap_weights(self) -> None:
         newer = self.weights.between_steps(self.counters.policy_version)

@@ -70,3 +70,39 @@ class LockstepEnd:
 def uses_lockstep(config: Config) -> bool:
     """Whether the run trains in lockstep (``train.weight_sync: lockstep``)."""
     return config.train.weight_sync == "lockstep"
+
+
+def reproducibility(
+    config: Config,
+    *,
+    round_timeouts: int,
+    default_actions: int,
+    restarts: int,
+    stopped_early: bool,
+) -> dict[str, object]:
+    """Whether a finished run is a function of its config and seed, and if not, what made it depend on timing.
+
+    Args:
+        config: The run's config.
+        round_timeouts: Bus rounds that went on without a peer after the wall-clock safety deadline.
+        default_actions: Actions the env filled in after ``env.step_deadline_ms``.
+        restarts: Process restarts (crashes and kill faults).
+        stopped_early: The run stopped before its final tick (``train.max_wall_seconds``, an interruption).
+
+    Returns:
+        ``{"exact": bool, "broken_by": [reasons]}`` for ``summary.json``.
+    """
+    reasons = []
+    if config.train.weight_sync != "lockstep":
+        reasons.append("train.weight_sync=async (agents take up weights whenever they arrive)")
+    if config.bus.clock != "sim":
+        reasons.append("bus.clock=wall (real delays and deadlines)")
+    if round_timeouts:
+        reasons.append(f"{round_timeouts} bus round(s) went on without a peer after bus.round_timeout_ms")
+    if default_actions:
+        reasons.append(f"{default_actions} default action(s) after env.step_deadline_ms")
+    if restarts:
+        reasons.append(f"{restarts} process restart(s)")
+    if stopped_early:
+        reasons.append("stopped before the final tick (wall-clock budget or interruption)")
+    return {"exact": not reasons, "broken_by": reasons}

@@ -29,7 +29,7 @@ from marlmesh import plugins
 from marlmesh.config import Config, dump_config
 from marlmesh.evaluate import evaluate_run, format_eval_table
 from marlmesh.faults import FaultSchedule, check_supported
-from marlmesh.lockstep import LockstepEnd, uses_lockstep
+from marlmesh.lockstep import LockstepEnd, reproducibility, uses_lockstep
 from marlmesh.mesh import Mesh, MeshError
 from marlmesh.supervise import Supervisor
 from marlmesh.v1 import env_pb2, learner_pb2, learner_pb2_grpc
@@ -83,6 +83,7 @@ class Progress:
         self.env_steps = 0
         self.episodes = 0
         self.tick = 0
+        self.default_actions: dict[str, int] = {}
         self._env_raw = (0, 0)
         self._env_offset = (0, 0)
 
@@ -134,13 +135,17 @@ class Progress:
             "return_sum_recent_mean": float(np.mean(self.returns)) if self.returns else None,
             "return_sum_recent_std": float(np.std(self.returns)) if self.returns else None,
             "collisions_recent_mean": float(np.mean(self.collisions)) if self.collisions else None,
-            "default_actions": {str(k): v for k, v in stats.default_actions.items()},
+            "default_actions": self._default_actions(stats),
             "learners": learners,
         }
         self.metrics.write(json.dumps(rec) + "\n")
         self.metrics.flush()
         self._print(rec)
         return rec
+
+    def _default_actions(self, stats: env_pb2.EnvStats) -> dict[str, int]:
+        self.default_actions = {str(k): int(v) for k, v in stats.default_actions.items()}
+        return self.default_actions
 
     def _print(self, rec: dict[str, object]) -> None:
         total = self.config.train.total_env_steps
@@ -308,6 +313,7 @@ def train(
     progress = None
     supervisor = faults = None
     lockstep_end: LockstepEnd | None = None
+    reached_end = False
     failure: MeshError | None = None
     try:
         mesh.start()
@@ -331,8 +337,10 @@ def train(
             if lockstep_end is not None:
                 if lockstep_end.reached():
                     progress.poll()  # the env steps of the final tick
+                    reached_end = True
                     break
             elif progress.env_steps >= config.train.total_env_steps:
+                reached_end = True
                 break
             if budget is not None and time.monotonic() - start >= budget:
                 out.write(f"\nwall-clock budget of {budget:.0f}s reached\n")
@@ -351,6 +359,8 @@ def train(
     train_seconds = time.monotonic() - start
     agent_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "agent"]
     learner_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "learner"]
+    bus = {**bus_summary(agent_stats), "trace": merge_bus_trace(config, run_dir, agent_stats)}
+    restarts = _restarts(processes, supervisor)
     summary.update(
         {
             "status": "interrupted" if interrupted.is_set() else "trained",
@@ -362,11 +372,18 @@ def train(
             "processes": processes,
             "exit_codes": codes,
             "ports": mesh.bound_ports(),
-            "restarts": _restarts(processes, supervisor),
+            "restarts": restarts,
             "restart_events": [e.as_dict() for e in supervisor.events] if supervisor else [],
             "replaced_processes": mesh.replaced_processes(),
             "faults": faults.summary() if faults else [],
-            "bus": {**bus_summary(agent_stats), "trace": merge_bus_trace(config, run_dir, agent_stats)},
+            "bus": bus,
+            "reproducibility": reproducibility(
+                config,
+                round_timeouts=int(bus["dropped"].get("round_timeout", 0)),
+                default_actions=sum(progress.default_actions.values()) if progress else 0,
+                restarts=sum(restarts.values()),
+                stopped_early=not reached_end,
+            ),
             "agents": agent_stats,
             "learners": learner_stats,
             "config": {

@@ -131,7 +131,11 @@ def test_rerunning_a_cell_with_the_same_seed_reproduces_its_numbers(tiny_sweep, 
     assert first["config"]["weight_sync"] == second["config"]["weight_sync"] == "lockstep"
     assert second["env_steps"] == first["env_steps"] == 400
     assert [a["policy_version"] for a in first["agents"]] == [fragments] * 3
-    assert all(a["finished"] for a in first["agents"] + second["agents"])
+    for run in (first, second):
+        assert all(a["finished"] and not a["fragments_dropped"] for a in run["agents"])
+        assert [lr["fragments_trained"] for lr in run["learners"]] == [fragments] * 3
+        assert all(not lr["fragments_dropped"] and lr["last_losses"]["policy_lag"] == 0 for lr in run["learners"])
+        assert run["reproducibility"] == {"exact": True, "broken_by": []}
     assert second["eval"]["return_sum_mean"] == first["eval"]["return_sum_mean"]
     assert second["eval"]["return_sum_std"] == first["eval"]["return_sum_std"]
     assert second["eval"]["collisions_mean"] == first["eval"]["collisions_mean"]

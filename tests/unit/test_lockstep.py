@@ -9,7 +9,7 @@ import pytest
 
 from agent_service.weight_sync import AsyncWeights, LockstepWeights, weight_sync_for
 from marlmesh.config import ConfigError, load_config
-from marlmesh.lockstep import final_tick
+from marlmesh.lockstep import final_tick, reproducibility
 from marlmesh.sweep import cell_command
 from marlmesh.sweep_spec import Cell
 
@@ -98,3 +98,14 @@ def test_sweep_trains_its_cells_in_lockstep_unless_the_sweep_says_otherwise(tmp_
     own = cell_command(cell({"train.weight_sync": "async"}), None, tmp_path)
     assert "train.weight_sync=lockstep" not in own and 'train.weight_sync="async"' in own
     assert not any("weight_sync" in a for a in cell_command(cell({}, "random"), None, tmp_path))
+
+
+def test_reproducibility_names_everything_that_made_a_run_depend_on_timing():
+    lock = load_config(None, ["train.weight_sync=lockstep"])
+    clean = {"round_timeouts": 0, "default_actions": 0, "restarts": 0, "stopped_early": False}
+    assert reproducibility(lock, **clean) == {"exact": True, "broken_by": []}
+    broken = reproducibility(lock, round_timeouts=2, default_actions=3, restarts=1, stopped_early=True)
+    assert not broken["exact"] and len(broken["broken_by"]) == 4
+    assert "2 bus round(s)" in broken["broken_by"][0] and "3 default action(s)" in broken["broken_by"][1]
+    wall_async = reproducibility(load_config(None, ["bus.clock=wall"]), **clean)
+    assert [r.split()[0] for r in wall_async["broken_by"]] == ["train.weight_sync=async", "bus.clock=wall"]
