@@ -6,29 +6,13 @@ import pytest
 
 from agent_service.learner_link import LearnerLink
 from agent_service.weight_sync import LockstepWeights
-from learner_service.node import LearnerNode
-from learner_service.servicer import LearnerServicer
-from marlmesh.config import load_config
-from marlmesh.serving import Identity, start_server
-from marlmesh.v1 import learner_pb2_grpc
-from tests.integration.test_fragment_accounting import SPEC, _fragment
+from tests.integration.test_fragment_accounting import _fragment, start_learner
 
 pytestmark = pytest.mark.integration
 
 
 def test_each_pushed_fragment_is_trained_in_order_and_its_version_comes_back():
-    config = load_config(None, ["channel.message_dim=4", "algo.ppo.hidden_sizes=[16]", "algo.ppo.epochs=1"])
-    node = LearnerNode(config, SPEC, checkpoint_dir=None)
-    stop = threading.Event()
-    servicer = LearnerServicer(node, stop)
-    server = start_server(
-        host="127.0.0.1",
-        port=0,
-        identity=Identity("learner", 0),
-        stop=stop,
-        max_message_bytes=1 << 20,
-        register=lambda s: learner_pb2_grpc.add_LearnerServiceServicer_to_server(servicer, s),
-    )
+    node, stop, server = start_learner()
     trainer = threading.Thread(target=lambda: [node.train_next(0.2) for _ in iter(stop.is_set, True)], daemon=True)
     trainer.start()
     link = LearnerLink(f"127.0.0.1:{server.port}", 0, timeout_s=5, max_message_bytes=1 << 20)
