@@ -102,6 +102,9 @@ class EnvNode:
         clock: Monotonic clock (injectable for tests).
         start_tick: First tick number. A restarted env service continues above its previous incarnation's
             ticks, so agents' buses do not take the new ticks' messages for stale ones.
+        start_deadline_s: Barrier deadline while a missing agent has not acted yet since this env started or
+            since it (re)joined (it may still be starting: importing, loading weights). None: the step
+            deadline. Lockstep runs use the startup timeout, so start-up skew gives no default actions.
 
     Raises:
         ValueError: If the env cannot be built or has an unsupported space.
@@ -115,10 +118,12 @@ class EnvNode:
         num_envs: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         start_tick: int = 0,
+        start_deadline_s: float | None = None,
     ) -> None:
         self.config = config
         self.num_envs = int(num_envs or config.num_envs)
         self.deadline_s = config.step_deadline_ms / 1000.0
+        self.start_deadline_s = self.deadline_s if start_deadline_s is None else start_deadline_s
         self._clock = clock
         self.envs = [make_env(config) for _ in range(self.num_envs)]
         first = self.envs[0]
@@ -157,6 +162,7 @@ class EnvNode:
         self._pending: dict[int, np.ndarray] = {}
         self._first_action_at: float | None = None
         self._joined: dict[int, str] = {}
+        self._acted: set[int] = set()  # agents that submitted an action since this env started or they (re)joined
         self._left: set[int] = set()
         self._absent: set[int] = set()
         self._missed = [0] * n
@@ -189,6 +195,7 @@ class EnvNode:
                 log.info("agent %d rejoined (process %s replaces %s)", agent, process_id, previous)
             self.joins += 1
             self._joined[agent] = process_id
+            self._acted.discard(agent)
             self._left.discard(agent)
             self._absent.discard(agent)
             self._missed[agent] = 0
@@ -232,6 +239,7 @@ class EnvNode:
             if agent in self._pending:
                 raise InvalidRequest(f"agent {agent} already submitted an action for tick {tick}")
             self._pending[agent] = action
+            self._acted.add(agent)
             if self._first_action_at is None:
                 self._first_action_at = self._clock()
             while self.tick == tick:
@@ -239,7 +247,8 @@ class EnvNode:
                 if not missing:
                     self._advance(missed=set())
                     break
-                remaining = self._first_action_at + self.deadline_s - self._clock()
+                deadline = self.deadline_s if missing <= self._acted else self.start_deadline_s
+                remaining = self._first_action_at + deadline - self._clock()
                 if remaining <= 0:
                     self._advance(missed=missing)
                     break
