@@ -95,6 +95,13 @@ class LearnerLink:
     def _drop(self, reason: str, count: int = 1) -> None:
         with self._lock:
             self.fragments_dropped[reason] += count
+            self._new_weights.notify_all()  # a lockstep wait for this fragment's weights ends
+
+    @property
+    def fragments_lost(self) -> int:
+        """Fragments dropped on this side so far, all reasons."""
+        with self._lock:
+            return sum(self.fragments_dropped.values())
 
     def _send_loop(self) -> None:
         while True:
@@ -176,10 +183,22 @@ class LearnerLink:
             latest = self._latest
         return latest if latest is not None and latest[0] > have_version else None
 
-    def wait_newer_weights(self, have_version: int, timeout: float) -> tuple[int, dict[str, np.ndarray]] | None:
-        """Block until weights newer than ``have_version`` arrived (up to ``timeout``); None if they did not."""
+    def wait_newer_weights(
+        self, have_version: int, timeout: float, lost_before: int | None = None
+    ) -> tuple[int, dict[str, np.ndarray]] | None:
+        """Block until weights newer than ``have_version`` arrived; None if they did not within ``timeout``.
+
+        With ``lost_before``, the wait also ends (None) as soon as more than that many fragments were dropped
+        on this side (the fragment whose weights were awaited never reached the learner).
+        """
+
+        def done() -> bool:
+            newer = self._latest is not None and self._latest[0] > have_version
+            lost = lost_before is not None and sum(self.fragments_dropped.values()) > lost_before
+            return newer or lost
+
         with self._new_weights:
-            self._new_weights.wait_for(lambda: self._latest is not None and self._latest[0] > have_version, timeout)
+            self._new_weights.wait_for(done, timeout)
             latest = self._latest
         return latest if latest is not None and latest[0] > have_version else None
 

@@ -77,6 +77,7 @@ def reproducibility(
     *,
     round_timeouts: int,
     default_actions: int,
+    fragments_lost: int,
     restarts: int,
     stopped_early: bool,
 ) -> dict[str, object]:
@@ -86,6 +87,7 @@ def reproducibility(
         config: The run's config.
         round_timeouts: Bus rounds that went on without a peer after the wall-clock safety deadline.
         default_actions: Actions the env filled in after ``env.step_deadline_ms``.
+        fragments_lost: Rollout fragments dropped on the agents' side (never trained).
         restarts: Process restarts (crashes and kill faults).
         stopped_early: The run stopped before its final tick (``train.max_wall_seconds``, an interruption).
 
@@ -101,6 +103,8 @@ def reproducibility(
         reasons.append(f"{round_timeouts} bus round(s) went on without a peer after bus.round_timeout_ms")
     if default_actions:
         reasons.append(f"{default_actions} default action(s) after env.step_deadline_ms")
+    if fragments_lost:
+        reasons.append(f"{fragments_lost} rollout fragment(s) dropped before training")
     if restarts:
         reasons.append(f"{restarts} process restart(s)")
     if stopped_early:

@@ -381,6 +381,7 @@ def train(
                 config,
                 round_timeouts=int(bus["dropped"].get("round_timeout", 0)),
                 default_actions=sum(progress.default_actions.values()) if progress else 0,
+                fragments_lost=sum(sum(dict(a.get("fragments_dropped") or {}).values()) for a in agent_stats),
                 restarts=sum(restarts.values()),
                 stopped_early=not reached_end,
             ),

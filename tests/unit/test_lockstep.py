@@ -21,6 +21,7 @@ class FakeLink:
 
     def __init__(self) -> None:
         self.latest: tuple[int, dict] | None = None
+        self.fragments_lost = 0
         self.cond = threading.Condition()
 
     def publish(self, version: int) -> None:
@@ -31,9 +32,14 @@ class FakeLink:
     def newer_weights(self, have: int):  # noqa: ANN201
         return self.latest if self.latest and self.latest[0] > have else None
 
-    def wait_newer_weights(self, have: int, timeout: float):  # noqa: ANN201
+    def drop(self) -> None:
         with self.cond:
-            self.cond.wait_for(lambda: self.latest is not None and self.latest[0] > have, timeout)
+            self.fragments_lost += 1
+            self.cond.notify_all()
+
+    def wait_newer_weights(self, have: int, timeout: float, lost_before: int | None = None):  # noqa: ANN201
+        with self.cond:
+            self.cond.wait_for(lambda: self.newer_weights(have) or self.fragments_lost > (lost_before or 0), timeout)
         return self.newer_weights(have)
 
 
@@ -70,6 +76,17 @@ def test_lockstep_fails_with_the_missing_version_after_its_deadline():
         LockstepWeights(link, end_tick=10, timeout_s=0.05).after_push(3)
 
 
+def test_lockstep_acts_on_with_its_version_when_the_fragment_was_dropped():
+    link = FakeLink()
+    link.publish(0)
+    sync = LockstepWeights(link, end_tick=10, timeout_s=5.0)
+    threading.Timer(0.05, link.drop).start()
+    start = time.monotonic()
+    assert sync.after_push(0) is None and time.monotonic() - start < 2.0
+    threading.Timer(0.05, link.publish, args=(1,)).start()  # the next fragment is trained: back in step
+    assert sync.after_push(0)[0] == 1
+
+
 def test_async_takes_the_newest_version_between_steps_and_never_ends_the_run():
     link = FakeLink()
     sync = AsyncWeights(link)
@@ -102,10 +119,13 @@ def test_sweep_trains_its_cells_in_lockstep_unless_the_sweep_says_otherwise(tmp_
 
 def test_reproducibility_names_everything_that_made_a_run_depend_on_timing():
     lock = load_config(None, ["train.weight_sync=lockstep"])
-    clean = {"round_timeouts": 0, "default_actions": 0, "restarts": 0, "stopped_early": False}
+    clean = {"round_timeouts": 0, "default_actions": 0, "fragments_lost": 0, "restarts": 0, "stopped_early": False}
     assert reproducibility(lock, **clean) == {"exact": True, "broken_by": []}
-    broken = reproducibility(lock, round_timeouts=2, default_actions=3, restarts=1, stopped_early=True)
-    assert not broken["exact"] and len(broken["broken_by"]) == 4
+    broken = reproducibility(
+        lock, round_timeouts=2, default_actions=3, fragments_lost=1, restarts=1, stopped_early=True
+    )
+    assert not broken["exact"] and len(broken["broken_by"]) == 5
+    assert "1 rollout fragment(s) dropped" in broken["broken_by"][2]
     assert "2 bus round(s)" in broken["broken_by"][0] and "3 default action(s)" in broken["broken_by"][1]
     wall_async = reproducibility(load_config(None, ["bus.clock=wall"]), **clean)
     assert [r.split()[0] for r in wall_async["broken_by"]] == ["train.weight_sync=async", "bus.clock=wall"]
