@@ -1,7 +1,8 @@
 """The agent's side of its learner: fragments go out and weights come in on background threads.
 
 Neither direction ever blocks stepping: fragments wait in a small queue (oldest dropped and counted when the
-learner falls behind), and new weights are picked up by version between steps.
+learner falls behind), and new weights are picked up by version between steps. Only lockstep training
+(:mod:`agent_service.weight_sync`) waits, for the version trained on the fragment it just pushed.
 """
 
 from __future__ import annotations
