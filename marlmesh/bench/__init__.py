@@ -11,16 +11,22 @@ from collections.abc import Callable
 from typing import Any
 
 #: Kinds named in the contract that later work delivers (they fail with a clear message until then).
-PLANNED_KINDS = {"e2e": "distributed rollout vs single process", "scale": "scaling to 32 agent processes"}
+PLANNED_KINDS: dict[str, str] = {}
 
 
 def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]]]:
     from benchmarks import soak
     from marlmesh import edge
-    from marlmesh.bench import bus
+    from marlmesh.bench import bus, e2e, scale
 
     return {
         "bus": ("bus API vs raw pyzmq: throughput, round trip, emulation cost", bus.add_arguments, bus.main),
+        "e2e": ("distributed rollout vs the same env and policies in one process", e2e.add_arguments, e2e.main),
+        "scale": (
+            "N = 3..32 agent processes, meanfield and dgat: steps/s, bus bytes, CPU",
+            scale.add_arguments,
+            scale.main,
+        ),
         "edge": ("ONNX vs torch decision latency, edge agent memory", edge.add_bench_arguments, edge.cmd_bench),
         "soak": (soak.HELP, soak.add_arguments, soak.run),
     }
