@@ -64,6 +64,8 @@ class Proc:
     port_file: Path
     stats_file: Path
     port: int = 0
+    metrics_port: int = 0
+    """Prometheus port (agents and env; 0 = none), kept across restarts (``marlmesh top`` reads it)."""
     module: str = ""
     args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -227,7 +229,15 @@ class Mesh:
         """
         host = self.config.runtime.host
         timeout = self.config.runtime.startup_timeout_s
-        env = self._spawn("env", -1, "env_service", ["--seed", str(self.seed), "--num-envs", str(self.num_envs)], {})
+        env_metrics = free_port_block(host, 1)
+        env = self._spawn(
+            "env",
+            -1,
+            "env_service",
+            ["--seed", str(self.seed), "--num-envs", str(self.num_envs), "--metrics-port", str(env_metrics)],
+            {},
+        )
+        env.metrics_port = env_metrics
         port = self._await_port(env, timeout)
         self.env_address = f"{host}:{port}"
         if not wait_healthy(self.env_address, timeout):
@@ -257,9 +267,10 @@ class Mesh:
             for lp in learners:
                 learner_addr[lp.agent_id] = f"{host}:{self._await_port(lp, timeout)}"
         self.bus_base_port = free_port_block(host, self.num_agents)
+        metrics_base = free_port_block(host, self.num_agents)
         agents = []
         for i in range(self.num_agents):
-            args = ["--env-addr", self.env_address, "--mode", self.mode]
+            args = ["--env-addr", self.env_address, "--mode", self.mode, "--metrics-port", str(metrics_base + i)]
             if self.mode == "train":
                 args += ["--learner-addr", learner_addr[i], "--bus-trace", str(self.bus_trace_part(i))]
             else:
@@ -279,6 +290,7 @@ class Mesh:
                     },
                 )
             )
+            agents[-1].metrics_port = metrics_base + i
         for ap in agents:
             self._await_port(ap, timeout)
 
@@ -324,7 +336,7 @@ class Mesh:
 
     def bound_ports(self) -> list[int]:
         """Every TCP port the mesh's processes bound (gRPC servers and bus sockets)."""
-        ports = [p.port for p in self.procs if p.port]
+        ports = [p.port for p in self.procs if p.port] + [p.metrics_port for p in self.procs if p.metrics_port]
         if self.bus_base_port:
             ports += [self.bus_base_port + i for i in range(self.num_agents)]
         return ports

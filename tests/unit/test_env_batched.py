@@ -39,7 +39,8 @@ def _reference_run(config: EnvConfig, seed: int, actions: list[list[np.ndarray]]
     envs = [make_env(config) for _ in range(config.num_envs)]
     adapter = adapter_for(envs[0])
     names = list(envs[0].possible_agents)
-    obs = [env.reset(seed=seed + b)[0] for b, env in enumerate(envs)]
+    for b, env in enumerate(envs):
+        env.reset(seed=seed + b)
     ep_coll = np.zeros(len(envs))
     out = []
     for tick_actions in actions:
