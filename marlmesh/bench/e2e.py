@@ -20,14 +20,13 @@ With ``--json`` the last line printed is one JSON object; ``--out FILE`` also wr
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from marlmesh.bench import emit, work_dir
 from marlmesh.config import Config, ConfigError, load_config
 from marlmesh.mesh import MeshError
 
@@ -147,23 +146,12 @@ def main(ns: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr if ns.json else sys.stdout, flush=True)
 
-    tmp = None
-    root = ns.run_dir
-    if root is None:
-        tmp = tempfile.TemporaryDirectory(prefix="marlmesh-e2e-")
-        root = Path(tmp.name)
     try:
-        result = run(ns, config, root, log)
+        with work_dir(ns.run_dir, "marlmesh-e2e-") as root:
+            result = run(ns, config, root, log)
     except MeshError as exc:
         print(f"marlmesh: error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-    text = json.dumps(result)
-    if ns.out is not None:
-        ns.out.parent.mkdir(parents=True, exist_ok=True)
-        ns.out.write_text(json.dumps(result, indent=2) + "\n")
     if not ns.json:
         for key in (
             "distributed_steps_per_s",
@@ -175,6 +163,4 @@ def main(ns: argparse.Namespace) -> int:
         ):
             if key in result:
                 print(f"{key:>28}: {result[key]}")
-    if ns.json:
-        print(text)
-    return 0
+    return emit(ns, result)

@@ -14,13 +14,12 @@ writes it and ``--plot FILE`` (default: ``--out`` with ``.png``) draws steps/s a
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from marlmesh.bench import emit, work_dir
 from marlmesh.config import Config, ConfigError, load_config
 from marlmesh.mesh import MeshError
 
@@ -145,26 +144,21 @@ def main(ns: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"marlmesh: error: {exc}", file=sys.stderr)
         return 2
-    tmp = tempfile.TemporaryDirectory(prefix="marlmesh-scale-") if ns.run_dir is None else None
-    root = Path(tmp.name) if tmp is not None else ns.run_dir
     load_before = machine()["load_average"]
     points = []
     try:
-        for (channel, agents), config in configs.items():
-            points.append(run_point(ns, config, channel, agents, root))
-            p = points[-1]
-            print(
-                f"{channel:>10} N={agents:<3} {p['steps_per_s']:>9.1f} steps/s  "
-                f"{p['bus_bytes_per_agent_env_step']} B/agent/env step  agent CPU {p['cpu_agent_mean']}",
-                file=sys.stderr if ns.json else sys.stdout,
-                flush=True,
-            )
+        with work_dir(ns.run_dir, "marlmesh-scale-") as root:
+            for (channel, agents), config in configs.items():
+                points.append(p := run_point(ns, config, channel, agents, root))
+                print(
+                    f"{channel:>10} N={agents:<3} {p['steps_per_s']:>9.1f} steps/s  "
+                    f"{p['bus_bytes_per_agent_env_step']} B/agent/env step  agent CPU {p['cpu_agent_mean']}",
+                    file=sys.stderr if ns.json else sys.stdout,
+                    flush=True,
+                )
     except MeshError as exc:
         print(f"marlmesh: error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
     result: dict[str, Any] = {
         "benchmark": "scale",
         "env": configs[(channels[0], counts[0])].env.name,
@@ -184,9 +178,4 @@ def main(ns: argparse.Namespace) -> int:
     if plot_path is not None:
         plot(points, plot_path)
         result["plot"] = str(plot_path)
-    if ns.out is not None:
-        ns.out.parent.mkdir(parents=True, exist_ok=True)
-        ns.out.write_text(json.dumps(result, indent=2) + "\n")
-    if ns.json:
-        print(json.dumps(result))
-    return 0
+    return emit(ns, result)

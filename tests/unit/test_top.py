@@ -74,3 +74,23 @@ def test_render_rates_and_down_endpoints() -> None:
     assert [ln.split()[0] for ln in lines[1:]] == ["env", "agent-0", "agent-1"]
     assert lines[1].split()[1] == "200.0" and lines[2].split()[1] == "10.0"
     assert "down (refused)" in lines[3]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (["top"], "give a RUN_DIR"),
+        (["top", "--endpoint", "agent-0"], "expected NAME=HOST:PORT"),
+        (["top", "--endpoint", "a=h:1", "--interval", "0"], "--interval must be > 0"),
+        (["bench", "e2e", "--num-envs", "0"], "--num-envs must be >= 1"),
+        (["bench", "e2e", "--set", "env.nmu_envs=2"], "did you mean 'env.num_envs'"),
+        (["bench", "scale", "--agents", "3,x"], "comma-separated integers"),
+        (["bench", "scale", "--channels", "meanfield,smoke"], "unknown ['smoke']"),
+    ],
+)
+def test_bad_arguments_fail_with_one_line(argv: list[str], expect: str, capsys: pytest.CaptureFixture) -> None:
+    from marlmesh.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("marlmesh: error: ") and expect in err and len(err.splitlines()) == 1
