@@ -13,7 +13,11 @@ single-process window with the mesh paused (SIGSTOP), so that a noisy neighbour 
 both sides alike. Reported (medians over the windows): ``distributed_steps_per_s``,
 ``single_process_steps_per_s``, ``ratio`` = rollout / single process, ``learning_steps_per_s`` and
 ``ratio_learning`` = learning / single process (the rollout-only single process: learning is extra work the
-mesh spreads over its learner processes), CPU milliseconds per batched step by role, and the load average.
+mesh spreads over its learner processes), CPU milliseconds per batched step (``cpu_ms_per_tick``: the single
+process, every role of the mesh and the mesh's total) with ``cpu_ratio`` = single-process CPU / mesh CPU per
+step (the mesh's overhead, independent of how much CPU the shared machine leaves it), and the load average.
+On a machine loaded by other work the mesh, with several processes, can get more CPU than the single process;
+``cpu_ratio`` shows what it costs.
 With ``--json`` the last line printed is one JSON object; ``--out FILE`` also writes it.
 """
 
@@ -80,12 +84,13 @@ def _interleave(
     for r in range(ns.repeats):
         got = running.window(ns.seconds)
         mesh_rates.append(got.steps_per_s)
-        cpu.append(got.cpu_by_role(per_tick=True))
+        cpu.append({"mesh_total": round(sum(got.cpu_ms_per_tick.values()), 3), **got.cpu_by_role(per_tick=True)})
         running.pause()
         try:
             single_rates.append(single.measure(min(ns.warmup, 0.5), ns.seconds))
         finally:
             running.resume()
+        cpu[-1]["single_process"] = round(single.cpu_ms_per_tick, 3)
         time.sleep(0.3)  # let the resumed mesh settle before its next window
         log(f"{side} {r + 1}/{ns.repeats}: mesh {mesh_rates[-1]:.0f}/s, single process {single_rates[-1]:.0f}/s")
     return mesh_rates, single_rates, cpu
@@ -125,7 +130,8 @@ def run(ns: argparse.Namespace, config: Config, root: Path, log: Any) -> dict[st
         "single_process_steps_per_s": round(single_med, 1),
         "ratio": round(med["rollout"] / med["single_process_during_rollout"], 3),
         "windows": {k: [round(x, 1) for x in v] for k, v in rates.items()},
-        "cpu_ms_per_tick_by_role": cpu,
+        "cpu_ms_per_tick": cpu,
+        "cpu_ratio": round(cpu["rollout"]["single_process"] / cpu["rollout"]["mesh_total"], 3),
         "load_average_before": load_before,
         **machine(),
     }

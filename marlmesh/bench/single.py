@@ -51,6 +51,7 @@ class SingleProcessRollout:
         self.names = list(self.envs[0].possible_agents)
         self.discrete = [p.actor.discrete for p in policies]
         self.obs = [np.zeros((self.num_envs, *p.spec.obs_shape), np.float32) for p in policies]
+        self.cpu_ms_per_tick = 0.0
         for b, env in enumerate(self.envs):
             obs, _ = env.reset(seed=config.seed + b)
             self._write(b, obs)
@@ -90,13 +91,18 @@ class SingleProcessRollout:
             self._write(b, obs)
 
     def measure(self, warmup_s: float, seconds: float) -> float:
-        """Env steps (summed over the B copies) per second over ``seconds`` after ``warmup_s``."""
+        """Env steps (summed over the B copies) per second over ``seconds`` after ``warmup_s``.
+
+        Also sets :attr:`cpu_ms_per_tick`: this process's CPU milliseconds per batched step in that window.
+        """
         end = time.monotonic() + warmup_s
         while time.monotonic() < end:
             self.step()
         steps = 0
+        cpu = time.process_time()
         start = time.monotonic()
         while (elapsed := time.monotonic() - start) < seconds:
             self.step()
             steps += 1
+        self.cpu_ms_per_tick = 1000 * (time.process_time() - cpu) / max(1, steps)
         return steps * self.num_envs / elapsed

@@ -48,7 +48,9 @@ def test_bench_e2e_tiny(tmp_path: Path) -> None:
     assert len(result["windows"]["rollout"]) == len(result["windows"]["single_process_during_rollout"]) == 2
     assert (result["num_agents"], result["num_envs"], result["channel"], result["hops"]) == (3, 4, "dgat", 2)
     assert len(result["load_average"]) == 3
-    assert result["cpu_ms_per_tick_by_role"]["rollout"]["env"] > 0
+    cpu = result["cpu_ms_per_tick"]["rollout"]
+    assert cpu["env"] > 0 and cpu["agent"] > 0 and cpu["single_process"] > 0 and result["cpu_ratio"] > 0
+    assert cpu["mesh_total"] >= cpu["env"] + 3 * cpu["agent"] - 0.01
 
 
 def test_bench_scale_tiny_meanfield_bytes_constant_in_n(tmp_path: Path) -> None:
