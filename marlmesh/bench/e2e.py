@@ -34,6 +34,9 @@ from marlmesh.bench import emit, work_dir
 from marlmesh.config import Config, ConfigError, load_config
 from marlmesh.mesh import MeshError
 
+PAUSE_OVERHEAD_S = 0.5
+"""Warm-up of the single process inside each pause of the mesh (seconds)."""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``marlmesh bench e2e``."""
@@ -62,7 +65,7 @@ def bench_config(ns: argparse.Namespace) -> Config:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(ns, flag)}")
     if ns.seconds <= 0 or ns.warmup < 0:
         raise ConfigError(f"--seconds must be > 0 and --warmup >= 0, got {ns.seconds} and {ns.warmup}")
-    return load_config(
+    config = load_config(
         ns.config,
         [
             f"env.kwargs.N={ns.agents}",
@@ -74,6 +77,14 @@ def bench_config(ns: argparse.Namespace) -> Config:
             *ns.set,
         ],
     )
+    pause_s = ns.seconds + PAUSE_OVERHEAD_S  # the mesh is stopped during each single-process window
+    limit_s = min(config.env.step_deadline_ms, config.bus.round_timeout_ms) / 1000.0
+    if pause_s > 0.8 * limit_s:
+        raise ConfigError(
+            f"--seconds {ns.seconds:g} pauses the mesh for about {pause_s:g}s, too close to env.step_deadline_ms / "
+            f"bus.round_timeout_ms ({limit_s:g}s): use a shorter window or raise both with --set"
+        )
+    return config
 
 
 def _interleave(
@@ -87,7 +98,7 @@ def _interleave(
         cpu.append({"mesh_total": round(sum(got.cpu_ms_per_tick.values()), 3), **got.cpu_by_role(per_tick=True)})
         running.pause()
         try:
-            single_rates.append(single.measure(min(ns.warmup, 0.5), ns.seconds))
+            single_rates.append(single.measure(min(ns.warmup, PAUSE_OVERHEAD_S), ns.seconds))
         finally:
             running.resume()
         cpu[-1]["single_process"] = round(single.cpu_ms_per_tick, 3)

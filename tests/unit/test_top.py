@@ -84,6 +84,7 @@ def test_render_rates_and_down_endpoints() -> None:
         (["top", "--endpoint", "a=h:1", "--interval", "0"], "--interval must be > 0"),
         (["bench", "e2e", "--num-envs", "0"], "--num-envs must be >= 1"),
         (["bench", "e2e", "--set", "env.nmu_envs=2"], "did you mean 'env.num_envs'"),
+        (["bench", "e2e", "--seconds", "5", "--set", "bus.round_timeout_ms=2000"], "pauses the mesh for about 5.5s"),
         (["bench", "scale", "--agents", "3,x"], "comma-separated integers"),
         (["bench", "scale", "--channels", "meanfield,smoke"], "unknown ['smoke']"),
     ],
