@@ -123,9 +123,11 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
         right.plot(n, [p["bus_bytes_per_agent_env_step"] or 0 for p in mine], marker="o", label=channel)
     left.set(xlabel="agent processes N", ylabel="env steps / s", title="throughput", xscale="log", yscale="log")
     right.set(xlabel="agent processes N", ylabel="bytes / agent / env step", title="bus bytes sent", xscale="log")
+    right.set_ylim(bottom=0)
     for ax in (left, right):
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xticks(sorted({p["num_agents"] for p in points}))
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
