@@ -279,6 +279,10 @@ def train(
         MeshError: If a process fails for good.
         ConfigError: If the fault schedule uses a kind that is not implemented.
     """
+    if getattr(plugins.load("algos", config.algo.name), "centralized", False):  # the CENTRALIZED REFERENCE
+        from marlmesh.centralized.run import train_central
+
+        return train_central(config, run_dir, out, evaluate)
     check_supported(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "plots").mkdir(exist_ok=True)
