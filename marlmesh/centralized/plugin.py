@@ -7,6 +7,7 @@ service asked to build it fails at start), so it cannot be picked by accident as
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 from marlmesh.centralized import CENTRALIZED_LABEL
@@ -36,6 +37,7 @@ class MAPPOCentral:
         )
 
 
+@functools.lru_cache(maxsize=64)
 def is_centralized(algo_name: str) -> bool:
     """Whether the installed algorithm ``algo_name`` is a centralized reference (False if unknown)."""
     from marlmesh import plugins
