@@ -7,7 +7,7 @@ connected graph converges to the average of the parameters.
 
 The comm graph is "alive and in range", seen from both ends. Each learner's candidates are the agents its own
 agent heard in the latest fragment (:func:`heard_neighbours`: the env's range and liveness as the agent bus
-saw them). A gossip round has two bus slots on channel ``gossip``:
+saw them). A gossip round has two bus slots (channels ``gossip-hello`` and ``gossip``):
 
 1. *hello*: every learner sends its candidate list to every peer learner that is not suspended; an edge
    ``i - j`` exists when each lists the other (:func:`mutual_neighbours`), so both ends agree on it and on
@@ -39,8 +39,10 @@ from marlmesh.rollout import inbox_keys
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "gossip"
-"""Bus channel of learner gossip."""
+HELLO = "gossip-hello"
+"""Bus channel of the neighbour lists (its own channel: the bus counts received bytes per channel)."""
+PARAMS = "gossip"
+"""Bus channel of the parameters."""
 SUSPEND_MIXINGS = 10
 """Mixings a peer that did not answer in time is not waited for (unless it is heard from again)."""
 
@@ -146,7 +148,8 @@ class Gossip:
         )
         self.step = 0
         """Mixing index (the bus tick of gossip messages)."""
-        self.counters: Counter[str] = Counter()
+        keys = ("mixings", "rounds", "neighbours", "params_mixed", "params_missing", "catch_ups", "peers_suspended")
+        self.counters: Counter[str] = Counter(dict.fromkeys(keys, 0))  # fixed keys: status() reads from another thread
         self._suspended: dict[int, tuple[int, tuple[int, int] | None]] = {}  # peer -> (until step, heard then)
 
     @property
@@ -160,14 +163,14 @@ class Gossip:
             if j == self.index:
                 continue
             until, heard = self._suspended.get(j, (-1, None))
-            if self.step < until and self.bus.latest_heard(j, CHANNEL) == heard:
+            if self.step < until and self.bus.latest_heard(j, HELLO) == heard:
                 continue
             self._suspended.pop(j, None)
             peers.append(j)
         return peers
 
     def _catch_up(self) -> None:
-        newest = [self.bus.latest_heard(j, CHANNEL) for j in range(self.num_agents) if j != self.index]
+        newest = [self.bus.latest_heard(j, HELLO) for j in range(self.num_agents) if j != self.index]
         ahead = max((h[0] for h in newest if h is not None), default=-1)
         if ahead > self.step:
             self.counters["catch_ups"] += 1
@@ -175,7 +178,7 @@ class Gossip:
 
     def _suspend_missing(self, expected: list[int]) -> None:
         for j in expected:
-            heard = self.bus.latest_heard(j, CHANNEL)
+            heard = self.bus.latest_heard(j, HELLO)
             if heard is None or heard[0] < self.step:
                 self._suspended[j] = (self.step + SUSPEND_MIXINGS, heard)
                 self.counters["peers_suspended"] += 1
@@ -194,8 +197,8 @@ class Gossip:
             peers = self._live_peers()
             hello = np.zeros((1, self.num_agents), np.float32)
             hello[0, sorted(candidates & set(peers))] = 1.0
-            self.bus.send(tick=self.step, round=2 * r, channel=CHANNEL, payload={"neighbours": hello}, peers=peers)
-            got = self.bus.collect(tick=self.step, round=2 * r, channel=CHANNEL, expected=peers)
+            self.bus.send(tick=self.step, round=2 * r, channel=HELLO, payload={"neighbours": hello}, peers=peers)
+            got = self.bus.collect(tick=self.step, round=2 * r, channel=HELLO, expected=peers)
             self._suspend_missing(peers)
             lists = {
                 j: np.flatnonzero(d.payload["neighbours"][0] > 0.5).tolist()
@@ -215,8 +218,8 @@ class Gossip:
         for group, send in ((mutual, True), ([j for j in peers if j not in mutual], False)):
             if group:
                 rows = np.array([send])
-                self.bus.send(tick=self.step, round=slot, channel=CHANNEL, payload=payload, peers=group, rows=rows)
-        got = self.bus.collect(tick=self.step, round=slot, channel=CHANNEL, expected=peers)
+                self.bus.send(tick=self.step, round=slot, channel=PARAMS, payload=payload, peers=group, rows=rows)
+        got = self.bus.collect(tick=self.step, round=slot, channel=PARAMS, expected=peers)
         mixed = theta.astype(np.float64)
         for j in mutual:
             d = got.get(j)

@@ -220,6 +220,22 @@ def bus_summary(agent_stats: list[dict[str, object]]) -> dict[str, object]:
     return out
 
 
+def gossip_summary(learner_stats: list[dict[str, object]]) -> dict[str, object]:
+    """``bus.gossip``: the learners' gossip traffic summed (empty when no learner gossiped).
+
+    Holds ``messages_sent``, ``bytes_sent``, ``messages_received``, ``dropped`` (cause -> count, from the same link
+    emulation as the agents' messages), ``mixings``, ``params_mixed`` and ``params_missing``.
+    """
+    gossips = [st["gossip"] for st in learner_stats if isinstance(st.get("gossip"), dict)]
+    if not gossips:
+        return {}
+    totals = bus_summary([{"bus": g.get("bus") or {}} for g in gossips])
+    out = {k: totals[k] for k in ("messages_sent", "bytes_sent", "messages_received", "bytes_received", "dropped")}
+    for key in ("mixings", "params_mixed", "params_missing"):
+        out[key] = sum(int(g.get(key, 0)) for g in gossips)
+    return {"gossip": out}
+
+
 def merge_bus_trace(config: Config, run_dir: Path, agent_stats: list[dict[str, object]]) -> dict[str, object] | None:
     """Merge the agents' fate records into ``RUN_DIR/bus_trace.bin``; returns the ``bus.trace`` summary."""
     from comm_bus.trace import merge_traces
@@ -354,7 +370,11 @@ def train(
             "restart_events": [e.as_dict() for e in supervisor.events] if supervisor else [],
             "replaced_processes": mesh.replaced_processes(),
             "faults": faults.summary() if faults else [],
-            "bus": {**bus_summary(agent_stats), "trace": merge_bus_trace(config, run_dir, agent_stats)},
+            "bus": {
+                **bus_summary(agent_stats),
+                "trace": merge_bus_trace(config, run_dir, agent_stats),
+                **gossip_summary(learner_stats),
+            },
             "agents": agent_stats,
             "learners": learner_stats,
             "config": {

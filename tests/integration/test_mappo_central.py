@@ -13,7 +13,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_mappo_central_trains_on_the_smoke_budget_and_writes_the_summary(tmp_path):
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "marlmesh.cli", "train", "-c", str(ROOT / "configs/smoke.yaml"), "--run-dir", str(run)]
+    args = [
+        sys.executable,
+        "-m",
+        "marlmesh.cli",
+        "train",
+        "-c",
+        str(ROOT / "configs/smoke.yaml"),
+        "--run-dir",
+        str(run),
+    ]
     args += ["--set", "algo.name=mappo-central", "--set", "channel.name=none"]
     res = subprocess.run(args, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]

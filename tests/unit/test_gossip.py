@@ -5,7 +5,6 @@ import threading
 
 import numpy as np
 import pytest
-import zmq
 from prometheus_client import CollectorRegistry
 
 from comm_bus.addressing import PeerAddressing
@@ -92,8 +91,10 @@ def test_gossip_converges_to_the_parameter_average_over_zeromq():
     _, gossips = _gossips(n, "algo.dgmappo.gossip.enabled=true", "algo.dgmappo.gossip.rounds=5")
     try:
         rng = np.random.default_rng(1)
-        params = [{"w": rng.normal(size=(3, 5)).astype(np.float32), "b": rng.normal(size=5).astype(np.float32)}
-                  for _ in range(n)]
+        params = [
+            {"w": rng.normal(size=(3, 5)).astype(np.float32), "b": rng.normal(size=5).astype(np.float32)}
+            for _ in range(n)
+        ]
         mean = {k: np.mean([p[k] for p in params], axis=0) for k in params[0]}
         path = [[1], [0, 2], [1, 3], [2]]  # connected, not complete: 0 - 1 - 2 - 3
         out = _run(gossips, params, path, mixings=12)  # 60 rounds
@@ -117,13 +118,15 @@ def test_gossip_bytes_go_through_the_link_emulation_and_are_counted():
     params = [{"w": np.full(100, float(i), np.float32)} for i in range(2)]
     hello_bytes, param_bytes = 2 * 4 + 32, _param_bytes(params[0])
     # 1) 64 kbit/s, 20 ms: a 436-byte parameter message is visible after ~75 ms < slot (1 s): mixed
-    _, gossips = _gossips(2, "algo.dgmappo.gossip.enabled=true", "bus.links.default.rate_bps=64000",
-                          "bus.links.default.latency_ms=20")
+    _, gossips = _gossips(
+        2, "algo.dgmappo.gossip.enabled=true", "bus.links.default.rate_bps=64000", "bus.links.default.latency_ms=20"
+    )
     try:
         out = _run(gossips, params, [[1], [0]], mixings=3)
         for g in gossips:
             bus = g.bus.totals
             assert bus.messages_sent == 3 * 2 and bus.bytes_sent == 3 * (hello_bytes + param_bytes)
+            assert bus.bytes_received == 3 * (hello_bytes + param_bytes)
             assert g.counters["params_mixed"] == 3
         assert np.allclose(out[0]["w"], 0.5) and np.allclose(out[1]["w"], 0.5)
     finally:
