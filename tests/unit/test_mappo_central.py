@@ -14,7 +14,7 @@ from marlmesh.sweep_spec import method_label
 
 def _config(**sets):
     items = [f"{k}={v}" for k, v in {"algo.name": "mappo-central", "channel.name": "none", **sets}.items()]
-    return load_config(None, ["env.kwargs.N=3", "env.kwargs.max_cycles=25", "env.num_envs=2", *items])
+    return load_config(None, ["env.kwargs.N=3", "env.num_envs=2", "algo.ppo.hidden_sizes=[16,16]", *items])
 
 
 @pytest.fixture
