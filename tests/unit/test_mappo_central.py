@@ -73,3 +73,10 @@ def test_sweep_method_name_says_centralized_reference():
         "mappo-central (CENTRALIZED REFERENCE)"
     )
     assert method_label({"algo.name": "ippo", "channel.name": "none"}, None) == "ippo+none"
+
+
+def test_no_learner_pods_are_rendered_for_it():
+    from marlmesh.k8s import RenderError, render
+
+    with pytest.raises(RenderError, match="CENTRALIZED REFERENCE"):
+        render(_config(), 3)
