@@ -8,10 +8,9 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
-from comm_bus.addressing import DEFAULT_PATTERN, PeerAddressing
+from comm_bus.addressing import PeerAddressing
 
 DEFAULT_GOSSIP_BASE_PORT = 48000
 
@@ -22,14 +21,10 @@ def gossip_addressing(environ: Mapping[str, str] | None = None) -> PeerAddressin
     Raises:
         ValueError: If a variable is malformed; the message names it.
     """
-    env = os.environ if environ is None else environ
-    raw = env.get("MARLMESH_GOSSIP_BASE_PORT", str(DEFAULT_GOSSIP_BASE_PORT))
-    try:
-        base = int(raw)
-    except ValueError:
-        raise ValueError(f"MARLMESH_GOSSIP_BASE_PORT={raw!r}: not an integer") from None
-    return PeerAddressing(
-        pattern=env.get("MARLMESH_GOSSIP_PATTERN", DEFAULT_PATTERN),
-        base_port=base,
-        bind_pattern=env.get("MARLMESH_GOSSIP_BIND", DEFAULT_PATTERN),
+    return PeerAddressing.from_env(
+        environ,
+        port_var="MARLMESH_GOSSIP_BASE_PORT",
+        pattern_var="MARLMESH_GOSSIP_PATTERN",
+        bind_var="MARLMESH_GOSSIP_BIND",
+        default_port=DEFAULT_GOSSIP_BASE_PORT,
     )

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import collections
 import json
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +29,7 @@ from marlmesh.evaluate import evaluate_run, format_eval_table
 from marlmesh.faults import FaultSchedule, check_supported
 from marlmesh.mesh import Mesh, MeshError
 from marlmesh.serving import grpc_options
+from marlmesh.stop_signals import StopSignals
 from marlmesh.supervise import Supervisor
 from marlmesh.v1 import env_pb2, learner_pb2, learner_pb2_grpc
 
@@ -304,16 +303,8 @@ def train(
     (run_dir / "plots").mkdir(exist_ok=True)
     config_path = run_dir / "config.yaml"
     config_path.write_text(dump_config(config))
-    interrupted = threading.Event()
-    received: list[int] = []
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-        interrupted.set()
-
-    for s in previous:
-        signal.signal(s, on_signal)
+    stop = StopSignals()
+    interrupted = stop.event
     out.write(f"marlmesh train: run directory {run_dir}\n")
     out.flush()
     start = time.monotonic()
@@ -350,15 +341,14 @@ def train(
             progress.close()
         processes = mesh.processes()
         codes = mesh.stop()
-        for s, h in previous.items():
-            signal.signal(s, h)
+        stop.restore()
     train_seconds = time.monotonic() - start
     agent_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "agent"]
     learner_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "learner"]
     summary.update(
         {
             "status": "interrupted" if interrupted.is_set() else "trained",
-            "signal": signal.Signals(received[0]).name if received else None,
+            "signal": stop.signal_name,
             "env_steps": progress.env_steps if progress else 0,
             "episodes": progress.episodes if progress else 0,
             "wall_seconds": round(train_seconds, 2),
@@ -377,34 +367,16 @@ def train(
             },
             "agents": agent_stats,
             "learners": learner_stats,
-            "config": {
-                "env": config.env.name,
-                "algo": config.algo.name,
-                "channel": config.channel.name,
-                "num_envs": config.env.num_envs,
-                "seed": config.seed,
-            },
+            "config": config_summary(config),
         }
     )
     if failure is not None:  # still leave a summary behind, then fail
         summary.update({"status": "failed", "error": str(failure).splitlines()[0]})
-        _write_summary(run_dir, summary)
+        write_summary(run_dir, summary)
         raise failure
     if evaluate and not interrupted.is_set():
-        out.write("evaluating...\n")
-        out.flush()
-        result = evaluate_run(
-            config,
-            config_path,
-            run_dir,
-            episodes=config.eval.episodes,
-            num_envs=config.eval.num_envs,
-            seed=config.seed + config.eval.seed_offset,
-        )
-        summary["eval"] = result
-        summary["status"] = "done"
-        out.write(format_eval_table(result) + "\n")
-    _write_summary(run_dir, summary)
+        evaluate_into(summary, config, config_path, run_dir, out)
+    write_summary(run_dir, summary)
     try:
         from marlmesh.plotting import plot_run
 
@@ -423,7 +395,44 @@ def _restarts(processes: list[dict[str, object]], supervisor: Supervisor | None)
     return {str(p["role"]) if int(p["agent_id"]) < 0 else f"{p['role']}-{p['agent_id']}": 0 for p in processes}
 
 
-def _write_summary(run_dir: Path, summary: dict[str, object]) -> None:
+def config_summary(config: Config) -> dict[str, object]:
+    """``config`` of the summary: env, algo, channel, B and seed."""
+    return {
+        "env": config.env.name,
+        "algo": config.algo.name,
+        "channel": config.channel.name,
+        "num_envs": config.env.num_envs,
+        "seed": config.seed,
+    }
+
+
+def evaluate_into(
+    summary: dict[str, object], config: Config, config_path: Path, run_dir: Path, out: TextIO, note: str = ""
+) -> None:
+    """Evaluate the run's saved policies as processes into ``summary["eval"]`` and mark the run ``done``.
+
+    Prints the evaluation table on ``out``.
+
+    Raises:
+        MeshError: If an evaluation process fails.
+    """
+    out.write(f"evaluating{note}...\n")
+    out.flush()
+    result = evaluate_run(
+        config,
+        config_path,
+        run_dir,
+        episodes=config.eval.episodes,
+        num_envs=config.eval.num_envs,
+        seed=config.seed + config.eval.seed_offset,
+    )
+    summary["eval"] = result
+    summary["status"] = "done"
+    out.write(format_eval_table(result) + "\n")
+
+
+def write_summary(run_dir: Path, summary: dict[str, object]) -> None:
+    """Write ``RUN_DIR/summary.json`` atomically."""
     tmp = run_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=float))
     tmp.replace(run_dir / "summary.json")

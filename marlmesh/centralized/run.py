@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import TextIO
@@ -26,7 +24,8 @@ from marlmesh.centralized import BANNER, CENTRALIZED_LABEL
 from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.centralized.mappo import CentralMAPPO
 from marlmesh.config import Config, ConfigError, dump_config
-from marlmesh.evaluate import evaluate_run, format_eval_table
+from marlmesh.stop_signals import StopSignals
+from marlmesh.train import bus_summary, config_summary, evaluate_into, write_summary
 
 
 def check_central(config: Config) -> None:
@@ -76,16 +75,8 @@ def train_central(config: Config, run_dir: Path, out: TextIO = sys.stdout, evalu
     torch.set_num_threads(config.train.torch_threads)
     out.write(f"marlmesh train: run directory {run_dir}\n{BANNER}\n")
     out.flush()
-    interrupted = threading.Event()
-    received: list[int] = []
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-        interrupted.set()
-
-    for s in previous:
-        signal.signal(s, on_signal)
+    stop = StopSignals()
+    interrupted = stop.event
     start = time.monotonic()
     env = JointEnv(config, seed=config.seed, num_envs=config.env.num_envs)
     trainer = CentralMAPPO(config, env, seed=config.seed)
@@ -128,14 +119,13 @@ def train_central(config: Config, run_dir: Path, out: TextIO = sys.stdout, evalu
     finally:
         episodes = env.node.stats(0, 0).episodes
         env.close()
-        for s, h in previous.items():
-            signal.signal(s, h)
+        stop.restore()
     if trainer.updates == 0:  # evaluation needs a saved policy, even of an interrupted run
         _save(trainer, run_dir, config, env.env_steps)
     summary: dict[str, object] = {
         "run_dir": str(run_dir),
         "status": "interrupted" if interrupted.is_set() else "trained",
-        "signal": signal.Signals(received[0]).name if received else None,
+        "signal": stop.signal_name,
         "centralized": True,
         "label": CENTRALIZED_LABEL,
         "env_steps": env.env_steps,
@@ -148,42 +138,14 @@ def train_central(config: Config, run_dir: Path, out: TextIO = sys.stdout, evalu
         "restart_events": [],
         "replaced_processes": [],
         "faults": [],
-        "bus": {
-            "messages_sent": 0,
-            "bytes_sent": 0,
-            "messages_received": 0,
-            "bytes_received": 0,
-            "dropped": {},
-            "delivery_latency_p50_seconds": None,
-            "trace": None,
-        },
+        "bus": {**bus_summary([]), "trace": None},  # agents exchange nothing
         "learners": [{"role": "central-trainer", "version": trainer.updates, "last_losses": stats}],
-        "config": {
-            "env": config.env.name,
-            "algo": config.algo.name,
-            "channel": config.channel.name,
-            "num_envs": config.env.num_envs,
-            "seed": config.seed,
-            "centralized": True,
-        },
+        "config": {**config_summary(config), "centralized": True},
     }
     if evaluate and not interrupted.is_set():
-        out.write("evaluating (decentralized execution: each agent process acts on its own observation)...\n")
-        out.flush()
-        result = evaluate_run(
-            config,
-            config_path,
-            run_dir,
-            episodes=config.eval.episodes,
-            num_envs=config.eval.num_envs,
-            seed=config.seed + config.eval.seed_offset,
-        )
-        summary["eval"] = result
-        summary["status"] = "done"
-        out.write(format_eval_table(result) + "\n")
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=float))
-    tmp.replace(run_dir / "summary.json")
+        note = " (decentralized execution: each agent process acts on its own observation)"
+        evaluate_into(summary, config, config_path, run_dir, out, note)
+    write_summary(run_dir, summary)
     out.write(f"{BANNER}\nsummary: {run_dir / 'summary.json'}\n")
     out.flush()
     return summary

@@ -1,14 +1,11 @@
 """dgmappo with reward sharing and gossip parameter mixing, as real processes (env + 3 agents + 3 learners)."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from service_procs import smoke_train
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_dgmappo_shares_rewards_and_gossips_parameters_over_the_bus(tmp_path):
@@ -21,9 +18,7 @@ def test_dgmappo_shares_rewards_and_gossips_parameters_over_the_bus(tmp_path):
         "algo.dgmappo.gossip.enabled=true",
         "bus.links.default.rate_bps=2000000",  # gossip and rewards go through the netem emulation
     ]
-    args = [sys.executable, "-m", "marlmesh.cli", "train", "-c", str(ROOT / "configs/smoke.yaml")]
-    args += ["--run-dir", str(run), "--no-eval", *[x for s in sets for x in ("--set", s)]]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    res = smoke_train(run, sets, evaluate=False, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     agents = {a["agent_id"]: a for a in summary["agents"]}

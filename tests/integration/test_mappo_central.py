@@ -1,30 +1,16 @@
 """mappo-central (the CENTRALIZED REFERENCE): trains in one process and writes the usual summary contract."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from service_procs import smoke_train
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_mappo_central_trains_on_the_smoke_budget_and_writes_the_summary(tmp_path):
     run = tmp_path / "run"
-    args = [
-        sys.executable,
-        "-m",
-        "marlmesh.cli",
-        "train",
-        "-c",
-        str(ROOT / "configs/smoke.yaml"),
-        "--run-dir",
-        str(run),
-    ]
-    args += ["--set", "algo.name=mappo-central", "--set", "channel.name=none"]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    res = smoke_train(run, ["algo.name=mappo-central", "channel.name=none"])
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("CENTRALIZED REFERENCE") >= 2  # banner at start and end, progress lines
     summary = json.loads((run / "summary.json").read_text())

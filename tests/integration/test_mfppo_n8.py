@@ -4,14 +4,11 @@ agent's bus bytes per step are one fixed-size summary per env copy (radio links)
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from service_procs import smoke_train
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_mfppo_trains_at_n8_with_constant_bytes_per_agent_step(tmp_path):
@@ -23,9 +20,7 @@ def test_mfppo_trains_at_n8_with_constant_bytes_per_agent_step(tmp_path):
         "bus.links.shared_medium=true",  # one transmission per step reaches every neighbour
         "train.total_env_steps=800",
     ]
-    args = [sys.executable, "-m", "marlmesh.cli", "train", "-c", str(ROOT / "configs/smoke.yaml")]
-    args += ["--run-dir", str(run), "--no-eval", *[x for s in sets for x in ("--set", s)]]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=280, cwd=ROOT)
+    res = smoke_train(run, sets, evaluate=False, timeout=280)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["env_steps"] >= 800
