@@ -1,4 +1,4 @@
-"""dgmappo with reward sharing and gossip parameter mixing, as real processes (env + 3 agents + 3 learners)."""
+"""dgmappo with reward sharing and gossip parameter mixing, as real processes (env + 2 agents + 2 learners)."""
 
 import json
 
@@ -11,6 +11,7 @@ pytestmark = pytest.mark.integration
 def test_dgmappo_shares_rewards_and_gossips_parameters_over_the_bus(tmp_path):
     run = tmp_path / "run"
     sets = [
+        "env.kwargs.N=2",  # fewer processes to start; one neighbour each
         "algo.name=dgmappo",
         "channel.name=dgat",
         "train.total_env_steps=1200",
@@ -23,12 +24,12 @@ def test_dgmappo_shares_rewards_and_gossips_parameters_over_the_bus(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     agents = {a["agent_id"]: a for a in summary["agents"]}
     for a in agents.values():
-        # every step: 2 dgat rounds + 1 reward message to 2 peers x 4 env copies; rewards of both peers heard
-        assert a["bus"]["messages_sent"] == pytest.approx(a["steps"] * 4 * 2 * 3, abs=4 * 2 * 3)
-        assert a["reward_sharing_rows_heard"] == pytest.approx(a["steps"] * 4 * 2, abs=4 * 2)
+        # every step: 2 dgat rounds + 1 reward message to the peer x 4 env copies; the peer's reward heard
+        assert a["bus"]["messages_sent"] == pytest.approx(a["steps"] * 4 * 3, abs=4 * 3)
+        assert a["reward_sharing_rows_heard"] == pytest.approx(a["steps"] * 4, abs=4)
     gossip = summary["bus"]["gossip"]
     learners = {lr["agent_id"]: lr for lr in summary["learners"]}
-    assert sorted(learners) == [0, 1, 2]
+    assert sorted(learners) == [0, 1]
     for lr in learners.values():
         g = lr["gossip"]
         assert lr["updates"] >= 2 and g["mixings"] == lr["updates"]  # period 1: a mixing after every update
