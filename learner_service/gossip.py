@@ -25,6 +25,7 @@ step heard from a peer; a peer that does not answer within ``timeout_ms`` is sus
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
@@ -151,6 +152,8 @@ class Gossip:
         keys = ("mixings", "rounds", "neighbours", "params_mixed", "params_missing", "catch_ups", "peers_suspended")
         self.counters: Counter[str] = Counter(dict.fromkeys(keys, 0))  # fixed keys: status() reads from another thread
         self._suspended: dict[int, tuple[int, tuple[int, int] | None]] = {}  # peer -> (until step, heard then)
+        self.seconds = 0.0
+        """Wall time spent mixing (the learner's training thread waits meanwhile)."""
 
     @property
     def period(self) -> int:
@@ -190,6 +193,7 @@ class Gossip:
             params: This learner's parameters.
             candidates: Agents this learner's agent can currently hear (see :func:`heard_neighbours`).
         """
+        start = time.perf_counter()
         theta = flatten(params)
         candidates = set(candidates)
         self._catch_up()
@@ -209,6 +213,7 @@ class Gossip:
             theta = self._params_round(theta, 2 * r + 1, peers, mutual)
         self.step += 1
         self.counters["mixings"] += 1
+        self.seconds += time.perf_counter() - start
         return unflatten(theta, params)
 
     def _params_round(self, theta: np.ndarray, slot: int, peers: list[int], mutual: list[int]) -> np.ndarray:
@@ -236,7 +241,12 @@ class Gossip:
 
     def status(self) -> dict[str, object]:
         """Counters and the gossip bus totals (JSON-ready)."""
-        return {**dict(self.counters), "step": self.step, "bus": self.bus.totals.as_dict()}
+        return {
+            **dict(self.counters),
+            "step": self.step,
+            "seconds": round(self.seconds, 3),
+            "bus": self.bus.totals.as_dict(),
+        }
 
     def close(self) -> None:
         """Close the gossip sockets."""
