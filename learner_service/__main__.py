@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     stop.wait()
     node.close()
     trainer.join(timeout=30)
+    if gossip is not None and not trainer.is_alive():  # zmq sockets: closed by the thread that is done with them
+        gossip.close()
     server.stop(grace=1.0)
     if node.updates:
         node.save_checkpoint()
