@@ -19,7 +19,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from learner_service.checkpoint import save_checkpoint
+from learner_service.checkpoint import load_latest, save_checkpoint
 from marlmesh.centralized import BANNER, CENTRALIZED_LABEL
 from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.centralized.mappo import CentralMAPPO
@@ -59,10 +59,27 @@ def _save(trainer: CentralMAPPO, run_dir: Path, config: Config, env_steps: int) 
     save_checkpoint(run_dir / "checkpoints" / "central-critic", version, critic, keep)
 
 
+def _resume(trainer: CentralMAPPO, run_dir: Path, out: TextIO) -> None:
+    """Continue from the newest checkpoints of an earlier run in ``run_dir`` (like the learners resume)."""
+    found = load_latest(run_dir / "checkpoints" / "central-critic")
+    if found is None:
+        return
+    payload, path = found
+    trainer.critic.load_state_dict(payload["critic"])
+    trainer.optimizer.load_state_dict(payload["optimizer"])
+    trainer.updates = int(payload["version"])
+    for i, actor in enumerate(trainer.actors):
+        got = load_latest(run_dir / "checkpoints" / f"agent-{i}")
+        if got is not None:
+            actor.load_state_dict(got[0]["policy"])
+    out.write(f"resumed from {path} (update {trainer.updates})\n")
+
+
 def train_central(config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: bool = True) -> dict[str, object]:
     """Train mappo-central until the budget, evaluate, write ``summary.json``; returns the summary.
 
-    SIGINT/SIGTERM stop after the current update and still write a summary (status ``interrupted``).
+    SIGINT/SIGTERM stop after the current update and still write a summary (status ``interrupted``). An
+    existing ``run_dir`` resumes from its newest checkpoints.
 
     Raises:
         ConfigError: If the config uses mesh-only settings (see :func:`check_central`).
@@ -80,6 +97,7 @@ def train_central(config: Config, run_dir: Path, out: TextIO = sys.stdout, evalu
     start = time.monotonic()
     env = JointEnv(config, seed=config.seed, num_envs=config.env.num_envs)
     trainer = CentralMAPPO(config, env, seed=config.seed)
+    _resume(trainer, run_dir, out)
     returns: list[float] = []
     next_seq, last_print = 0, 0.0
     budget = config.train.max_wall_seconds

@@ -80,3 +80,19 @@ def test_no_learner_pods_are_rendered_for_it():
 
     with pytest.raises(RenderError, match="CENTRALIZED REFERENCE"):
         render(_config(), 3)
+
+
+def test_a_rerun_in_the_same_directory_resumes_from_the_newest_checkpoints(tmp_path):
+    import io
+
+    from learner_service.checkpoint import load_latest
+    from marlmesh.centralized.run import train_central
+
+    sets = {"train.rollout_steps": 5, "train.total_env_steps": 20, "algo.ppo.epochs": 1, "train.checkpoint_keep": 2}
+    config = _config(**sets)
+    first = train_central(config, tmp_path, io.StringIO(), evaluate=False)
+    assert first["status"] == "trained" and first["learners"][0]["version"] == 2  # 2 updates of 5 x 2 env steps
+    out = io.StringIO()
+    second = train_central(config, tmp_path, out, evaluate=False)
+    assert "resumed from" in out.getvalue() and second["learners"][0]["version"] == 4
+    assert load_latest(tmp_path / "checkpoints" / "agent-2")[0]["version"] == 4
