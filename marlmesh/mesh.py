@@ -297,6 +297,7 @@ class Mesh:
         self._prepare_security([(role, i) for role in roles for i in range(self.num_agents)])
         learner_addr = {}
         if self.mode == "train":
+            gossip_env = self._gossip_env(host)
             learners = [
                 self._spawn(
                     "learner",
@@ -310,7 +311,7 @@ class Mesh:
                         "--checkpoint-dir",
                         str(self.checkpoint_dir(i)),
                     ],
-                    {},
+                    gossip_env,
                 )
                 for i in range(self.num_agents)
             ]
@@ -343,6 +344,18 @@ class Mesh:
             agents[-1].metrics_port = metrics_base + i
         for ap in agents:
             self._await_port(ap, timeout)
+
+    def _gossip_env(self, host: str) -> dict[str, str]:
+        """Learners' gossip addresses (``algo.dgmappo.gossip``): a block of free ports, one per learner."""
+        if not self.config.algo.dgmappo.gossip.enabled:
+            return {}
+        pattern = f"tcp://{host}:{{port}}"
+        base = free_port_block(host, self.num_agents)
+        return {
+            "MARLMESH_GOSSIP_BASE_PORT": str(base),
+            "MARLMESH_GOSSIP_PATTERN": pattern,
+            "MARLMESH_GOSSIP_BIND": pattern,
+        }
 
     def bus_trace_part(self, agent_id: int) -> Path:
         """Raw message-fate records of one agent (merged into ``RUN_DIR/bus_trace.bin`` after the run)."""
