@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -28,6 +29,9 @@ from marlmesh import plugins
 from marlmesh.config import Config
 from marlmesh.policy_spec import PolicySpec, policy_spec_for
 from marlmesh.rollout import RolloutRecorder
+
+if TYPE_CHECKING:
+    from agent_service.reward_sharing import RewardSharing
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +114,16 @@ class AgentNode:
         """Lockstep: the agent reached the final tick, pushed its last fragment and stopped stepping."""
         if initial_params is not None:
             self._load(*initial_params)
+        self.reward_sharing = self._reward_sharing()
+
+    def _reward_sharing(self) -> RewardSharing | None:
+        """DG-MAPPO reward sharing over the bus (training only; see :mod:`agent_service.reward_sharing`)."""
+        cfg = self.config.algo.dgmappo.reward_sharing
+        if not cfg.enabled or self.recorder is None or self.bus is None:
+            return None
+        from agent_service.reward_sharing import RewardSharing
+
+        return RewardSharing(cfg, self.bus, self.index)
 
     # -- weights -----------------------------------------------------------------------------------
     def _load(self, version: int, params: dict[str, np.ndarray]) -> None:
@@ -190,7 +204,8 @@ class AgentNode:
         if not applied:
             self.counters.late_actions += 1
         if self.recorder is not None:
-            self.recorder.add_outcome(nxt.reward, nxt.terminated, nxt.truncated, nxt.final_obs, nxt.cost)
+            reward = nxt.reward if self.reward_sharing is None else self.reward_sharing.share(nxt)
+            self.recorder.add_outcome(reward, nxt.terminated, nxt.truncated, nxt.final_obs, nxt.cost)
         self._ob = nxt
         self._joining = False
         self.counters.steps += 1
@@ -268,6 +283,8 @@ class AgentNode:
             "bus": self.bus.totals.as_dict() if self.bus is not None else None,
             "bus_trace": self.bus.trace_status() if self.bus is not None else None,
         }
+        if self.reward_sharing is not None:
+            out["reward_sharing_rows_heard"] = self.reward_sharing.rows_heard
         if self.learner is not None:
             out["fragments_created"] = self.learner.fragments_created
             out["fragments_sent"] = self.learner.fragments_sent

@@ -414,6 +414,10 @@ class Bus:
             self.totals.dropped[cause] += count
             self.metrics.dropped.labels(cause).inc(count)
 
+    def latest_heard(self, src: int, channel: str) -> tuple[int, int] | None:
+        """The newest ``(tick, round)`` whose frame arrived from ``src`` on ``channel`` (None: nothing yet)."""
+        return self._heard.get((src, channel))
+
     def forget(self, peer: int) -> None:
         """Drop everything held from ``peer`` (it left the mesh)."""
         self.mailbox.forget(peer)

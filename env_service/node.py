@@ -340,6 +340,7 @@ class EnvNode:
         names = self.agent_names
         discrete = [s.kind == "discrete" for s in self.act_spaces]
         self._final_reset()
+        stepped = []
         for b, env in enumerate(self.envs):
             alive = set(env.agents)
             joint = {
@@ -348,18 +349,24 @@ class EnvNode:
                 if name in alive
             }
             obs, rewards, terms, truncs, _ = env.step(joint)
-            for a, name in enumerate(names):
-                self._reward[a, b] = float(rewards.get(name, 0.0))
-                self._term[a, b] = bool(terms.get(name, False))
-                self._trunc[a, b] = bool(truncs.get(name, False))
-            coll = self.adapter.collisions(env) if self.adapter.has_collisions else None
-            self._cost[:, b] = 0.0 if coll is None else coll
-            self._ep_returns[b] += self._reward[:, b]
-            self._ep_len[b] += 1
-            if coll is not None:
-                self._ep_coll[b] += float(coll.sum()) / 2.0
-            ended = self._term[:, b] | self._trunc[:, b]
-            if ended.any() or not env.agents:
+            self._reward[:, b] = [rewards.get(name, 0.0) for name in names]
+            self._term[:, b] = [terms.get(name, False) for name in names]
+            self._trunc[:, b] = [truncs.get(name, False) for name in names]
+            stepped.append(obs)
+        # Collisions of the stepped state of every copy at once (before any reset), then per-copy episode ends.
+        if self.adapter.has_collisions:
+            coll = self.adapter.collisions_batch(self.envs).T  # [N, B]
+            self._cost[:] = coll
+            self._ep_coll += coll.sum(axis=0) / 2.0
+        else:
+            self._cost.fill(0.0)
+        self._ep_returns += self._reward.T
+        self._ep_len += 1
+        ended_any = (self._term | self._trunc).any(axis=0)
+        for b, env in enumerate(self.envs):
+            obs = stepped[b]
+            if ended_any[b] or not env.agents:
+                ended = self._term[:, b] | self._trunc[:, b]
                 for a, name in enumerate(names):
                     if name in obs:
                         self._final[a][b] = obs[name]
@@ -368,7 +375,8 @@ class EnvNode:
                 self._record_episode(b)
                 obs, _ = env.reset()
             self._write_obs(b, obs)
-            self._write_positions(b)
+        if self._positions is not None:
+            self._positions[:] = self.adapter.positions_batch(self.envs).transpose(1, 0, 2)
 
     def _final_reset(self) -> None:
         for f in self._final:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import collections
 import json
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +29,7 @@ from marlmesh.evaluate import evaluate_run, format_eval_table
 from marlmesh.faults import FaultSchedule, check_supported
 from marlmesh.lockstep import LockstepEnd, reproducibility, uses_lockstep
 from marlmesh.mesh import Mesh, MeshError
+from marlmesh.stop_signals import StopSignals
 from marlmesh.supervise import Supervisor
 from marlmesh.v1 import env_pb2, learner_pb2, learner_pb2_grpc
 
@@ -222,6 +221,22 @@ def bus_summary(agent_stats: list[dict[str, object]]) -> dict[str, object]:
     return out
 
 
+def gossip_summary(learner_stats: list[dict[str, object]]) -> dict[str, object]:
+    """``bus.gossip``: the learners' gossip traffic summed (empty when no learner gossiped).
+
+    Holds ``messages_sent``, ``bytes_sent``, ``messages_received``, ``dropped`` (cause -> count, from the same link
+    emulation as the agents' messages), ``mixings``, ``params_mixed`` and ``params_missing``.
+    """
+    gossips = [st["gossip"] for st in learner_stats if isinstance(st.get("gossip"), dict)]
+    if not gossips:
+        return {}
+    totals = bus_summary([{"bus": g.get("bus") or {}} for g in gossips])
+    out = {k: totals[k] for k in ("messages_sent", "bytes_sent", "messages_received", "bytes_received", "dropped")}
+    for key in ("mixings", "params_mixed", "params_missing"):
+        out[key] = sum(int(g.get(key, 0)) for g in gossips)
+    return {"gossip": out}
+
+
 def merge_bus_trace(config: Config, run_dir: Path, agent_stats: list[dict[str, object]]) -> dict[str, object] | None:
     """Merge the agents' fate records into ``RUN_DIR/bus_trace.bin``; returns the ``bus.trace`` summary."""
     from comm_bus.trace import merge_traces
@@ -290,21 +305,17 @@ def train(
         MeshError: If a process fails for good.
         ConfigError: If the fault schedule uses a kind that is not implemented.
     """
+    if getattr(plugins.load("algos", config.algo.name), "centralized", False):  # the CENTRALIZED REFERENCE
+        from marlmesh.centralized.run import train_central
+
+        return train_central(config, run_dir, out, evaluate)
     check_supported(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "plots").mkdir(exist_ok=True)
     config_path = run_dir / "config.yaml"
     config_path.write_text(dump_config(config))
-    interrupted = threading.Event()
-    received: list[int] = []
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-        interrupted.set()
-
-    for s in previous:
-        signal.signal(s, on_signal)
+    stop = StopSignals()
+    interrupted = stop.event
     out.write(f"marlmesh train: run directory {run_dir}\n")
     out.flush()
     start = time.monotonic()
@@ -354,17 +365,20 @@ def train(
             lockstep_end.close()
         processes = mesh.processes()
         codes = mesh.stop()
-        for s, h in previous.items():
-            signal.signal(s, h)
+        stop.restore()
     train_seconds = time.monotonic() - start
     agent_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "agent"]
     learner_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "learner"]
-    bus = {**bus_summary(agent_stats), "trace": merge_bus_trace(config, run_dir, agent_stats)}
+    bus = {
+        **bus_summary(agent_stats),
+        "trace": merge_bus_trace(config, run_dir, agent_stats),
+        **gossip_summary(learner_stats),
+    }
     restarts = _restarts(processes, supervisor)
     summary.update(
         {
             "status": "interrupted" if interrupted.is_set() else "trained",
-            "signal": signal.Signals(received[0]).name if received else None,
+            "signal": stop.signal_name,
             "env_steps": progress.env_steps if progress else 0,
             "episodes": progress.episodes if progress else 0,
             "wall_seconds": round(train_seconds, 2),
@@ -379,7 +393,10 @@ def train(
             "bus": bus,
             "reproducibility": reproducibility(
                 config,
-                round_timeouts=int(bus["dropped"].get("round_timeout", 0)),
+                round_timeouts=sum(  # the agents' rounds and the learners' gossip rounds
+                    int(dict(part.get("dropped") or {}).get("round_timeout", 0))
+                    for part in (bus, bus.get("gossip", {}))
+                ),
                 default_actions=sum(progress.default_actions.values()) if progress else 0,
                 fragments_lost=sum(sum(dict(a.get("fragments_dropped") or {}).values()) for a in agent_stats),
                 restarts=sum(restarts.values()),
@@ -387,35 +404,16 @@ def train(
             ),
             "agents": agent_stats,
             "learners": learner_stats,
-            "config": {
-                "env": config.env.name,
-                "algo": config.algo.name,
-                "channel": config.channel.name,
-                "num_envs": config.env.num_envs,
-                "seed": config.seed,
-                "weight_sync": config.train.weight_sync,
-            },
+            "config": config_summary(config),
         }
     )
     if failure is not None:  # still leave a summary behind, then fail
         summary.update({"status": "failed", "error": str(failure).splitlines()[0]})
-        _write_summary(run_dir, summary)
+        write_summary(run_dir, summary)
         raise failure
     if evaluate and not interrupted.is_set():
-        out.write("evaluating...\n")
-        out.flush()
-        result = evaluate_run(
-            config,
-            config_path,
-            run_dir,
-            episodes=config.eval.episodes,
-            num_envs=config.eval.num_envs,
-            seed=config.seed + config.eval.seed_offset,
-        )
-        summary["eval"] = result
-        summary["status"] = "done"
-        out.write(format_eval_table(result) + "\n")
-    _write_summary(run_dir, summary)
+        evaluate_into(summary, config, config_path, run_dir, out)
+    write_summary(run_dir, summary)
     try:
         from marlmesh.plotting import plot_run
 
@@ -434,7 +432,45 @@ def _restarts(processes: list[dict[str, object]], supervisor: Supervisor | None)
     return {str(p["role"]) if int(p["agent_id"]) < 0 else f"{p['role']}-{p['agent_id']}": 0 for p in processes}
 
 
-def _write_summary(run_dir: Path, summary: dict[str, object]) -> None:
+def config_summary(config: Config) -> dict[str, object]:
+    """``config`` of the summary: env, algo, channel, B, seed and weight sync."""
+    return {
+        "env": config.env.name,
+        "algo": config.algo.name,
+        "channel": config.channel.name,
+        "num_envs": config.env.num_envs,
+        "seed": config.seed,
+        "weight_sync": config.train.weight_sync,
+    }
+
+
+def evaluate_into(
+    summary: dict[str, object], config: Config, config_path: Path, run_dir: Path, out: TextIO, note: str = ""
+) -> None:
+    """Evaluate the run's saved policies as processes into ``summary["eval"]`` and mark the run ``done``.
+
+    Prints the evaluation table on ``out``.
+
+    Raises:
+        MeshError: If an evaluation process fails.
+    """
+    out.write(f"evaluating{note}...\n")
+    out.flush()
+    result = evaluate_run(
+        config,
+        config_path,
+        run_dir,
+        episodes=config.eval.episodes,
+        num_envs=config.eval.num_envs,
+        seed=config.seed + config.eval.seed_offset,
+    )
+    summary["eval"] = result
+    summary["status"] = "done"
+    out.write(format_eval_table(result) + "\n")
+
+
+def write_summary(run_dir: Path, summary: dict[str, object]) -> None:
+    """Write ``RUN_DIR/summary.json`` atomically."""
     tmp = run_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=float))
     tmp.replace(run_dir / "summary.json")
