@@ -25,6 +25,7 @@ from comm_bus.bus import Bus
 from comm_bus.faults import LinkFaults
 from env_service.client import EnvClient
 from marlmesh import process
+from marlmesh.lockstep import FINISHED
 from marlmesh.plugins import PluginError
 from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_server
 
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     config = process.load_or_fail(ROLE, ns)
     agent = process.parse_agent_id(ROLE, ns.agent_id)
     setup_logging("agent", agent)
+    tls_identity, token = process.security_or_fail(ROLE, ns, config, f"agent-{agent}", agent)
     make_runtime = None
     if ns.runtime == "onnx":
         make_runtime = _onnx_runtime_factory(ns, config, agent)
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(config.train.torch_threads)
+        torch.manual_seed(config.seed * 7919 + 104_729 + agent)  # action sampling uses torch's RNG
     try:
         addressing = PeerAddressing.from_env()
     except ValueError as exc:
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_s=rpc,
         max_message_bytes=config.runtime.max_message_bytes,
         step_timeout_s=config.env.step_deadline_ms / 1000.0 + rpc,
+        tls_identity=tls_identity,
     )
     try:
         env.wait_ready(config.runtime.startup_timeout_s)
@@ -143,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     initial = None
     if ns.mode == "train" and ns.runtime == "torch":
         learner = LearnerLink(
-            ns.learner_addr.format(id=agent), agent, timeout_s=rpc, max_message_bytes=config.runtime.max_message_bytes
+            ns.learner_addr.format(id=agent),
+            agent,
+            timeout_s=rpc,
+            max_message_bytes=config.runtime.max_message_bytes,
+            tls_identity=tls_identity,
         )
     elif ns.runtime == "torch":
         initial = _load_eval_params(ROLE, ns.checkpoint_dir)
@@ -192,9 +200,15 @@ def main(argv: list[str] | None = None) -> int:
         identity=Identity(
             "agent",
             agent,
-            counters=lambda: {"steps": node.counters.steps, "policy_version": node.counters.policy_version},
+            counters=lambda: {
+                "steps": node.counters.steps,
+                "policy_version": node.counters.policy_version,
+                FINISHED: float(node.finished),
+            },
         ),
         register=lambda s: None,
+        tls_identity=tls_identity,
+        token=token,
     )
     if ns.metrics_port:
         from prometheus_client import start_http_server
@@ -222,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("step %d, version %d", n.counters.steps, n.counters.policy_version)
 
         node.run(stop, on_step)
+        if node.finished:  # lockstep: idle at the final tick until the launcher has seen every agent finish
+            stop.wait()
     except (TimeoutError, ConnectionError) as exc:
         log.error("%s", exc)
         code = 3

@@ -6,17 +6,38 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from learner_service.gossip_addressing import gossip_addressing
 from learner_service.node import LearnerNode
 from learner_service.servicer import LearnerServicer
 from marlmesh import process
+from marlmesh.config import Config
 from marlmesh.plugins import PluginError
 from marlmesh.policy_spec import policy_spec_for
 from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_server
 from marlmesh.v1 import learner_pb2_grpc
 
+if TYPE_CHECKING:
+    from learner_service.gossip import Gossip
+
 ROLE = "learner_service"
 log = logging.getLogger(ROLE)
+
+
+def _gossip(config: Config, agent: int, num_agents: int) -> Gossip | None:
+    """The gossip endpoint when ``algo.dgmappo.gossip.enabled`` (ports from ``MARLMESH_GOSSIP_BASE_PORT``).
+
+    Raises:
+        ValueError: If a gossip address variable is malformed.
+        RuntimeError: If the gossip port cannot be bound.
+    """
+    cfg = config.algo.dgmappo.gossip
+    if not cfg.enabled:
+        return None
+    from learner_service.gossip import Gossip
+
+    return Gossip(cfg, config.bus, agent, num_agents, gossip_addressing(), seed=config.seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,18 +56,20 @@ def main(argv: list[str] | None = None) -> int:
     config = process.load_or_fail(ROLE, ns)
     agent = process.parse_agent_id(ROLE, ns.agent_id)
     setup_logging("learner", agent)
+    tls_identity, token = process.security_or_fail(ROLE, ns, config, f"learner-{agent}", agent)
     import torch
 
     torch.set_num_threads(config.train.torch_threads)
     host = ns.host or config.runtime.host
     port = ns.port if ns.port is not None else int(os.environ.get("MARLMESH_LEARNER_PORT", "50061"))
     env_spec = process.fetch_env_spec(
-        ROLE, ns.env_addr, config.runtime.startup_timeout_s, config.runtime.max_message_bytes
+        ROLE, ns.env_addr, config.runtime.startup_timeout_s, config.runtime.max_message_bytes, tls_identity
     )
     try:
         spec = policy_spec_for(env_spec, agent, config)
-        node = LearnerNode(config, spec, ns.checkpoint_dir)
-    except (ValueError, PluginError) as exc:
+        gossip = _gossip(config, agent, spec.num_agents)
+        node = LearnerNode(config, spec, ns.checkpoint_dir, gossip=gossip)
+    except (ValueError, PluginError, RuntimeError) as exc:
         process.fail(ROLE, str(exc))
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -67,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             },
         ),
         register=lambda s: learner_pb2_grpc.add_LearnerServiceServicer_to_server(servicer, s),
+        tls_identity=tls_identity,
+        token=token,
     )
     if ns.metrics_port:
         from prometheus_client import start_http_server
@@ -96,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     stop.wait()
     node.close()
     trainer.join(timeout=30)
+    if gossip is not None and not trainer.is_alive():  # zmq sockets: closed by the thread that is done with them
+        gossip.close()
     server.stop(grace=1.0)
     if node.updates:
         node.save_checkpoint()

@@ -4,6 +4,10 @@ Every process is a real OS process with its own log file under ``RUN_DIR/logs``.
 ``PR_SET_PDEATHSIG`` so they die with the launcher even if it is killed with SIGKILL; a graceful stop sends
 SIGTERM in dependency order (agents, then learners, which write their final checkpoints, then the env) and
 SIGKILLs whatever has not exited in time.
+
+Security: every child gets ``MARLMESH_CONTROL_TOKEN_FILE`` (a fresh token per mesh in ``RUN_DIR/control.token``)
+and, with ``runtime.tls.enabled``, ``MARLMESH_TLS_CA/CERT/KEY`` of its own identity; the launcher dials as
+``launcher``. These are the same variables a Kubernetes pod gets.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from pathlib import Path
 
 import grpc
 
-from marlmesh.config import Config
+from marlmesh import control_token, tls
+from marlmesh.config import Config, ConfigError
 from marlmesh.serving import grpc_options, wait_healthy
 from marlmesh.v1 import env_pb2, env_pb2_grpc
 
@@ -64,6 +69,8 @@ class Proc:
     port_file: Path
     stats_file: Path
     port: int = 0
+    metrics_port: int = 0
+    """Prometheus port (agents and env; 0 = none), kept across restarts (``marlmesh top`` reads it)."""
     module: str = ""
     args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -108,10 +115,45 @@ class Mesh:
     env_address: str = ""
     num_agents: int = 0
     bus_base_port: int = 0
+    tls_identity: tls.TlsIdentity | None = None
+    """The launcher's own TLS identity (None: plaintext)."""
+    security_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per process name: the TLS and control-token variables it is started with."""
+
+    @property
+    def control_token_file(self) -> Path:
+        """This mesh's control token (authorizes ``Control.Shutdown`` on its processes)."""
+        return self.run_dir / "control.token"
+
+    def channel(self, address: str) -> grpc.Channel:
+        """A client channel from the launcher to one of its processes (mTLS when configured)."""
+        return tls.open_channel(address, grpc_options(self.config.runtime.max_message_bytes), self.tls_identity)
+
+    def _prepare_security(self, names: list[tuple[str, int]]) -> None:
+        """Check the TLS files of every identity in ``names`` before any of them starts.
+
+        Raises:
+            MeshError: Naming the setting whose file is missing or wrong.
+        """
+        settings = self.config.runtime.tls
+        # the run's token file, never a token the launcher happens to have in its own environment
+        token_env = {control_token.TOKEN_FILE_ENV: str(self.control_token_file), control_token.TOKEN_ENV: ""}
+        try:
+            for role, agent in names:
+                name = tls.identity_name(role, agent)
+                identity = tls.load_identity(settings, name, agent=agent)
+                if role == tls.LAUNCHER:
+                    self.tls_identity = identity
+                    continue
+                files = tls.resolve_files(settings, name, agent=agent)
+                self.security_env[name] = {**token_env, **(files.env() if files else {})}
+        except ConfigError as exc:
+            raise MeshError(str(exc)) from None
 
     # -- start -------------------------------------------------------------------------------------
     def _spawn(self, role: str, agent_id: int, module: str, args: list[str], extra_env: dict[str, str]) -> Proc:
         name = role if agent_id < 0 else f"{role}-{agent_id}"
+        extra_env = {**self.security_env.get(name, {}), **extra_env}
         for sub in ("logs", "ports", "stats"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
         log_path = self.run_dir / "logs" / f"{self.tag}-{name}.log"
@@ -219,6 +261,24 @@ class Mesh:
             time.sleep(0.05)
         raise MeshError(f"{proc.name} did not start within {timeout:.0f}s:\n{proc.log_tail()}")
 
+    def start_env(self) -> Proc:
+        """Check the launcher's and the env's credentials, write the control token, start the env service.
+
+        Returns when the env has bound its port (``env_address`` is set).
+
+        Raises:
+            MeshError: If a TLS file is missing or wrong, or the env fails to start.
+        """
+        self._prepare_security([(tls.LAUNCHER, -1), ("env", -1)])
+        control_token.write_new_token(self.control_token_file)
+        metrics_port = free_port_block(self.config.runtime.host, 1)
+        args = ["--seed", str(self.seed), "--num-envs", str(self.num_envs), "--metrics-port", str(metrics_port)]
+        env = self._spawn("env", -1, "env_service", args, {})
+        env.metrics_port = metrics_port
+        port = self._await_port(env, self.config.runtime.startup_timeout_s)
+        self.env_address = f"{self.config.runtime.host}:{port}"
+        return env
+
     def start(self) -> None:
         """Start env, learners (training) and agents; return when all are up.
 
@@ -227,16 +287,17 @@ class Mesh:
         """
         host = self.config.runtime.host
         timeout = self.config.runtime.startup_timeout_s
-        env = self._spawn("env", -1, "env_service", ["--seed", str(self.seed), "--num-envs", str(self.num_envs)], {})
-        port = self._await_port(env, timeout)
-        self.env_address = f"{host}:{port}"
-        if not wait_healthy(self.env_address, timeout):
+        env = self.start_env()
+        if not wait_healthy(self.env_address, timeout, self.tls_identity):
             raise MeshError(f"env at {self.env_address} never became healthy:\n{env.log_tail()}")
-        with grpc.insecure_channel(self.env_address, options=grpc_options(self.config.runtime.max_message_bytes)) as ch:
+        with self.channel(self.env_address) as ch:
             spec = env_pb2_grpc.EnvServiceStub(ch).GetSpec(env_pb2.GetSpecRequest(), timeout=10)
         self.num_agents = len(spec.agents)
+        roles = ("agent", "learner") if self.mode == "train" else ("agent",)
+        self._prepare_security([(role, i) for role in roles for i in range(self.num_agents)])
         learner_addr = {}
         if self.mode == "train":
+            gossip_env = self._gossip_env(host)
             learners = [
                 self._spawn(
                     "learner",
@@ -250,16 +311,17 @@ class Mesh:
                         "--checkpoint-dir",
                         str(self.checkpoint_dir(i)),
                     ],
-                    {},
+                    gossip_env,
                 )
                 for i in range(self.num_agents)
             ]
             for lp in learners:
                 learner_addr[lp.agent_id] = f"{host}:{self._await_port(lp, timeout)}"
         self.bus_base_port = free_port_block(host, self.num_agents)
+        metrics_base = free_port_block(host, self.num_agents)
         agents = []
         for i in range(self.num_agents):
-            args = ["--env-addr", self.env_address, "--mode", self.mode]
+            args = ["--env-addr", self.env_address, "--mode", self.mode, "--metrics-port", str(metrics_base + i)]
             if self.mode == "train":
                 args += ["--learner-addr", learner_addr[i], "--bus-trace", str(self.bus_trace_part(i))]
             else:
@@ -279,8 +341,21 @@ class Mesh:
                     },
                 )
             )
+            agents[-1].metrics_port = metrics_base + i
         for ap in agents:
             self._await_port(ap, timeout)
+
+    def _gossip_env(self, host: str) -> dict[str, str]:
+        """Learners' gossip addresses (``algo.dgmappo.gossip``): a block of free ports, one per learner."""
+        if not self.config.algo.dgmappo.gossip.enabled:
+            return {}
+        pattern = f"tcp://{host}:{{port}}"
+        base = free_port_block(host, self.num_agents)
+        return {
+            "MARLMESH_GOSSIP_BASE_PORT": str(base),
+            "MARLMESH_GOSSIP_PATTERN": pattern,
+            "MARLMESH_GOSSIP_BIND": pattern,
+        }
 
     def bus_trace_part(self, agent_id: int) -> Path:
         """Raw message-fate records of one agent (merged into ``RUN_DIR/bus_trace.bin`` after the run)."""
@@ -300,7 +375,7 @@ class Mesh:
 
     def env_stub(self) -> tuple[grpc.Channel, env_pb2_grpc.EnvServiceStub]:
         """A channel and stub to the env service (caller closes the channel)."""
-        ch = grpc.insecure_channel(self.env_address, options=grpc_options(self.config.runtime.max_message_bytes))
+        ch = self.channel(self.env_address)
         return ch, env_pb2_grpc.EnvServiceStub(ch)
 
     def processes(self) -> list[dict[str, object]]:
@@ -324,7 +399,7 @@ class Mesh:
 
     def bound_ports(self) -> list[int]:
         """Every TCP port the mesh's processes bound (gRPC servers and bus sockets)."""
-        ports = [p.port for p in self.procs if p.port]
+        ports = [p.port for p in self.procs if p.port] + [p.metrics_port for p in self.procs if p.metrics_port]
         if self.bus_base_port:
             ports += [self.bus_base_port + i for i in range(self.num_agents)]
         return ports

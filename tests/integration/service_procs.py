@@ -63,3 +63,11 @@ def stop(procs: list[subprocess.Popen], timeout: float = 15.0) -> list[int | Non
             p.kill()
             codes.append(p.wait(5))
     return codes
+
+
+def smoke_train(run_dir: Path, sets: list[str], *, evaluate: bool = True, timeout: float = 240):
+    """``marlmesh train -c configs/smoke.yaml --set ...`` into ``run_dir`` (cwd: the repo root)."""
+    args = [sys.executable, "-m", "marlmesh.cli", "train", "-c", str(ROOT / "configs/smoke.yaml")]
+    args += ["--run-dir", str(run_dir), *[x for s in sets for x in ("--set", s)]]
+    args += [] if evaluate else ["--no-eval"]
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
