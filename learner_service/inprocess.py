@@ -1,7 +1,7 @@
 """In-process training harness: the same learner code as the mesh, without processes, gRPC or ZeroMQ.
 
-Diagnosis tool for learning quality. One Python process holds the :class:`~env_service.node.EnvNode` (B env
-copies, the service's autoreset and truncation semantics), one actor policy per agent (a
+Diagnosis tool for learning quality. One Python process holds a :class:`~marlmesh.centralized.joint_env.JointEnv`
+(the env service's ``EnvNode``: B env copies, autoreset and truncation semantics), one actor policy per agent (a
 :class:`~agent_service.runtime.TorchRuntime`, as in the agent process), one
 :class:`~marlmesh.rollout.RolloutRecorder` per agent (the agent's fragment layout) and one learner per agent
 built by the configured algorithm plugin (the learner process's code). Messages go straight from each agent's
@@ -20,18 +20,16 @@ import collections
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from agent_service.runtime import TorchRuntime
-from env_service.node import EnvNode
 from learner_service.node import policy_params
 from marlmesh import plugins
+from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.config import Config, load_config
-from marlmesh.policy_spec import PolicySpec
 from marlmesh.rollout import RolloutRecorder
 
 
@@ -59,31 +57,22 @@ class InProcessTrainer:
 
     def __init__(self, config: Config, policy_lag: int = 0) -> None:
         self.config = config
-        self.env = EnvNode(config.env, seed=config.seed)
-        self.n = self.env.num_agents
+        self.joint = JointEnv(config, seed=config.seed, num_envs=config.env.num_envs)
+        self.env = self.joint.node
+        self.n = self.joint.num_agents
         self.channel = plugins.load("channels", config.channel.name)(config.channel)
         algo = plugins.load("algos", config.algo.name)()
-        self.learners = []
+        self.learners = [algo.build_learner(config, spec, self.channel) for spec in self.joint.specs]
         self.actors = []
         self.recorders = []
-        for i in range(self.n):
-            spec = PolicySpec(
-                agent_index=i,
-                num_agents=self.n,
-                obs_space=self.env.obs_spaces[i],
-                action_space=self.env.act_spaces[i],
-                message_dim=config.channel.message_dim,
-                hidden_sizes=tuple(config.algo.ppo.hidden_sizes),
-            )
-            learner = algo.build_learner(config, spec, self.channel)
-            self.learners.append(learner)
+        for spec, learner in zip(self.joint.specs, self.learners, strict=True):
             actor = TorchRuntime(self.channel.build_policy(spec))
             actor.load_params(policy_params(learner.policy))
             self.actors.append(actor)
             self.recorders.append(
                 RolloutRecorder(
                     config.train.rollout_steps,
-                    self.env.num_envs,
+                    self.joint.num_envs,
                     spec.obs_shape,
                     spec.action_space,
                     self.channel.rounds,
@@ -95,9 +84,8 @@ class InProcessTrainer:
         self._history: list[collections.deque] = [collections.deque(maxlen=policy_lag + 1) for _ in range(self.n)]
         for i in range(self.n):
             self._history[i].append(policy_params(self.learners[i].policy))
-        self.obs = [self.env.join(i, f"inprocess-{i}") for i in range(self.n)]
+        self.obs = self.joint.views
         self.version = 0
-        self._pool = ThreadPoolExecutor(self.n)
 
     def _decide(self) -> tuple[list, list, list]:
         states, outboxes = [], []
@@ -126,12 +114,9 @@ class InProcessTrainer:
             action, logp = actor.sample(out, deterministic=False)
             self.recorders[i].add_decision(self.obs[i].obs, inboxes[i], action, logp, out.value, self.version)
             actions.append(action)
-        tick = self.obs[0].tick
-        futures = [self._pool.submit(self.env.step, i, tick, actions[i]) for i in range(self.n)]
-        for i, fut in enumerate(futures):
-            nxt, _ = fut.result()
-            self.recorders[i].add_outcome(nxt.reward, nxt.terminated, nxt.truncated, nxt.final_obs, nxt.cost)
-            self.obs[i] = nxt
+        self.obs = self.joint.step(actions)
+        for rec, nxt in zip(self.recorders, self.obs, strict=True):
+            rec.add_outcome(nxt.reward, nxt.terminated, nxt.truncated, nxt.final_obs, nxt.cost)
         return fragments
 
     def train(self, fragments: list[dict[str, np.ndarray]]) -> dict[str, float]:
@@ -151,8 +136,7 @@ class InProcessTrainer:
 
     def close(self) -> None:
         """Stop the step threads and the env copies."""
-        self._pool.shutdown()
-        self.env.close()
+        self.joint.close()
 
 
 def main(argv: list[str] | None = None) -> int:
