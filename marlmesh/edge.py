@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from marlmesh.config import Config, dump_config, load_config
+from marlmesh.mesh import free_port_block, stop_processes
 
 
 def export_initial_policies(config: Config, out_dir: Path, seed: int = 0) -> Path:
@@ -78,21 +78,6 @@ def _wait_file(path: Path, proc: subprocess.Popen, log: Path, timeout: float) ->
     raise TimeoutError(f"{proc.args} did not start:\n{log.read_text()[-3000:]}")
 
 
-def stop_processes(procs: list[subprocess.Popen], timeout: float = 15.0) -> list[int | None]:
-    """SIGTERM every process, wait up to ``timeout`` each, SIGKILL stragglers; returns the exit codes."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    codes: list[int | None] = []
-    for p in procs:
-        try:
-            codes.append(p.wait(timeout))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            codes.append(p.wait(5))
-    return codes
-
-
 def run_edge_mesh(
     config_path: Path,
     policy_dir: Path,
@@ -122,7 +107,6 @@ def run_edge_mesh(
         RuntimeError: If a process exits early; TimeoutError if the episodes do not finish in time.
     """
     from env_service.client import EnvClient
-    from marlmesh.mesh import free_port_block
 
     load_config(config_path)  # a bad config fails here, with the key path, not in N child processes
     workdir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,35 @@ def free_port_block(host: str, count: int, low: int = 20000, high: int = 45000, 
         if all(port_is_free(host, base + i) for i in range(count)):
             return base
     raise MeshError(f"no block of {count} free ports on {host} in [{low}, {high})")
+
+
+def stop_processes(
+    procs: Sequence[subprocess.Popen], timeout: float = 15.0, names: Sequence[str] | None = None
+) -> list[int | None]:
+    """SIGTERM every running process, wait up to ``timeout`` for all of them, SIGKILL the stragglers.
+
+    Args:
+        procs: The processes (already exited ones just report their exit code).
+        timeout: Seconds the whole group gets to exit after SIGTERM.
+        names: Names for the log line of a process that had to be killed (default: its command line).
+
+    Returns:
+        Exit code per process, in order; None for a process that had to be killed.
+    """
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)  # a no-op if it exited meanwhile
+    deadline = time.monotonic() + timeout
+    codes: list[int | None] = []
+    for i, p in enumerate(procs):
+        try:
+            codes.append(p.wait(max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0fs; killing it", names[i] if names else p.args, timeout)
+            p.kill()
+            p.wait()
+            codes.append(None)
+    return codes
 
 
 @dataclass
@@ -219,6 +249,29 @@ class Mesh:
             time.sleep(0.05)
         raise MeshError(f"{proc.name} did not start within {timeout:.0f}s:\n{proc.log_tail()}")
 
+    def start_env(self) -> env_pb2.EnvSpec:
+        """Start only the env service and wait until it is healthy; sets ``env_address`` and ``num_agents``.
+
+        :meth:`start` begins with this; evaluation-only baselines, whose agents are clients in the launching
+        process, use it alone.
+
+        Returns:
+            The env's spec (agents, spaces, B).
+
+        Raises:
+            MeshError: If the env fails to start (its log tail is in the message).
+        """
+        timeout = self.config.runtime.startup_timeout_s
+        env = self._spawn("env", -1, "env_service", ["--seed", str(self.seed), "--num-envs", str(self.num_envs)], {})
+        self.env_address = f"{self.config.runtime.host}:{self._await_port(env, timeout)}"
+        if not wait_healthy(self.env_address, timeout):
+            raise MeshError(f"env at {self.env_address} never became healthy:\n{env.log_tail()}")
+        channel, stub = self.env_stub()
+        with channel:
+            spec = stub.GetSpec(env_pb2.GetSpecRequest(), timeout=10)
+        self.num_agents = len(spec.agents)
+        return spec
+
     def start(self) -> None:
         """Start env, learners (training) and agents; return when all are up.
 
@@ -227,14 +280,7 @@ class Mesh:
         """
         host = self.config.runtime.host
         timeout = self.config.runtime.startup_timeout_s
-        env = self._spawn("env", -1, "env_service", ["--seed", str(self.seed), "--num-envs", str(self.num_envs)], {})
-        port = self._await_port(env, timeout)
-        self.env_address = f"{host}:{port}"
-        if not wait_healthy(self.env_address, timeout):
-            raise MeshError(f"env at {self.env_address} never became healthy:\n{env.log_tail()}")
-        with grpc.insecure_channel(self.env_address, options=grpc_options(self.config.runtime.max_message_bytes)) as ch:
-            spec = env_pb2_grpc.EnvServiceStub(ch).GetSpec(env_pb2.GetSpecRequest(), timeout=10)
-        self.num_agents = len(spec.agents)
+        self.start_env()
         learner_addr = {}
         if self.mode == "train":
             learners = [
@@ -339,21 +385,8 @@ class Mesh:
         codes: dict[str, int | None] = {}
         for role in ("agent", "learner", "env"):
             group = [p for p in self.procs if p.role == role]
-            for p in group:
-                if p.popen.poll() is None:
-                    try:
-                        p.popen.send_signal(signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
-            deadline = time.monotonic() + timeout
-            for p in group:
-                try:
-                    codes[p.name] = p.popen.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    log.warning("%s did not stop in %.0fs; killing it", p.name, timeout)
-                    p.popen.kill()
-                    p.popen.wait()
-                    codes[p.name] = None
+            names = [p.name for p in group]
+            codes.update(zip(names, stop_processes([p.popen for p in group], timeout, names), strict=True))
         return codes
 
     def kill(self) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from marlmesh.mesh import stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,15 +52,5 @@ def start_env(tmp: Path, config: Path, *extra: str, name: str = "env") -> tuple[
 
 
 def stop(procs: list[subprocess.Popen], timeout: float = 15.0) -> list[int | None]:
-    """SIGTERM every process, wait, SIGKILL stragglers; returns the exit codes."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    codes = []
-    for p in procs:
-        try:
-            codes.append(p.wait(timeout))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            codes.append(p.wait(5))
-    return codes
+    """SIGTERM every process, wait, SIGKILL stragglers; returns the exit codes (None: killed)."""
+    return stop_processes(procs, timeout)
