@@ -15,9 +15,8 @@ PLANNED_KINDS = {"e2e": "distributed rollout vs single process", "scale": "scali
 
 
 def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]]]:
-    from benchmarks import soak
     from marlmesh import edge
-    from marlmesh.bench import bus
+    from marlmesh.bench import bus, soak
 
     return {
         "bus": ("bus API vs raw pyzmq: throughput, round trip, emulation cost", bus.add_arguments, bus.main),
