@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     config = process.load_or_fail(ROLE, ns)
     agent = process.parse_agent_id(ROLE, ns.agent_id)
     setup_logging("agent", agent)
+    tls_identity, token = process.security_or_fail(ROLE, ns, config, f"agent-{agent}", agent)
     make_runtime = None
     if ns.runtime == "onnx":
         make_runtime = _onnx_runtime_factory(ns, config, agent)
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_s=rpc,
         max_message_bytes=config.runtime.max_message_bytes,
         step_timeout_s=config.env.step_deadline_ms / 1000.0 + rpc,
+        tls_identity=tls_identity,
     )
     try:
         env.wait_ready(config.runtime.startup_timeout_s)
@@ -143,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     initial = None
     if ns.mode == "train" and ns.runtime == "torch":
         learner = LearnerLink(
-            ns.learner_addr.format(id=agent), agent, timeout_s=rpc, max_message_bytes=config.runtime.max_message_bytes
+            ns.learner_addr.format(id=agent),
+            agent,
+            timeout_s=rpc,
+            max_message_bytes=config.runtime.max_message_bytes,
+            tls_identity=tls_identity,
         )
     elif ns.runtime == "torch":
         initial = _load_eval_params(ROLE, ns.checkpoint_dir)
@@ -195,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             counters=lambda: {"steps": node.counters.steps, "policy_version": node.counters.policy_version},
         ),
         register=lambda s: None,
+        tls_identity=tls_identity,
+        token=token,
     )
     if ns.metrics_port:
         from prometheus_client import start_http_server

@@ -16,6 +16,7 @@ import numpy as np
 
 from marlmesh import tensors
 from marlmesh.serving import grpc_options
+from marlmesh.tls import TlsIdentity, open_channel
 from marlmesh.v1 import learner_pb2, learner_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,23 @@ class LearnerLink:
         timeout_s: Deadline of each PushRollout.
         max_message_bytes: gRPC message size bound.
         queue_limit: Fragments waiting to be sent before the oldest is dropped.
+        tls_identity: Dial with mutual TLS as this identity (None: plaintext).
     """
 
     def __init__(
-        self, address: str, agent_index: int, *, timeout_s: float, max_message_bytes: int, queue_limit: int = 2
+        self,
+        address: str,
+        agent_index: int,
+        *,
+        timeout_s: float,
+        max_message_bytes: int,
+        queue_limit: int = 2,
+        tls_identity: TlsIdentity | None = None,
     ) -> None:
         self.address = address
         self.agent_index = agent_index
         self._timeout = timeout_s
-        self._channel = grpc.insecure_channel(address, options=grpc_options(max_message_bytes))
+        self._channel = open_channel(address, grpc_options(max_message_bytes), tls_identity)
         self._stub = learner_pb2_grpc.LearnerServiceStub(self._channel)
         self._outbox: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(maxsize=queue_limit)
         self._latest: tuple[int, dict[str, np.ndarray]] | None = None

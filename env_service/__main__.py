@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     process.exit_with_parent()
     config = process.load_or_fail(ROLE, ns)
     setup_logging("env")
+    tls_identity, token = process.security_or_fail(ROLE, ns, config, "env")
     if ns.num_envs is not None and ns.num_envs < 1:
         process.fail(ROLE, f"--num-envs must be >= 1, got {ns.num_envs}")
     seed = config.seed if ns.seed is None else ns.seed
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             ),
             register=lambda s: env_pb2_grpc.add_EnvServiceServicer_to_server(servicer, s),
             workers=max(16, 2 * node.num_agents + 8),
+            tls_identity=tls_identity,
+            token=token,
         )
     except RuntimeError as exc:
         process.fail(ROLE, str(exc))
@@ -106,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_export_metrics, args=(node, stop), name="metrics", daemon=True).start()
     process.write_port_file(ns.port_file, server.port)
     log.info(
-        "env %s up on %s:%d: %d agents %s, B=%d, seed %d (built in %.1fs)",
+        "env %s up on %s:%d%s: %d agents %s, B=%d, seed %d (built in %.1fs)",
         config.env.name,
         host,
         server.port,
+        " (mTLS)" if tls_identity else "",
         node.num_agents,
         node.agent_names,
         node.num_envs,

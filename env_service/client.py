@@ -11,6 +11,7 @@ from env_service.convert import observation_from_proto
 from env_service.observation import AgentObservation
 from marlmesh import tensors
 from marlmesh.serving import grpc_options
+from marlmesh.tls import TlsIdentity, open_channel
 from marlmesh.v1 import env_pb2, env_pb2_grpc
 
 __all__ = ["AgentObservation", "EnvClient"]
@@ -24,15 +25,22 @@ class EnvClient:
         timeout_s: Deadline of Join, Leave, GetStats and GetSpec.
         max_message_bytes: gRPC message size bound.
         step_timeout_s: Deadline of Step (must exceed the barrier deadline).
+        tls_identity: Dial with mutual TLS as this identity (None: plaintext).
     """
 
     def __init__(
-        self, address: str, *, timeout_s: float = 30.0, max_message_bytes: int = 64 << 20, step_timeout_s: float = 60.0
+        self,
+        address: str,
+        *,
+        timeout_s: float = 30.0,
+        max_message_bytes: int = 64 << 20,
+        step_timeout_s: float = 60.0,
+        tls_identity: TlsIdentity | None = None,
     ) -> None:
         self.address = address
         self._timeout = timeout_s
         self._step_timeout = step_timeout_s
-        self._channel = grpc.insecure_channel(address, options=grpc_options(max_message_bytes))
+        self._channel = open_channel(address, grpc_options(max_message_bytes), tls_identity)
         self._stub = env_pb2_grpc.EnvServiceStub(self._channel)
 
     def wait_ready(self, timeout_s: float) -> env_pb2.EnvSpec:

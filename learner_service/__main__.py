@@ -35,13 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     config = process.load_or_fail(ROLE, ns)
     agent = process.parse_agent_id(ROLE, ns.agent_id)
     setup_logging("learner", agent)
+    tls_identity, token = process.security_or_fail(ROLE, ns, config, f"learner-{agent}", agent)
     import torch
 
     torch.set_num_threads(config.train.torch_threads)
     host = ns.host or config.runtime.host
     port = ns.port if ns.port is not None else int(os.environ.get("MARLMESH_LEARNER_PORT", "50061"))
     env_spec = process.fetch_env_spec(
-        ROLE, ns.env_addr, config.runtime.startup_timeout_s, config.runtime.max_message_bytes
+        ROLE, ns.env_addr, config.runtime.startup_timeout_s, config.runtime.max_message_bytes, tls_identity
     )
     try:
         spec = policy_spec_for(env_spec, agent, config)
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             },
         ),
         register=lambda s: learner_pb2_grpc.add_LearnerServiceServicer_to_server(servicer, s),
+        tls_identity=tls_identity,
+        token=token,
     )
     if ns.metrics_port:
         from prometheus_client import start_http_server

@@ -34,6 +34,7 @@ import numpy as np
 
 from marlmesh.config import Config, ConfigError, dump_config, load_config
 from marlmesh.spaces import SpaceSpec
+from marlmesh.tls import TlsIdentity
 
 #: MPE physics (mpe2 ``core.World`` / ``Agent`` defaults, used by simple_spread).
 MPE_DT = 0.1
@@ -204,8 +205,9 @@ def _agent_loop(
     seed: int,
     stop: threading.Event,
     errors: list[str],
+    tls_identity: TlsIdentity | None = None,
 ) -> None:
-    """One agent's client: join the env service, act with the baseline until ``stop``."""
+    """One agent's client: join the env service, act with the baseline until ``stop`` (mTLS if given)."""
     from env_service.client import EnvClient
 
     client = EnvClient(
@@ -213,6 +215,7 @@ def _agent_loop(
         timeout_s=config.runtime.rpc_timeout_s,
         max_message_bytes=config.runtime.max_message_bytes,
         step_timeout_s=config.env.step_deadline_ms / 1000.0 + config.runtime.rpc_timeout_s,
+        tls_identity=tls_identity,
     )
     try:
         spec, ob = client.join(agent, f"baseline-{os.getpid()}-{agent}")
@@ -246,6 +249,7 @@ def run_baseline(
     """
     from marlmesh.evaluate import episode_summary, format_eval_table, wait_for_episodes
     from marlmesh.mesh import Mesh, MeshError
+    from marlmesh.v1 import env_pb2
 
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.yaml"
@@ -263,20 +267,22 @@ def run_baseline(
         mesh.check_alive()
 
     try:
-        spec = mesh.start_env()  # only the env process: the baseline agents are clients in this process
-        threads = [
-            threading.Thread(
-                target=_agent_loop,
-                args=(name, i, mesh.env_address, config, config.seed, stop, errors),
-                name=f"baseline-agent-{i}",
-                daemon=True,
-            )
-            for i in range(len(spec.agents))
-        ]
-        for t in threads:
-            t.start()
+        # only the env process: the baseline agents are clients in this process
+        mesh.start_env()
         channel, stub = mesh.env_stub()
         with channel:
+            spec = stub.GetSpec(env_pb2.GetSpecRequest(), timeout=config.runtime.startup_timeout_s, wait_for_ready=True)
+            threads = [
+                threading.Thread(
+                    target=_agent_loop,
+                    args=(name, i, mesh.env_address, config, config.seed, stop, errors, mesh.tls_identity),
+                    name=f"baseline-agent-{i}",
+                    daemon=True,
+                )
+                for i in range(len(spec.agents))
+            ]
+            for t in threads:
+                t.start()
             stats = wait_for_episodes(
                 stub, episodes, timeout_s=timeout_s, check=check, what=f"baseline {name}", poll_s=0.1
             )

@@ -30,12 +30,14 @@ def cmd_train(ns: argparse.Namespace) -> int:
     """``marlmesh train``."""
     from marlmesh.faults import check_supported
     from marlmesh.mesh import MeshError
+    from marlmesh.tls import check_tls
     from marlmesh.train import check_plugins, default_run_dir, train
 
     try:
         config = load_config(ns.config, ns.set)
         check_plugins(config)
         check_supported(config)
+        check_tls(config)
     except (ConfigError, PluginError) as exc:
         return _error(str(exc))
     run_dir = Path(ns.run_dir) if ns.run_dir else default_run_dir(config)
@@ -154,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     k8s.add_parser(sub)
     export.add_parser(sub)
-    k = sub.add_parser("keys", help="CURVE keys for an authenticated, encrypted bus")
+    k = sub.add_parser("keys", help="bus CURVE keys, gRPC mTLS certificates, control token")
     from marlmesh import keys as keys_cmd
 
     keys_cmd.add_arguments(k.add_subparsers(dest="action", required=True).add_parser("gen", help="generate key pairs"))

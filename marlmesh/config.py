@@ -352,6 +352,38 @@ class RestartConfig(_Strict):
     """Upper bound of the restart delay."""
 
 
+class TlsConfig(_Strict):
+    """Optional mutual TLS on every gRPC server and channel (see ``marlmesh/tls.py``).
+
+    Each process has its own identity (``env``, ``agent-<i>``, ``learner-<i>``, ``launcher``). Its files are,
+    first match: the flags ``--tls-ca/--tls-cert/--tls-key`` or ``MARLMESH_TLS_CA/CERT/KEY`` (``{id}`` is
+    replaced by the agent index, ``{name}`` by the identity); ``ca_file``/``cert_file``/``key_file`` below;
+    ``keys_dir/ca.crt``, ``keys_dir/<name>.tls.crt``, ``keys_dir/<name>.tls.key``.
+    """
+
+    enabled: bool = False
+    """Serve and dial gRPC over TLS with client-certificate verification (plaintext when false)."""
+    keys_dir: str | None = None
+    """Folder written by ``marlmesh keys gen``: ``ca.crt`` and ``<name>.tls.crt`` / ``<name>.tls.key`` per process."""
+    ca_file: str | None = None
+    """PEM file of the CA that signs every process's certificate (overrides ``keys_dir/ca.crt``)."""
+    cert_file: str | None = None
+    """PEM certificate of this process; ``{name}`` is replaced by its identity (overrides ``keys_dir``)."""
+    key_file: str | None = None
+    """PEM private key of this process; ``{name}`` is replaced by its identity (overrides ``keys_dir``)."""
+    server_name: str = Field("marlmesh", min_length=1)
+    """DNS name every server certificate carries and every client checks (``marlmesh keys gen --server-name``)."""
+
+    @model_validator(mode="after")
+    def _files_when_enabled(self) -> TlsConfig:
+        if self.enabled and not self.keys_dir and not (self.ca_file and self.cert_file and self.key_file):
+            raise ValueError(
+                "enabled needs keys_dir (create one with 'marlmesh keys gen DIR --agents N') "
+                "or all of ca_file, cert_file and key_file"
+            )
+        return self
+
+
 class RuntimeConfig(_Strict):
     """Process and network settings."""
 
@@ -366,6 +398,8 @@ class RuntimeConfig(_Strict):
     """Largest gRPC message accepted or sent."""
     restart: RestartConfig = Field(default_factory=RestartConfig)
     """Restart policy of crashed processes (local launcher)."""
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    """Mutual TLS on every gRPC connection (off by default)."""
 
 
 class KillFault(_Strict):

@@ -9,7 +9,10 @@ on metadata, ``configMapGenerator`` with files and ``disableNameSuffixHash``, an
   the env takes ``N``);
 - the agents StatefulSet gets ``replicas: N`` and ``MARLMESH_NUM_AGENTS=N``;
 - every pod template gets a ``marlmesh.io/config-sha256`` annotation, so a changed config rolls the pods;
-- with ``--overlay edge --policy-dir DIR``, the exported policy becomes the ConfigMap ``marlmesh-policy``.
+- with ``--overlay edge --policy-dir DIR``, the exported policy becomes the ConfigMap ``marlmesh-policy``;
+- with ``runtime.tls.enabled``, every pod mounts the Secret ``marlmesh-tls`` (``marlmesh keys gen``) at
+  ``/etc/marlmesh/tls``, every container gets ``MARLMESH_TLS_CA/CERT/KEY`` of its identity and
+  ``MARLMESH_CONTROL_TOKEN_FILE``, and the gRPC probes become TCP probes (kubelet gRPC probes cannot do TLS).
 
 A test checks that :func:`build_kustomization` and ``kubectl kustomize`` produce the same objects.
 """
@@ -25,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from marlmesh import control_token, tls
+from marlmesh.certs import CONTROL_TOKEN, TLS_SECRET
 from marlmesh.config import Config, dump_config, load_config
 
 Manifest = dict[str, Any]
@@ -36,6 +41,10 @@ CONFIG_MAP = "marlmesh-config"
 POLICY_MAP = "marlmesh-policy"
 AGENTS = "agents"
 CONFIG_ANNOTATION = "marlmesh.io/config-sha256"
+TLS_MOUNT = "/etc/marlmesh/tls"
+"""Where pods mount the Secret ``marlmesh-tls`` when ``runtime.tls.enabled``."""
+TLS_IDENTITIES = {"env": "env", "agent": "agent-{id}", "learner": "learner-{id}"}
+"""TLS identity of each container (``{id}`` is resolved by the process from its agent index)."""
 MAX_CONFIGMAP_BYTES = 1_000_000
 """Kubernetes refuses ConfigMaps above 1 MiB (object size, so keep a margin)."""
 
@@ -232,6 +241,40 @@ def _set_env(container: Manifest, name: str, value: str) -> None:
     container.setdefault("env", []).append({"name": name, "value": value})
 
 
+def enable_tls(docs: list[Manifest]) -> None:
+    """Mount the TLS Secret into every marlmesh pod and point each container at its identity's files.
+
+    kubelet's native gRPC probes speak plaintext only, so each one becomes a TCP probe on the same port (the
+    port is bound only once the process is up, which is what the startup probe waits for).
+    """
+    for doc in docs:
+        template = doc.get("spec", {}).get("template")
+        if doc.get("kind") not in ("Deployment", "StatefulSet") or template is None:
+            continue
+        spec = template["spec"]
+        spec.setdefault("volumes", []).append(
+            {"name": "tls", "secret": {"secretName": TLS_SECRET, "defaultMode": 0o440}}
+        )
+        for container in spec["containers"]:
+            identity = TLS_IDENTITIES.get(container["name"])
+            if identity is None:
+                continue
+            container.setdefault("volumeMounts", []).append({"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True})
+            mount = Path(TLS_MOUNT)
+            files = {
+                "ca": mount / tls.CA_CERT,
+                "cert": tls.cert_path(mount, identity),
+                "key": tls.key_path(mount, identity),
+            }
+            for kind, path in files.items():
+                _set_env(container, tls.ENV_VARS[kind], str(path))
+            _set_env(container, control_token.TOKEN_FILE_ENV, str(mount / CONTROL_TOKEN))
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                handler = container.get(probe)
+                if handler is not None and "grpc" in handler:
+                    handler["tcpSocket"] = {"port": handler.pop("grpc")["port"]}
+
+
 def policy_configmap(policy_dir: Path, namespace: str | None, agents: int) -> Manifest:
     """The ConfigMap ``marlmesh-policy`` holding an exported policy directory (flat: graphs + manifest.json).
 
@@ -304,6 +347,8 @@ def render(
         template = doc.get("spec", {}).get("template")
         if doc.get("kind") in ("Deployment", "StatefulSet") and template is not None:
             template.setdefault("metadata", {}).setdefault("annotations", {})[CONFIG_ANNOTATION] = digest
+    if fitted.runtime.tls.enabled:
+        enable_tls(docs)
     if policy_dir is not None:
         docs.append(policy_configmap(policy_dir, cm["metadata"].get("namespace"), agents))
     return docs

@@ -4,6 +4,10 @@ Every process is a real OS process with its own log file under ``RUN_DIR/logs``.
 ``PR_SET_PDEATHSIG`` so they die with the launcher even if it is killed with SIGKILL; a graceful stop sends
 SIGTERM in dependency order (agents, then learners, which write their final checkpoints, then the env) and
 SIGKILLs whatever has not exited in time.
+
+Security: every child gets ``MARLMESH_CONTROL_TOKEN_FILE`` (a fresh token per mesh in ``RUN_DIR/control.token``)
+and, with ``runtime.tls.enabled``, ``MARLMESH_TLS_CA/CERT/KEY`` of its own identity; the launcher dials as
+``launcher``. These are the same variables a Kubernetes pod gets.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from pathlib import Path
 
 import grpc
 
-from marlmesh.config import Config
+from marlmesh import control_token, tls
+from marlmesh.config import Config, ConfigError
 from marlmesh.serving import grpc_options, wait_healthy
 from marlmesh.v1 import env_pb2, env_pb2_grpc
 
@@ -138,10 +143,45 @@ class Mesh:
     env_address: str = ""
     num_agents: int = 0
     bus_base_port: int = 0
+    tls_identity: tls.TlsIdentity | None = None
+    """The launcher's own TLS identity (None: plaintext)."""
+    security_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per process name: the TLS and control-token variables it is started with."""
+
+    @property
+    def control_token_file(self) -> Path:
+        """This mesh's control token (authorizes ``Control.Shutdown`` on its processes)."""
+        return self.run_dir / "control.token"
+
+    def channel(self, address: str) -> grpc.Channel:
+        """A client channel from the launcher to one of its processes (mTLS when configured)."""
+        return tls.open_channel(address, grpc_options(self.config.runtime.max_message_bytes), self.tls_identity)
+
+    def _prepare_security(self, names: list[tuple[str, int]]) -> None:
+        """Check the TLS files of every identity in ``names`` before any of them starts.
+
+        Raises:
+            MeshError: Naming the setting whose file is missing or wrong.
+        """
+        settings = self.config.runtime.tls
+        # the run's token file, never a token the launcher happens to have in its own environment
+        token_env = {control_token.TOKEN_FILE_ENV: str(self.control_token_file), control_token.TOKEN_ENV: ""}
+        try:
+            for role, agent in names:
+                name = tls.identity_name(role, agent)
+                identity = tls.load_identity(settings, name, agent=agent)
+                if role == tls.LAUNCHER:
+                    self.tls_identity = identity
+                    continue
+                files = tls.resolve_files(settings, name, agent=agent)
+                self.security_env[name] = {**token_env, **(files.env() if files else {})}
+        except ConfigError as exc:
+            raise MeshError(str(exc)) from None
 
     # -- start -------------------------------------------------------------------------------------
     def _spawn(self, role: str, agent_id: int, module: str, args: list[str], extra_env: dict[str, str]) -> Proc:
         name = role if agent_id < 0 else f"{role}-{agent_id}"
+        extra_env = {**self.security_env.get(name, {}), **extra_env}
         for sub in ("logs", "ports", "stats"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
         log_path = self.run_dir / "logs" / f"{self.tag}-{name}.log"
@@ -249,28 +289,20 @@ class Mesh:
             time.sleep(0.05)
         raise MeshError(f"{proc.name} did not start within {timeout:.0f}s:\n{proc.log_tail()}")
 
-    def start_env(self) -> env_pb2.EnvSpec:
-        """Start only the env service and wait until it is healthy; sets ``env_address`` and ``num_agents``.
+    def start_env(self) -> Proc:
+        """Check the launcher's and the env's credentials, write the control token, start the env service.
 
-        :meth:`start` begins with this; evaluation-only baselines, whose agents are clients in the launching
-        process, use it alone.
-
-        Returns:
-            The env's spec (agents, spaces, B).
+        Returns when the env has bound its port (``env_address`` is set).
 
         Raises:
-            MeshError: If the env fails to start (its log tail is in the message).
+            MeshError: If a TLS file is missing or wrong, or the env fails to start.
         """
-        timeout = self.config.runtime.startup_timeout_s
+        self._prepare_security([(tls.LAUNCHER, -1), ("env", -1)])
+        control_token.write_new_token(self.control_token_file)
         env = self._spawn("env", -1, "env_service", ["--seed", str(self.seed), "--num-envs", str(self.num_envs)], {})
-        self.env_address = f"{self.config.runtime.host}:{self._await_port(env, timeout)}"
-        if not wait_healthy(self.env_address, timeout):
-            raise MeshError(f"env at {self.env_address} never became healthy:\n{env.log_tail()}")
-        channel, stub = self.env_stub()
-        with channel:
-            spec = stub.GetSpec(env_pb2.GetSpecRequest(), timeout=10)
-        self.num_agents = len(spec.agents)
-        return spec
+        port = self._await_port(env, self.config.runtime.startup_timeout_s)
+        self.env_address = f"{self.config.runtime.host}:{port}"
+        return env
 
     def start(self) -> None:
         """Start env, learners (training) and agents; return when all are up.
@@ -280,7 +312,14 @@ class Mesh:
         """
         host = self.config.runtime.host
         timeout = self.config.runtime.startup_timeout_s
-        self.start_env()
+        env = self.start_env()
+        if not wait_healthy(self.env_address, timeout, self.tls_identity):
+            raise MeshError(f"env at {self.env_address} never became healthy:\n{env.log_tail()}")
+        with self.channel(self.env_address) as ch:
+            spec = env_pb2_grpc.EnvServiceStub(ch).GetSpec(env_pb2.GetSpecRequest(), timeout=10)
+        self.num_agents = len(spec.agents)
+        roles = ("agent", "learner") if self.mode == "train" else ("agent",)
+        self._prepare_security([(role, i) for role in roles for i in range(self.num_agents)])
         learner_addr = {}
         if self.mode == "train":
             learners = [
@@ -346,7 +385,7 @@ class Mesh:
 
     def env_stub(self) -> tuple[grpc.Channel, env_pb2_grpc.EnvServiceStub]:
         """A channel and stub to the env service (caller closes the channel)."""
-        ch = grpc.insecure_channel(self.env_address, options=grpc_options(self.config.runtime.max_message_bytes))
+        ch = self.channel(self.env_address)
         return ch, env_pb2_grpc.EnvServiceStub(ch)
 
     def processes(self) -> list[dict[str, object]]:

@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from marlmesh import control_token, tls
 from marlmesh.config import Config, ConfigError, load_config
 from marlmesh.serving import grpc_options
 from marlmesh.v1 import env_pb2, env_pb2_grpc
@@ -60,7 +61,40 @@ def base_parser(role: str, description: str) -> argparse.ArgumentParser:
         help="Prometheus port (MARLMESH_METRICS_PORT; 0 = off)",
     )
     p.add_argument("--stats-file", type=Path, default=None, help="write final counters (JSON) here on exit")
+    for kind, what in (("ca", "CA certificate"), ("cert", "own certificate"), ("key", "own private key")):
+        var = tls.ENV_VARS[kind]
+        p.add_argument(
+            f"--tls-{kind}",
+            default=os.environ.get(var) or None,
+            help=f"runtime.tls: PEM {what} ({var}; '{{id}}' -> agent index)",
+        )
+    p.add_argument(
+        "--control-token-file",
+        default=os.environ.get(control_token.TOKEN_FILE_ENV) or None,
+        help=f"file holding the token that authorizes Control.Shutdown ({control_token.TOKEN_FILE_ENV})",
+    )
     return p
+
+
+def security_or_fail(
+    role: str, ns: argparse.Namespace, config: Config, name: str, agent: int = -1
+) -> tuple[tls.TlsIdentity | None, str | None]:
+    """This process's TLS identity (None: plaintext) and control token (None: none), or exit with the reason.
+
+    Args:
+        role: Prefix of the error line.
+        ns: Parsed flags (``--tls-*``, ``--control-token-file``).
+        config: The loaded config (``runtime.tls``).
+        name: TLS identity (``env``, ``agent-<i>``, ``learner-<i>``).
+        agent: Agent index for ``{id}`` in file names.
+    """
+    try:
+        identity = tls.load_identity(
+            config.runtime.tls, name, {"ca": ns.tls_ca, "cert": ns.tls_cert, "key": ns.tls_key}, agent
+        )
+        return identity, control_token.load_token(ns.control_token_file)
+    except ValueError as exc:  # ConfigError is a ValueError
+        fail(role, str(exc))
 
 
 def agent_id_arg(p: argparse.ArgumentParser) -> None:
@@ -117,11 +151,13 @@ def write_json(path: Path | None, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def fetch_env_spec(role: str, address: str, timeout_s: float, max_message_bytes: int) -> env_pb2.EnvSpec:
+def fetch_env_spec(
+    role: str, address: str, timeout_s: float, max_message_bytes: int, tls_identity: tls.TlsIdentity | None = None
+) -> env_pb2.EnvSpec:
     """Get the env spec from env_service, retrying until ``timeout_s``; exit with a clear error if unreachable."""
     deadline = time.monotonic() + timeout_s
     last = ""
-    with grpc.insecure_channel(address, options=grpc_options(max_message_bytes)) as channel:
+    with tls.open_channel(address, grpc_options(max_message_bytes), tls_identity) as channel:
         stub = env_pb2_grpc.EnvServiceStub(channel)
         while time.monotonic() < deadline:
             try:

@@ -2,11 +2,13 @@
 
 Servicers stay thin adapters over plain logic objects; this module only wires them into a process:
 a ``grpc.Server`` bound to ``host:port`` with bounded message sizes, the standard gRPC health service,
-the ``Control`` service (identity + remote shutdown), SIGTERM/SIGINT -> a stop event.
+the ``Control`` service (identity + authenticated remote shutdown), SIGTERM/SIGINT -> a stop event.
+With a :class:`~marlmesh.tls.TlsIdentity` the server speaks mutual TLS only (``marlmesh/tls.py``).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import signal
@@ -21,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import marlmesh
+from marlmesh import control_token, tls
 from marlmesh.rpc_guard import guarded
 from marlmesh.v1 import control_pb2, control_pb2_grpc
 
@@ -38,28 +41,81 @@ class Identity:
 
 
 class ControlServicer(control_pb2_grpc.ControlServicer):
-    """Identity and remote shutdown; shutdown only sets the process stop event."""
+    """Identity and remote shutdown; shutdown only sets the process stop event.
 
-    def __init__(self, identity: Identity, stop: threading.Event) -> None:
+    ``Shutdown`` is authorized by the control token (metadata ``x-marlmesh-control-token``) or, over mTLS, by
+    the ``launcher`` certificate; anything else answers ``UNAUTHENTICATED`` (no credentials) or
+    ``PERMISSION_DENIED`` (wrong token or identity), counted in ``shutdown_refused`` by reason.
+
+    Args:
+        identity: Role and counters reported by ``GetInfo``.
+        stop: Event set by an authorized ``Shutdown``.
+        token: The shared control token (None: only the launcher certificate can stop the process).
+        shutdown_identities: Certificate common names allowed to stop the process over mTLS.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        stop: threading.Event,
+        token: str | None = None,
+        shutdown_identities: frozenset[str] = frozenset({tls.LAUNCHER}),
+    ) -> None:
         self._identity = identity
         self._stop = stop
+        self._token = token
+        self._shutdown_identities = shutdown_identities
         self.rejected = 0
+        self.shutdown_refused: Counter[str] = Counter()
+        """Refused ``Shutdown`` calls by reason: ``no_credentials``, ``bad_token``, ``identity``."""
         self.internal_errors: Counter[str] = Counter()
 
     @guarded
     def GetInfo(self, request, context):  # noqa: N802 (gRPC method name)
-        """Return role, agent index, pid and counters."""
+        """Return role, agent index, pid and counters (plus ``shutdown_refused``)."""
+        counters = {k: float(v) for k, v in self._identity.counters().items()}
+        counters["shutdown_refused"] = float(sum(self.shutdown_refused.values()))
         return control_pb2.ProcessInfo(
             role=self._identity.role,
             agent_index=self._identity.agent_index,
             pid=os.getpid(),
             marlmesh_version=marlmesh.__version__,
-            counters={k: float(v) for k, v in self._identity.counters().items()},
+            counters=counters,
+        )
+
+    def _refusal(self, context: grpc.ServicerContext) -> tuple[str, grpc.StatusCode, str] | None:
+        """Why the caller may not stop this process (reason, status, message), or None if it may."""
+        sent = [v for k, v in context.invocation_metadata() if k == control_token.METADATA_KEY]
+        if sent and self._token is not None and hmac.compare_digest(str(sent[0]).encode(), self._token.encode()):
+            return None
+        peer = tls.peer_common_name(context)
+        if peer is not None and peer in self._shutdown_identities:
+            return None
+        if sent:
+            return "bad_token", grpc.StatusCode.PERMISSION_DENIED, "Control.Shutdown: wrong control token"
+        if peer is not None:
+            return (
+                "identity",
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Control.Shutdown: identity {peer!r} may not stop this process (only "
+                f"{', '.join(sorted(self._shutdown_identities))} or a holder of the control token)",
+            )
+        return (
+            "no_credentials",
+            grpc.StatusCode.UNAUTHENTICATED,
+            f"Control.Shutdown needs the control token (metadata {control_token.METADATA_KEY!r}); "
+            "stop the process with SIGTERM otherwise",
         )
 
     @guarded
     def Shutdown(self, request, context):  # noqa: N802
-        """Ask the process to stop gracefully."""
+        """Ask the process to stop gracefully (authorized callers only)."""
+        refusal = self._refusal(context)
+        if refusal is not None:
+            reason, code, message = refusal
+            self.shutdown_refused[reason] += 1
+            logging.getLogger(__name__).warning("refused a shutdown request from %s: %s", context.peer(), reason)
+            context.abort(code, message)
         if len(request.reason) > MAX_SHUTDOWN_REASON_CHARS:
             self.rejected += 1
             context.abort(
@@ -95,6 +151,7 @@ class Server:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    control: ControlServicer
 
     def set_serving(self, serving: bool = True) -> None:
         """Mark the whole server SERVING or NOT_SERVING in the health service."""
@@ -116,6 +173,8 @@ def start_server(
     register: Callable[[grpc.Server], None],
     max_message_bytes: int,
     workers: int = 16,
+    tls_identity: tls.TlsIdentity | None = None,
+    token: str | None = None,
 ) -> Server:
     """Create, bind and start a gRPC server with health and control services.
 
@@ -127,6 +186,8 @@ def start_server(
         register: Adds the process's own servicers to the server.
         max_message_bytes: Largest message sent or received.
         workers: Thread-pool size (must exceed the number of concurrently blocking RPCs).
+        tls_identity: Serve mutual TLS with this identity (None: plaintext).
+        token: Control token authorizing ``Control.Shutdown`` (see :class:`ControlServicer`).
 
     Raises:
         RuntimeError: If the address cannot be bound.
@@ -135,15 +196,16 @@ def start_server(
     register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(identity, stop), server)
+    control = ControlServicer(identity, stop, token)
+    control_pb2_grpc.add_ControlServicer_to_server(control, server)
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        bound = tls.add_port(server, f"{host}:{port}", tls_identity)
     except RuntimeError as exc:
         raise RuntimeError(f"cannot bind gRPC server on {host}:{port}: {exc}") from None
     if bound == 0:
         raise RuntimeError(f"cannot bind gRPC server on {host}:{port} (address in use?)")
     server.start()
-    out = Server(server=server, port=bound, health=health_servicer)
+    out = Server(server=server, port=bound, health=health_servicer, control=control)
     out.set_serving(True)
     return out
 
@@ -172,12 +234,12 @@ def setup_logging(role: str, agent_index: int = -1, level: str | None = None) ->
     )
 
 
-def wait_healthy(address: str, timeout: float) -> bool:
+def wait_healthy(address: str, timeout: float, tls_identity: tls.TlsIdentity | None = None) -> bool:
     """Poll the gRPC health service at ``address`` until SERVING or ``timeout`` seconds pass."""
     import time
 
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address, options=grpc_options(1 << 20)) as channel:
+    with tls.open_channel(address, grpc_options(1 << 20), tls_identity) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:

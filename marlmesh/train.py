@@ -30,7 +30,6 @@ from marlmesh.config import Config, dump_config
 from marlmesh.evaluate import evaluate_run, format_eval_table
 from marlmesh.faults import FaultSchedule, check_supported
 from marlmesh.mesh import Mesh, MeshError
-from marlmesh.serving import grpc_options
 from marlmesh.supervise import Supervisor
 from marlmesh.v1 import env_pb2, learner_pb2, learner_pb2_grpc
 
@@ -70,11 +69,8 @@ class Progress:
         self.tty = out.isatty()
         self.metrics = open(metrics_path, "a")  # noqa: SIM115 (closed in close())
         self.env_channel, self.env = mesh.env_stub()
-        opts = grpc_options(config.runtime.max_message_bytes)
         self.learners = {
-            p.agent_id: learner_pb2_grpc.LearnerServiceStub(
-                grpc.insecure_channel(f"{config.runtime.host}:{p.port}", opts)
-            )
+            p.agent_id: learner_pb2_grpc.LearnerServiceStub(mesh.channel(f"{config.runtime.host}:{p.port}"))
             for p in mesh.procs
             if p.role == "learner"
         }

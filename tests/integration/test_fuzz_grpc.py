@@ -19,6 +19,7 @@ from learner_service.node import LearnerNode
 from learner_service.servicer import LearnerServicer
 from marlmesh import tensors
 from marlmesh.config import load_config
+from marlmesh.control_token import metadata
 from marlmesh.policy_spec import policy_spec_for
 from marlmesh.rollout import RolloutRecorder
 from marlmesh.serving import Identity, start_server
@@ -35,6 +36,9 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 #: Statuses a malformed request may get. INTERNAL only from gRPC itself for undecodable bytes.
+CONTROL_TOKEN = "fuzz-control-token-0123456789"
+"""Authorizes Control.Shutdown on the fuzzed servers; a call without it is refused before validation."""
+AUTH = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 EXPECTED = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.FAILED_PRECONDITION,
@@ -72,6 +76,7 @@ class Servers:
             stop=self.stop,
             max_message_bytes=MAX_BYTES,
             register=lambda s: env_pb2_grpc.add_EnvServiceServicer_to_server(self.env_servicer, s),
+            token=CONTROL_TOKEN,
         )
         self.learner_server = start_server(
             host="127.0.0.1",
@@ -80,6 +85,7 @@ class Servers:
             stop=self.stop,
             max_message_bytes=MAX_BYTES,
             register=lambda s: learner_pb2_grpc.add_LearnerServiceServicer_to_server(self.learner_servicer, s),
+            token=CONTROL_TOKEN,
         )
         self.env_ch = grpc.insecure_channel(f"127.0.0.1:{self.env_server.port}")
         self.learner_ch = grpc.insecure_channel(f"127.0.0.1:{self.learner_server.port}")
@@ -251,9 +257,12 @@ def test_fuzz_learner_watch_weights(servers, agent, have):
 @settings(FUZZ, max_examples=200)
 @given(reason=st.one_of(st.text(max_size=50), st.text(min_size=1000, max_size=3000)))
 def test_fuzz_control(servers, reason):
+    request = control_pb2.ShutdownRequest(reason=reason)
     for ch in (servers.env_ch, servers.learner_ch):
         stub = control_pb2_grpc.ControlStub(ch)
-        _expect_handled(lambda stub=stub: stub.Shutdown(control_pb2.ShutdownRequest(reason=reason), timeout=5))
+        _expect_handled(lambda stub=stub: stub.Shutdown(request, timeout=5, metadata=metadata(CONTROL_TOKEN)))
+        unauthorized = _expect_handled(lambda stub=stub: stub.Shutdown(request, timeout=5), allow_ok=False, allow=AUTH)
+        assert unauthorized in AUTH
         _expect_handled(lambda stub=stub: stub.GetInfo(control_pb2.InfoRequest(), timeout=5))
 
 
@@ -276,7 +285,7 @@ def test_fuzz_raw_bytes_on_every_unary_method(servers, method, payload):
     server, path = method
     channel = servers.env_ch if server == "env" else servers.learner_ch
     call = channel.unary_unary(path)  # bytes in, bytes out: no client-side serialization
-    _expect_handled(lambda: call(payload, timeout=5))
+    _expect_handled(lambda: call(payload, timeout=5), allow=AUTH if path.endswith("/Shutdown") else frozenset())
 
 
 # -- afterwards -------------------------------------------------------------------------------------
