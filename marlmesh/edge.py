@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from marlmesh.bench import emit_result
 from marlmesh.config import Config, dump_config, load_config
 from marlmesh.mesh import free_port_block, stop_processes
 
@@ -307,9 +308,5 @@ def cmd_bench(ns: Any) -> int:
     result = bench_edge(config, decisions=ns.decisions)
     for k in ("onnx_p50_ms", "onnx_p99_ms", "torch_p50_ms", "torch_p99_ms", "edge_peak_rss_mb"):
         print(f"{k:<18} {result[k]}")
-    if ns.out is not None:
-        ns.out.parent.mkdir(parents=True, exist_ok=True)
-        ns.out.write_text(json.dumps(result, indent=2) + "\n")
-    if ns.json:
-        print(json.dumps(result))
+    emit_result(result, ns.out, ns.json)
     return 0

@@ -7,7 +7,9 @@ committed as JSON under ``benchmarks/results/``. With ``--json`` the last line p
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 #: Kinds named in the contract that later work delivers (they fail with a clear message until then).
@@ -44,3 +46,12 @@ def _planned(kind: str, what: str) -> int:
 
     print(f"marlmesh: error: 'marlmesh bench {kind}' ({what}) is not implemented in this version yet", file=sys.stderr)
     return 2
+
+
+def emit_result(result: dict[str, Any], out: Path | None, as_json: bool) -> None:
+    """Write a benchmark result to ``out`` (indented JSON) if given; with ``as_json`` print it as the last line."""
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if as_json:
+        print(json.dumps(result))

@@ -16,7 +16,6 @@ With ``--json`` the last line printed is one JSON object; ``--out FILE`` also wr
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import platform
 import statistics
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from marlmesh.bench import emit_result
 
 HOST = "127.0.0.1"
 EMULATED = [
@@ -267,9 +268,5 @@ def main(ns: argparse.Namespace) -> int:
         f"round trip p50/p99:       bus {result['rtt_p50_us']}/{result['rtt_p99_us']} us,"
         f" raw REQ/REP {result['raw_rtt_p50_us']}/{result['raw_rtt_p99_us']} us"
     )
-    if ns.out is not None:
-        ns.out.parent.mkdir(parents=True, exist_ok=True)
-        ns.out.write_text(json.dumps(result, indent=2) + "\n")
-    if ns.json:
-        print(json.dumps(result))
+    emit_result(result, ns.out, ns.json)
     return 0
