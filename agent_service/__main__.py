@@ -25,6 +25,7 @@ from comm_bus.bus import Bus
 from comm_bus.faults import LinkFaults
 from env_service.client import EnvClient
 from marlmesh import process
+from marlmesh.lockstep import FINISHED
 from marlmesh.plugins import PluginError
 from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_server
 
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(config.train.torch_threads)
+        torch.manual_seed(config.seed * 7919 + 104_729 + agent)  # action sampling uses torch's RNG
     try:
         addressing = PeerAddressing.from_env()
     except ValueError as exc:
@@ -198,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         identity=Identity(
             "agent",
             agent,
-            counters=lambda: {"steps": node.counters.steps, "policy_version": node.counters.policy_version},
+            counters=lambda: {
+                "steps": node.counters.steps,
+                "policy_version": node.counters.policy_version,
+                FINISHED: float(node.finished),
+            },
         ),
         register=lambda s: None,
         tls_identity=tls_identity,
@@ -230,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("step %d, version %d", n.counters.steps, n.counters.policy_version)
 
         node.run(stop, on_step)
+        if node.finished:  # lockstep: idle at the final tick until the launcher has seen every agent finish
+            stop.wait()
     except (TimeoutError, ConnectionError) as exc:
         log.error("%s", exc)
         code = 3

@@ -1,7 +1,8 @@
 """The agent's side of its learner: fragments go out and weights come in on background threads.
 
 Neither direction ever blocks stepping: fragments wait in a small queue (oldest dropped and counted when the
-learner falls behind), and new weights are picked up by version between steps.
+learner falls behind), and new weights are picked up by version between steps. Only lockstep training
+(:mod:`agent_service.weight_sync`) waits, for the version trained on the fragment it just pushed.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class LearnerLink:
         self._outbox: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(maxsize=queue_limit)
         self._latest: tuple[int, dict[str, np.ndarray]] | None = None
         self._lock = threading.Lock()
+        self._new_weights = threading.Condition(self._lock)
         self._have_first = threading.Event()
         self._stop = threading.Event()
         self.fragments_sent = 0
@@ -94,6 +96,13 @@ class LearnerLink:
     def _drop(self, reason: str, count: int = 1) -> None:
         with self._lock:
             self.fragments_dropped[reason] += count
+            self._new_weights.notify_all()  # a lockstep wait for this fragment's weights ends
+
+    @property
+    def fragments_lost(self) -> int:
+        """Fragments dropped on this side so far, all reasons."""
+        with self._lock:
+            return sum(self.fragments_dropped.values())
 
     def _send_loop(self) -> None:
         while True:
@@ -150,6 +159,7 @@ class LearnerLink:
                     params = tensors.decode_named(msg.params, what="Weights.params")
                     with self._lock:
                         self._latest = (msg.version, params)
+                        self._new_weights.notify_all()
                     have = msg.version
                     self.versions_received += 1
                     self._have_first.set()
@@ -171,6 +181,25 @@ class LearnerLink:
     def newer_weights(self, have_version: int) -> tuple[int, dict[str, np.ndarray]] | None:
         """The newest received weights if newer than ``have_version``."""
         with self._lock:
+            latest = self._latest
+        return latest if latest is not None and latest[0] > have_version else None
+
+    def wait_newer_weights(
+        self, have_version: int, timeout: float, lost_before: int | None = None
+    ) -> tuple[int, dict[str, np.ndarray]] | None:
+        """Block until weights newer than ``have_version`` arrived; None if they did not within ``timeout``.
+
+        With ``lost_before``, the wait also ends (None) as soon as more than that many fragments were dropped
+        on this side (the fragment whose weights were awaited never reached the learner).
+        """
+
+        def done() -> bool:
+            newer = self._latest is not None and self._latest[0] > have_version
+            lost = lost_before is not None and sum(self.fragments_dropped.values()) > lost_before
+            return newer or lost
+
+        with self._new_weights:
+            self._new_weights.wait_for(done, timeout)
             latest = self._latest
         return latest if latest is not None and latest[0] > have_version else None
 

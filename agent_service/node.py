@@ -15,18 +15,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
 from agent_service.learner_link import LearnerLink
 from agent_service.runtime import PolicyRuntime, TorchRuntime
+from agent_service.weight_sync import WeightSync, weight_sync_for
 from comm_bus.bus import Bus
 from env_service.client import AgentObservation, EnvClient
 from marlmesh import plugins
 from marlmesh.config import Config
 from marlmesh.policy_spec import PolicySpec, policy_spec_for
 from marlmesh.rollout import RolloutRecorder
+
+if TYPE_CHECKING:
+    from agent_service.reward_sharing import RewardSharing
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +109,21 @@ class AgentNode:
             if learner is not None
             else None
         )
+        self.weights: WeightSync = weight_sync_for(config, learner, self.num_envs)
+        self.finished = False
+        """Lockstep: the agent reached the final tick, pushed its last fragment and stopped stepping."""
         if initial_params is not None:
             self._load(*initial_params)
+        self.reward_sharing = self._reward_sharing()
+
+    def _reward_sharing(self) -> RewardSharing | None:
+        """DG-MAPPO reward sharing over the bus (training only; see :mod:`agent_service.reward_sharing`)."""
+        cfg = self.config.algo.dgmappo.reward_sharing
+        if not cfg.enabled or self.recorder is None or self.bus is None:
+            return None
+        from agent_service.reward_sharing import RewardSharing
+
+        return RewardSharing(cfg, self.bus, self.index)
 
     # -- weights -----------------------------------------------------------------------------------
     def _load(self, version: int, params: dict[str, np.ndarray]) -> None:
@@ -122,12 +140,12 @@ class AgentNode:
         assert self.learner is not None
         if not self.learner.wait_first_weights(timeout):
             raise TimeoutError(f"no weights from learner at {self.learner.address} within {timeout:.0f}s")
-        self._maybe_swap_weights()
+        first = self.learner.newer_weights(self.counters.policy_version)
+        if first is not None:
+            self._load(*first)
 
     def _maybe_swap_weights(self) -> None:
-        if self.learner is None:
-            return
-        newer = self.learner.newer_weights(self.counters.policy_version)
+        newer = self.weights.between_steps(self.counters.policy_version)
         if newer is not None:
             self._load(*newer)
 
@@ -171,6 +189,13 @@ class AgentNode:
         if self.recorder is not None and self.recorder.full:
             assert self.learner is not None
             self.learner.push(self.recorder.finish(ob.obs, inboxes))
+            fresh = self.weights.after_push(self.counters.policy_version)
+            if fresh is not None:  # lockstep: act with the version trained on this fragment from now on
+                self._load(*fresh)
+                state = self._restage(ob.obs, inboxes)
+        if self.weights.is_final(ob.tick):
+            self._finish()
+            return
         out = self.runtime.act(state, inboxes)
         action_np, logp = self.runtime.sample(out, self.deterministic)
         if self.recorder is not None:
@@ -179,11 +204,27 @@ class AgentNode:
         if not applied:
             self.counters.late_actions += 1
         if self.recorder is not None:
-            self.recorder.add_outcome(nxt.reward, nxt.terminated, nxt.truncated, nxt.final_obs, nxt.cost)
+            reward = nxt.reward if self.reward_sharing is None else self.reward_sharing.share(nxt)
+            self.recorder.add_outcome(reward, nxt.terminated, nxt.truncated, nxt.final_obs, nxt.cost)
         self._ob = nxt
         self._joining = False
         self.counters.steps += 1
         self.counters.env_steps += self.num_envs
+
+    def _restage(self, obs: np.ndarray, inboxes: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+        """Recompute this step's state with the weights just loaded from the messages already received."""
+        state, _ = self.runtime.encode(np.asarray(obs, np.float32))
+        for k in range(1, self.channel.rounds):
+            state, _ = self.runtime.round(k, state, inboxes[k - 1])
+        return state
+
+    def _finish(self) -> None:
+        """Lockstep: stop at the final tick (a fragment cut short by a rejoin is discarded and counted)."""
+        if self.recorder is not None and self.recorder.size:
+            self.counters.fragments_discarded["run_end"] += 1
+            self.recorder.size = 0
+        self.finished = True
+        log.info("final tick %d reached at version %d; stepping stopped", self._ob.tick, self.counters.policy_version)
 
     def rejoin(self, stop: threading.Event, timeout: float) -> bool:
         """After losing the env: join again (backoff), dropping the partial fragment. False if it never came back."""
@@ -211,7 +252,7 @@ class AgentNode:
         Raises:
             ConnectionError: If the env stays unreachable for ``runtime.startup_timeout_s``.
         """
-        while not stop.is_set():
+        while not stop.is_set() and not self.finished:
             try:
                 self.step()
             except grpc.RpcError as exc:
@@ -222,7 +263,7 @@ class AgentNode:
                     if stop.is_set():
                         break
                     raise ConnectionError(f"env_service at {self.env.address} did not come back") from None
-            if on_step is not None:
+            if on_step is not None and not self.finished:
                 on_step(self)
 
     def summary(self) -> dict[str, object]:
@@ -236,11 +277,14 @@ class AgentNode:
             "policy_version": c.policy_version,
             "rejected_messages": c.rejected_messages,
             "rejoins": c.rejoins,
+            "finished": self.finished,
             "heard_rows_per_round": [c.heard_rows_per_round[k] for k in range(self.channel.rounds)],
             "fragments_discarded": dict(c.fragments_discarded),
             "bus": self.bus.totals.as_dict() if self.bus is not None else None,
             "bus_trace": self.bus.trace_status() if self.bus is not None else None,
         }
+        if self.reward_sharing is not None:
+            out["reward_sharing_rows_heard"] = self.reward_sharing.rows_heard
         if self.learner is not None:
             out["fragments_created"] = self.learner.fragments_created
             out["fragments_sent"] = self.learner.fragments_sent

@@ -57,22 +57,37 @@ class PeerAddressing:
         return self.bind_pattern.format(id=index, port=self.base_port + index)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> PeerAddressing:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        port_var: str = "MARLMESH_BUS_BASE_PORT",
+        pattern_var: str = "MARLMESH_PEER_PATTERN",
+        bind_var: str = "MARLMESH_BUS_BIND",
+        default_port: int = DEFAULT_BASE_PORT,
+    ) -> PeerAddressing:
         """Read the ``MARLMESH_*`` bus variables (defaults where unset).
+
+        Args:
+            environ: Variables (default: the process environment).
+            port_var: Variable of the base port (learners' gossip uses its own names).
+            pattern_var: Variable of the peer address template.
+            bind_var: Variable of the bind address template.
+            default_port: Base port when ``port_var`` is unset.
 
         Raises:
             ValueError: If a variable is malformed; the message names it.
         """
         env = os.environ if environ is None else environ
-        raw_port = env.get("MARLMESH_BUS_BASE_PORT", str(DEFAULT_BASE_PORT))
+        raw_port = env.get(port_var, str(default_port))
         try:
             base_port = int(raw_port)
         except ValueError:
-            raise ValueError(f"MARLMESH_BUS_BASE_PORT={raw_port!r}: not an integer") from None
+            raise ValueError(f"{port_var}={raw_port!r}: not an integer") from None
         return cls(
-            pattern=env.get("MARLMESH_PEER_PATTERN", DEFAULT_PATTERN),
+            pattern=env.get(pattern_var, DEFAULT_PATTERN),
             base_port=base_port,
-            bind_pattern=env.get("MARLMESH_BUS_BIND", DEFAULT_PATTERN),
+            bind_pattern=env.get(bind_var, DEFAULT_PATTERN),
         )
 
 

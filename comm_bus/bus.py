@@ -293,6 +293,15 @@ class Bus:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._drop("round_timeout", len(missing))
+                if missing and self.clock.name == "sim":
+                    log.warning(
+                        "sim round (tick %d, round %d) went on without peers %s after %.1fs of wall time: "
+                        "this run now depends on timing (counted as round_timeout)",
+                        tick,
+                        round,
+                        missing,
+                        timeout,
+                    )
                 break
             poll_ms = remaining * 1000 if missing else min(remaining * 1000, 1.0)
             self._poller.poll(max(0.0, poll_ms))
@@ -404,6 +413,10 @@ class Bus:
         if count:
             self.totals.dropped[cause] += count
             self.metrics.dropped.labels(cause).inc(count)
+
+    def latest_heard(self, src: int, channel: str) -> tuple[int, int] | None:
+        """The newest ``(tick, round)`` whose frame arrived from ``src`` on ``channel`` (None: nothing yet)."""
+        return self._heard.get((src, channel))
 
     def forget(self, peer: int) -> None:
         """Drop everything held from ``peer`` (it left the mesh)."""

@@ -73,7 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     seed = config.seed if ns.seed is None else ns.seed
     started = time.monotonic()
     try:
-        node = EnvNode(config.env, seed=seed, num_envs=ns.num_envs, start_tick=ns.start_tick)
+        node = EnvNode(
+            config.env,
+            seed=seed,
+            num_envs=ns.num_envs,
+            start_tick=ns.start_tick,
+            # lockstep: an agent still starting is not given default actions (they would change the run)
+            start_deadline_s=config.runtime.startup_timeout_s if config.train.weight_sync == "lockstep" else None,
+        )
     except (ValueError, PluginError) as exc:
         process.fail(ROLE, str(exc))
     host = ns.host or config.runtime.host

@@ -102,6 +102,9 @@ class EnvNode:
         clock: Monotonic clock (injectable for tests).
         start_tick: First tick number. A restarted env service continues above its previous incarnation's
             ticks, so agents' buses do not take the new ticks' messages for stale ones.
+        start_deadline_s: Barrier deadline while a missing agent has not acted yet since this env started or
+            since it (re)joined (it may still be starting: importing, loading weights). None: the step
+            deadline. Lockstep runs use the startup timeout, so start-up skew gives no default actions.
 
     Raises:
         ValueError: If the env cannot be built or has an unsupported space.
@@ -115,10 +118,12 @@ class EnvNode:
         num_envs: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         start_tick: int = 0,
+        start_deadline_s: float | None = None,
     ) -> None:
         self.config = config
         self.num_envs = int(num_envs or config.num_envs)
         self.deadline_s = config.step_deadline_ms / 1000.0
+        self.start_deadline_s = self.deadline_s if start_deadline_s is None else start_deadline_s
         self._clock = clock
         self.envs = [make_env(config) for _ in range(self.num_envs)]
         first = self.envs[0]
@@ -157,6 +162,7 @@ class EnvNode:
         self._pending: dict[int, np.ndarray] = {}
         self._first_action_at: float | None = None
         self._joined: dict[int, str] = {}
+        self._acted: set[int] = set()  # agents that submitted an action since this env started or they (re)joined
         self._left: set[int] = set()
         self._absent: set[int] = set()
         self._missed = [0] * n
@@ -189,6 +195,7 @@ class EnvNode:
                 log.info("agent %d rejoined (process %s replaces %s)", agent, process_id, previous)
             self.joins += 1
             self._joined[agent] = process_id
+            self._acted.discard(agent)
             self._left.discard(agent)
             self._absent.discard(agent)
             self._missed[agent] = 0
@@ -232,6 +239,7 @@ class EnvNode:
             if agent in self._pending:
                 raise InvalidRequest(f"agent {agent} already submitted an action for tick {tick}")
             self._pending[agent] = action
+            self._acted.add(agent)
             if self._first_action_at is None:
                 self._first_action_at = self._clock()
             while self.tick == tick:
@@ -239,7 +247,8 @@ class EnvNode:
                 if not missing:
                     self._advance(missed=set())
                     break
-                remaining = self._first_action_at + self.deadline_s - self._clock()
+                deadline = self.deadline_s if missing <= self._acted else self.start_deadline_s
+                remaining = self._first_action_at + deadline - self._clock()
                 if remaining <= 0:
                     self._advance(missed=missing)
                     break
@@ -331,6 +340,7 @@ class EnvNode:
         names = self.agent_names
         discrete = [s.kind == "discrete" for s in self.act_spaces]
         self._final_reset()
+        stepped = []
         for b, env in enumerate(self.envs):
             alive = set(env.agents)
             joint = {
@@ -339,18 +349,24 @@ class EnvNode:
                 if name in alive
             }
             obs, rewards, terms, truncs, _ = env.step(joint)
-            for a, name in enumerate(names):
-                self._reward[a, b] = float(rewards.get(name, 0.0))
-                self._term[a, b] = bool(terms.get(name, False))
-                self._trunc[a, b] = bool(truncs.get(name, False))
-            coll = self.adapter.collisions(env) if self.adapter.has_collisions else None
-            self._cost[:, b] = 0.0 if coll is None else coll
-            self._ep_returns[b] += self._reward[:, b]
-            self._ep_len[b] += 1
-            if coll is not None:
-                self._ep_coll[b] += float(coll.sum()) / 2.0
-            ended = self._term[:, b] | self._trunc[:, b]
-            if ended.any() or not env.agents:
+            self._reward[:, b] = [rewards.get(name, 0.0) for name in names]
+            self._term[:, b] = [terms.get(name, False) for name in names]
+            self._trunc[:, b] = [truncs.get(name, False) for name in names]
+            stepped.append(obs)
+        # Collisions of the stepped state of every copy at once (before any reset), then per-copy episode ends.
+        if self.adapter.has_collisions:
+            coll = self.adapter.collisions_batch(self.envs).T  # [N, B]
+            self._cost[:] = coll
+            self._ep_coll += coll.sum(axis=0) / 2.0
+        else:
+            self._cost.fill(0.0)
+        self._ep_returns += self._reward.T
+        self._ep_len += 1
+        ended_any = (self._term | self._trunc).any(axis=0)
+        for b, env in enumerate(self.envs):
+            obs = stepped[b]
+            if ended_any[b] or not env.agents:
+                ended = self._term[:, b] | self._trunc[:, b]
                 for a, name in enumerate(names):
                     if name in obs:
                         self._final[a][b] = obs[name]
@@ -359,7 +375,8 @@ class EnvNode:
                 self._record_episode(b)
                 obs, _ = env.reset()
             self._write_obs(b, obs)
-            self._write_positions(b)
+        if self._positions is not None:
+            self._positions[:] = self.adapter.positions_batch(self.envs).transpose(1, 0, 2)
 
     def _final_reset(self) -> None:
         for f in self._final:

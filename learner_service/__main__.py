@@ -6,17 +6,38 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from learner_service.gossip_addressing import gossip_addressing
 from learner_service.node import LearnerNode
 from learner_service.servicer import LearnerServicer
 from marlmesh import process
+from marlmesh.config import Config
 from marlmesh.plugins import PluginError
 from marlmesh.policy_spec import policy_spec_for
 from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_server
 from marlmesh.v1 import learner_pb2_grpc
 
+if TYPE_CHECKING:
+    from learner_service.gossip import Gossip
+
 ROLE = "learner_service"
 log = logging.getLogger(ROLE)
+
+
+def _gossip(config: Config, agent: int, num_agents: int) -> Gossip | None:
+    """The gossip endpoint when ``algo.dgmappo.gossip.enabled`` (ports from ``MARLMESH_GOSSIP_BASE_PORT``).
+
+    Raises:
+        ValueError: If a gossip address variable is malformed.
+        RuntimeError: If the gossip port cannot be bound.
+    """
+    cfg = config.algo.dgmappo.gossip
+    if not cfg.enabled:
+        return None
+    from learner_service.gossip import Gossip
+
+    return Gossip(cfg, config.bus, agent, num_agents, gossip_addressing(), seed=config.seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         spec = policy_spec_for(env_spec, agent, config)
-        node = LearnerNode(config, spec, ns.checkpoint_dir)
-    except (ValueError, PluginError) as exc:
+        gossip = _gossip(config, agent, spec.num_agents)
+        node = LearnerNode(config, spec, ns.checkpoint_dir, gossip=gossip)
+    except (ValueError, PluginError, RuntimeError) as exc:
         process.fail(ROLE, str(exc))
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -99,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     stop.wait()
     node.close()
     trainer.join(timeout=30)
+    if gossip is not None and not trainer.is_alive():  # zmq sockets: closed by the thread that is done with them
+        gossip.close()
     server.stop(grace=1.0)
     if node.updates:
         node.save_checkpoint()

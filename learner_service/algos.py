@@ -15,8 +15,10 @@ algo       channel          what it is
 
 An algorithm that needs a channel says so in ``required_channel``; ``marlmesh train`` fails at start with one
 line naming the fix when ``channel.name`` differs (the channel is not picked silently, so the config file stays
-the single description of a run). Not implemented yet for ``dgmappo``: reward sharing with neighbours and
-gossip parameter mixing (both need learner-side bus traffic).
+the single description of a run). ``dgmappo``'s optional reward sharing runs in the agents
+(:mod:`agent_service.reward_sharing`), its gossip parameter mixing between neighbour learners in
+:mod:`learner_service.gossip`. The centralized reference ``mappo-central`` is not here: it lives in
+:mod:`marlmesh.centralized` and has no per-agent learner.
 """
 
 from __future__ import annotations
@@ -58,8 +60,8 @@ class IPPO:
 class DGMAPPO(IPPO):
     """DG-MAPPO: PPO per agent over the K-hop D-GAT policy (``channel.name=dgat``) with a local critic.
 
-    Optional parts of the paper's method not implemented yet: reward sharing with neighbours and gossip
-    (D-SGD) parameter mixing.
+    Options (``algo.dgmappo``): reward sharing with neighbours over the bus (the agents record the mixed reward
+    in their fragments) and gossip (D-SGD) parameter mixing between neighbour learners after updates.
     """
 
     name: ClassVar[str] = "dgmappo"

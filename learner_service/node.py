@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from marlmesh import plugins
 from marlmesh.config import Config
 from marlmesh.policy_spec import PolicySpec
 from marlmesh.rollout import validate_columns
+
+if TYPE_CHECKING:
+    from learner_service.gossip import Gossip
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +51,21 @@ class LearnerNode:
         spec: This agent's policy spec (from the env spec).
         checkpoint_dir: Where checkpoints go; resumes from the newest valid one there. None = no checkpoints.
         queue_limit: Fragments waiting for training before the oldest is dropped.
+        gossip: Gossip endpoint; every ``gossip.period`` updates the parameters are mixed with the neighbour
+            learners' before they are published (see :mod:`learner_service.gossip`).
     """
 
-    def __init__(self, config: Config, spec: PolicySpec, checkpoint_dir: Path | None, queue_limit: int = 2) -> None:
+    def __init__(
+        self,
+        config: Config,
+        spec: PolicySpec,
+        checkpoint_dir: Path | None,
+        queue_limit: int = 2,
+        gossip: Gossip | None = None,
+    ) -> None:
         self.config = config
+        self.gossip = gossip
+        """Parameter mixing with neighbour learners after updates (``algo.dgmappo.gossip``), or None."""
         self.spec = spec
         self.checkpoint_dir = checkpoint_dir
         self.channel = plugins.load("channels", config.channel.name)(config.channel)
@@ -176,6 +191,8 @@ class LearnerNode:
             columns = self._queue.popleft()
         start = time.perf_counter()
         stats = self.learner.update(columns)
+        if self.gossip is not None and (self.updates + 1) % self.gossip.period == 0:
+            self._mix(columns)
         lag = float(self.version - columns["policy_version"].min())
         params = policy_params(self.policy)
         with self._cond:
@@ -201,6 +218,15 @@ class LearnerNode:
             stats["update_seconds"],
         )
         return True
+
+    def _mix(self, columns: dict[str, np.ndarray]) -> None:
+        """Gossip: mix this learner's parameters with its current neighbours' (published with this update)."""
+        from learner_service.gossip import heard_neighbours
+
+        assert self.gossip is not None
+        own = policy_params(self.policy)
+        mixed = self.gossip.mix(own, heard_neighbours(columns, self.spec.agent_index, self.spec.num_agents))
+        self.policy.load_state_dict({k: torch.from_numpy(v) for k, v in mixed.items()})
 
     def save_checkpoint(self) -> Path | None:
         """Write the current state as an atomic checkpoint."""
@@ -231,6 +257,7 @@ class LearnerNode:
                 "checkpoints_corrupt": self.checkpoints_corrupt,
                 "queued": len(self._queue),
                 "last_losses": dict(self.last_stats),
+                **({"gossip": self.gossip.status()} if self.gossip is not None else {}),
             }
 
     @property

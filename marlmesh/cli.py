@@ -16,9 +16,7 @@ from marlmesh.config import ConfigError, load_config
 from marlmesh.plugins import GROUPS, PluginError, installed
 
 #: Commands named in the contract that later work delivers; they fail with a clear message until then.
-PLANNED = {
-    "top": "the live mesh view",
-}
+PLANNED: dict[str, str] = {}
 
 
 def _error(message: str, code: int = 2) -> int:
@@ -151,9 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.set_defaults(func=cmd_plot)
     sub.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
-    from marlmesh import bench, export, k8s
+    from marlmesh import bench, export, k8s, top
 
     bench.add_parser(sub)
+    top.add_parser(sub)
     k8s.add_parser(sub)
     export.add_parser(sub)
     k = sub.add_parser("keys", help="bus CURVE keys, gRPC mTLS certificates, control token")

@@ -298,13 +298,66 @@ class Co2POConfig(_Strict):
     """Weight of the cost critic's loss."""
 
 
+class RewardSharingConfig(_Strict):
+    """DG-MAPPO reward sharing: every agent sends its reward over the bus and trains on a mix with its neighbours'.
+
+    After each env step an agent sends its reward (one float per env copy, channel ``reward``) to its live peers
+    over the same emulated links as its messages (range, loss, rate; bytes counted in ``bus.*``) and records
+    ``(1 - weight) * r_i + weight * mean(r_j of the neighbours heard)`` in its fragment (its own reward where it
+    heard nobody), which its learner trains on.
+    """
+
+    enabled: bool = False
+    weight: float = Field(0.5, ge=0.0, le=1.0)
+    """Share of the neighbours' mean reward in the reward an agent trains on (0 = own reward only)."""
+
+
+class GossipConfig(_Strict):
+    """Gossip (D-SGD) parameter mixing between neighbour learners over the bus (``learner_service/gossip.py``).
+
+    Every ``period`` updates each learner runs ``rounds`` gossip rounds: ``theta_i <- sum_j W_ij theta_j`` with
+    Metropolis-Hastings weights on the current comm graph (learners alive and whose agents heard each other in
+    the latest fragment). Its messages use the run's link emulation (``bus.links``, ``bus.quantization``,
+    ``bus.header_bytes``) and are counted in ``bus.gossip`` of the summary.
+    """
+
+    enabled: bool = False
+    period: int = Field(1, ge=1)
+    """Mix after every ``period``-th update of a learner."""
+    rounds: int = Field(1, ge=1, le=16)
+    """Gossip rounds per mixing (each: a neighbour list, then the parameters)."""
+    slot_ms: float = Field(1000.0, gt=0)
+    """Bus-clock time a gossip message has to become visible (latency + serialization at ``rate_bps``); a later
+    one is not mixed (counted as ``expired``)."""
+    timeout_ms: float = Field(5000.0, gt=0)
+    """Longest real wait for a neighbour learner's message of a round (a dead or slow learner)."""
+
+
+class DGMAPPOConfig(_Strict):
+    """Optional parts of DG-MAPPO (``algo.name=dgmappo``)."""
+
+    reward_sharing: RewardSharingConfig = Field(default_factory=RewardSharingConfig)
+    gossip: GossipConfig = Field(default_factory=GossipConfig)
+
+
 class AlgoConfig(_Strict):
     """The learning algorithm (``marlmesh.algos`` plugin)."""
 
     name: str = "ippo"
+    """``ippo``, ``dgmappo``, ``mfppo``, ``co2po`` (decentralized), or ``mappo-central`` (the CENTRALIZED
+    REFERENCE: one process, a central critic over the joint observation; see ``marlmesh/centralized``)."""
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     co2po: Co2POConfig = Field(default_factory=Co2POConfig)
     """Used when ``name`` is ``co2po``."""
+    dgmappo: DGMAPPOConfig = Field(default_factory=DGMAPPOConfig)
+    """Used when ``name`` is ``dgmappo``."""
+
+    @model_validator(mode="after")
+    def _dgmappo_options(self) -> AlgoConfig:
+        for part in ("reward_sharing", "gossip"):
+            if getattr(self.dgmappo, part).enabled and self.name != "dgmappo":
+                raise ValueError(f"algo.dgmappo.{part}.enabled=true needs algo.name=dgmappo, got {self.name!r}")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -320,6 +373,16 @@ class TrainConfig(_Strict):
     """Checkpoints kept per agent (older ones are deleted)."""
     torch_threads: int = Field(1, ge=1)
     """torch intra-op threads per process (many processes share few cores)."""
+    weight_sync: Literal["async", "lockstep"] = "async"
+    """How an agent picks up its learner's weights. ``async``: the newest version that has arrived, between
+    steps, never waiting (learners and agents overlap; runs are not repeatable). ``lockstep``: synchronous
+    on-policy PPO, reproducible under ``bus.clock=sim``: after pushing rollout fragment k the agent waits for
+    the version its learner trained on fragments 1..k and acts with it; the run ends at an exact tick
+    (``total_env_steps / num_envs`` rounded up to whole fragments) instead of at a progress poll.
+    ``marlmesh sweep`` runs its training cells in lockstep."""
+    lockstep_timeout_s: float = Field(300.0, gt=0)
+    """Lockstep: longest wait for the learner's version after a fragment; past it the agent fails with an
+    error naming the version it waited for."""
 
 
 class EvalConfig(_Strict):

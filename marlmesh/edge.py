@@ -26,7 +26,6 @@ from typing import Any
 import grpc
 import numpy as np
 
-from marlmesh.bench import emit_result
 from marlmesh.config import Config, dump_config, load_config
 from marlmesh.mesh import free_port_block, stop_processes
 
@@ -314,5 +313,6 @@ def cmd_bench(ns: Any) -> int:
     result = bench_edge(config, decisions=ns.decisions)
     for k in ("onnx_p50_ms", "onnx_p99_ms", "torch_p50_ms", "torch_p99_ms", "edge_peak_rss_mb"):
         print(f"{k:<18} {result[k]}")
-    emit_result(result, ns.out, ns.json)
-    return 0
+    from marlmesh.bench import emit
+
+    return emit(ns, result)

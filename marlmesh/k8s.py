@@ -329,6 +329,13 @@ def render(
         raise RenderError(f"unknown overlay {overlay!r}; choose one of {', '.join(OVERLAYS)}")
     if policy_dir is not None and overlay != "edge":
         raise RenderError("--policy-dir only applies to --overlay edge")
+    from marlmesh.centralized.plugin import is_centralized
+
+    if is_centralized(config.algo.name) and overlay != "edge":  # its exported actors can still run on the edge
+        raise RenderError(
+            f"algo.name={config.algo.name} is the CENTRALIZED REFERENCE: it trains in one process "
+            "('marlmesh train'), there are no per-agent learner pods; pick a decentralized algo"
+        )
     source = k8s_dir / "base" if overlay is None else k8s_dir / "overlays" / overlay
     if not source.is_dir():
         raise RenderError(f"{source} not found: run from a marlmesh checkout or pass --k8s-dir")

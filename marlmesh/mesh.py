@@ -99,6 +99,8 @@ class Proc:
     port_file: Path
     stats_file: Path
     port: int = 0
+    metrics_port: int = 0
+    """Prometheus port (agents and env; 0 = none), kept across restarts (``marlmesh top`` reads it)."""
     module: str = ""
     args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -299,7 +301,10 @@ class Mesh:
         """
         self._prepare_security([(tls.LAUNCHER, -1), ("env", -1)])
         control_token.write_new_token(self.control_token_file)
-        env = self._spawn("env", -1, "env_service", ["--seed", str(self.seed), "--num-envs", str(self.num_envs)], {})
+        metrics_port = free_port_block(self.config.runtime.host, 1)
+        args = ["--seed", str(self.seed), "--num-envs", str(self.num_envs), "--metrics-port", str(metrics_port)]
+        env = self._spawn("env", -1, "env_service", args, {})
+        env.metrics_port = metrics_port
         port = self._await_port(env, self.config.runtime.startup_timeout_s)
         self.env_address = f"{self.config.runtime.host}:{port}"
         return env
@@ -322,6 +327,7 @@ class Mesh:
         self._prepare_security([(role, i) for role in roles for i in range(self.num_agents)])
         learner_addr = {}
         if self.mode == "train":
+            gossip_env = self._gossip_env(host)
             learners = [
                 self._spawn(
                     "learner",
@@ -335,16 +341,17 @@ class Mesh:
                         "--checkpoint-dir",
                         str(self.checkpoint_dir(i)),
                     ],
-                    {},
+                    gossip_env,
                 )
                 for i in range(self.num_agents)
             ]
             for lp in learners:
                 learner_addr[lp.agent_id] = f"{host}:{self._await_port(lp, timeout)}"
         self.bus_base_port = free_port_block(host, self.num_agents)
+        metrics_base = free_port_block(host, self.num_agents)
         agents = []
         for i in range(self.num_agents):
-            args = ["--env-addr", self.env_address, "--mode", self.mode]
+            args = ["--env-addr", self.env_address, "--mode", self.mode, "--metrics-port", str(metrics_base + i)]
             if self.mode == "train":
                 args += ["--learner-addr", learner_addr[i], "--bus-trace", str(self.bus_trace_part(i))]
             else:
@@ -364,8 +371,21 @@ class Mesh:
                     },
                 )
             )
+            agents[-1].metrics_port = metrics_base + i
         for ap in agents:
             self._await_port(ap, timeout)
+
+    def _gossip_env(self, host: str) -> dict[str, str]:
+        """Learners' gossip addresses (``algo.dgmappo.gossip``): a block of free ports, one per learner."""
+        if not self.config.algo.dgmappo.gossip.enabled:
+            return {}
+        pattern = f"tcp://{host}:{{port}}"
+        base = free_port_block(host, self.num_agents)
+        return {
+            "MARLMESH_GOSSIP_BASE_PORT": str(base),
+            "MARLMESH_GOSSIP_PATTERN": pattern,
+            "MARLMESH_GOSSIP_BIND": pattern,
+        }
 
     def bus_trace_part(self, agent_id: int) -> Path:
         """Raw message-fate records of one agent (merged into ``RUN_DIR/bus_trace.bin`` after the run)."""
@@ -409,7 +429,7 @@ class Mesh:
 
     def bound_ports(self) -> list[int]:
         """Every TCP port the mesh's processes bound (gRPC servers and bus sockets)."""
-        ports = [p.port for p in self.procs if p.port]
+        ports = [p.port for p in self.procs if p.port] + [p.metrics_port for p in self.procs if p.metrics_port]
         if self.bus_base_port:
             ports += [self.bus_base_port + i for i in range(self.num_agents)]
         return ports

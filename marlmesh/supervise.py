@@ -111,7 +111,7 @@ class Supervisor:
         self.write_process_table()
 
     def write_process_table(self) -> None:
-        """Write ``RUN_DIR/processes.json``: name, role, agent id, current pid, port and restarts of each process.
+        """Write ``RUN_DIR/processes.json``: name, role, agent id, pid, port, metrics port, restarts of each process.
 
         Rewritten after every restart, so operators and tests can find the live pids.
         """
@@ -122,6 +122,7 @@ class Supervisor:
                 "agent_id": p.agent_id,
                 "pid": p.popen.pid,
                 "port": p.port,
+                "metrics_port": p.metrics_port,
                 "restarts": self.restarts[p.name],
                 "previous_pids": list(p.previous_pids),
             }

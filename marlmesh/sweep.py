@@ -45,14 +45,20 @@ def fmt_time(seconds: float) -> str:
     return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
 
 
+#: A training cell runs in lockstep (reproducible under the sim clock) unless the sweep sets this key itself.
+WEIGHT_SYNC_KEY = "train.weight_sync"
+
+
 def cell_command(cell: Cell, base_config: Path | None, run_dir: Path) -> list[str]:
-    """The argv that runs one cell."""
+    """The argv that runs one cell (training cells with ``train.weight_sync=lockstep`` unless overridden)."""
     if cell.baseline is None:
         argv = [sys.executable, "-m", "marlmesh.cli", "train", "--run-dir", str(run_dir)]
     else:
         argv = [sys.executable, "-m", "marlmesh.baselines", cell.baseline, "--run-dir", str(run_dir)]
     if base_config is not None:
         argv += ["-c", str(base_config)]
+    if cell.baseline is None and WEIGHT_SYNC_KEY not in cell.overrides:
+        argv += ["--set", f"{WEIGHT_SYNC_KEY}=lockstep"]
     for item in cell.set_args():
         argv += ["--set", item]
     return argv

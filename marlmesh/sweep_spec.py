@@ -226,7 +226,24 @@ def method_label(overrides: dict[str, Any], baseline: str | None) -> str:
         return f"baseline:{baseline}"
     algo = overrides.get("algo.name", "algo")
     channel = overrides.get("channel.name")
+    if _centralized(algo):  # its agents exchange nothing; the label says what it is
+        return mark_centralized(algo, algo)
     return algo if channel is None else f"{algo}+{channel}"
+
+
+def _centralized(algo: str) -> bool:
+    from marlmesh.centralized.plugin import is_centralized
+
+    return is_centralized(algo)
+
+
+def mark_centralized(method: str, algo: str) -> str:
+    """``method`` with `` (CENTRALIZED REFERENCE)`` appended when ``algo`` is a centralized reference."""
+    from marlmesh.centralized import CENTRALIZED_LABEL
+
+    if not _centralized(algo) or CENTRALIZED_LABEL in method:
+        return method
+    return f"{method} ({CENTRALIZED_LABEL})"
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -413,6 +430,7 @@ def _make_cell(
     for value in combo:  # an explicit label on the value that picks the algorithm names the method
         if LABEL_KEY in value and ("algo.name" in value or BASELINE_KEY in value):
             method = str(value[LABEL_KEY])
+    method = mark_centralized(method, str(resolved.get("algo", {}).get("name", "")))  # even under a custom label
     return Cell(cell_id, labels, seed, overrides, baseline, method)
 
 

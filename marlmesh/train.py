@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import collections
 import json
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +27,9 @@ from marlmesh import plugins
 from marlmesh.config import Config, dump_config
 from marlmesh.evaluate import evaluate_run, format_eval_table
 from marlmesh.faults import FaultSchedule, check_supported
+from marlmesh.lockstep import LockstepEnd, reproducibility, uses_lockstep
 from marlmesh.mesh import Mesh, MeshError
+from marlmesh.stop_signals import StopSignals
 from marlmesh.supervise import Supervisor
 from marlmesh.v1 import env_pb2, learner_pb2, learner_pb2_grpc
 
@@ -82,6 +82,7 @@ class Progress:
         self.env_steps = 0
         self.episodes = 0
         self.tick = 0
+        self.default_actions: dict[str, int] = {}
         self._env_raw = (0, 0)
         self._env_offset = (0, 0)
 
@@ -133,13 +134,17 @@ class Progress:
             "return_sum_recent_mean": float(np.mean(self.returns)) if self.returns else None,
             "return_sum_recent_std": float(np.std(self.returns)) if self.returns else None,
             "collisions_recent_mean": float(np.mean(self.collisions)) if self.collisions else None,
-            "default_actions": {str(k): v for k, v in stats.default_actions.items()},
+            "default_actions": self._default_actions(stats),
             "learners": learners,
         }
         self.metrics.write(json.dumps(rec) + "\n")
         self.metrics.flush()
         self._print(rec)
         return rec
+
+    def _default_actions(self, stats: env_pb2.EnvStats) -> dict[str, int]:
+        self.default_actions = {str(k): int(v) for k, v in stats.default_actions.items()}
+        return self.default_actions
 
     def _print(self, rec: dict[str, object]) -> None:
         total = self.config.train.total_env_steps
@@ -216,6 +221,22 @@ def bus_summary(agent_stats: list[dict[str, object]]) -> dict[str, object]:
     return out
 
 
+def gossip_summary(learner_stats: list[dict[str, object]]) -> dict[str, object]:
+    """``bus.gossip``: the learners' gossip traffic summed (empty when no learner gossiped).
+
+    Holds ``messages_sent``, ``bytes_sent``, ``messages_received``, ``dropped`` (cause -> count, from the same link
+    emulation as the agents' messages), ``mixings``, ``params_mixed`` and ``params_missing``.
+    """
+    gossips = [st["gossip"] for st in learner_stats if isinstance(st.get("gossip"), dict)]
+    if not gossips:
+        return {}
+    totals = bus_summary([{"bus": g.get("bus") or {}} for g in gossips])
+    out = {k: totals[k] for k in ("messages_sent", "bytes_sent", "messages_received", "bytes_received", "dropped")}
+    for key in ("mixings", "params_mixed", "params_missing"):
+        out[key] = sum(int(g.get(key, 0)) for g in gossips)
+    return {"gossip": out}
+
+
 def merge_bus_trace(config: Config, run_dir: Path, agent_stats: list[dict[str, object]]) -> dict[str, object] | None:
     """Merge the agents' fate records into ``RUN_DIR/bus_trace.bin``; returns the ``bus.trace`` summary."""
     from comm_bus.trace import merge_traces
@@ -224,7 +245,16 @@ def merge_bus_trace(config: Config, run_dir: Path, agent_stats: list[dict[str, o
     if not parts:
         return None
     out = run_dir / "bus_trace.bin"
-    meta = {"seed": config.seed, "clock": config.bus.clock, "link_model": config.bus.links.resolved_model()}
+    meta = {
+        "seed": config.seed,
+        "clock": config.bus.clock,
+        "link_model": config.bus.links.resolved_model(),
+        # sim rounds that went on without a peer's frame after the wall-clock safety deadline (a dead or
+        # stalled peer): nonzero means this trace depended on wall time and a rerun may differ
+        "round_timeouts": sum(
+            int((st.get("bus") or {}).get("dropped", {}).get("round_timeout", 0)) for st in agent_stats
+        ),
+    }
     records = merge_traces(parts, out, meta)
     truncated = any(bool((st.get("bus_trace") or {}).get("truncated")) for st in agent_stats)
     for part in parts:
@@ -275,21 +305,17 @@ def train(
         MeshError: If a process fails for good.
         ConfigError: If the fault schedule uses a kind that is not implemented.
     """
+    if getattr(plugins.load("algos", config.algo.name), "centralized", False):  # the CENTRALIZED REFERENCE
+        from marlmesh.centralized.run import train_central
+
+        return train_central(config, run_dir, out, evaluate)
     check_supported(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "plots").mkdir(exist_ok=True)
     config_path = run_dir / "config.yaml"
     config_path.write_text(dump_config(config))
-    interrupted = threading.Event()
-    received: list[int] = []
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-        interrupted.set()
-
-    for s in previous:
-        signal.signal(s, on_signal)
+    stop = StopSignals()
+    interrupted = stop.event
     out.write(f"marlmesh train: run directory {run_dir}\n")
     out.flush()
     start = time.monotonic()
@@ -297,6 +323,8 @@ def train(
     summary: dict[str, object] = {"run_dir": str(run_dir), "status": "running"}
     progress = None
     supervisor = faults = None
+    lockstep_end: LockstepEnd | None = None
+    reached_end = False
     failure: MeshError | None = None
     try:
         mesh.start()
@@ -308,13 +336,22 @@ def train(
         progress = Progress(mesh, config, run_dir / "metrics.jsonl", out)
         supervisor = Supervisor(mesh, config.runtime.restart, config.runtime.startup_timeout_s, out)
         faults = FaultSchedule(config, mesh, supervisor)
+        if uses_lockstep(config):  # the agents stop at the exact final tick; the run ends when all did
+            agents = [f"{config.runtime.host}:{p.port}" for p in mesh.procs if p.role == "agent"]
+            lockstep_end = LockstepEnd(mesh.channel, agents, config.runtime.rpc_timeout_s)
         budget = config.train.max_wall_seconds
         while not interrupted.is_set():
             interrupted.wait(config.runtime.progress_interval_s)
             _supervised_tick(progress, supervisor, faults)
             if on_tick is not None and on_tick(mesh, progress):
                 break
-            if progress.env_steps >= config.train.total_env_steps:
+            if lockstep_end is not None:
+                if lockstep_end.reached():
+                    progress.poll()  # the env steps of the final tick
+                    reached_end = True
+                    break
+            elif progress.env_steps >= config.train.total_env_steps:
+                reached_end = True
                 break
             if budget is not None and time.monotonic() - start >= budget:
                 out.write(f"\nwall-clock budget of {budget:.0f}s reached\n")
@@ -324,17 +361,24 @@ def train(
     finally:
         if progress is not None:
             progress.close()
+        if lockstep_end is not None:
+            lockstep_end.close()
         processes = mesh.processes()
         codes = mesh.stop()
-        for s, h in previous.items():
-            signal.signal(s, h)
+        stop.restore()
     train_seconds = time.monotonic() - start
     agent_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "agent"]
     learner_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "learner"]
+    bus = {
+        **bus_summary(agent_stats),
+        "trace": merge_bus_trace(config, run_dir, agent_stats),
+        **gossip_summary(learner_stats),
+    }
+    restarts = _restarts(processes, supervisor)
     summary.update(
         {
             "status": "interrupted" if interrupted.is_set() else "trained",
-            "signal": signal.Signals(received[0]).name if received else None,
+            "signal": stop.signal_name,
             "env_steps": progress.env_steps if progress else 0,
             "episodes": progress.episodes if progress else 0,
             "wall_seconds": round(train_seconds, 2),
@@ -342,41 +386,34 @@ def train(
             "processes": processes,
             "exit_codes": codes,
             "ports": mesh.bound_ports(),
-            "restarts": _restarts(processes, supervisor),
+            "restarts": restarts,
             "restart_events": [e.as_dict() for e in supervisor.events] if supervisor else [],
             "replaced_processes": mesh.replaced_processes(),
             "faults": faults.summary() if faults else [],
-            "bus": {**bus_summary(agent_stats), "trace": merge_bus_trace(config, run_dir, agent_stats)},
+            "bus": bus,
+            "reproducibility": reproducibility(
+                config,
+                round_timeouts=sum(  # the agents' rounds and the learners' gossip rounds
+                    int(dict(part.get("dropped") or {}).get("round_timeout", 0))
+                    for part in (bus, bus.get("gossip", {}))
+                ),
+                default_actions=sum(progress.default_actions.values()) if progress else 0,
+                fragments_lost=sum(sum(dict(a.get("fragments_dropped") or {}).values()) for a in agent_stats),
+                restarts=sum(restarts.values()),
+                stopped_early=not reached_end,
+            ),
             "agents": agent_stats,
             "learners": learner_stats,
-            "config": {
-                "env": config.env.name,
-                "algo": config.algo.name,
-                "channel": config.channel.name,
-                "num_envs": config.env.num_envs,
-                "seed": config.seed,
-            },
+            "config": config_summary(config),
         }
     )
     if failure is not None:  # still leave a summary behind, then fail
         summary.update({"status": "failed", "error": str(failure).splitlines()[0]})
-        _write_summary(run_dir, summary)
+        write_summary(run_dir, summary)
         raise failure
     if evaluate and not interrupted.is_set():
-        out.write("evaluating...\n")
-        out.flush()
-        result = evaluate_run(
-            config,
-            config_path,
-            run_dir,
-            episodes=config.eval.episodes,
-            num_envs=config.eval.num_envs,
-            seed=config.seed + config.eval.seed_offset,
-        )
-        summary["eval"] = result
-        summary["status"] = "done"
-        out.write(format_eval_table(result) + "\n")
-    _write_summary(run_dir, summary)
+        evaluate_into(summary, config, config_path, run_dir, out)
+    write_summary(run_dir, summary)
     try:
         from marlmesh.plotting import plot_run
 
@@ -395,7 +432,45 @@ def _restarts(processes: list[dict[str, object]], supervisor: Supervisor | None)
     return {str(p["role"]) if int(p["agent_id"]) < 0 else f"{p['role']}-{p['agent_id']}": 0 for p in processes}
 
 
-def _write_summary(run_dir: Path, summary: dict[str, object]) -> None:
+def config_summary(config: Config) -> dict[str, object]:
+    """``config`` of the summary: env, algo, channel, B, seed and weight sync."""
+    return {
+        "env": config.env.name,
+        "algo": config.algo.name,
+        "channel": config.channel.name,
+        "num_envs": config.env.num_envs,
+        "seed": config.seed,
+        "weight_sync": config.train.weight_sync,
+    }
+
+
+def evaluate_into(
+    summary: dict[str, object], config: Config, config_path: Path, run_dir: Path, out: TextIO, note: str = ""
+) -> None:
+    """Evaluate the run's saved policies as processes into ``summary["eval"]`` and mark the run ``done``.
+
+    Prints the evaluation table on ``out``.
+
+    Raises:
+        MeshError: If an evaluation process fails.
+    """
+    out.write(f"evaluating{note}...\n")
+    out.flush()
+    result = evaluate_run(
+        config,
+        config_path,
+        run_dir,
+        episodes=config.eval.episodes,
+        num_envs=config.eval.num_envs,
+        seed=config.seed + config.eval.seed_offset,
+    )
+    summary["eval"] = result
+    summary["status"] = "done"
+    out.write(format_eval_table(result) + "\n")
+
+
+def write_summary(run_dir: Path, summary: dict[str, object]) -> None:
+    """Write ``RUN_DIR/summary.json`` atomically."""
     tmp = run_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, default=float))
     tmp.replace(run_dir / "summary.json")

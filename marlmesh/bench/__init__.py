@@ -7,24 +7,53 @@ committed as JSON under ``benchmarks/results/``. With ``--json`` the last line p
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Callable
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 #: Kinds named in the contract that later work delivers (they fail with a clear message until then).
-PLANNED_KINDS = {"e2e": "distributed rollout vs single process", "scale": "scaling to 32 agent processes"}
+PLANNED_KINDS: dict[str, str] = {}
 
 
 def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]]]:
     from marlmesh import edge
-    from marlmesh.bench import bus, soak
+    from marlmesh.bench import bus, e2e, scale, soak
 
     return {
         "bus": ("bus API vs raw pyzmq: throughput, round trip, emulation cost", bus.add_arguments, bus.main),
+        "e2e": ("distributed rollout vs the same env and policies in one process", e2e.add_arguments, e2e.main),
+        "scale": (
+            "N = 3..32 agent processes, meanfield and dgat: steps/s, bus bytes, CPU",
+            scale.add_arguments,
+            scale.main,
+        ),
         "edge": ("ONNX vs torch decision latency, edge agent memory", edge.add_bench_arguments, edge.cmd_bench),
         "soak": (soak.HELP, soak.add_arguments, soak.run),
     }
+
+
+def emit(ns: argparse.Namespace, result: dict[str, Any]) -> int:
+    """Write ``result`` to ``--out`` (if given) and, with ``--json``, print it as the last line; returns 0."""
+    import json
+
+    if ns.out is not None:
+        ns.out.parent.mkdir(parents=True, exist_ok=True)
+        ns.out.write_text(json.dumps(result, indent=2) + "\n")
+    if ns.json:
+        print(json.dumps(result))
+    return 0
+
+
+@contextlib.contextmanager
+def work_dir(run_dir: Path | None, prefix: str) -> Iterator[Path]:
+    """``run_dir`` if given (kept), else a temporary directory removed on exit."""
+    if run_dir is not None:
+        yield run_dir
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
 
 
 def add_parser(sub: Any) -> None:
@@ -46,12 +75,3 @@ def _planned(kind: str, what: str) -> int:
 
     print(f"marlmesh: error: 'marlmesh bench {kind}' ({what}) is not implemented in this version yet", file=sys.stderr)
     return 2
-
-
-def emit_result(result: dict[str, Any], out: Path | None, as_json: bool) -> None:
-    """Write a benchmark result to ``out`` (indented JSON) if given; with ``as_json`` print it as the last line."""
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    if as_json:
-        print(json.dumps(result))

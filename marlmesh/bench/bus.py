@@ -26,8 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from marlmesh.bench import emit_result
-
 HOST = "127.0.0.1"
 EMULATED = [
     "bus.links.default.latency_ms=1",
@@ -268,5 +266,6 @@ def main(ns: argparse.Namespace) -> int:
         f"round trip p50/p99:       bus {result['rtt_p50_us']}/{result['rtt_p99_us']} us,"
         f" raw REQ/REP {result['raw_rtt_p50_us']}/{result['raw_rtt_p99_us']} us"
     )
-    emit_result(result, ns.out, ns.json)
-    return 0
+    from marlmesh.bench import emit
+
+    return emit(ns, result)

@@ -35,6 +35,16 @@ class EnvAdapter:
         """Per-agent number of agents it overlaps with in the current state, ``[N]`` float32."""
         return np.zeros(len(self.agents), np.float32)
 
+    def positions_batch(self, envs: Sequence[ParallelEnv]) -> np.ndarray | None:
+        """:meth:`positions` of every env copy, ``[B, N, D]`` (None without positions)."""
+        if not self.has_positions:
+            return None
+        return np.stack([self.positions(env) for env in envs])
+
+    def collisions_batch(self, envs: Sequence[ParallelEnv]) -> np.ndarray:
+        """:meth:`collisions` of every env copy, ``[B, N]`` float32."""
+        return np.stack([self.collisions(env) for env in envs]) if envs else np.zeros((0, len(self.agents)), np.float32)
+
 
 class MPEAdapter(EnvAdapter):
     """MPE worlds (``env.unwrapped.world``): 2-D positions and agent-agent collisions.
@@ -73,6 +83,24 @@ class MPEAdapter(EnvAdapter):
         hit = (dist < size[:, None] + size[None, :]) & collide[:, None] & collide[None, :]
         np.fill_diagonal(hit, False)
         return hit.sum(axis=1).astype(np.float32)
+
+    def positions_batch(self, envs: Sequence[ParallelEnv]) -> np.ndarray:
+        """Positions of every env copy, ``[B, N, 2]`` float32, read in one pass (no per-copy numpy calls)."""
+        return np.array([[a.state.p_pos for a in self._bodies(env)] for env in envs], np.float32).reshape(
+            len(envs), len(self._order), self.position_dim
+        )
+
+    def collisions_batch(self, envs: Sequence[ParallelEnv]) -> np.ndarray:
+        """:meth:`collisions` of every env copy, ``[B, N]`` float32, computed for all copies at once."""
+        n = len(self._order)
+        bodies = [self._bodies(env) for env in envs]
+        pos = np.array([[a.state.p_pos for a in bs] for bs in bodies], np.float64).reshape(len(envs), n, 2)
+        size = np.array([[a.size for a in bs] for bs in bodies], np.float64).reshape(len(envs), n)
+        collide = np.array([[bool(a.collide) for a in bs] for bs in bodies], bool).reshape(len(envs), n)
+        dist = np.linalg.norm(pos[:, :, None, :] - pos[:, None, :, :], axis=-1)
+        hit = (dist < size[:, :, None] + size[:, None, :]) & collide[:, :, None] & collide[:, None, :]
+        hit[:, np.arange(n), np.arange(n)] = False
+        return hit.sum(axis=2).astype(np.float32)
 
 
 def adapter_for(env: ParallelEnv) -> EnvAdapter:

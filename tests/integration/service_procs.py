@@ -76,3 +76,8 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def smoke_train(run_dir: Path, sets: list[str], *, evaluate: bool = True, timeout: float = 240):
+    """``marlmesh train -c configs/smoke.yaml --set ...`` into ``run_dir`` (cwd: the repo root)."""
+    return train(run_dir, *sets, extra=() if evaluate else ("--no-eval",), timeout=timeout)

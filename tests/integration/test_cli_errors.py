@@ -27,7 +27,7 @@ def _one_line(stderr: str) -> str:
         ("train.total_env_steps=-5", "config key 'train.total_env_steps'"),
         ("channel.name=telepathy", "unknown channel 'telepathy'; installed channels: blackboard, broadcast, dgat"),
         ("env.name=mpe2.simple_sprad_v3", "unknown env 'mpe2.simple_sprad_v3'; installed envs:"),
-        ("algo.name=magic", "unknown algo 'magic'; installed algos: co2po, dgmappo, ippo, mfppo"),
+        ("algo.name=magic", "unknown algo 'magic'; installed algos: co2po, dgmappo, ippo, mappo-central, mfppo"),
     ],
 )
 def test_train_rejects_bad_config_before_starting_anything(tmp_path, override, expect):

@@ -27,15 +27,17 @@ SPEC = PolicySpec(
 )
 
 
-def _fragment(bad: bool = False) -> dict[str, np.ndarray]:
+def _fragment(bad: bool = False, version: int = 0) -> dict[str, np.ndarray]:
     rec = RolloutRecorder(4, 2, (6,), SPEC.action_space, 0, 3, 4)
     for _ in range(4):
-        rec.add_decision(np.zeros((2, 6), np.float32), [], np.full(2, 9 if bad else 1), np.zeros(2), np.zeros(2), 0)
+        action = np.full(2, 9 if bad else 1)
+        rec.add_decision(np.zeros((2, 6), np.float32), [], action, np.zeros(2), np.zeros(2), version)
         rec.add_outcome(np.ones(2), np.zeros(2, bool), np.zeros(2, bool), np.zeros((2, 6), np.float32))
     return rec.finish(np.zeros((2, 6), np.float32), [])
 
 
-def test_sent_trained_and_dropped_add_up():
+def start_learner() -> tuple[LearnerNode, threading.Event, object]:
+    """A small learner of SPEC behind a real gRPC server on 127.0.0.1: ``(node, stop, server)``."""
     config = load_config(None, ["channel.message_dim=4", "algo.ppo.hidden_sizes=[16]", "algo.ppo.epochs=1"])
     node = LearnerNode(config, SPEC, checkpoint_dir=None)
     stop = threading.Event()
@@ -48,6 +50,11 @@ def test_sent_trained_and_dropped_add_up():
         max_message_bytes=1 << 20,
         register=lambda s: learner_pb2_grpc.add_LearnerServiceServicer_to_server(servicer, s),
     )
+    return node, stop, server
+
+
+def test_sent_trained_and_dropped_add_up():
+    node, stop, server = start_learner()
     link = LearnerLink(f"127.0.0.1:{server.port}", 0, timeout_s=5, max_message_bytes=1 << 20)
     try:
         for i in range(12):

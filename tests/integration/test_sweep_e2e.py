@@ -105,17 +105,6 @@ def test_rerun_skips_finished_cells(tiny_sweep):
     assert len(list(csv.DictReader(open(out / "results.csv")))) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "training is not deterministic across processes yet: measured on the smoke config (broadcast, B=2, "
-        "400 env steps, seed 0) two runs of the same cell gave eval return -126.00 vs -130.58, env_steps 404 vs "
-        "402, bus messages 1219 vs 1215 and final learner weights differing by up to 0.013: agents swap in new "
-        "weights whenever they arrive (asynchronous learners), the run stops at the first progress poll past the "
-        "budget, and bus rounds that exceed bus.round_timeout_ms (wall clock) go on without late messages "
-        "(counted as round_timeout drops) even under bus.clock=sim"
-    ),
-)
 def test_rerunning_a_cell_with_the_same_seed_reproduces_its_numbers(tiny_sweep, tmp_path):
     sweep_file, out, res, _ = tiny_sweep
     assert res.returncode == 0
@@ -132,8 +121,37 @@ def test_rerunning_a_cell_with_the_same_seed_reproduces_its_numbers(tiny_sweep, 
     )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     second = json.loads((tmp_path / "again" / "summary.json").read_text())
-    assert second["env_steps"] == first["env_steps"]
+    # lockstep (the sweep's default for training cells): the run ends at an exact tick, 400 / B rounded up to
+    # whole fragments of T=50 (B=2: 200 ticks, 4 fragments; B=4: 100 ticks, 2), each trained in order
+    fragments = 400 // (cell.overrides["env.num_envs"] * 50)
+    assert first["config"]["weight_sync"] == second["config"]["weight_sync"] == "lockstep"
+    assert second["env_steps"] == first["env_steps"] == 400
+    assert [a["policy_version"] for a in first["agents"]] == [fragments] * 3
+    for run in (first, second):
+        assert all(a["finished"] and not a["fragments_dropped"] for a in run["agents"])
+        assert [lr["fragments_trained"] for lr in run["learners"]] == [fragments] * 3
+        assert all(not lr["fragments_dropped"] and lr["last_losses"]["policy_lag"] == 0 for lr in run["learners"])
+        assert run["reproducibility"] == {"exact": True, "broken_by": []}
     assert second["eval"]["return_sum_mean"] == first["eval"]["return_sum_mean"]
     assert second["eval"]["return_sum_std"] == first["eval"]["return_sum_std"]
-    assert second["bus"]["messages_sent"] == first["bus"]["messages_sent"]
-    assert second["bus"]["bytes_sent"] == first["bus"]["bytes_sent"]
+    assert second["eval"]["collisions_mean"] == first["eval"]["collisions_mean"]
+    for key in ("messages_sent", "bytes_sent", "messages_received", "bytes_received", "dropped"):
+        assert second["bus"][key] == first["bus"][key], key
+    assert "round_timeout" not in first["bus"]["dropped"]
+    assert first["bus"]["messages_sent"] > 0
+    for agent in range(3):
+        a = _final_weights(out / "cells" / cell.cell_id, agent)
+        b = _final_weights(tmp_path / "again", agent)
+        assert a[0] == b[0] == fragments
+        assert a[1].keys() == b[1].keys()
+        for name in a[1]:
+            assert a[1][name].numpy().tobytes() == b[1][name].numpy().tobytes(), (agent, name)
+
+
+def _final_weights(run_dir: Path, agent: int) -> tuple[int, dict]:
+    """(version, policy state dict) of an agent's newest checkpoint."""
+    from learner_service.checkpoint import load_latest
+
+    found = load_latest(run_dir / "checkpoints" / f"agent-{agent}")
+    assert found is not None, run_dir
+    return int(found[0]["version"]), found[0]["policy"]

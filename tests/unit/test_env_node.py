@@ -191,3 +191,24 @@ def test_live_agents_include_peers_that_have_not_joined_yet():
     assert view.live_agents == [0, 1, 2]  # deterministic peer set from tick 0, whatever the start order
     node.leave(2)
     assert node.join(1, "p1").live_agents == [0, 1]
+
+
+def test_an_agent_still_starting_gets_the_start_deadline_not_a_default_action():
+    import time
+
+    node = EnvNode(EnvConfig(kwargs=SPREAD, step_deadline_ms=50), seed=0, num_envs=1, start_deadline_s=5.0)
+    _join_all(node)
+    act = np.zeros(1, np.int64)
+    others = {0: act, 1: act}
+    late = threading.Timer(0.3, node.step, args=(2, 0, act))  # first action well past the step deadline
+    late.start()
+    assert _step_all(node, 0, others)[0][0].tick == 1 and node.stats().default_actions == {}
+    late.join()
+    start = time.monotonic()
+    _step_all(node, 1, others)  # agent 2 has acted: a miss now gets the step deadline
+    assert node.stats().default_actions == {2: 1} and time.monotonic() - start < 2.0
+    node.join(2, "p2-restarted")  # starting again after a rejoin
+    late = threading.Timer(0.3, node.step, args=(2, 2, act))
+    late.start()
+    assert _step_all(node, 2, others)[0][0].tick == 3 and node.stats().default_actions == {2: 1}
+    late.join()

@@ -129,7 +129,7 @@ def test_shipped_sweep_files_expand():
     assert len(counts["quick"]) == 6
     assert len(counts["full"]) == 138  # 6 learners x 7 link points x 3 seeds + 6 stress + 2 baselines x 3 seeds
     methods = {c.method for c in counts["full"]}
-    assert {"ippo", "ippo+broadcast", "dgmappo", "co2po", "mfppo", "mappo-central"} <= methods
+    assert {"ippo", "ippo+broadcast", "dgmappo", "co2po", "mfppo", "mappo-central (CENTRALIZED REFERENCE)"} <= methods
 
 
 def test_validation_names_the_cell_and_the_config_key(tmp_path):
