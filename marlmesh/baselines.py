@@ -247,7 +247,7 @@ def run_baseline(
     Raises:
         MeshError: If the env service fails, an agent fails, or the episodes do not finish in time.
     """
-    from marlmesh.evaluate import format_eval_table
+    from marlmesh.evaluate import episode_summary, format_eval_table, wait_for_episodes
     from marlmesh.mesh import Mesh, MeshError
     from marlmesh.v1 import env_pb2
 
@@ -260,6 +260,12 @@ def run_baseline(
     stop = threading.Event()
     errors: list[str] = []
     threads: list[threading.Thread] = []
+
+    def check() -> None:
+        if errors:
+            raise MeshError(f"baseline {name}: {errors[0]}")
+        mesh.check_alive()
+
     try:
         # only the env process: the baseline agents are clients in this process
         mesh.start_env()
@@ -277,42 +283,26 @@ def run_baseline(
             ]
             for t in threads:
                 t.start()
-            deadline = time.monotonic() + timeout_s
-            while True:
-                stats = stub.GetStats(env_pb2.StatsRequest(episodes_from=0, max_episodes=episodes), timeout=10)
-                if stats.episodes >= episodes:
-                    break
-                if errors:
-                    raise MeshError(f"baseline {name}: {errors[0]}")
-                mesh.check_alive()
-                if time.monotonic() > deadline:
-                    raise MeshError(f"baseline {name}: {episodes} episodes not done in {timeout_s:.0f}s")
-                time.sleep(0.1)
+            stats = wait_for_episodes(
+                stub, episodes, timeout_s=timeout_s, check=check, what=f"baseline {name}", poll_s=0.1
+            )
         processes = mesh.processes()
     finally:
         stop.set()
         mesh.stop()
         for t in threads:
             t.join(timeout=10)
-    eps = sorted(stats.recent, key=lambda e: e.seq)[:episodes]
-    sums = np.array([e.return_sum for e in eps])
-    per_agent = np.array([list(e.agent_returns) for e in eps])
-    collisions = [e.collisions for e in eps]
-    has_coll = spec.has_collisions and not any(math.isnan(c) for c in collisions)
     wall = round(time.monotonic() - start, 2)
-    result = {
-        "episodes": len(eps),
-        "return_sum_mean": float(sums.mean()),
-        "return_sum_std": float(sums.std()),
-        "collisions_mean": float(np.mean(collisions)) if has_coll else None,
-        "agent_return_means": [float(x) for x in per_agent.mean(axis=0)],
-        "agent_names": [a.name for a in spec.agents],
-        "deterministic": name != "random",
-        "seed": seed,
-        "num_envs": num_envs,
-        "wall_seconds": wall,
-        "processes": processes,
-    }
+    result = episode_summary(
+        stats,
+        spec,
+        episodes,
+        deterministic=name != "random",
+        seed=seed,
+        num_envs=num_envs,
+        wall_seconds=wall,
+        processes=processes,
+    )
     summary = {
         "run_dir": str(run_dir),
         "status": "done",

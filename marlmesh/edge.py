@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 
 from marlmesh.config import Config, dump_config, load_config
+from marlmesh.mesh import free_port_block, stop_processes
 
 
 def export_initial_policies(config: Config, out_dir: Path, seed: int = 0) -> Path:
@@ -78,21 +79,6 @@ def _wait_file(path: Path, proc: subprocess.Popen, log: Path, timeout: float) ->
     raise TimeoutError(f"{proc.args} did not start:\n{log.read_text()[-3000:]}")
 
 
-def stop_processes(procs: list[subprocess.Popen], timeout: float = 15.0) -> list[int | None]:
-    """SIGTERM every process, wait up to ``timeout`` each, SIGKILL stragglers; returns the exit codes."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    codes: list[int | None] = []
-    for p in procs:
-        try:
-            codes.append(p.wait(timeout))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            codes.append(p.wait(5))
-    return codes
-
-
 def run_edge_mesh(
     config_path: Path,
     policy_dir: Path,
@@ -122,7 +108,6 @@ def run_edge_mesh(
         RuntimeError: If a process exits early; TimeoutError if the episodes do not finish in time.
     """
     from env_service.client import EnvClient
-    from marlmesh.mesh import free_port_block
 
     load_config(config_path)  # a bad config fails here, with the key path, not in N child processes
     workdir.mkdir(parents=True, exist_ok=True)
@@ -192,9 +177,14 @@ def run_edge_mesh(
             )
         procs += agents
         deadline = time.monotonic() + timeout_s
+        done = 0
         with EnvClient(address, timeout_s=10) as client:
             while True:
-                done = client.stats(max_episodes=1).episodes
+                try:
+                    done = client.stats(max_episodes=1).episodes
+                except grpc.RpcError as exc:  # an overloaded machine: a poll may time out; the deadline decides
+                    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        raise
                 if done >= episodes:
                     recent = client.stats(max_episodes=episodes).recent
                     return_sums = [e.return_sum for e in sorted(recent, key=lambda e: e.seq)][:episodes]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from marlmesh.config import Config
 from marlmesh.mesh import Mesh, MeshError
-from marlmesh.v1 import env_pb2
+from marlmesh.v1 import env_pb2, env_pb2_grpc
 
 
 def evaluate_run(
@@ -44,20 +45,86 @@ def evaluate_run(
         channel, stub = mesh.env_stub()
         with channel:
             spec = stub.GetSpec(env_pb2.GetSpecRequest(), timeout=10)
-            deadline = time.monotonic() + timeout_s
-            while True:
-                stats = stub.GetStats(env_pb2.StatsRequest(episodes_from=0, max_episodes=episodes), timeout=10)
-                if stats.episodes >= episodes:
-                    break
-                mesh.check_alive()
-                if time.monotonic() > deadline:
-                    raise MeshError(
-                        f"evaluation did not finish {episodes} episodes in {timeout_s:.0f}s ({stats.episodes} done)"
-                    )
-                time.sleep(0.2)
+            stats = wait_for_episodes(stub, episodes, timeout_s=timeout_s, check=mesh.check_alive, what="evaluation")
         processes = mesh.processes()
     finally:
         mesh.stop()
+    return episode_summary(
+        stats,
+        spec,
+        episodes,
+        deterministic=config.eval.deterministic,
+        seed=seed,
+        num_envs=num_envs,
+        wall_seconds=round(time.monotonic() - start, 2),
+        processes=processes,
+    )
+
+
+def wait_for_episodes(
+    stub: env_pb2_grpc.EnvServiceStub,
+    episodes: int,
+    *,
+    timeout_s: float,
+    check: Callable[[], None],
+    what: str,
+    poll_s: float = 0.2,
+) -> env_pb2.EnvStats:
+    """Poll the env service until ``episodes`` episodes have finished.
+
+    Args:
+        stub: The env service.
+        episodes: Finished episodes to wait for.
+        timeout_s: Give up after this long.
+        check: Called between polls; raises if a process of the run has failed.
+        what: What is waiting, for the timeout message (``evaluation``, ``baseline random``).
+        poll_s: Seconds between polls.
+
+    Returns:
+        The env's statistics with (at least) the first ``episodes`` finished episodes.
+
+    Raises:
+        MeshError: If the episodes do not finish within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats = stub.GetStats(env_pb2.StatsRequest(episodes_from=0, max_episodes=episodes), timeout=10)
+        if stats.episodes >= episodes:
+            return stats
+        check()
+        if time.monotonic() > deadline:
+            raise MeshError(f"{what} did not finish {episodes} episodes in {timeout_s:.0f}s ({stats.episodes} done)")
+        time.sleep(poll_s)
+
+
+def episode_summary(
+    stats: env_pb2.EnvStats,
+    spec: env_pb2.EnvSpec,
+    episodes: int,
+    *,
+    deterministic: bool,
+    seed: int,
+    num_envs: int,
+    wall_seconds: float,
+    processes: list[dict[str, object]],
+) -> dict[str, object]:
+    """The ``eval`` section of ``summary.json`` from the first ``episodes`` episodes the env service finished.
+
+    Args:
+        stats: The env's statistics (its ``recent`` episodes).
+        spec: The env's spec (agent names, whether it reports collisions).
+        episodes: How many episodes count (the first to finish).
+        deterministic: Whether the agents acted deterministically.
+        seed: The env seed.
+        num_envs: B of the env service.
+        wall_seconds: Wall time of the evaluation.
+        processes: ``{role, agent_id, pid}`` of every process of the evaluation.
+
+    Returns:
+        ``episodes``, ``return_sum_mean``, ``return_sum_std``, ``collisions_mean`` (None where the env has no
+        collisions), ``agent_return_means``, ``agent_names``, ``deterministic``, ``seed``, ``num_envs``,
+        ``wall_seconds``, ``processes``.
+    """
     eps = sorted(stats.recent, key=lambda e: e.seq)[:episodes]
     sums = np.array([e.return_sum for e in eps])
     per_agent = np.array([list(e.agent_returns) for e in eps])
@@ -70,10 +137,10 @@ def evaluate_run(
         "collisions_mean": float(np.mean(collisions)) if has_coll else None,
         "agent_return_means": [float(x) for x in per_agent.mean(axis=0)],
         "agent_names": [a.name for a in spec.agents],
-        "deterministic": config.eval.deterministic,
+        "deterministic": deterministic,
         "seed": seed,
         "num_envs": num_envs,
-        "wall_seconds": round(time.monotonic() - start, 2),
+        "wall_seconds": wall_seconds,
         "processes": processes,
     }
 

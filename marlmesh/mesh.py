@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,35 @@ def free_port_block(host: str, count: int, low: int = 20000, high: int = 45000, 
         if all(port_is_free(host, base + i) for i in range(count)):
             return base
     raise MeshError(f"no block of {count} free ports on {host} in [{low}, {high})")
+
+
+def stop_processes(
+    procs: Sequence[subprocess.Popen], timeout: float = 15.0, names: Sequence[str] | None = None
+) -> list[int | None]:
+    """SIGTERM every running process, wait up to ``timeout`` for all of them, SIGKILL the stragglers.
+
+    Args:
+        procs: The processes (already exited ones just report their exit code).
+        timeout: Seconds the whole group gets to exit after SIGTERM.
+        names: Names for the log line of a process that had to be killed (default: its command line).
+
+    Returns:
+        Exit code per process, in order; None for a process that had to be killed.
+    """
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)  # a no-op if it exited meanwhile
+    deadline = time.monotonic() + timeout
+    codes: list[int | None] = []
+    for i, p in enumerate(procs):
+        try:
+            codes.append(p.wait(max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0fs; killing it", names[i] if names else p.args, timeout)
+            p.kill()
+            p.wait()
+            codes.append(None)
+    return codes
 
 
 @dataclass
@@ -414,21 +444,8 @@ class Mesh:
         codes: dict[str, int | None] = {}
         for role in ("agent", "learner", "env"):
             group = [p for p in self.procs if p.role == role]
-            for p in group:
-                if p.popen.poll() is None:
-                    try:
-                        p.popen.send_signal(signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
-            deadline = time.monotonic() + timeout
-            for p in group:
-                try:
-                    codes[p.name] = p.popen.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    log.warning("%s did not stop in %.0fs; killing it", p.name, timeout)
-                    p.popen.kill()
-                    p.popen.wait()
-                    codes[p.name] = None
+            names = [p.name for p in group]
+            codes.update(zip(names, stop_processes([p.popen for p in group], timeout, names), strict=True))
         return codes
 
     def kill(self) -> None:

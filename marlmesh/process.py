@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import logging
 import os
 import signal
 import sys
@@ -139,6 +140,23 @@ def write_port_file(path: Path | None, port: int) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(str(port))
     os.replace(tmp, path)
+
+
+def exit_promptly(code: int) -> NoReturn:
+    """End the process with ``code`` now that its work is saved, skipping the interpreter's teardown.
+
+    Tearing down an interpreter that imported torch takes about 2 s (measured at load average 8:
+    ``python -c "import torch"`` 4.2 s, with ``os._exit(0)`` 2.4 s), and the launcher stops every agent and
+    learner of a mesh in turn. Call this only after every file is written and every socket is closed; it
+    flushes the log handlers and the standard streams first.
+
+    Args:
+        code: The exit status.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def write_json(path: Path | None, data: dict[str, Any]) -> None:

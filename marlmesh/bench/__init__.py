@@ -18,9 +18,8 @@ PLANNED_KINDS: dict[str, str] = {}
 
 
 def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]]]:
-    from benchmarks import soak
     from marlmesh import edge
-    from marlmesh.bench import bus, e2e, scale
+    from marlmesh.bench import bus, e2e, scale, soak
 
     return {
         "bus": ("bus API vs raw pyzmq: throughput, round trip, emulation cost", bus.add_arguments, bus.main),

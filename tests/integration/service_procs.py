@@ -1,16 +1,20 @@
-"""Start marlmesh service processes for deployment tests (real processes on 127.0.0.1)."""
+"""Start marlmesh service processes and `marlmesh train` runs for integration tests (real processes on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from marlmesh.mesh import stop_processes
+
 ROOT = Path(__file__).resolve().parents[2]
+MARLMESH = [sys.executable, "-m", "marlmesh.cli"]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+"""The tiny-budget config every end-to-end run starts from."""
 
 
 def start(
@@ -51,23 +55,29 @@ def start_env(tmp: Path, config: Path, *extra: str, name: str = "env") -> tuple[
 
 
 def stop(procs: list[subprocess.Popen], timeout: float = 15.0) -> list[int | None]:
-    """SIGTERM every process, wait, SIGKILL stragglers; returns the exit codes."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    codes = []
-    for p in procs:
-        try:
-            codes.append(p.wait(timeout))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            codes.append(p.wait(5))
-    return codes
+    """SIGTERM every process, wait, SIGKILL stragglers; returns the exit codes (None: killed)."""
+    return stop_processes(procs, timeout)
+
+
+def train(
+    run_dir: Path, *overrides: str, config: Path = SMOKE, extra: tuple[str, ...] = (), timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``marlmesh train -c config --run-dir run_dir [extra] --set o...`` to completion (cwd: the repo root)."""
+    args = [*MARLMESH, "train", "-c", str(config), "--run-dir", str(run_dir), *extra]
+    for o in overrides:
+        args += ["--set", o]
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def alive(pid: int) -> bool:
+    """True while a process with this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def smoke_train(run_dir: Path, sets: list[str], *, evaluate: bool = True, timeout: float = 240):
     """``marlmesh train -c configs/smoke.yaml --set ...`` into ``run_dir`` (cwd: the repo root)."""
-    args = [sys.executable, "-m", "marlmesh.cli", "train", "-c", str(ROOT / "configs/smoke.yaml")]
-    args += ["--run-dir", str(run_dir), *[x for s in sets for x in ("--set", s)]]
-    args += [] if evaluate else ["--no-eval"]
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return train(run_dir, *sets, extra=() if evaluate else ("--no-eval",), timeout=timeout)

@@ -1,4 +1,5 @@
-"""`marlmesh train` over constrained links (real processes): drops and delivery latency match the settings."""
+"""`marlmesh train` over constrained links and a CURVE-secured bus (real processes): drops and delivery latency
+match the settings, and only authenticated peers are heard."""
 
 import json
 import subprocess
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from comm_bus.trace import read_trace
 from tests.unit.test_link_emulation import binomial_interval
@@ -15,8 +17,18 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_smoke_run_over_a_slow_lossy_link(tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def secured_lossy_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One smoke run that both tests below read: CURVE-secured bus (keys from `marlmesh keys gen`), slow lossy
+    links and a partition of links 0<->1 (a mesh costs seven process starts, so the two share it)."""
+    tmp = tmp_path_factory.mktemp("constrained")
+    keys = tmp / "keys"
+    gen = subprocess.run(
+        [sys.executable, "-m", "marlmesh.cli", "keys", "gen", str(keys), "--agents", "3"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert gen.returncode == 0, gen.stderr
+    run = tmp / "run"
     config = str(ROOT / "configs/smoke.yaml")
     args = [sys.executable, "-m", "marlmesh.cli", "train", "-c", config, "--run-dir", str(run)]
     partition = "faults=[{kind: partition, links: [[0, 1], [1, 0]], from_env_steps: 800, to_env_steps: 1600}]"
@@ -25,10 +37,17 @@ def test_smoke_run_over_a_slow_lossy_link(tmp_path):
         "bus.links.default.latency_ms=100",
         "bus.links.default.loss=0.1",
         partition,
+        "bus.security.curve=true",
+        f"bus.security.keys_dir={keys}",
     ):
         args += ["--set", o]
     res = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
+    return keys, run
+
+
+def test_smoke_run_over_a_slow_lossy_link(secured_lossy_run):
+    _, run = secured_lossy_run
     summary = json.loads((run / "summary.json").read_text())
     bus = summary["bus"]
     sent, lost, cut = bus["messages_sent"], bus["dropped"].get("loss", 0), bus["dropped"].get("partition", 0)
@@ -53,22 +72,17 @@ def test_smoke_run_over_a_slow_lossy_link(tmp_path):
     assert summary["eval"]["episodes"] == 8
 
 
-def test_keys_gen_and_a_curve_secured_run(tmp_path):
-    keys = tmp_path / "keys"
-    gen = subprocess.run(
-        [sys.executable, "-m", "marlmesh.cli", "keys", "gen", str(keys), "--agents", "3"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-    )  # fmt: skip
-    assert gen.returncode == 0, gen.stderr
-    assert (keys / "secret.yaml").read_text().count("agent-") == 6
-    run = tmp_path / "run"
-    args = [sys.executable, "-m", "marlmesh.cli", "train", "-c", str(ROOT / "configs/smoke.yaml"), "--run-dir",
-            str(run), "--no-eval"]  # fmt: skip
-    for o in ("bus.security.curve=true", f"bus.security.keys_dir={keys}", "train.total_env_steps=800"):
-        args += ["--set", o]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert res.returncode == 0, res.stderr[-3000:]
+def test_keys_gen_and_a_curve_secured_run(secured_lossy_run):
+    keys, run = secured_lossy_run
+    # the bus-keys Secret carries every agent's CURVE key pair (`keys gen` also writes a TLS Secret)
+    secrets = {d["metadata"]["name"]: d for d in yaml.safe_load_all((keys / "secret.yaml").read_text())}
+    curve = sorted(secrets["marlmesh-bus-keys"]["data"])
+    assert [f"agent-{i}.{part}" for i in range(3) for part in ("key", "key_secret")] == [
+        k for k in curve if k.startswith("agent-")
+    ], curve
     summary = json.loads((run / "summary.json").read_text())
+    security = yaml.safe_load((run / "config.yaml").read_text())["bus"]["security"]
+    assert security["curve"] is True and security["keys_dir"] == str(keys)
     assert summary["bus"]["messages_received"] > 0
     assert not summary["bus"]["dropped"].get("impersonation") and not summary["bus"]["dropped"].get("unauthenticated")
     for agent in summary["agents"]:

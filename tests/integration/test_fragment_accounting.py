@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from agent_service.learner_link import LearnerLink
-from benchmarks.soak import fragment_accounting
 from learner_service.node import LearnerNode
 from learner_service.servicer import LearnerServicer
+from marlmesh.bench.soak import fragment_accounting
 from marlmesh.config import load_config
 from marlmesh.policy_spec import PolicySpec
 from marlmesh.rollout import RolloutRecorder

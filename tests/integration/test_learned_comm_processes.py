@@ -2,27 +2,25 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from service_procs import train
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-MARLMESH = [sys.executable, "-m", "marlmesh.cli"]
+# Half the smoke budget: 300 ticks at B=4 are six rollout fragments per agent, enough for every learner to
+# publish and every agent to act with a new version; the checks below are per step or per update.
+HALF_BUDGET = ("train.total_env_steps=1200",)
 
 
 def _train(run_dir: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    args = [*MARLMESH, "train", "-c", str(ROOT / "configs/smoke.yaml"), "--run-dir", str(run_dir), "--no-eval"]
-    for o in overrides:
-        args += ["--set", o]
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return train(run_dir, *overrides, extra=("--no-eval",), timeout=timeout)
 
 
 def test_dgmappo_messages_flow_in_every_round_and_learners_publish(tmp_path):
     run = tmp_path / "run"
     hops = 3
-    res = _train(run, "channel.name=dgat", "algo.name=dgmappo", f"channel.dgat.hops={hops}")
+    res = _train(run, "channel.name=dgat", "algo.name=dgmappo", f"channel.dgat.hops={hops}", *HALF_BUDGET)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["config"]["algo"] == "dgmappo" and summary["config"]["channel"] == "dgat"
@@ -53,7 +51,9 @@ def test_wrong_channel_for_algo_fails_before_starting(tmp_path):
 def test_co2po_under_partial_observability_trains_with_costs(tmp_path):
     """blackboard + co2po with env.obs_radius: grown observations over gRPC, costs reach the learners."""
     run = tmp_path / "run"
-    res = _train(run, "channel.name=blackboard", "algo.name=co2po", "channel.message_dim=6", "env.obs_radius=0.8")
+    res = _train(
+        run, "channel.name=blackboard", "algo.name=co2po", "channel.message_dim=6", "env.obs_radius=0.8", *HALF_BUDGET
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     for a in summary["agents"]:

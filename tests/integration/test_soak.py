@@ -21,11 +21,11 @@ def test_short_soak_accounts_for_every_fragment(tmp_path):
             "bench",
             "soak",
             "--minutes",
-            "0.5",
+            "0.25",  # 15 s of training after start-up: a dozen fragments per agent and memory samples
             "-c",
             str(ROOT / "configs/smoke.yaml"),
             "--sample-every",
-            "2",
+            "1",
             "--run-dir",
             str(run),
             "--json",

@@ -4,18 +4,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from service_procs import MARLMESH, ROOT, alive
 
 from marlmesh.supervise import TICK_JUMP, newest_checkpoint_version
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-MARLMESH = [sys.executable, "-m", "marlmesh.cli"]
 # Short barrier deadline and round timeout so a dead agent costs seconds, not half a minute.
 FAST = ("env.step_deadline_ms=1000", "bus.round_timeout_ms=500", "runtime.restart.backoff_s=0.2")
 
@@ -50,20 +48,12 @@ def _pids(run: Path) -> dict[str, int]:
     return {p["name"]: p["pid"] for p in json.loads((run / "processes.json").read_text())}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _finish(proc: subprocess.Popen, run: Path, timeout: float = 300) -> dict:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, (out[-2000:], err[-3000:])
     summary = json.loads((run / "summary.json").read_text())
     every_pid = [p["pid"] for p in summary["processes"] + summary["replaced_processes"]]
-    assert not any(_alive(pid) for pid in every_pid)
+    assert not any(alive(pid) for pid in every_pid)
     return summary
 
 
@@ -135,4 +125,4 @@ def test_exhausted_restarts_fail_the_run_naming_the_process_and_its_log(tmp_path
     assert "agent-0" in err and "runtime.restart.max_restarts=0" in err and "train-agent-0.log" in err
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed" and "agent-0" in summary["error"]
-    assert not any(_alive(pid) for pid in pids.values())
+    assert not any(alive(pid) for pid in pids.values())

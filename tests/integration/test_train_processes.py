@@ -1,40 +1,21 @@
 """`marlmesh train` end to end as real processes: env + 3 agents + 3 learners on 127.0.0.1."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from service_procs import MARLMESH, ROOT, alive, train
 
 from marlmesh.mesh import port_is_free
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-MARLMESH = [sys.executable, "-m", "marlmesh.cli"]
-
-
-def _train(run_dir: Path, *overrides: str, extra: tuple[str, ...] = (), timeout: float = 300):
-    args = [*MARLMESH, "train", "-c", str(ROOT / "configs/smoke.yaml"), "--run-dir", str(run_dir), *extra]
-    for o in overrides:
-        args += ["--set", o]
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_smoke_run_every_agent_steps_talks_and_learns(tmp_path):
     run = tmp_path / "run"
-    res = _train(run)
+    res = train(run)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     procs = summary["processes"]
@@ -49,7 +30,7 @@ def test_smoke_run_every_agent_steps_talks_and_learns(tmp_path):
         ("learner", 2),
     ]
     assert len({p["pid"] for p in procs}) == 7
-    assert not any(_alive(p["pid"]) for p in procs)
+    assert not any(alive(p["pid"]) for p in procs)
     assert summary["env_steps"] >= 2400
     agents = {a["agent_id"]: a for a in summary["agents"]}
     assert sorted(agents) == [0, 1, 2]
@@ -88,7 +69,7 @@ def test_smoke_run_every_agent_steps_talks_and_learns(tmp_path):
 
     # training again in the same run directory resumes every learner from its newest checkpoint
     versions = {lr["agent_id"]: lr["version"] for lr in summary["learners"]}
-    again = _train(run, "train.total_env_steps=400", extra=["--no-eval"])
+    again = train(run, "train.total_env_steps=400", extra=["--no-eval"])
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads((run / "summary.json").read_text())
     for lr in resumed["learners"]:
@@ -104,7 +85,7 @@ def test_smoke_run_every_agent_steps_talks_and_learns(tmp_path):
 )
 def test_heterogeneous_agents(tmp_path, env_name, names):
     run = tmp_path / "run"
-    res = _train(run, f"env.name={env_name}", "env.kwargs={}", "train.total_env_steps=1600")
+    res = train(run, f"env.name={env_name}", "env.kwargs={}", "train.total_env_steps=1600")
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["eval"]["agent_names"] == names
@@ -138,6 +119,6 @@ def test_signal_stops_everything_and_frees_ports(tmp_path, sig):
     assert summary["status"] == "interrupted" and summary["signal"] == sig.name
     pids = [p["pid"] for p in summary["processes"]]
     assert len(pids) == 7
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
     assert summary["ports"], "summary lists no ports"
     assert all(port_is_free("127.0.0.1", port) for port in summary["ports"])

@@ -1,4 +1,4 @@
-from benchmarks.soak import MemorySampler, fragment_accounting
+from marlmesh.bench.soak import MemorySampler, fragment_accounting
 
 
 def test_accounting_pairs_agent_and_learner_counters():

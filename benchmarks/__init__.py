@@ -1,1 +1,0 @@
-"""Benchmarks run by ``marlmesh bench <name>``; committed results live in ``benchmarks/results/``."""
