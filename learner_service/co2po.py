@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F  # noqa: N812
 
-from learner_service.ppo import PPOLearner, ppo_loss
+from learner_service.ppo import PPOLearner, normalized_advantages, ppo_loss
 from marlmesh.config import BlackboardConfig, Co2POConfig, PPOConfig
 from marlmesh.policies.blackboard import BlackboardPolicy
 
@@ -85,7 +85,7 @@ class Co2POLearner(PPOLearner):
             batch["obs"][idx], inboxes, batch["action"][idx]
         )
         lam = batch["lam"]
-        a_r = self.normalized(batch["adv"][idx])
+        a_r = normalized_advantages(batch["adv"][idx], self.cfg)
         a_c = batch["adv_c"][idx]
         if self.cfg.norm_adv and a_c.numel() > 1:
             a_c = a_c - a_c.mean()  # centred, not scaled: keeps lambda's meaning across fragments

@@ -7,7 +7,7 @@ recomputed with the current parameters before each update (the behaviour policy 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -86,6 +86,26 @@ def ppo_loss(
             "clip_fraction": float(((ratio - 1.0).abs() > cfg.clip_coef).float().mean()),
         }
     return loss, stats
+
+
+def minibatch_indices(n: int, cfg: PPOConfig, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Sample indices of every PPO minibatch, in training order.
+
+    ``cfg.epochs`` shuffles of ``range(n)``, each cut into ``cfg.minibatches`` equal minibatches (a remainder
+    smaller than a minibatch is left out).
+    """
+    mb = max(1, n // cfg.minibatches)
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(n, generator=generator)
+        for start in range(0, n - mb + 1, mb):
+            yield perm[start : start + mb]
+
+
+def normalized_advantages(adv: torch.Tensor, cfg: PPOConfig) -> torch.Tensor:
+    """Advantages normalised over the minibatch (when ``cfg.norm_adv``)."""
+    if cfg.norm_adv and adv.numel() > 1:
+        return (adv - adv.mean()) / (adv.std() + 1e-8)
+    return adv
 
 
 def _inboxes(cols: dict[str, torch.Tensor], rounds: int, prefix: str = "") -> list[Inbox]:
@@ -179,17 +199,11 @@ class PPOLearner:
             "ret": ret.reshape(-1),
         }
 
-    def normalized(self, adv: torch.Tensor) -> torch.Tensor:
-        """Advantages normalised over the minibatch (when ``norm_adv``)."""
-        if self.cfg.norm_adv and adv.numel() > 1:
-            return (adv - adv.mean()) / (adv.std() + 1e-8)
-        return adv
-
     def minibatch_loss(self, batch: dict[str, object], idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of minibatch ``idx`` (the hook subclasses extend); returns ``(loss, stats)``."""
         inboxes = [(m[idx], k[idx]) for m, k in batch["inboxes"]]
         logp, ent, value = self.policy.evaluate(batch["obs"][idx], inboxes, batch["action"][idx])
-        adv = self.normalized(batch["adv"][idx])
+        adv = normalized_advantages(batch["adv"][idx], self.cfg)
         return ppo_loss(logp, batch["logp"][idx], adv, value, batch["ret"][idx], ent, self.cfg)
 
     def update(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
@@ -197,20 +211,17 @@ class PPOLearner:
         cols = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
         batch = self.prepare_batch(cols)
         n = batch["obs"].shape[0]
-        mb = max(1, n // self.cfg.minibatches)
         totals: dict[str, float] = {}
         count = 0
-        for _ in range(self.cfg.epochs):
-            perm = torch.randperm(n, generator=self._gen)
-            for start in range(0, n - mb + 1, mb):
-                loss, stats = self.minibatch_loss(batch, perm[start : start + mb])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                stats.update(self.clip_gradients())
-                self.optimizer.step()
-                for key, val in stats.items():
-                    totals[key] = totals.get(key, 0.0) + val
-                count += 1
+        for idx in minibatch_indices(n, self.cfg, self._gen):
+            loss, stats = self.minibatch_loss(batch, idx)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            stats.update(self.clip_gradients())
+            self.optimizer.step()
+            for key, val in stats.items():
+                totals[key] = totals.get(key, 0.0) + val
+            count += 1
         out = {k: v / max(1, count) for k, v in totals.items()}
         out["samples"] = float(n)
         out["mean_reward"] = float(cols["reward"].mean())

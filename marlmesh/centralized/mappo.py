@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from env_service.observation import AgentObservation
-from learner_service.ppo import compute_gae, ppo_loss
+from learner_service.ppo import compute_gae, minibatch_indices, normalized_advantages, ppo_loss
 from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.config import Config
 from marlmesh.policies.staged import IndependentPolicy, mlp
@@ -143,38 +143,32 @@ class CentralMAPPO:
         actions = [flat(a) for a in ro["action"]]
         old_logp = [flat(lp) for lp in ro["logp"]]
         samples = joint.shape[0]
-        mb = max(1, samples // self.cfg.minibatches)
         totals: dict[str, float] = {}
         count = 0
-        for _ in range(self.cfg.epochs):
-            perm = torch.randperm(samples, generator=self._gen)
-            for start in range(0, samples - mb + 1, mb):
-                idx = perm[start : start + mb]
-                values = self.critic(joint[idx])
-                loss = torch.zeros(())
-                for i, actor in enumerate(self.actors):
-                    dist = _dist(actor, obs[i][idx])
-                    a = adv[idx, i]
-                    if self.cfg.norm_adv and a.numel() > 1:
-                        a = (a - a.mean()) / (a.std() + 1e-8)
-                    loss_i, stats = ppo_loss(
-                        actor.actor.log_prob(dist, actions[i][idx]),
-                        old_logp[i][idx],
-                        a,
-                        values[:, i],
-                        ret[idx, i],
-                        actor.actor.entropy(dist),
-                        self.cfg,
-                    )
-                    loss = loss + loss_i
-                    for key, val in stats.items():
-                        totals[key] = totals.get(key, 0.0) + val / len(self.actors)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                for module in [*(a.actor for a in self.actors), self.critic]:
-                    nn.utils.clip_grad_norm_(module.parameters(), self.cfg.max_grad_norm)
-                self.optimizer.step()
-                count += 1
+        for idx in minibatch_indices(samples, self.cfg, self._gen):
+            values = self.critic(joint[idx])
+            loss = torch.zeros(())
+            for i, actor in enumerate(self.actors):
+                dist = _dist(actor, obs[i][idx])
+                a = normalized_advantages(adv[idx, i], self.cfg)
+                loss_i, stats = ppo_loss(
+                    actor.actor.log_prob(dist, actions[i][idx]),
+                    old_logp[i][idx],
+                    a,
+                    values[:, i],
+                    ret[idx, i],
+                    actor.actor.entropy(dist),
+                    self.cfg,
+                )
+                loss = loss + loss_i
+                for key, val in stats.items():
+                    totals[key] = totals.get(key, 0.0) + val / len(self.actors)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for module in [*(a.actor for a in self.actors), self.critic]:
+                nn.utils.clip_grad_norm_(module.parameters(), self.cfg.max_grad_norm)
+            self.optimizer.step()
+            count += 1
         self.updates += 1
         out = {k: v / max(1, count) for k, v in totals.items()}
         out["samples"] = float(samples * len(self.actors))
