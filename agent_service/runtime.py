@@ -84,7 +84,16 @@ class TorchRuntime:
         self.rounds = int(policy.rounds)
 
     def _t(self, x: np.ndarray) -> Any:
-        return self._torch.from_numpy(np.ascontiguousarray(x))
+        """A tensor over ``x``'s memory; a read-only array (zero-copy wire decode) is copied first.
+
+        Torch tensors are always writable, so ``torch.from_numpy`` on a read-only array warns and aliases
+        memory that must not change. Copying one step's ``[B, ...]`` input is cheap next to the forward pass;
+        the wire decode itself stays zero copy.
+        """
+        arr = np.ascontiguousarray(x)
+        if not arr.flags.writeable:
+            arr = arr.copy()
+        return self._torch.from_numpy(arr)
 
     def encode(self, obs: np.ndarray) -> tuple[Any, np.ndarray | None]:
         """Stage 0 under ``no_grad``."""
