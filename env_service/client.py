@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import grpc
@@ -14,7 +15,14 @@ from marlmesh.serving import grpc_options
 from marlmesh.tls import TlsIdentity, open_channel
 from marlmesh.v1 import env_pb2, env_pb2_grpc
 
-__all__ = ["AgentObservation", "EnvClient"]
+__all__ = ["AgentObservation", "EnvClient", "StepInterrupted"]
+
+STOP_POLL_S = 0.1
+"""Longest wait of :meth:`EnvClient.step` between checks of its ``stop`` event."""
+
+
+class StepInterrupted(Exception):
+    """:meth:`EnvClient.step` gave up waiting at the barrier because its ``stop`` event was set."""
 
 
 class EnvClient:
@@ -76,13 +84,28 @@ class EnvClient:
         )
         return resp.spec, observation_from_proto(resp.observation)
 
-    def step(self, agent_index: int, tick: int, action: np.ndarray) -> tuple[AgentObservation, bool]:
-        """Submit the action answering ``tick``; returns the next observation and whether it was applied."""
-        resp = self._stub.Step(
-            env_pb2.StepRequest(agent_index=agent_index, tick=tick, action=tensors.encode(action)),
-            timeout=self._step_timeout,
-        )
-        return observation_from_proto(resp.observation), resp.action_applied
+    def step(
+        self, agent_index: int, tick: int, action: np.ndarray, stop: threading.Event | None = None
+    ) -> tuple[AgentObservation, bool]:
+        """Submit the action answering ``tick``; returns the next observation and whether it was applied.
+
+        Args:
+            agent_index: This agent.
+            tick: The tick of the observation the action answers.
+            action: ``[B, ...]`` actions.
+            stop: When set while the call waits at the env's barrier (for peers that may have left), the call
+                is cancelled within :data:`STOP_POLL_S`.
+
+        Raises:
+            StepInterrupted: If ``stop`` was set before the answer came.
+            grpc.RpcError: If the call failed.
+        """
+        future = self.step_future(agent_index, tick, action)
+        while stop is not None and not future.done():
+            if stop.wait(STOP_POLL_S):
+                future.cancel()
+                raise StepInterrupted(f"agent {agent_index} stopped while waiting at the barrier of tick {tick}")
+        return self.step_result(future)
 
     def step_future(self, agent_index: int, tick: int, action: np.ndarray) -> grpc.Future:
         """Like :meth:`step` but non-blocking (several agents can wait at the barrier from one thread)."""
