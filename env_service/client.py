@@ -48,6 +48,7 @@ class EnvClient:
         self.address = address
         self._timeout = timeout_s
         self._step_timeout = step_timeout_s
+        self.tls_identity = tls_identity
         self._channel = open_channel(address, grpc_options(max_message_bytes), tls_identity)
         self._stub = env_pb2_grpc.EnvServiceStub(self._channel)
 
@@ -70,7 +71,19 @@ class EnvClient:
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         raise ConnectionError(
             f"cannot reach env_service at {self.address} within {timeout_s:.0f}s ({last}); "
-            "is it running and is --env-addr / MARLMESH_ENV_ADDR right?"
+            f"is it running and is --env-addr / MARLMESH_ENV_ADDR right? {self._tls_hint()}"
+        )
+
+    def _tls_hint(self) -> str:
+        """What this client's transport needs from the server (half of the failed handshakes are TLS)."""
+        if self.tls_identity is None:
+            return (
+                "This client dialled in plaintext: a service with runtime.tls enabled only accepts clients "
+                "with a certificate of its CA (give this client a TLS identity)."
+            )
+        return (
+            f"This client dialled with mutual TLS as {self.tls_identity.name!r}: the service must run with "
+            f"runtime.tls enabled, a certificate of the same CA and the name {self.tls_identity.server_name!r}."
         )
 
     def spec(self) -> env_pb2.EnvSpec:
