@@ -248,15 +248,22 @@ def decision_latencies(
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
-        state, _ = runtime.encode(obs)
-        inboxes = []
-        for k in range(runtime.rounds):
-            inboxes.append(inbox)
-            if k + 1 < runtime.rounds:
-                state, _ = runtime.round(k + 1, state, inbox)
-        runtime.sample(runtime.act(state, inboxes), True)
+        decide(runtime, obs, inbox, deterministic=True)
         out.append(time.perf_counter() - t0)
     return out
+
+
+def decide(
+    runtime: Any, obs: np.ndarray, inbox: tuple[np.ndarray, np.ndarray], *, deterministic: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One decision of a policy runtime with the same inbox in every round: ``(action, log_prob)``."""
+    state, _ = runtime.encode(obs)
+    inboxes = []
+    for k in range(runtime.rounds):
+        inboxes.append(inbox)
+        if k + 1 < runtime.rounds:
+            state, _ = runtime.round(k + 1, state, inbox)
+    return runtime.sample(runtime.act(state, inboxes), deterministic)
 
 
 def bench_edge(config: Config, decisions: int = 3000, episodes: int = 6) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import pytest
 from agent_service.runtime import TorchRuntime
 from marlmesh import plugins, tensors
 from marlmesh.config import load_config
+from marlmesh.edge import decide
 from marlmesh.export import policy_specs
 
 
@@ -72,13 +73,7 @@ def test_agent_stages_accept_wire_arrays_without_the_non_writable_warning(channe
     read_only = [a.__array_interface__["data"][0] for a in (obs, *inbox)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the warning fires once per process: also check the memory below
-        state, _ = runtime.encode(obs)
-        inboxes = []
-        for k in range(runtime.rounds):
-            inboxes.append(inbox)
-            if k + 1 < runtime.rounds:
-                state, _ = runtime.round(k + 1, state, inbox)
-        action, logp = runtime.sample(runtime.act(state, inboxes), deterministic=False)
+        action, logp = decide(runtime, obs, inbox, deterministic=False)
     assert action.shape[0] == batch and logp.shape == (batch,)
     assert policy.pointers, "the recording policy saw no tensors: the check below would prove nothing"
     assert not set(policy.pointers) & set(read_only), "a torch tensor aliases a read-only wire array"
