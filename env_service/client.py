@@ -114,10 +114,15 @@ class EnvClient:
             grpc.RpcError: If the call failed.
         """
         future = self.step_future(agent_index, tick, action)
-        while stop is not None and not future.done():
-            if stop.wait(STOP_POLL_S):
-                future.cancel()
-                raise StepInterrupted(f"agent {agent_index} stopped while waiting at the barrier of tick {tick}")
+        while stop is not None:
+            try:
+                return self.step_result_within(future, STOP_POLL_S)
+            except grpc.FutureTimeoutError:
+                if stop.is_set():
+                    future.cancel()
+                    raise StepInterrupted(
+                        f"agent {agent_index} stopped while waiting at the barrier of tick {tick}"
+                    ) from None
         return self.step_result(future)
 
     def step_future(self, agent_index: int, tick: int, action: np.ndarray) -> grpc.Future:
@@ -130,7 +135,12 @@ class EnvClient:
     @staticmethod
     def step_result(future: grpc.Future) -> tuple[AgentObservation, bool]:
         """The result of :meth:`step_future` (blocks; raises ``grpc.RpcError`` like :meth:`step`)."""
-        resp = future.result()
+        return EnvClient.step_result_within(future, None)
+
+    @staticmethod
+    def step_result_within(future: grpc.Future, timeout_s: float | None) -> tuple[AgentObservation, bool]:
+        """Like :meth:`step_result`, waiting at most ``timeout_s`` (``grpc.FutureTimeoutError`` after it)."""
+        resp = future.result(timeout=timeout_s)
         return observation_from_proto(resp.observation), resp.action_applied
 
     def leave(self, agent_index: int) -> None:

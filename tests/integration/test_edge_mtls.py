@@ -29,7 +29,7 @@ def test_edge_mesh_runs_over_mtls(tmp_path: Path) -> None:
     result = run_edge_mesh(cfg, policy, tmp_path / "mesh", episodes=2)
     assert result.episodes >= 2 and result.agent_exit_codes == [0, 0, 0], result.agent_logs
     for stats in result.agent_stats:  # messages flowed and every agent stepped through the TLS env
-        assert stats["steps"] >= 25 and stats["bus"]["messages_sent"] > 0
+        assert stats["steps"] >= 20 and stats["bus"]["messages_sent"] > 0
     assert "(mTLS)" in (tmp_path / "mesh" / "env.log").read_text()
 
 
