@@ -99,14 +99,23 @@ def best_assignment(cost: np.ndarray) -> np.ndarray:
     return out
 
 
+NO_LANDMARK_COST = 1e6
+"""Assignment cost of the placeholder landmarks an agent gets when it sees fewer landmarks than agents."""
+
+
 class ScriptedSpreadPolicy:
     """Hungarian landmark assignment each step + braking, for mpe2 ``simple_spread`` with discrete actions.
+
+    With ``env.obs_radius`` the controller acts on the same partial observation as a learned policy: it
+    assigns itself and the agents it sees to the landmarks it sees (an agent that gets no visible landmark, or
+    sees none, heads for the centre of the arena, where landmarks are spawned).
 
     Args:
         agent_index: This agent's index (its place in the env's agent order).
         num_agents: N (simple_spread has N landmarks).
         space: The agent's action space (must be ``Discrete(5)``).
-        obs_dim: Length of the observation vector (must be ``6 N``).
+        obs_dim: Length of the observation vector: ``6 N``, or ``8 N - 1`` with ``env.obs_radius`` (one
+            visibility flag per landmark and per other agent appended).
 
     Raises:
         ValueError: If the spaces are not those of simple_spread with discrete actions.
@@ -118,14 +127,18 @@ class ScriptedSpreadPolicy:
                 "the scripted baseline needs mpe2 simple_spread with discrete actions (Discrete(5)); "
                 "set env.kwargs.continuous_actions=false"
             )
-        if obs_dim != 6 * num_agents:
+        full, partial = 6 * num_agents, 8 * num_agents - 1
+        if obs_dim not in (full, partial):
             raise ValueError(
-                f"the scripted baseline reads the simple_spread observation layout (6N = {6 * num_agents} values "
-                f"for N={num_agents}), got {obs_dim} values; is env.name mpe2.simple_spread_v3?"
+                f"the scripted baseline reads the simple_spread observation layout (6N = {full} values for "
+                f"N={num_agents}, or {partial} with env.obs_radius), got {obs_dim} values; is env.name "
+                "mpe2.simple_spread_v3?"
             )
         self.index = agent_index
         self.n = num_agents
         self.others = [j for j in range(num_agents) if j != agent_index]
+        self.flags_at = full if obs_dim == partial else None
+        """Start of the visibility flags (landmarks, then the other agents), or None (full observability)."""
 
     def target(self, ob: np.ndarray) -> np.ndarray:
         """Relative position of this agent's assigned landmark in one observation."""
@@ -133,8 +146,20 @@ class ScriptedSpreadPolicy:
         landmarks = ob[4 : 4 + 2 * n].reshape(n, 2)
         rel = np.zeros((n, 2))
         rel[self.others] = ob[4 + 2 * n : 4 + 2 * n + 2 * (n - 1)].reshape(n - 1, 2)
-        cost = np.linalg.norm(rel[:, None, :] - landmarks[None, :, :], axis=-1)
-        return landmarks[best_assignment(cost)[self.index]]
+        if self.flags_at is None:
+            cost = np.linalg.norm(rel[:, None, :] - landmarks[None, :, :], axis=-1)
+            return landmarks[best_assignment(cost)[self.index]]
+        flags = ob[self.flags_at :] > 0.5
+        seen = np.flatnonzero(flags[:n])
+        team = sorted([self.index] + [j for m, j in enumerate(self.others) if flags[n + m]])
+        centre = -ob[2:4]  # own position is absolute: the arena's centre relative to this agent
+        if seen.size == 0:
+            return centre
+        cost = np.linalg.norm(rel[team][:, None, :] - landmarks[seen][None, :, :], axis=-1)
+        if len(team) > seen.size:  # more agents than landmarks in sight: the extra ones get no landmark
+            cost = np.hstack([cost, np.full((len(team), len(team) - seen.size), NO_LANDMARK_COST)])
+        pick = int(best_assignment(cost)[team.index(self.index)])
+        return landmarks[seen[pick]] if pick < seen.size else centre
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """One action per env copy: the one whose predicted resting point is closest to the landmark."""

@@ -37,6 +37,8 @@ def test_scripted_rejects_an_env_it_cannot_read():
         ScriptedSpreadPolicy(0, 3, SpaceSpec(kind="box", shape=(5,), low=(0.0,) * 5, high=(1.0,) * 5), 18)
     with pytest.raises(ValueError, match="observation layout"):
         ScriptedSpreadPolicy(0, 3, DISCRETE5, 21)
+    with pytest.raises(ValueError, match="23 with env.obs_radius"):
+        ScriptedSpreadPolicy(0, 3, DISCRETE5, 22)
 
 
 def test_random_policy_is_seeded_and_in_range():
@@ -52,3 +54,24 @@ def test_scripted_scores_well_above_random_on_simple_spread():
     # DESIGN.md reference over 100 episodes: scripted about -27, random about -79
     assert np.mean(scripted) > np.mean(rnd) + 20, (np.mean(scripted), np.mean(rnd))
     assert np.mean(scripted) > -40
+
+
+def test_scripted_with_partial_observation_targets_only_what_it_sees():
+    pol = ScriptedSpreadPolicy(0, 3, DISCRETE5, 23)  # 18 + 3 landmark flags + 2 agent flags
+    ob = np.zeros(23, np.float32)
+    ob[2:4] = [0.6, 0.0]  # own position: right of the centre
+    ob[4:10] = [-0.3, 0.0, 0.0, 0.0, 0.0, 0.0]  # landmark 0 visible to the left; 1 and 2 hidden (zeros)
+    ob[18:23] = [1, 0, 0, 0, 0]
+    assert pol.target(ob).tolist() == pytest.approx([-0.3, 0.0])  # the hidden zeros are not "right here"
+    ob[10:12] = [-0.35, 0.05]  # agent 1 is visible and closer to landmark 0: it gets it, we head for the centre
+    ob[21] = 1
+    assert pol.target(ob).tolist() == pytest.approx([-0.6, 0.0])
+    ob[18:23] = 0  # nothing in sight: the centre
+    assert pol.target(ob).tolist() == pytest.approx([-0.6, 0.0])
+
+
+def test_scripted_scores_above_random_with_obs_radius():
+    config = load_config(None, ["env.obs_radius=0.8"])
+    scripted = evaluate_in_process(config, "scripted", 20, seed=0)
+    rnd = evaluate_in_process(config, "random", 20, seed=0)
+    assert np.mean(scripted) > np.mean(rnd) + 10, (np.mean(scripted), np.mean(rnd))
