@@ -1,0 +1,33 @@
+"""``marlmesh bench e2e`` config: the bench raises the deadlines its own pauses need, unless the user set them."""
+
+import argparse
+
+import pytest
+
+from marlmesh.bench import e2e
+from marlmesh.config import ConfigError
+
+
+def _ns(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_default_window_raises_both_deadlines_above_the_pause() -> None:
+    config = e2e.bench_config(_ns())  # --seconds 10: the mesh is paused ~10.5 s at a time
+    pause_ms = (10.0 + e2e.PAUSE_OVERHEAD_S) * 1000
+    assert config.env.step_deadline_ms >= e2e.PAUSE_DEADLINE_FACTOR * pause_ms
+    assert config.bus.round_timeout_ms >= e2e.PAUSE_DEADLINE_FACTOR * pause_ms
+    assert (config.env.num_envs, config.channel.name, config.channel.dgat.hops) == (64, "dgat", 2)
+
+
+def test_user_values_are_kept_and_longer_defaults_never_lowered() -> None:
+    config = e2e.bench_config(_ns("--seconds", "1", "--set", "env.step_deadline_ms=90000"))
+    assert config.env.step_deadline_ms == 90000  # set by the user
+    assert config.bus.round_timeout_ms == 5000  # the default is already above 2 x 1.5 s
+
+
+def test_a_deadline_set_by_the_user_too_close_to_the_pause_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="bus.round_timeout_ms"):
+        e2e.bench_config(_ns("--seconds", "10", "--set", "bus.round_timeout_ms=5000"))
