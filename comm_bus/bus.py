@@ -362,9 +362,10 @@ class Bus:
         return found
 
     def _drain(self) -> None:
-        while True:
+        pull = self._pull
+        while pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # no exception per empty read
             try:
-                frame = self._pull.recv(zmq.NOBLOCK, copy=self._keys is None)
+                frame = pull.recv(zmq.NOBLOCK, copy=self._keys is None)
             except zmq.Again:
                 return
             if self._keys is None:
