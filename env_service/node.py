@@ -338,21 +338,23 @@ class EnvNode:
 
     def _step_envs(self, actions: list[np.ndarray]) -> None:
         names = self.agent_names
-        discrete = [s.kind == "discrete" for s in self.act_spaces]
+        # discrete actions as Python ints (one tolist per agent, not one int() per copy)
+        per_copy = [a.tolist() if s.kind == "discrete" else a for a, s in zip(actions, self.act_spaces, strict=True)]
         self._final_reset()
         stepped = []
+        rewards_rows, term_rows, trunc_rows = [], [], []
         for b, env in enumerate(self.envs):
-            alive = set(env.agents)
-            joint = {
-                name: (int(actions[a][b]) if discrete[a] else actions[a][b])
-                for a, name in enumerate(names)
-                if name in alive
-            }
+            alive = env.agents
+            joint = {name: per_copy[a][b] for a, name in enumerate(names) if name in alive}
             obs, rewards, terms, truncs, _ = env.step(joint)
-            self._reward[:, b] = [rewards.get(name, 0.0) for name in names]
-            self._term[:, b] = [terms.get(name, False) for name in names]
-            self._trunc[:, b] = [truncs.get(name, False) for name in names]
+            rewards_rows.append([rewards.get(name, 0.0) for name in names])
+            term_rows.append([terms.get(name, False) for name in names])
+            trunc_rows.append([truncs.get(name, False) for name in names])
             stepped.append(obs)
+        # one write per array instead of one per copy: [B, N] rows -> [N, B]
+        self._reward[:] = np.asarray(rewards_rows, np.float32).T
+        self._term[:] = np.asarray(term_rows, bool).T
+        self._trunc[:] = np.asarray(trunc_rows, bool).T
         # Collisions of the stepped state of every copy at once (before any reset), then per-copy episode ends.
         if self.adapter.has_collisions:
             coll = self.adapter.collisions_batch(self.envs).T  # [N, B]
@@ -362,7 +364,7 @@ class EnvNode:
             self._cost.fill(0.0)
         self._ep_returns += self._reward.T
         self._ep_len += 1
-        ended_any = (self._term | self._trunc).any(axis=0)
+        ended_any = (self._term | self._trunc).any(axis=0).tolist()
         for b, env in enumerate(self.envs):
             obs = stepped[b]
             if ended_any[b] or not env.agents:
@@ -373,8 +375,8 @@ class EnvNode:
                     if not ended[a]:
                         self._trunc[a, b] = True
                 self._record_episode(b)
-                obs, _ = env.reset()
-            self._write_obs(b, obs)
+                stepped[b], _ = env.reset()
+        self._write_all_obs(stepped)
         if self._positions is not None:
             self._positions[:] = self.adapter.positions_batch(self.envs).transpose(1, 0, 2)
 
@@ -404,6 +406,16 @@ class EnvNode:
                 self._obs[a][b] = obs[name]
             else:
                 self._obs[a][b] = 0.0
+
+    def _write_all_obs(self, per_copy: list[dict[str, np.ndarray]]) -> None:
+        """Every copy's observations at once (one stacked write per agent; a missing agent's row is zero)."""
+        for a, name in enumerate(self.agent_names):
+            dst = self._obs[a]
+            if all(name in obs for obs in per_copy):
+                np.stack([obs[name] for obs in per_copy], out=dst, casting="unsafe")
+            else:
+                for b, obs in enumerate(per_copy):
+                    dst[b] = obs[name] if name in obs else 0.0
 
     def _write_positions(self, b: int) -> None:
         if self._positions is not None:
