@@ -24,7 +24,7 @@ from agent_service.learner_link import LearnerLink
 from agent_service.runtime import PolicyRuntime, TorchRuntime
 from agent_service.weight_sync import WeightSync, weight_sync_for
 from comm_bus.bus import Bus
-from env_service.client import AgentObservation, EnvClient
+from env_service.client import AgentObservation, EnvClient, StepInterrupted
 from marlmesh import plugins
 from marlmesh.config import Config
 from marlmesh.policy_spec import PolicySpec, policy_spec_for
@@ -112,6 +112,8 @@ class AgentNode:
         self.weights: WeightSync = weight_sync_for(config, learner, self.num_envs)
         self.finished = False
         """Lockstep: the agent reached the final tick, pushed its last fragment and stopped stepping."""
+        self._stop = threading.Event()
+        """:meth:`run`'s stop event: a bus round stops waiting for peers (and the step ends) once it is set."""
         if initial_params is not None:
             self._load(*initial_params)
         self.reward_sharing = self._reward_sharing()
@@ -169,8 +171,10 @@ class AgentNode:
             # first messages up to the startup timeout instead of counting round timeouts.
             timeout = self.config.runtime.startup_timeout_s if self._joining else None
             received = self.bus.collect(
-                tick=ob.tick, round=k, channel=self.channel.name, expected=peers, timeout_s=timeout
+                tick=ob.tick, round=k, channel=self.channel.name, expected=peers, timeout_s=timeout, stop=self._stop
             )
+            if self._stop.is_set():  # shutting down: peers that already left will never send this round
+                return state, inboxes
             msgs, mask, rejected = self.channel.inbox(received, self.num_envs, self.spec.num_agents)
             self.counters.rejected_messages += rejected
             inboxes.append((msgs, mask))
@@ -184,6 +188,8 @@ class AgentNode:
         ob = self._ob
         state, outbox = self.runtime.encode(np.asarray(ob.obs, np.float32))
         state, inboxes = self._communicate(ob, outbox, state)
+        if self._stop.is_set():
+            return
         for k, (_, mask) in enumerate(inboxes):
             self.counters.heard_rows_per_round[k] += int(mask.sum())
         if self.recorder is not None and self.recorder.full:
@@ -200,7 +206,10 @@ class AgentNode:
         action_np, logp = self.runtime.sample(out, self.deterministic)
         if self.recorder is not None:
             self.recorder.add_decision(ob.obs, inboxes, action_np, logp, out.value, self.counters.policy_version)
-        nxt, applied = self.env.step(self.index, ob.tick, action_np)
+        try:
+            nxt, applied = self.env.step(self.index, ob.tick, action_np, stop=self._stop)
+        except StepInterrupted:  # shutting down: peers that already left would hold the barrier to its deadline
+            return
         if not applied:
             self.counters.late_actions += 1
         if self.recorder is not None:
@@ -252,6 +261,7 @@ class AgentNode:
         Raises:
             ConnectionError: If the env stays unreachable for ``runtime.startup_timeout_s``.
         """
+        self._stop = stop
         while not stop.is_set() and not self.finished:
             try:
                 self.step()

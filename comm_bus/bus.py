@@ -15,6 +15,7 @@ inline in the caller (no thread). Malformed frames are dropped and counted, neve
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -38,6 +39,8 @@ from marlmesh import plugins
 from marlmesh.config import BusConfig, LinkConfig
 
 log = logging.getLogger(__name__)
+STOP_POLL_S = 0.1
+"""Longest wait of :meth:`Bus.collect` between checks of its ``stop`` event."""
 
 
 class Bus:
@@ -270,12 +273,15 @@ class Bus:
         channel: str,
         expected: Iterable[int],
         timeout_s: float | None = None,
+        stop: threading.Event | None = None,
     ) -> dict[int, Delivery]:
         """Read round ``round`` of tick ``tick``: the latest visible, fresh value of every expected peer.
 
         Sim clock: first waits until every expected peer's frame of this round has arrived (at most
         ``timeout_s``, default ``bus.round_timeout_ms``; each missing peer counted as ``round_timeout``).
         Wall clock: waits until those frames arrived and their rows are visible, or the deadline passes.
+        Either wait ends within :data:`STOP_POLL_S` once ``stop`` is set (the process is shutting down; the
+        missing peers are not counted).
 
         Returns:
             Sender -> :class:`Delivery` for every expected peer with at least one fresh row.
@@ -288,7 +294,7 @@ class Bus:
             self._drain()
             missing = [p for p in want if self._heard.get((p, channel), (-1, -1)) < key]
             waiting = missing or (self.clock.name == "wall" and self._invisible(want, channel, round, key))
-            if not waiting:
+            if not waiting or (stop is not None and stop.is_set()):
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -304,6 +310,8 @@ class Bus:
                     )
                 break
             poll_ms = remaining * 1000 if missing else min(remaining * 1000, 1.0)
+            if stop is not None:
+                poll_ms = min(poll_ms, STOP_POLL_S * 1000)
             self._poller.poll(max(0.0, poll_ms))
         now = self.clock.read_time(tick, round)
         out: dict[int, Delivery] = {}

@@ -13,6 +13,7 @@ import time
 
 from prometheus_client import Counter, Gauge
 
+from env_service.env_workers import EnvWorkerError
 from env_service.node import EnvNode
 from env_service.servicer import EnvServicer
 from marlmesh import process
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         process.fail(ROLE, f"--num-envs must be >= 1, got {ns.num_envs}")
     seed = config.seed if ns.seed is None else ns.seed
     started = time.monotonic()
+    stop = threading.Event()
     try:
         node = EnvNode(
             config.env,
@@ -80,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
             start_tick=ns.start_tick,
             # lockstep: an agent still starting is not given default actions (they would change the run)
             start_deadline_s=config.runtime.startup_timeout_s if config.train.weight_sync == "lockstep" else None,
+            on_failure=lambda _reason: stop.set(),
         )
-    except (ValueError, PluginError) as exc:
+    except (ValueError, PluginError, EnvWorkerError) as exc:
         process.fail(ROLE, str(exc))
     host = ns.host or config.runtime.host
     port = ns.port if ns.port is not None else int(os.environ.get("MARLMESH_ENV_PORT", "50051"))
-    stop = threading.Event()
     install_signal_handlers(stop)
     servicer = EnvServicer(node)
     try:
@@ -150,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             "start_tick": ns.start_tick,
         },
     )
+    if node.failure:
+        log.error("env stopped at tick %d after a failure of its env copies: %s", s.tick, node.failure)
+        return 1
     log.info("env stopped at tick %d (%d env steps, %d episodes)", s.tick, s.env_steps, s.episodes)
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import grpc
@@ -14,7 +15,14 @@ from marlmesh.serving import grpc_options
 from marlmesh.tls import TlsIdentity, open_channel
 from marlmesh.v1 import env_pb2, env_pb2_grpc
 
-__all__ = ["AgentObservation", "EnvClient"]
+__all__ = ["AgentObservation", "EnvClient", "StepInterrupted"]
+
+STOP_POLL_S = 0.1
+"""Longest wait of :meth:`EnvClient.step` between checks of its ``stop`` event."""
+
+
+class StepInterrupted(Exception):
+    """:meth:`EnvClient.step` gave up waiting at the barrier because its ``stop`` event was set."""
 
 
 class EnvClient:
@@ -40,6 +48,7 @@ class EnvClient:
         self.address = address
         self._timeout = timeout_s
         self._step_timeout = step_timeout_s
+        self.tls_identity = tls_identity
         self._channel = open_channel(address, grpc_options(max_message_bytes), tls_identity)
         self._stub = env_pb2_grpc.EnvServiceStub(self._channel)
 
@@ -62,7 +71,19 @@ class EnvClient:
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         raise ConnectionError(
             f"cannot reach env_service at {self.address} within {timeout_s:.0f}s ({last}); "
-            "is it running and is --env-addr / MARLMESH_ENV_ADDR right?"
+            f"is it running and is --env-addr / MARLMESH_ENV_ADDR right? {self._tls_hint()}"
+        )
+
+    def _tls_hint(self) -> str:
+        """What this client's transport needs from the server (half of the failed handshakes are TLS)."""
+        if self.tls_identity is None:
+            return (
+                "This client dialled in plaintext: a service with runtime.tls enabled only accepts clients "
+                "with a certificate of its CA (give this client a TLS identity)."
+            )
+        return (
+            f"This client dialled with mutual TLS as {self.tls_identity.name!r}: the service must run with "
+            f"runtime.tls enabled, a certificate of the same CA and the name {self.tls_identity.server_name!r}."
         )
 
     def spec(self) -> env_pb2.EnvSpec:
@@ -76,13 +97,33 @@ class EnvClient:
         )
         return resp.spec, observation_from_proto(resp.observation)
 
-    def step(self, agent_index: int, tick: int, action: np.ndarray) -> tuple[AgentObservation, bool]:
-        """Submit the action answering ``tick``; returns the next observation and whether it was applied."""
-        resp = self._stub.Step(
-            env_pb2.StepRequest(agent_index=agent_index, tick=tick, action=tensors.encode(action)),
-            timeout=self._step_timeout,
-        )
-        return observation_from_proto(resp.observation), resp.action_applied
+    def step(
+        self, agent_index: int, tick: int, action: np.ndarray, stop: threading.Event | None = None
+    ) -> tuple[AgentObservation, bool]:
+        """Submit the action answering ``tick``; returns the next observation and whether it was applied.
+
+        Args:
+            agent_index: This agent.
+            tick: The tick of the observation the action answers.
+            action: ``[B, ...]`` actions.
+            stop: When set while the call waits at the env's barrier (for peers that may have left), the call
+                is cancelled within :data:`STOP_POLL_S`.
+
+        Raises:
+            StepInterrupted: If ``stop`` was set before the answer came.
+            grpc.RpcError: If the call failed.
+        """
+        future = self.step_future(agent_index, tick, action)
+        while stop is not None:
+            try:
+                return self.step_result_within(future, STOP_POLL_S)
+            except grpc.FutureTimeoutError:
+                if stop.is_set():
+                    future.cancel()
+                    raise StepInterrupted(
+                        f"agent {agent_index} stopped while waiting at the barrier of tick {tick}"
+                    ) from None
+        return self.step_result(future)
 
     def step_future(self, agent_index: int, tick: int, action: np.ndarray) -> grpc.Future:
         """Like :meth:`step` but non-blocking (several agents can wait at the barrier from one thread)."""
@@ -94,7 +135,12 @@ class EnvClient:
     @staticmethod
     def step_result(future: grpc.Future) -> tuple[AgentObservation, bool]:
         """The result of :meth:`step_future` (blocks; raises ``grpc.RpcError`` like :meth:`step`)."""
-        resp = future.result()
+        return EnvClient.step_result_within(future, None)
+
+    @staticmethod
+    def step_result_within(future: grpc.Future, timeout_s: float | None) -> tuple[AgentObservation, bool]:
+        """Like :meth:`step_result`, waiting at most ``timeout_s`` (``grpc.FutureTimeoutError`` after it)."""
+        resp = future.result(timeout=timeout_s)
         return observation_from_proto(resp.observation), resp.action_applied
 
     def leave(self, agent_index: int) -> None:

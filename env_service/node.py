@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from env_service.copies import EnvCopies
+from env_service.env_workers import EnvWorkerError, EnvWorkers
 from env_service.observation import AgentObservation
 from marlmesh.config import EnvConfig
 from marlmesh.envs import make_env
@@ -105,10 +107,14 @@ class EnvNode:
         start_deadline_s: Barrier deadline while a missing agent has not acted yet since this env started or
             since it (re)joined (it may still be starting: importing, loading weights). None: the step
             deadline. Lockstep runs use the startup timeout, so start-up skew gives no default actions.
+        on_failure: Called (with the reason) when the env copies fail for good (an ``env.workers`` process
+            died); the node is closed by then and every ``step`` raises :class:`EnvClosed`. The env service
+            stops and exits non-zero, so its supervisor restarts it.
 
     Raises:
         ValueError: If the env cannot be built or has an unsupported space.
         plugins.PluginError: If ``config.name`` is unknown.
+        env_workers.EnvWorkerError: If an ``env.workers`` process cannot build its copies.
     """
 
     def __init__(
@@ -119,14 +125,21 @@ class EnvNode:
         clock: Callable[[], float] = time.monotonic,
         start_tick: int = 0,
         start_deadline_s: float | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.num_envs = int(num_envs or config.num_envs)
         self.deadline_s = config.step_deadline_ms / 1000.0
         self.start_deadline_s = self.deadline_s if start_deadline_s is None else start_deadline_s
         self._clock = clock
-        self.envs = [make_env(config) for _ in range(self.num_envs)]
-        first = self.envs[0]
+        self.failure: str | None = None
+        self._on_failure = on_failure
+        if config.workers > 1:
+            first = make_env(config)  # spaces and adapter (and config errors, first); the copies live in the workers
+            self._copies: EnvCopies | EnvWorkers = EnvWorkers(config, seed, self.num_envs)
+        else:
+            self._copies = EnvCopies(config, seed, 0, self.num_envs)
+            first = self._copies.envs[0]
         self.agent_names: list[str] = list(first.possible_agents)
         self.num_agents = len(self.agent_names)
         if self.num_agents == 0:
@@ -139,21 +152,10 @@ class EnvNode:
             raise ValueError(f"env {config.name!r}: {exc}") from None
         self.instance_id = uuid.uuid4().hex
         b, n = self.num_envs, self.num_agents
-        self._obs = [np.zeros((b, *s.shape), np.float32) for s in self.obs_spaces]
-        self._final = [np.zeros_like(o) for o in self._obs]
-        self._reward = np.zeros((n, b), np.float32)
-        self._term = np.zeros((n, b), bool)
-        self._trunc = np.zeros((n, b), bool)
-        self._cost = np.zeros((n, b), np.float32)
-        d = self.adapter.position_dim
-        self._positions = np.zeros((n, b, d), np.float32) if self.adapter.has_positions else None
+        self._state = self._copies.reset()
         self._ep_returns = np.zeros((b, n), np.float64)
         self._ep_len = np.zeros(b, np.int64)
         self._ep_coll = np.zeros(b, np.float64)
-        for i, env in enumerate(self.envs):
-            obs, _ = env.reset(seed=seed + i)
-            self._write_obs(i, obs)
-            self._write_positions(i)
         # barrier state
         self._cond = threading.Condition()
         if start_tick < 0:
@@ -278,11 +280,7 @@ class EnvNode:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        for env in self.envs:
-            try:
-                env.close()
-            except Exception:  # closing is best effort; an env's close() bug must not block shutdown
-                log.debug("env close failed", exc_info=True)
+        self._copies.close()
 
     # -- internals (call with the lock held) -------------------------------------------------------
     def _raise_if_closed(self) -> None:
@@ -299,15 +297,16 @@ class EnvNode:
         return sorted(self._waited_for())
 
     def _view(self, agent: int) -> AgentObservation:
+        state = self._state  # replaced (never written in place) by every step: no copies needed
         return AgentObservation(
             tick=self.tick,
-            obs=self._obs[agent].copy(),
-            reward=self._reward[agent].copy(),
-            terminated=self._term[agent].copy(),
-            truncated=self._trunc[agent].copy(),
-            final_obs=self._final[agent].copy(),
-            cost=self._cost[agent].copy(),
-            positions=None if self._positions is None else self._positions.copy(),
+            obs=state.obs[agent],
+            reward=state.reward[agent],
+            terminated=state.terminated[agent],
+            truncated=state.truncated[agent],
+            final_obs=state.final[agent],
+            cost=state.cost[agent],
+            positions=state.positions,
             live_agents=self._live(),
         )
 
@@ -337,52 +336,22 @@ class EnvNode:
         self._cond.notify_all()
 
     def _step_envs(self, actions: list[np.ndarray]) -> None:
-        names = self.agent_names
-        # discrete actions as Python ints (one tolist per agent, not one int() per copy)
-        per_copy = [a.tolist() if s.kind == "discrete" else a for a, s in zip(actions, self.act_spaces, strict=True)]
-        self._final_reset()
-        stepped = []
-        rewards_rows, term_rows, trunc_rows = [], [], []
-        for b, env in enumerate(self.envs):
-            alive = env.agents
-            joint = {name: per_copy[a][b] for a, name in enumerate(names) if name in alive}
-            obs, rewards, terms, truncs, _ = env.step(joint)
-            rewards_rows.append([rewards.get(name, 0.0) for name in names])
-            term_rows.append([terms.get(name, False) for name in names])
-            trunc_rows.append([truncs.get(name, False) for name in names])
-            stepped.append(obs)
-        # one write per array instead of one per copy: [B, N] rows -> [N, B]
-        self._reward[:] = np.asarray(rewards_rows, np.float32).T
-        self._term[:] = np.asarray(term_rows, bool).T
-        self._trunc[:] = np.asarray(trunc_rows, bool).T
-        # Collisions of the stepped state of every copy at once (before any reset), then per-copy episode ends.
+        try:
+            self._state = state = self._copies.step(actions)
+        except EnvWorkerError as exc:
+            self.failure = str(exc)
+            self._closed = True
+            self._cond.notify_all()
+            log.error("the env copies failed; the env service stops: %s", exc)
+            if self._on_failure is not None:
+                self._on_failure(self.failure)
+            raise EnvClosed(f"env_service failed: {exc}") from None
         if self.adapter.has_collisions:
-            coll = self.adapter.collisions_batch(self.envs).T  # [N, B]
-            self._cost[:] = coll
-            self._ep_coll += coll.sum(axis=0) / 2.0
-        else:
-            self._cost.fill(0.0)
-        self._ep_returns += self._reward.T
+            self._ep_coll += state.cost.sum(axis=0) / 2.0
+        self._ep_returns += state.reward.T
         self._ep_len += 1
-        ended_any = (self._term | self._trunc).any(axis=0).tolist()
-        for b, env in enumerate(self.envs):
-            obs = stepped[b]
-            if ended_any[b] or not env.agents:
-                ended = self._term[:, b] | self._trunc[:, b]
-                for a, name in enumerate(names):
-                    if name in obs:
-                        self._final[a][b] = obs[name]
-                    if not ended[a]:
-                        self._trunc[a, b] = True
-                self._record_episode(b)
-                stepped[b], _ = env.reset()
-        self._write_all_obs(stepped)
-        if self._positions is not None:
-            self._positions[:] = self.adapter.positions_batch(self.envs).transpose(1, 0, 2)
-
-    def _final_reset(self) -> None:
-        for f in self._final:
-            f.fill(0.0)
+        for b in np.flatnonzero(state.ended):
+            self._record_episode(int(b))
 
     def _record_episode(self, b: int) -> None:
         self._episodes.append(
@@ -399,27 +368,6 @@ class EnvNode:
         self._ep_returns[b] = 0.0
         self._ep_len[b] = 0
         self._ep_coll[b] = 0.0
-
-    def _write_obs(self, b: int, obs: dict[str, np.ndarray]) -> None:
-        for a, name in enumerate(self.agent_names):
-            if name in obs:
-                self._obs[a][b] = obs[name]
-            else:
-                self._obs[a][b] = 0.0
-
-    def _write_all_obs(self, per_copy: list[dict[str, np.ndarray]]) -> None:
-        """Every copy's observations at once (one stacked write per agent; a missing agent's row is zero)."""
-        for a, name in enumerate(self.agent_names):
-            dst = self._obs[a]
-            if all(name in obs for obs in per_copy):
-                np.stack([obs[name] for obs in per_copy], out=dst, casting="unsafe")
-            else:
-                for b, obs in enumerate(per_copy):
-                    dst[b] = obs[name] if name in obs else 0.0
-
-    def _write_positions(self, b: int) -> None:
-        if self._positions is not None:
-            self._positions[:, b] = self.adapter.positions(self.envs[b])
 
     def _steps_per_second(self, window_s: float = 5.0) -> float:
         now, steps = self._rate[-1]

@@ -15,6 +15,11 @@ Semantics follow the service (see :mod:`env_service.node`), which must host exac
   episode on demand).
 - :meth:`step` returns the rewards of the step and, when the episode ends, the episode's last observation
   (the service has already started the next one, which the following :meth:`reset` returns).
+
+A service started with ``runtime.tls`` (mutual TLS, :mod:`marlmesh.tls`) needs a client certificate of its CA:
+``RemoteParallelEnv(address, tls=config.runtime.tls)`` dials as the run's ``launcher`` identity (from
+``keys_dir`` or ``ca_file/cert_file/key_file``); ``tls_name`` picks another identity of the keys dir, and a
+loaded :class:`~marlmesh.tls.TlsIdentity` is used as given.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from pettingzoo import ParallelEnv
 
 from env_service.client import EnvClient
 from env_service.observation import AgentObservation
+from marlmesh.config import TlsConfig
 from marlmesh.spaces import SpaceSpec
+from marlmesh.tls import LAUNCHER, TlsIdentity, load_identity
 
 
 def to_gym_space(spec: SpaceSpec) -> spaces.Space:
@@ -49,18 +56,31 @@ class RemoteParallelEnv(ParallelEnv):
         address: ``host:port`` of the env service.
         seed: The seed the service was started with, if known (checked against ``reset(seed=...)``).
         timeout_s: How long to wait for the service to answer at start, and the deadline of unary calls.
+        tls: Dial with mutual TLS: a ``runtime.tls`` config section (plaintext when not enabled), or a loaded
+            identity. None: plaintext.
+        tls_name: The identity whose certificate a ``runtime.tls`` section selects (default ``launcher``).
 
     Raises:
-        ConnectionError: If the service does not answer within ``timeout_s``.
+        ConnectionError: If the service does not answer within ``timeout_s`` (e.g. a TLS handshake failed).
+        ConfigError: If a TLS file is missing or wrong (the message names the setting and the file).
         ValueError: If the service hosts more than one env copy.
     """
 
     metadata = {"name": "marlmesh_remote_v0", "is_parallelizable": True}
 
-    def __init__(self, address: str, *, seed: int | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        seed: int | None = None,
+        timeout_s: float = 30.0,
+        tls: TlsConfig | TlsIdentity | None = None,
+        tls_name: str = LAUNCHER,
+    ) -> None:
         self.address = address
         self.service_seed = seed
-        self._client = EnvClient(address, timeout_s=timeout_s, step_timeout_s=timeout_s + 60.0)
+        identity = load_identity(tls, tls_name) if isinstance(tls, TlsConfig) else tls
+        self._client = EnvClient(address, timeout_s=timeout_s, step_timeout_s=timeout_s + 60.0, tls_identity=identity)
         spec = self._client.wait_ready(timeout_s)
         if spec.num_envs != 1:
             raise ValueError(

@@ -34,6 +34,10 @@ class EnvConfig(_Strict):
     """Keyword arguments for the env factory, e.g. ``N``, ``max_cycles``, ``local_ratio``."""
     num_envs: int = Field(32, ge=1, le=4096)
     """B: independent env copies stepped together; every message carries B rows."""
+    workers: int = Field(1, ge=1, le=64)
+    """Processes stepping the B copies (contiguous blocks, ``env_service/env_workers.py``); 1 = in the env
+    service itself. While the env steps, the agents wait, so a second core for the env service (e.g. a
+    2-CPU env pod) shortens every step. Results are identical for every value. At most ``num_envs``."""
     obs_radius: float | None = Field(None, gt=0)
     """Partial observability radius (MPE scenarios simple_spread, simple_reference, simple_speaker_listener):
     landmarks and other agents farther than this (env units) are zeroed in an agent's observation and one
@@ -43,6 +47,12 @@ class EnvConfig(_Strict):
     default action (counted)."""
     max_missed_deadlines: int = Field(3, ge=1)
     """An agent that misses this many deadlines in a row is no longer waited for until it steps again."""
+
+    @model_validator(mode="after")
+    def _workers_fit(self) -> EnvConfig:
+        if self.workers > self.num_envs:
+            raise ValueError(f"workers ({self.workers}) must not exceed num_envs ({self.num_envs})")
+        return self
 
 
 class GilbertElliottConfig(_Strict):

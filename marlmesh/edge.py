@@ -8,6 +8,10 @@
 - :func:`bench_edge`: per-decision latency of the ONNX and the torch runtime for the same policy in the same
   run (``encode -> act -> sample`` for one env copy; waiting for messages excluded: the inbox is given), and
   the peak RSS of an edge agent process.
+
+With ``runtime.tls.enabled`` (``bench edge --tls-keys-dir DIR`` or ``--set runtime.tls.*``) the mesh runs over
+mutual TLS: every child gets its own identity's files (``env``, ``agent-<i>``) through ``MARLMESH_TLS_*``, and
+this process dials the env as ``launcher``; every file is checked before the first process starts.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import Any
 import grpc
 import numpy as np
 
-from marlmesh.config import Config, dump_config, load_config
+from marlmesh import tls
+from marlmesh.config import Config, TlsConfig, dump_config, load_config
 from marlmesh.mesh import free_port_block, stop_processes
 
 
@@ -68,6 +73,17 @@ class EdgeMeshResult:
     """Sum of all agents' returns of the first ``episodes`` finished episodes, in finishing order."""
 
 
+def _tls_env(settings: TlsConfig, name: str, agent: int = -1) -> dict[str, str]:
+    """``MARLMESH_TLS_*`` (absolute paths) that give a child the identity ``name``; checks its files first.
+
+    Raises:
+        ConfigError: Naming the setting whose file is missing or wrong.
+    """
+    tls.load_identity(settings, name, agent=agent)
+    files = tls.resolve_files(settings, name, agent=agent)
+    return {} if files is None else {var: str(Path(path).resolve()) for var, path in files.env().items()}
+
+
 def _wait_file(path: Path, proc: subprocess.Popen, log: Path, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -106,10 +122,14 @@ def run_edge_mesh(
 
     Raises:
         RuntimeError: If a process exits early; TimeoutError if the episodes do not finish in time.
+        ConfigError: If the config or a TLS file is bad (before any process starts).
     """
     from env_service.client import EnvClient
 
-    load_config(config_path)  # a bad config fails here, with the key path, not in N child processes
+    config = load_config(config_path)  # a bad config fails here, with the key path, not in N child processes
+    settings = config.runtime.tls
+    own_tls = tls.load_identity(settings, tls.LAUNCHER)
+    env_tls = _tls_env(settings, "env")
     workdir.mkdir(parents=True, exist_ok=True)
     base = {k: v for k, v in os.environ.items() if k != "MARLMESH_PARENT_PID"}
     base["PYTHONUNBUFFERED"] = "1"
@@ -129,7 +149,7 @@ def run_edge_mesh(
             str(num_envs),
         ],
         cwd=repo,
-        env={**base, "MARLMESH_CONFIG": str(config_path), "MARLMESH_HOST": "127.0.0.1"},
+        env={**base, **env_tls, "MARLMESH_CONFIG": str(config_path), "MARLMESH_HOST": "127.0.0.1"},
         stdout=open(env_log, "wb"),  # noqa: SIM115 (the child owns it)
         stderr=subprocess.STDOUT,
     )
@@ -137,14 +157,16 @@ def run_edge_mesh(
     agents: list[subprocess.Popen] = []
     try:
         address = f"127.0.0.1:{int(_wait_file(env_port_file, env_proc, env_log, 60))}"
-        with EnvClient(address, timeout_s=10) as client:
+        with EnvClient(address, timeout_s=10, tls_identity=own_tls) as client:
             spec = client.wait_ready(30)
         n = len(spec.agents)
+        agent_tls = [_tls_env(settings, tls.identity_name("agent", i), i) for i in range(n)]
         bus_base = free_port_block("127.0.0.1", n)
         logs = [workdir / f"agent-{i}.log" for i in range(n)]
         for i in range(n):
             env = {
                 **base,
+                **agent_tls[i],
                 # exactly the variables k8s/base/agents.yaml sets (addresses made local)
                 "MARLMESH_AGENT_ID": f"agents-{i}",
                 "MARLMESH_NUM_AGENTS": str(n),
@@ -178,7 +200,7 @@ def run_edge_mesh(
         procs += agents
         deadline = time.monotonic() + timeout_s
         done = 0
-        with EnvClient(address, timeout_s=10) as client:
+        with EnvClient(address, timeout_s=10, tls_identity=own_tls) as client:
             while True:
                 try:
                     done = client.stats(max_episodes=1).episodes
@@ -226,15 +248,22 @@ def decision_latencies(
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
-        state, _ = runtime.encode(obs)
-        inboxes = []
-        for k in range(runtime.rounds):
-            inboxes.append(inbox)
-            if k + 1 < runtime.rounds:
-                state, _ = runtime.round(k + 1, state, inbox)
-        runtime.sample(runtime.act(state, inboxes), True)
+        decide(runtime, obs, inbox, deterministic=True)
         out.append(time.perf_counter() - t0)
     return out
+
+
+def decide(
+    runtime: Any, obs: np.ndarray, inbox: tuple[np.ndarray, np.ndarray], *, deterministic: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One decision of a policy runtime with the same inbox in every round: ``(action, log_prob)``."""
+    state, _ = runtime.encode(obs)
+    inboxes = []
+    for k in range(runtime.rounds):
+        inboxes.append(inbox)
+        if k + 1 < runtime.rounds:
+            state, _ = runtime.round(k + 1, state, inbox)
+    return runtime.sample(runtime.act(state, inboxes), deterministic)
 
 
 def bench_edge(config: Config, decisions: int = 3000, episodes: int = 6) -> dict[str, Any]:
@@ -286,6 +315,7 @@ def bench_edge(config: Config, decisions: int = 3000, episodes: int = 6) -> dict
         "edge_agents": len(mesh.peak_rss_mb),
         "edge_episodes": mesh.episodes,
         "edge_torch_imported": any(s.get("torch_imported", True) for s in mesh.agent_stats),
+        "edge_mtls": config.runtime.tls.enabled,
         "load_average_1m": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {os.cpu_count()} cpu",
@@ -297,6 +327,13 @@ def add_bench_arguments(b: Any) -> None:
     b.add_argument("-c", "--config", default=None, help="YAML config (default: built-in defaults)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     b.add_argument("--decisions", type=int, default=3000, help="decisions timed per runtime")
+    b.add_argument(
+        "--tls-keys-dir",
+        type=Path,
+        default=None,
+        help="run the edge mesh over gRPC mTLS with this 'marlmesh keys gen' folder "
+        "(= --set runtime.tls.enabled=true --set runtime.tls.keys_dir=DIR)",
+    )
     b.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     b.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
 
@@ -305,12 +342,16 @@ def cmd_bench(ns: Any) -> int:
     """``marlmesh bench edge``."""
     from marlmesh.config import ConfigError
 
+    tls_sets = []
+    if ns.tls_keys_dir is not None:
+        tls_sets = ["runtime.tls.enabled=true", f"runtime.tls.keys_dir={ns.tls_keys_dir.resolve()}"]
     try:
-        config = load_config(ns.config, ["channel.name=broadcast", "env.num_envs=1", *ns.set])
+        config = load_config(ns.config, ["channel.name=broadcast", "env.num_envs=1", *tls_sets, *ns.set])
+        tls.check_tls(config)  # launcher and env files now; the agents' when the mesh starts
+        result = bench_edge(config, decisions=ns.decisions)
     except ConfigError as exc:
         print(f"marlmesh: error: {exc}", file=sys.stderr)
         return 2
-    result = bench_edge(config, decisions=ns.decisions)
     for k in ("onnx_p50_ms", "onnx_p99_ms", "torch_p50_ms", "torch_p99_ms", "edge_peak_rss_mb"):
         print(f"{k:<18} {result[k]}")
     from marlmesh.bench import emit

@@ -10,7 +10,9 @@ from pettingzoo.test import parallel_api_test
 from service_procs import start_env, stop
 
 from env_service.parallel_env import RemoteParallelEnv
-from marlmesh.config import dump_config, load_config
+from marlmesh import tls
+from marlmesh.certs import generate_tls
+from marlmesh.config import ConfigError, TlsConfig, dump_config, load_config
 from marlmesh.envs import make_env
 
 pytestmark = pytest.mark.integration
@@ -87,3 +89,42 @@ def test_remote_env_needs_a_single_copy(tmp_path: Path) -> None:
             RemoteParallelEnv(address)
     finally:
         stop([proc])
+
+
+def _tls_section(keys: Path) -> TlsConfig:
+    return load_config(None, ["runtime.tls.enabled=true", f"runtime.tls.keys_dir={keys}"]).runtime.tls
+
+
+def test_remote_env_over_mtls_needs_the_runs_client_certificate(tmp_path: Path) -> None:
+    keys, foreign = tmp_path / "keys", tmp_path / "foreign"
+    generate_tls(keys, 1)
+    generate_tls(foreign, 1)
+    config = load_config(None, ["env.kwargs.max_cycles=5", "runtime.tls.enabled=true", f"runtime.tls.keys_dir={keys}"])
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(dump_config(config))
+    proc, address = start_env(tmp_path, cfg_path, "--num-envs", "1", "--seed", str(SEED))
+    try:
+        remote = RemoteParallelEnv(address, seed=SEED, timeout_s=20, tls=config.runtime.tls)  # as "launcher"
+        try:
+            obs, _ = remote.reset(seed=SEED)
+            _, rewards, *_ = remote.step({a: 0 for a in remote.agents})
+            assert set(obs) == set(rewards) == set(remote.possible_agents)
+        finally:
+            remote.close()
+        other = tls.load_identity(_tls_section(keys), "agent-0")  # any identity of the run's CA
+        remote = RemoteParallelEnv(address, timeout_s=20, tls=other)
+        remote.close()
+
+        with pytest.raises(ConnectionError, match="dialled in plaintext.*runtime.tls enabled"):
+            RemoteParallelEnv(address, timeout_s=2)
+        with pytest.raises(ConnectionError, match="mutual TLS as 'launcher'.*same CA"):
+            RemoteParallelEnv(address, timeout_s=2, tls=_tls_section(foreign))
+        with pytest.raises(ConfigError, match=r"runtime.tls.keys_dir: the certificate of client-x .*client-x.tls.crt"):
+            RemoteParallelEnv(address, tls=_tls_section(keys), tls_name="client-x")
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(
+            ConfigError, match=r"runtime.tls.keys_dir: the CA certificate .*empty/ca.crt does not exist"
+        ):
+            RemoteParallelEnv(address, tls=_tls_section(tmp_path / "empty"))
+    finally:
+        assert stop([proc]) == [0]

@@ -1,5 +1,8 @@
 """The bus over real ZeroMQ sockets on 127.0.0.1 (in one process, N endpoints)."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import zmq
@@ -165,3 +168,18 @@ def test_shared_medium_counts_a_broadcast_once_so_bytes_per_agent_do_not_grow_wi
             for bus in buses:
                 bus.close()
     assert per_agent[4] == per_agent[8] == 4 * 8 * 4
+
+
+def test_collect_stops_waiting_when_its_stop_event_is_set():
+    buses = make_buses(2, "bus.round_timeout_ms=30000")
+    try:
+        stop = threading.Event()
+        threading.Timer(0.2, stop.set).start()
+        start = time.monotonic()
+        got = buses[0].collect(tick=0, round=0, channel="broadcast", expected=[1], stop=stop)  # peer 1 is silent
+        waited = time.monotonic() - start
+        assert got == {} and 0.15 < waited < 2.0, waited
+        assert buses[0].totals.dropped["round_timeout"] == 0  # shutting down is not a peer's timeout
+    finally:
+        for b in buses:
+            b.close()

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from comm_bus.addressing import PeerAddressing, agent_id_from_env
+from learner_service.gossip_addressing import gossip_addressing
 from marlmesh import cli, k8s
 from marlmesh.config import load_config, validate
 
@@ -27,6 +28,7 @@ CODE_FILES = [
     "agent_service/__main__.py",
     "env_service/__main__.py",
     "learner_service/__main__.py",
+    "learner_service/gossip_addressing.py",
     "marlmesh/process.py",
     "marlmesh/serving.py",
 ]
@@ -140,13 +142,23 @@ def test_identity_and_peers_resolve_like_the_code_parses_them(agents: int) -> No
         learner_env = pod_env(containers(sts)["learner"], pod)
         assert agent_id_from_env(learner_env) == i
         assert agent_env["MARLMESH_LEARNER_ADDR"] == f"127.0.0.1:{learner_env['MARLMESH_LEARNER_PORT']}"
+        gossip = gossip_addressing(learner_env)  # learners reach each other's gossip socket by pod DNS name
+        for j in range(agents):
+            assert gossip.peer_address(j) == f"tcp://{sts_name}-{j}.{svc_name}:{gossip.base_port + j}"
+        gossip_host = gossip.bind_address(i).removeprefix("tcp://").rsplit(":", 1)[0]
+        assert not ipaddress.ip_address(gossip_host).is_loopback, "gossip must bind a non-loopback address in pods"
     # the NetworkPolicy admits every agent's bus port
     mesh = docs[("NetworkPolicy", "mesh")]
     ranges = [
         (p["port"], p.get("endPort", p["port"])) for rule in mesh["spec"]["ingress"] for p in rule.get("ports", [])
     ]
-    base = int(pod_env(containers(sts)["agent"], "x-0")["MARLMESH_BUS_BASE_PORT"])
-    assert any(lo <= base and base + agents - 1 <= hi for lo, hi in ranges)
+    egress = [
+        (p["port"], p.get("endPort", p["port"])) for rule in mesh["spec"]["egress"] for p in rule.get("ports", [])
+    ]
+    for container, var in (("agent", "MARLMESH_BUS_BASE_PORT"), ("learner", "MARLMESH_GOSSIP_BASE_PORT")):
+        base = int(pod_env(containers(sts)[container], "x-0")[var])
+        for allowed in (ranges, egress):
+            assert any(lo <= base and base + agents - 1 <= hi for lo, hi in allowed), f"{var} ports not admitted"
 
 
 def test_every_container_uses_only_variables_the_code_reads_and_probes_its_grpc_port() -> None:
