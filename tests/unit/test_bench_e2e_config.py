@@ -1,10 +1,13 @@
-"""``marlmesh bench e2e`` config: the bench raises the deadlines its own pauses need, unless the user set them."""
+"""``marlmesh bench e2e``: the deadlines it raises for its own pauses, and CPU accounting of process trees."""
 
 import argparse
+import os
+import subprocess
+import sys
 
 import pytest
 
-from marlmesh.bench import e2e
+from marlmesh.bench import e2e, meshrun
 from marlmesh.config import ConfigError
 
 
@@ -31,3 +34,21 @@ def test_user_values_are_kept_and_longer_defaults_never_lowered() -> None:
 def test_a_deadline_set_by_the_user_too_close_to_the_pause_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="bus.round_timeout_ms"):
         e2e.bench_config(_ns("--seconds", "10", "--set", "bus.round_timeout_ms=5000"))
+
+
+def test_tree_cpu_counts_the_cpu_of_child_processes() -> None:
+    # the env service's env.workers are children of the env process: its CPU per tick must include them
+    burn = (
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\n"
+        "print('done', flush=True)\ntime.sleep(30)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", burn], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "done"
+        kid = meshrun.cpu_seconds(child.pid)
+        tree = meshrun.tree_cpu_seconds({"me": os.getpid()})["me"]
+        assert kid >= 0.25
+        assert tree >= meshrun.cpu_seconds(os.getpid()) + kid - 0.02
+    finally:
+        child.kill()
+        child.wait()
