@@ -74,11 +74,11 @@ def tree_cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 def env_spec_for(config: Config) -> Any:
-    """The env's wire spec (``EnvSpec``), built in this process from one env copy."""
+    """The env's wire spec (``EnvSpec``), built in this process from one env copy (no ``env.workers``)."""
     from env_service.convert import spec_to_proto
     from env_service.node import EnvNode
 
-    node = EnvNode(config.env, config.seed, num_envs=1)
+    node = EnvNode(config.env.model_copy(update={"workers": 1}), config.seed, num_envs=1)
     try:
         return spec_to_proto(node)
     finally:

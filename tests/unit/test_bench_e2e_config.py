@@ -52,3 +52,10 @@ def test_tree_cpu_counts_the_cpu_of_child_processes() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_env_spec_for_a_config_with_env_workers() -> None:
+    # the bench builds the spec from one local copy, whatever env.workers the meshes use
+    config = e2e.bench_config(_ns("--set", "env.workers=2"))
+    spec = meshrun.env_spec_for(config)
+    assert [a.name for a in spec.agents] == ["agent_0", "agent_1", "agent_2"]
