@@ -270,13 +270,20 @@ def measure_mesh(config: Config, run_dir: Path, *, mode: str, warmup_s: float, s
 
 
 def _bus_bytes(mesh: Mesh, num_envs: int) -> tuple[float | None, float | None, float | None]:
-    """Bus bytes per agent per step and per env step, messages per agent per env step (agents' final stats)."""
+    """Bus bytes per agent per step and per env step, messages per agent per env step (agents' final stats).
+
+    A step is ``rounds`` bus rounds: an agent stopped between its sends and the env's answer sent the rounds of
+    a step it never counted, so dividing by its steps would overstate the bytes per step.
+    """
     size, count = [], []
     for p in mesh.procs:
         if p.role != "agent" or not p.stats_file.is_file():
             continue
         stats = json.loads(p.stats_file.read_text())
         bus, steps = stats.get("bus"), stats.get("steps", 0)
+        rounds, rounds_sent = len(stats.get("heard_rows_per_round") or []), stats.get("rounds_sent", 0)
+        if rounds and rounds_sent:
+            steps = rounds_sent / rounds
         if bus and steps:
             size.append(bus["bytes_sent"] / steps)
             count.append(bus["messages_sent"] / steps)
