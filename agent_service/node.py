@@ -47,6 +47,8 @@ class AgentCounters:
     policy_version: int = -1
     rejected_messages: int = 0
     rejoins: int = 0
+    rounds_sent: int = 0
+    """Bus rounds this agent sent (``rounds`` per completed step, plus those of a step cut short at stop)."""
     heard_rows_per_round: collections.Counter[int] = field(default_factory=collections.Counter)
     """Round k -> message rows (sender x env copy) received and accepted in that round, summed over steps."""
     fragments_discarded: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -167,6 +169,7 @@ class AgentNode:
                 positions=ob.positions,
                 rows=None if send_rows is None else np.asarray(send_rows(outbox), bool),
             )
+            self.counters.rounds_sent += 1
             # Right after (re)joining, peers may still be starting (importing torch, joining): wait for their
             # first messages up to the startup timeout instead of counting round timeouts.
             timeout = self.config.runtime.startup_timeout_s if self._joining else None
@@ -287,6 +290,7 @@ class AgentNode:
             "policy_version": c.policy_version,
             "rejected_messages": c.rejected_messages,
             "rejoins": c.rejoins,
+            "rounds_sent": c.rounds_sent,
             "finished": self.finished,
             "heard_rows_per_round": [c.heard_rows_per_round[k] for k in range(self.channel.rounds)],
             "fragments_discarded": dict(c.fragments_discarded),

@@ -370,9 +370,10 @@ class Bus:
         return found
 
     def _drain(self) -> None:
-        while True:
+        pull = self._pull
+        while pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # no exception per empty read
             try:
-                frame = self._pull.recv(zmq.NOBLOCK, copy=self._keys is None)
+                frame = pull.recv(zmq.NOBLOCK, copy=self._keys is None)
             except zmq.Again:
                 return
             if self._keys is None:
@@ -400,9 +401,11 @@ class Bus:
             log.warning("dropped a frame claiming src %d over the connection of agent %s", env.src, user_id)
             return
         batch = next(iter(payload.values())).shape[0]
-        visible = np.full(batch, env.bus_time) if env.visible_at is None else env.visible_at
+        uniform = env.visible_at is None  # every row visible at the send time
+        visible = np.full(batch, env.bus_time) if uniform else env.visible_at
         self._row_bytes[(env.src, env.channel)] = row_bytes(env.payload, batch) + self.header_bytes
-        self.mailbox.hold(env.src, env.channel, env.round, HeldFrame(env.bus_time, visible, payload, env.tick))
+        frame = HeldFrame(env.bus_time, visible, payload, env.tick, uniform=uniform)
+        self.mailbox.hold(env.src, env.channel, env.round, frame)
         key = (env.src, env.channel)
         self._heard[key] = max(self._heard.get(key, (-1, -1)), (env.tick, env.round))
         self.totals.frames_received += 1

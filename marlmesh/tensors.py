@@ -21,6 +21,11 @@ WIRE_DTYPES: frozenset[str] = frozenset(
 #: Upper bound on one decoded tensor (elements), a guard against hostile shapes.
 MAX_ELEMENTS = 1 << 28
 
+_WIRE_DTYPE: dict[str, np.dtype] = {name: np.dtype(name).newbyteorder("<") for name in WIRE_DTYPES}
+"""Wire dtype name -> little-endian numpy dtype (looked up per tensor on the hot path)."""
+_WIRE_NAME: dict[np.dtype, str] = {dtype: name for name, dtype in _WIRE_DTYPE.items()}
+"""Little-endian (or native) numpy dtype -> wire name; a dtype missing here needs a check or a byte swap."""
+
 
 class TensorError(ValueError):
     """A wire tensor is malformed (dtype, shape or byte count)."""
@@ -36,12 +41,13 @@ def encode(array: np.ndarray) -> tensor_pb2.Tensor:
         TensorError: If the dtype cannot travel on the wire.
     """
     arr = np.asarray(array)
-    name = arr.dtype.name
-    if name not in WIRE_DTYPES:
-        raise TensorError(f"dtype {name!r} cannot be sent; allowed: {sorted(WIRE_DTYPES)}")
-    if arr.dtype.byteorder == ">":
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return tensor_pb2.Tensor(dtype=name, shape=list(arr.shape), data=np.ascontiguousarray(arr).tobytes())
+    name = _WIRE_NAME.get(arr.dtype)
+    if name is None:
+        name = arr.dtype.name
+        if name not in WIRE_DTYPES:
+            raise TensorError(f"dtype {name!r} cannot be sent; allowed: {sorted(WIRE_DTYPES)}")
+        arr = arr.astype(arr.dtype.newbyteorder("<"))  # a big-endian array of a wire dtype
+    return tensor_pb2.Tensor(dtype=name, shape=arr.shape, data=arr.tobytes())
 
 
 def decode(tensor: tensor_pb2.Tensor, *, what: str = "tensor") -> np.ndarray:
@@ -54,15 +60,15 @@ def decode(tensor: tensor_pb2.Tensor, *, what: str = "tensor") -> np.ndarray:
     Raises:
         TensorError: If dtype, shape or byte count are invalid.
     """
-    if tensor.dtype not in WIRE_DTYPES:
+    dtype = _WIRE_DTYPE.get(tensor.dtype)
+    if dtype is None:
         raise TensorError(f"{what}: unknown dtype {tensor.dtype!r}; allowed: {sorted(WIRE_DTYPES)}")
-    shape = tuple(int(d) for d in tensor.shape)
-    if any(d < 0 for d in shape):
+    shape = tuple(tensor.shape)  # Python ints
+    if shape and min(shape) < 0:
         raise TensorError(f"{what}: negative dimension in shape {shape}")
     count = math.prod(shape)  # Python ints: no overflow, and cheaper than np.prod on a short tuple
     if count > MAX_ELEMENTS:
         raise TensorError(f"{what}: shape {shape} has {count} elements, more than {MAX_ELEMENTS}")
-    dtype = np.dtype(tensor.dtype).newbyteorder("<")
     if len(tensor.data) != count * dtype.itemsize:
         raise TensorError(
             f"{what}: {len(tensor.data)} bytes do not match shape {shape} of {tensor.dtype} "

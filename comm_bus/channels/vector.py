@@ -69,7 +69,8 @@ def vector_inbox(
     rejected = 0
     for src, env in received.items():
         row = getattr(env, "payload", {}).get(MESSAGE_KEY)
-        rows = visible_rows(env, batch)
+        every_row = getattr(env, "rows", None) is None  # the common case: plain slices, no fancy indexing
+        rows = slice(None) if every_row else visible_rows(env, batch)
         if (
             rows is None
             or not 0 <= int(src) < num_agents

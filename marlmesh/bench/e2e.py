@@ -24,6 +24,7 @@ With ``--json`` the last line printed is one JSON object; ``--out FILE`` also wr
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -36,6 +37,8 @@ from marlmesh.mesh import MeshError
 
 PAUSE_OVERHEAD_S = 0.5
 """Warm-up of the single process inside each pause of the mesh (seconds)."""
+PAUSE_DEADLINE_FACTOR = 2.0
+"""The bench's env step deadline and bus round timeout, as a multiple of the longest pause of its meshes."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,6 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def bench_config(ns: argparse.Namespace) -> Config:
     """The config every side uses: the base config with the bench's N, B, channel and hops.
 
+    The bench stops its meshes for about ``--seconds`` at a time (the single-process windows), so it raises
+    ``env.step_deadline_ms`` and ``bus.round_timeout_ms`` to :data:`PAUSE_DEADLINE_FACTOR` times that pause
+    (never lowers them) unless ``--set`` gives them; explicit values too close to the pause are an error.
+
     Raises:
         ConfigError: If a key or value is invalid.
     """
@@ -65,19 +72,28 @@ def bench_config(ns: argparse.Namespace) -> Config:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(ns, flag)}")
     if ns.seconds <= 0 or ns.warmup < 0:
         raise ConfigError(f"--seconds must be > 0 and --warmup >= 0, got {ns.seconds} and {ns.warmup}")
-    config = load_config(
-        ns.config,
-        [
-            f"env.kwargs.N={ns.agents}",
-            f"env.num_envs={ns.num_envs}",
-            "channel.name=dgat",
-            f"channel.dgat.hops={ns.hops}",
-            "algo.name=dgmappo",
-            "eval.deterministic=false",
-            *ns.set,
-        ],
-    )
+    overrides = [
+        f"env.kwargs.N={ns.agents}",
+        f"env.num_envs={ns.num_envs}",
+        "channel.name=dgat",
+        f"channel.dgat.hops={ns.hops}",
+        "algo.name=dgmappo",
+        "eval.deterministic=false",
+    ]
+    config = load_config(ns.config, [*overrides, *ns.set])
     pause_s = ns.seconds + PAUSE_OVERHEAD_S  # the mesh is stopped during each single-process window
+    user_keys = {item.split("=", 1)[0].strip() for item in ns.set}
+    wanted_ms = math.ceil(PAUSE_DEADLINE_FACTOR * pause_s * 1000)
+    raised = [
+        f"{key}={max(wanted_ms, current)}"
+        for key, current in (
+            ("env.step_deadline_ms", config.env.step_deadline_ms),
+            ("bus.round_timeout_ms", config.bus.round_timeout_ms),
+        )
+        if key not in user_keys
+    ]
+    if raised:
+        config = load_config(ns.config, [*overrides, *raised, *ns.set])
     limit_s = min(config.env.step_deadline_ms, config.bus.round_timeout_ms) / 1000.0
     if pause_s > 0.8 * limit_s:
         raise ConfigError(

@@ -33,21 +33,52 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (None if the process is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux ``/proc``; 0.0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14 and 15 of stat)
 
 
+def tree_cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each named process plus its live descendants (e.g. the env service's ``env.workers``).
+
+    Args:
+        pids: Name -> process id.
+
+    Returns:
+        Name -> user + system CPU seconds of that process and every process below it.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(entry.name)) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))  # field 4 of stat: ppid
+    out = {}
+    for name, pid in pids.items():
+        total, todo = 0.0, [pid]
+        while todo:
+            p = todo.pop()
+            total += cpu_seconds(p)
+            todo.extend(children.get(p, []))
+        out[name] = total
+    return out
+
+
 def env_spec_for(config: Config) -> Any:
-    """The env's wire spec (``EnvSpec``), built in this process from one env copy."""
+    """The env's wire spec (``EnvSpec``), built in this process from one env copy (no ``env.workers``)."""
     from env_service.convert import spec_to_proto
     from env_service.node import EnvNode
 
-    node = EnvNode(config.env, config.seed, num_envs=1)
+    node = EnvNode(config.env.model_copy(update={"workers": 1}), config.seed, num_envs=1)
     try:
         return spec_to_proto(node)
     finally:
@@ -92,7 +123,8 @@ class MeshSample:
         steps_per_s: Env steps (summed over the B copies) per wall second in the window.
         env_steps: Env steps in the window.
         seconds: Length of the window.
-        cpu_per_process: Process name -> CPU seconds per wall second in the window (1.0 = one core busy).
+        cpu_per_process: Process name -> CPU seconds per wall second in the window (1.0 = one core busy), its
+            child processes included (the env service's ``env.workers``).
         cpu_ms_per_tick: Process name -> CPU milliseconds per batched env step (less noisy than rates on a
             shared machine).
         bus_bytes_per_agent_step: Mean over agents of bus bytes sent per batched step (whole run), or None
@@ -149,13 +181,13 @@ class RunningMesh:
             MeshError: If a process has died.
         """
         self.mesh.check_alive()
-        cpu0 = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        cpu0 = tree_cpu_seconds(self.pids)
         steps0, tick0 = _env_counts(self.stub)
         t0 = time.monotonic()
         time.sleep(seconds)
         steps1, tick1 = _env_counts(self.stub)
         elapsed = time.monotonic() - t0
-        cpu1 = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        cpu1 = tree_cpu_seconds(self.pids)
         self.mesh.check_alive()
         ticks = max(1, tick1 - tick0)
         return MeshSample(
@@ -238,13 +270,20 @@ def measure_mesh(config: Config, run_dir: Path, *, mode: str, warmup_s: float, s
 
 
 def _bus_bytes(mesh: Mesh, num_envs: int) -> tuple[float | None, float | None, float | None]:
-    """Bus bytes per agent per step and per env step, messages per agent per env step (agents' final stats)."""
+    """Bus bytes per agent per step and per env step, messages per agent per env step (agents' final stats).
+
+    A step is ``rounds`` bus rounds: an agent stopped between its sends and the env's answer sent the rounds of
+    a step it never counted, so dividing by its steps would overstate the bytes per step.
+    """
     size, count = [], []
     for p in mesh.procs:
         if p.role != "agent" or not p.stats_file.is_file():
             continue
         stats = json.loads(p.stats_file.read_text())
         bus, steps = stats.get("bus"), stats.get("steps", 0)
+        rounds, rounds_sent = len(stats.get("heard_rows_per_round") or []), stats.get("rounds_sent", 0)
+        if rounds and rounds_sent:
+            steps = rounds_sent / rounds
         if bus and steps:
             size.append(bus["bytes_sent"] / steps)
             count.append(bus["messages_sent"] / steps)
