@@ -210,7 +210,7 @@ class AgentNode:
         if self.recorder is not None:
             self.recorder.add_decision(ob.obs, inboxes, action_np, logp, out.value, self.counters.policy_version)
         try:
-            nxt, applied = self.env.step(self.index, ob.tick, action_np, stop=self._stop)
+            nxt, applied = self.env.step(self.index, ob.tick, action_np)
         except StepInterrupted:  # shutting down: peers that already left would hold the barrier to its deadline
             return
         if not applied:
@@ -258,6 +258,10 @@ class AgentNode:
             return True
         return False
 
+    def _interrupt_on(self, stop: threading.Event) -> None:
+        stop.wait()
+        self.env.interrupt()
+
     def run(self, stop: threading.Event, on_step: Callable[[AgentNode], None] | None = None) -> None:
         """Step until ``stop`` is set; reconnect to the env if it goes away.
 
@@ -265,6 +269,9 @@ class AgentNode:
             ConnectionError: If the env stays unreachable for ``runtime.startup_timeout_s``.
         """
         self._stop = stop
+        # On stop, cancel a Step waiting at the env's barrier (peers that left would hold it to its deadline);
+        # a watcher thread does it, so the step itself stays one plain blocking call.
+        threading.Thread(target=self._interrupt_on, args=(stop,), name="stop-watcher", daemon=True).start()
         while not stop.is_set() and not self.finished:
             try:
                 self.step()

@@ -17,12 +17,9 @@ from marlmesh.v1 import env_pb2, env_pb2_grpc
 
 __all__ = ["AgentObservation", "EnvClient", "StepInterrupted"]
 
-STOP_POLL_S = 0.1
-"""Longest wait of :meth:`EnvClient.step` between checks of its ``stop`` event."""
-
 
 class StepInterrupted(Exception):
-    """:meth:`EnvClient.step` gave up waiting at the barrier because its ``stop`` event was set."""
+    """:meth:`EnvClient.step` gave up waiting at the barrier because :meth:`EnvClient.interrupt` was called."""
 
 
 class EnvClient:
@@ -49,6 +46,8 @@ class EnvClient:
         self._timeout = timeout_s
         self._step_timeout = step_timeout_s
         self.tls_identity = tls_identity
+        self._max_message_bytes = max_message_bytes
+        self._interrupted = threading.Event()
         self._channel = open_channel(address, grpc_options(max_message_bytes), tls_identity)
         self._stub = env_pb2_grpc.EnvServiceStub(self._channel)
 
@@ -97,33 +96,38 @@ class EnvClient:
         )
         return resp.spec, observation_from_proto(resp.observation)
 
-    def step(
-        self, agent_index: int, tick: int, action: np.ndarray, stop: threading.Event | None = None
-    ) -> tuple[AgentObservation, bool]:
+    def step(self, agent_index: int, tick: int, action: np.ndarray) -> tuple[AgentObservation, bool]:
         """Submit the action answering ``tick``; returns the next observation and whether it was applied.
 
-        Args:
-            agent_index: This agent.
-            tick: The tick of the observation the action answers.
-            action: ``[B, ...]`` actions.
-            stop: When set while the call waits at the env's barrier (for peers that may have left), the call
-                is cancelled within :data:`STOP_POLL_S`.
+        A blocking call (the cheapest way to wait at the env's barrier); :meth:`interrupt` ends it early.
 
         Raises:
-            StepInterrupted: If ``stop`` was set before the answer came.
+            StepInterrupted: If :meth:`interrupt` was called while the call waited.
             grpc.RpcError: If the call failed.
         """
-        future = self.step_future(agent_index, tick, action)
-        while stop is not None:
-            try:
-                return self.step_result_within(future, STOP_POLL_S)
-            except grpc.FutureTimeoutError:
-                if stop.is_set():
-                    future.cancel()
-                    raise StepInterrupted(
-                        f"agent {agent_index} stopped while waiting at the barrier of tick {tick}"
-                    ) from None
-        return self.step_result(future)
+        request = env_pb2.StepRequest(agent_index=agent_index, tick=tick, action=tensors.encode(action))
+        try:
+            resp = self._stub.Step(request, timeout=self._step_timeout)
+        except (grpc.RpcError, ValueError) as exc:  # ValueError: the channel was closed just before the call
+            cancelled = not isinstance(exc, grpc.RpcError) or exc.code() == grpc.StatusCode.CANCELLED
+            if self._interrupted.is_set() and cancelled:
+                raise StepInterrupted(
+                    f"agent {agent_index} stopped while waiting at the barrier of tick {tick}"
+                ) from None
+            raise
+        return observation_from_proto(resp.observation), resp.action_applied
+
+    def interrupt(self) -> None:
+        """Cancel the calls in flight (a waiting :meth:`step` raises :class:`StepInterrupted`).
+
+        For shutdown: peers that already left would hold the barrier until its deadline. The client stays
+        usable (later calls such as :meth:`leave` go over a fresh channel).
+        """
+        self._interrupted.set()
+        old = self._channel
+        self._channel = open_channel(self.address, grpc_options(self._max_message_bytes), self.tls_identity)
+        self._stub = env_pb2_grpc.EnvServiceStub(self._channel)
+        old.close()
 
     def step_future(self, agent_index: int, tick: int, action: np.ndarray) -> grpc.Future:
         """Like :meth:`step` but non-blocking (several agents can wait at the barrier from one thread)."""
@@ -135,12 +139,7 @@ class EnvClient:
     @staticmethod
     def step_result(future: grpc.Future) -> tuple[AgentObservation, bool]:
         """The result of :meth:`step_future` (blocks; raises ``grpc.RpcError`` like :meth:`step`)."""
-        return EnvClient.step_result_within(future, None)
-
-    @staticmethod
-    def step_result_within(future: grpc.Future, timeout_s: float | None) -> tuple[AgentObservation, bool]:
-        """Like :meth:`step_result`, waiting at most ``timeout_s`` (``grpc.FutureTimeoutError`` after it)."""
-        resp = future.result(timeout=timeout_s)
+        resp = future.result()
         return observation_from_proto(resp.observation), resp.action_applied
 
     def leave(self, agent_index: int) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from env_service.client import EnvClient
+from env_service.client import EnvClient, StepInterrupted
 from env_service.node import EnvNode
 from env_service.servicer import EnvServicer
 from marlmesh.config import EnvConfig
@@ -75,6 +75,20 @@ def test_three_clients_step_through_the_barrier(served):
     # returns in the stats are the rewards the agents were given
     total = sum(float(g[3].sum()) for i in range(3) for g in results[i])
     assert abs(sum(e.return_sum for e in stats.recent) - total) < 1e-3
+
+
+def test_interrupt_ends_a_step_waiting_at_the_barrier_and_the_client_stays_usable(served):
+    address, node, _ = served
+    with EnvClient(address, timeout_s=5, step_timeout_s=30) as env:
+        for i in range(3):
+            _, ob = env.join(i, f"proc-{i}")
+        threading.Timer(0.3, env.interrupt).start()
+        started = time.monotonic()
+        with pytest.raises(StepInterrupted, match="barrier of tick 0"):
+            env.step(0, ob.tick, np.zeros(3, np.int64))  # agents 1 and 2 never act: the barrier would wait 5 s
+        assert time.monotonic() - started < 3.0
+        env.leave(0)  # over the fresh channel
+        assert 0 not in node.stats().live_agents
 
 
 def test_malformed_requests_get_invalid_argument_and_the_server_stays_up(served):
