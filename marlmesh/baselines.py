@@ -146,10 +146,8 @@ class ScriptedSpreadPolicy:
         landmarks = ob[4 : 4 + 2 * n].reshape(n, 2)
         rel = np.zeros((n, 2))
         rel[self.others] = ob[4 + 2 * n : 4 + 2 * n + 2 * (n - 1)].reshape(n - 1, 2)
-        if self.flags_at is None:
-            cost = np.linalg.norm(rel[:, None, :] - landmarks[None, :, :], axis=-1)
-            return landmarks[best_assignment(cost)[self.index]]
-        flags = ob[self.flags_at :] > 0.5
+        # fully observed = every landmark and agent visible (then this is the plain assignment over everyone)
+        flags = np.ones(2 * n - 1, bool) if self.flags_at is None else ob[self.flags_at :] > 0.5
         seen = np.flatnonzero(flags[:n])
         team = sorted([self.index] + [j for m, j in enumerate(self.others) if flags[n + m]])
         centre = -ob[2:4]  # own position is absolute: the arena's centre relative to this agent
