@@ -9,6 +9,7 @@ the same block can run in the env service itself or in a worker process (:mod:`e
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,8 @@ from marlmesh.config import EnvConfig
 from marlmesh.envs import make_env
 from marlmesh.envs.adapter import EnvAdapter, adapter_for
 from marlmesh.spaces import SpaceSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,6 +71,7 @@ class EnvCopies:
             raise ValueError(f"env {config.name!r} has no agents")
         self.adapter: EnvAdapter = adapter_for(self.envs[0])
         self._discrete = [SpaceSpec.from_gym(self.envs[0].action_space(a)).kind == "discrete" for a in self.agent_names]
+        self._obs_shapes = [self.envs[0].observation_space(a).shape for a in self.agent_names]
         self._seed = seed
 
     def reset(self) -> CopyArrays:
@@ -121,11 +125,11 @@ class EnvCopies:
             try:
                 env.close()
             except Exception:  # an env's close() bug must not block shutdown
-                pass
+                log.debug("env close failed", exc_info=True)
 
     def _empty(self) -> CopyArrays:
         b, n = self.hi - self.lo, len(self.agent_names)
-        obs = [np.zeros((b, *self.envs[0].observation_space(a).shape), np.float32) for a in self.agent_names]
+        obs = [np.zeros((b, *shape), np.float32) for shape in self._obs_shapes]
         d = self.adapter.position_dim
         return CopyArrays(
             obs=obs,
