@@ -31,7 +31,7 @@ import grpc
 import numpy as np
 
 from marlmesh import tls
-from marlmesh.config import Config, TlsConfig, dump_config, load_config
+from marlmesh.config import Config, dump_config, load_config
 from marlmesh.mesh import free_port_block, stop_processes
 
 
@@ -71,17 +71,6 @@ class EdgeMeshResult:
     peak_rss_mb: list[float | None] = field(default_factory=list)
     return_sums: list[float] = field(default_factory=list)
     """Sum of all agents' returns of the first ``episodes`` finished episodes, in finishing order."""
-
-
-def _tls_env(settings: TlsConfig, name: str, agent: int = -1) -> dict[str, str]:
-    """``MARLMESH_TLS_*`` (absolute paths) that give a child the identity ``name``; checks its files first.
-
-    Raises:
-        ConfigError: Naming the setting whose file is missing or wrong.
-    """
-    tls.load_identity(settings, name, agent=agent)
-    files = tls.resolve_files(settings, name, agent=agent)
-    return {} if files is None else {var: str(Path(path).resolve()) for var, path in files.env().items()}
 
 
 def _wait_file(path: Path, proc: subprocess.Popen, log: Path, timeout: float) -> str:
@@ -129,7 +118,7 @@ def run_edge_mesh(
     config = load_config(config_path)  # a bad config fails here, with the key path, not in N child processes
     settings = config.runtime.tls
     own_tls = tls.load_identity(settings, tls.LAUNCHER)
-    env_tls = _tls_env(settings, "env")
+    env_tls = tls.child_env(settings, "env")
     workdir.mkdir(parents=True, exist_ok=True)
     base = {k: v for k, v in os.environ.items() if k != "MARLMESH_PARENT_PID"}
     base["PYTHONUNBUFFERED"] = "1"
@@ -160,7 +149,7 @@ def run_edge_mesh(
         with EnvClient(address, timeout_s=10, tls_identity=own_tls) as client:
             spec = client.wait_ready(30)
         n = len(spec.agents)
-        agent_tls = [_tls_env(settings, tls.identity_name("agent", i), i) for i in range(n)]
+        agent_tls = [tls.child_env(settings, tls.identity_name("agent", i), i) for i in range(n)]
         bus_base = free_port_block("127.0.0.1", n)
         logs = [workdir / f"agent-{i}.log" for i in range(n)]
         for i in range(n):

@@ -171,12 +171,10 @@ class Mesh:
         try:
             for role, agent in names:
                 name = tls.identity_name(role, agent)
-                identity = tls.load_identity(settings, name, agent=agent)
                 if role == tls.LAUNCHER:
-                    self.tls_identity = identity
+                    self.tls_identity = tls.load_identity(settings, name, agent=agent)
                     continue
-                files = tls.resolve_files(settings, name, agent=agent)
-                self.security_env[name] = {**token_env, **(files.env() if files else {})}
+                self.security_env[name] = {**token_env, **tls.child_env(settings, name, agent)}
         except ConfigError as exc:
             raise MeshError(str(exc)) from None
 

@@ -202,6 +202,19 @@ def load_identity(
     return TlsIdentity(name=name, ca=ca, cert=cert, key=key, server_name=config.server_name)
 
 
+def child_env(config: TlsConfig, name: str, agent: int = -1) -> dict[str, str]:
+    """The ``MARLMESH_TLS_*`` variables (absolute paths) that give a child process identity ``name``.
+
+    The files are read and checked first, so a bad one fails before the child starts; ``{}`` when TLS is off.
+
+    Raises:
+        ConfigError: Naming the setting whose file is missing, unreadable or wrong.
+    """
+    load_identity(config, name, agent=agent)
+    files = resolve_files(config, name, agent=agent)
+    return {} if files is None else {var: str(Path(path).resolve()) for var, path in files.env().items()}
+
+
 def check_tls(config: Config) -> None:
     """Check the launcher's and the env's TLS files before anything starts (agents are checked at start).
 
