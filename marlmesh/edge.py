@@ -32,7 +32,8 @@ import numpy as np
 
 from marlmesh import tls
 from marlmesh.config import Config, dump_config, load_config
-from marlmesh.mesh import free_port_block, stop_processes
+from marlmesh.mesh import stop_processes
+from marlmesh.ports import free_port_block
 
 
 def export_initial_policies(config: Config, out_dir: Path, seed: int = 0) -> Path:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,35 +26,12 @@ import grpc
 
 from marlmesh import control_token, tls
 from marlmesh.config import Config, ConfigError
+from marlmesh.errors import MeshError
+from marlmesh.ports import free_port_block
 from marlmesh.serving import grpc_options, wait_healthy
 from marlmesh.v1 import env_pb2, env_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-
-class MeshError(RuntimeError):
-    """A process of the mesh failed to start or died."""
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """True if ``host:port`` can be bound for TCP right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_block(host: str, count: int, low: int = 20000, high: int = 45000, tries: int = 200) -> int:
-    """First port of ``count`` consecutive free ports on ``host``."""
-    rng = random.Random()
-    for _ in range(tries):
-        base = rng.randrange(low, high - count)
-        if all(port_is_free(host, base + i) for i in range(count)):
-            return base
-    raise MeshError(f"no block of {count} free ports on {host} in [{low}, {high})")
 
 
 def stop_processes(

@@ -174,7 +174,7 @@ def _pair(target_a: Any, args_a: tuple, target_b: Any, args_b: tuple, timeout: f
 
 
 def _ports(count: int) -> int:
-    from marlmesh.mesh import free_port_block
+    from marlmesh.ports import free_port_block
 
     return free_port_block(HOST, count)
 

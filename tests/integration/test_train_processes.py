@@ -8,7 +8,7 @@ import time
 import pytest
 from service_procs import MARLMESH, ROOT, alive, train
 
-from marlmesh.mesh import port_is_free
+from marlmesh.ports import port_is_free
 
 pytestmark = pytest.mark.integration
 

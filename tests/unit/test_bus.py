@@ -15,7 +15,7 @@ from comm_bus.envelope import Envelope, serialize
 from comm_bus.mailbox import Delivery
 from comm_bus.metrics import BusMetrics
 from marlmesh.config import load_config
-from marlmesh.mesh import free_port_block
+from marlmesh.ports import free_port_block
 
 
 def make_buses(n, *overrides, seed=0, trace_dir=None, registry=None, own_contexts=False):

@@ -12,7 +12,7 @@ from comm_bus.addressing import PeerAddressing
 from comm_bus.bus import Bus
 from comm_bus.envelope import Envelope, serialize
 from comm_bus.metrics import BusMetrics
-from marlmesh.mesh import free_port_block
+from marlmesh.ports import free_port_block
 from marlmesh.v1 import bus_pb2, tensor_pb2
 
 MAX_FRAME = 8192

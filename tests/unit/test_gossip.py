@@ -18,7 +18,7 @@ from learner_service.gossip import (
     unflatten,
 )
 from marlmesh.config import load_config
-from marlmesh.mesh import free_port_block
+from marlmesh.ports import free_port_block
 
 
 def _random_connected_graph(rng, n):

@@ -16,7 +16,7 @@ from comm_bus.metrics import BusMetrics
 from marlmesh import plugins
 from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.config import load_config
-from marlmesh.mesh import free_port_block
+from marlmesh.ports import free_port_block
 
 STEPS, B = 5, 3
 

@@ -14,7 +14,7 @@ from comm_bus.mailbox import Delivery
 from comm_bus.metrics import BusMetrics
 from env_service.observation import AgentObservation
 from marlmesh.config import RewardSharingConfig, load_config
-from marlmesh.mesh import free_port_block
+from marlmesh.ports import free_port_block
 
 
 def _delivery(rewards, rows=None):
