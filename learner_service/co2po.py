@@ -90,7 +90,9 @@ class Co2POLearner(PPOLearner):
         if self.cfg.norm_adv and a_c.numel() > 1:
             a_c = a_c - a_c.mean()  # centred, not scaled: keeps lambda's meaning across fragments
         adv = (a_r - lam * a_c) / (1.0 + lam)
-        loss, stats = ppo_loss(logp, batch["logp"][idx], adv, value, batch["ret"][idx], ent, self.cfg)
+        loss, stats = ppo_loss(
+            logp, batch["logp"][idx], adv, value, batch["ret"][idx], ent, self.cfg, self.value_scale()
+        )
         cost_loss = 0.5 * (cost_value - batch["ret_c"][idx]).pow(2).mean()
         hazard_loss = F.binary_cross_entropy_with_logits(hazard, batch["labels"][idx])
         loss = loss + self.constraint.cost_vf_coef * cost_loss + self.constraint.hazard_coef * hazard_loss

@@ -10,7 +10,8 @@ outbox to its peers' inboxes (ideal links, every peer heard).
 The distributed run's policy lag can be emulated: with ``policy_lag=L`` the actors act with the parameters of
 ``L`` updates ago, so a curve here at lag 0 vs lag 1-2 shows what the asynchrony costs per env step.
 
-Run: ``python -m learner_service.inprocess -c configs/default.yaml --env-steps 600000 [--policy-lag 1]``.
+Run: ``python -m learner_service.inprocess -c configs/default.yaml --env-steps 600000 [--policy-lag 1]
+[--eval-episodes 100]`` (the last adds a greedy evaluation, as ``marlmesh eval`` does, to every log line).
 """
 
 from __future__ import annotations
@@ -87,16 +88,16 @@ class InProcessTrainer:
         self.obs = self.joint.views
         self.version = 0
 
-    def _decide(self) -> tuple[list, list, list]:
+    def _decide(self, actors: list[TorchRuntime], views: list) -> tuple[list, list, list]:
         states, outboxes = [], []
-        for i, actor in enumerate(self.actors):
-            state, outbox = actor.encode(np.asarray(self.obs[i].obs, np.float32))
+        for i, actor in enumerate(actors):
+            state, outbox = actor.encode(np.asarray(views[i].obs, np.float32))
             states.append(state)
             outboxes.append(outbox)
         inboxes: list[list] = [[] for _ in range(self.n)]
         for k in range(self.channel.rounds):
             heard = ideal_inboxes(outboxes)
-            for i, actor in enumerate(self.actors):
+            for i, actor in enumerate(actors):
                 inboxes[i].append(heard[i])
                 if k + 1 < self.channel.rounds:
                     states[i], outboxes[i] = actor.round(k + 1, states[i], heard[i])
@@ -104,7 +105,7 @@ class InProcessTrainer:
 
     def step(self) -> list[dict[str, np.ndarray]]:
         """One env step of every agent; returns the fragments completed before it (empty or one per agent)."""
-        states, _, inboxes = self._decide()
+        states, _, inboxes = self._decide(self.actors, self.obs)
         fragments = []
         if self.recorders[0].full:
             fragments = [rec.finish(self.obs[i].obs, inboxes[i]) for i, rec in enumerate(self.recorders)]
@@ -134,6 +135,32 @@ class InProcessTrainer:
         st = self.env.stats(episodes_from=max(0, self.env.stats(0, 0).episodes - episodes), max_episodes=episodes)
         return float(np.mean([e.return_sum for e in st.recent])) if st.recent else float("nan")
 
+    def evaluate(self, episodes: int, num_envs: int, seed: int) -> tuple[float, float]:
+        """Mean and std of the summed return of ``episodes`` greedy episodes with the learners' current weights.
+
+        Runs on its own env copies (seeded ``seed + b``, as ``marlmesh eval`` does), so training is not
+        disturbed.
+        """
+        actors = []
+        for spec, learner in zip(self.joint.specs, self.learners, strict=True):
+            actor = TorchRuntime(self.channel.build_policy(spec))
+            actor.load_params(policy_params(learner.policy))
+            actors.append(actor)
+        joint = JointEnv(self.config, seed=seed, num_envs=num_envs)
+        try:
+            views = joint.views
+            while joint.node.stats(0, 0).episodes < episodes:
+                states, _, inboxes = self._decide(actors, views)
+                actions = []
+                for i, actor in enumerate(actors):
+                    action, _ = actor.sample(actor.act(states[i], inboxes[i]), deterministic=True)
+                    actions.append(action)
+                views = joint.step(actions)
+            returns = [e.return_sum for e in joint.node.stats(0, episodes).recent]
+        finally:
+            joint.close()
+        return float(np.mean(returns)), float(np.std(returns))
+
     def close(self) -> None:
         """Stop the step threads and the env copies."""
         self.joint.close()
@@ -147,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-steps", type=int, default=600_000)
     parser.add_argument("--policy-lag", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=50_000)
+    parser.add_argument(
+        "--eval-episodes", type=int, default=0, help="greedy evaluation episodes at every log line (0 = none)"
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
     torch.set_num_threads(1)
@@ -168,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
                     "train_return_recent": round(trainer.recent_return(), 2),
                     **{k: round(v, 4) for k, v in stats.items() if k != "samples"},
                 }
+                if args.eval_episodes:
+                    mean, std = trainer.evaluate(
+                        args.eval_episodes, config.eval.num_envs, config.seed + config.eval.seed_offset
+                    )
+                    line.update(eval_return_mean=round(mean, 2), eval_return_std=round(std, 2))
                 print(json.dumps(line), flush=True)
     finally:
         trainer.close()

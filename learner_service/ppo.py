@@ -62,8 +62,20 @@ def ppo_loss(
     returns: torch.Tensor,
     entropy: torch.Tensor,
     cfg: PPOConfig,
+    value_scale: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped-surrogate PPO loss with value and entropy terms.
+
+    Args:
+        new_logp: Log-probabilities of the taken actions under the current policy.
+        old_logp: Their behaviour log-probabilities.
+        advantages: Advantage estimates (already normalised if configured).
+        new_value: The current critic's values, in return units.
+        returns: Value targets, in return units.
+        entropy: Entropy of the current action distributions.
+        cfg: Clip, entropy and value coefficients.
+        value_scale: Factor on the value error (``1 / return_std`` under value normalisation, so the critic's
+            loss is measured in normalised units).
 
     Returns:
         ``(loss, stats)`` where stats has ``policy_loss``, ``value_loss``, ``entropy``, ``approx_kl``,
@@ -74,7 +86,7 @@ def ppo_loss(
     pg1 = -advantages * ratio
     pg2 = -advantages * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef)
     policy_loss = torch.max(pg1, pg2).mean()
-    value_loss = 0.5 * (new_value - returns).pow(2).mean()
+    value_loss = 0.5 * ((new_value - returns) * value_scale).pow(2).mean()
     ent = entropy.mean()
     loss = policy_loss - cfg.ent_coef * ent + cfg.vf_coef * value_loss
     with torch.no_grad():
@@ -190,6 +202,8 @@ class PPOLearner:
         Subclasses add their own targets (e.g. cost advantages) and read them back in :meth:`minibatch_loss`.
         """
         adv, ret = self.advantages(cols)
+        if self.cfg.value_norm:
+            self.update_return_stats(ret)
         return {
             "obs": _flat(cols["obs"]),
             "inboxes": [(_flat(m), _flat(k)) for m, k in _inboxes(cols, self.policy.rounds)],
@@ -199,12 +213,35 @@ class PPOLearner:
             "ret": ret.reshape(-1),
         }
 
+    @torch.no_grad()
+    def update_return_stats(self, returns: torch.Tensor) -> None:
+        """Fold a fragment's returns into the policy's running ``return_mean`` and ``return_std``.
+
+        An EMA with decay ``PPOConfig.value_norm_beta`` per update; the first update takes the fragment's own
+        statistics.
+        """
+        policy = self.policy
+        mean, var = float(returns.mean()), float(returns.var(unbiased=False))
+        if float(policy.return_updates) > 0:
+            beta = self.cfg.value_norm_beta
+            old_mean, old_std = float(policy.return_mean), float(policy.return_std)
+            sq = beta * (old_std**2 + old_mean**2) + (1.0 - beta) * (var + mean**2)
+            mean = beta * old_mean + (1.0 - beta) * mean
+            var = sq - mean**2
+        policy.return_mean.fill_(mean)
+        policy.return_std.fill_(max(var, 1e-8) ** 0.5)
+        policy.return_updates.add_(1.0)
+
+    def value_scale(self) -> float:
+        """Factor on the critic's error in the loss: ``1 / return_std`` under value normalisation, else 1."""
+        return 1.0 / float(self.policy.return_std) if self.cfg.value_norm else 1.0
+
     def minibatch_loss(self, batch: dict[str, object], idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of minibatch ``idx`` (the hook subclasses extend); returns ``(loss, stats)``."""
         inboxes = [(m[idx], k[idx]) for m, k in batch["inboxes"]]
         logp, ent, value = self.policy.evaluate(batch["obs"][idx], inboxes, batch["action"][idx])
         adv = normalized_advantages(batch["adv"][idx], self.cfg)
-        return ppo_loss(logp, batch["logp"][idx], adv, value, batch["ret"][idx], ent, self.cfg)
+        return ppo_loss(logp, batch["logp"][idx], adv, value, batch["ret"][idx], ent, self.cfg, self.value_scale())
 
     def update(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
         """One PPO update (epochs x minibatches) on a validated fragment; returns mean loss statistics."""

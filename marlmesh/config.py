@@ -288,6 +288,13 @@ class PPOConfig(_Strict):
     """Normalise advantages per minibatch (per agent: every learner sees only its agent)."""
     hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64])
     """Hidden layer widths of actor and critic MLPs (tanh, orthogonal init)."""
+    value_norm: bool = False
+    """Value normalisation (as in MAPPO): the local critic learns ``(return - mean) / std`` with running statistics
+    of the agent's own returns (kept in the policy, see ``StagedPolicy.return_mean``), so its loss and gradients
+    do not scale with the size of the returns. Returns of -20 against an initial value of 0 otherwise give a
+    critic gradient far above ``max_grad_norm``, and the critic learns slowly."""
+    value_norm_beta: float = Field(0.99, ge=0, lt=1)
+    """EMA decay of the return statistics per update (the first update takes its batch's statistics)."""
 
 
 class Co2POConfig(_Strict):

@@ -94,7 +94,7 @@ class BlackboardPolicy(StagedPolicy):
         return (
             self.actor.log_prob(dist, actions),
             self.actor.entropy(dist),
-            self.critic(feats).squeeze(-1),
+            self.reward_value(feats),
             self.cost_critic(feats).squeeze(-1),
             self.hazard_logit(obs),
         )

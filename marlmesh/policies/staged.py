@@ -93,6 +93,13 @@ class StagedPolicy(nn.Module):
         hidden = list(spec.hidden_sizes)
         self.actor = ActionHead(feature_dim, hidden, spec.action_space)
         self.critic = mlp(feature_dim, hidden, 1, 1.0)
+        self.register_buffer("return_mean", torch.zeros(()))
+        self.register_buffer("return_std", torch.ones(()))
+        self.register_buffer("return_updates", torch.zeros(()))
+        """Value normalisation (``algo.ppo.value_norm``): the critic network predicts
+        ``(return - return_mean) / return_std`` and :meth:`reward_value` maps it back to return units. The learner
+        keeps both statistics (0 and 1 when value normalisation is off) and ``return_updates``, the number of
+        updates folded into them; they travel with the weights and the checkpoints."""
 
     def critic_parameters(self) -> list[nn.Parameter]:
         """Parameters trained only by value losses (the learner clips their gradient norm separately)."""
@@ -115,7 +122,11 @@ class StagedPolicy(nn.Module):
     def act(self, state: dict[str, torch.Tensor], inboxes: list[Inbox]) -> tuple[Distribution, torch.Tensor]:
         """Final stage: (action distribution, value)."""
         feats = self.features(state, inboxes)
-        return self.actor(feats), self.critic(feats).squeeze(-1)
+        return self.actor(feats), self.reward_value(feats)
+
+    def reward_value(self, feats: torch.Tensor) -> torch.Tensor:
+        """The local critic's value of ``feats`` in return units (denormalised, see ``return_mean``)."""
+        return self.critic(feats).squeeze(-1) * self.return_std + self.return_mean
 
     def forward_all(self, obs: torch.Tensor, inboxes: list[Inbox]) -> tuple[Distribution, torch.Tensor]:
         """Replay every stage on recorded inputs (the learner's path)."""

@@ -45,3 +45,15 @@ def test_fragments_train_the_learners_and_lag_delays_the_actors():
             assert _same(acting, learned if lag == 0 else initial)
         finally:
             trainer.close()
+
+
+def test_greedy_evaluation_is_repeatable_and_leaves_training_alone():
+    trainer = _trainer(0)
+    try:
+        steps = trainer.env.env_steps
+        first = trainer.evaluate(episodes=4, num_envs=2, seed=99)
+        assert first == trainer.evaluate(episodes=4, num_envs=2, seed=99)  # greedy actions, same env seeds
+        assert np.isfinite(first[0]) and first[0] < 0 and first[1] >= 0
+        assert trainer.env.env_steps == steps  # its own env copies
+    finally:
+        trainer.close()
