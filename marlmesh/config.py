@@ -42,6 +42,10 @@ class EnvConfig(_Strict):
     """Partial observability radius (MPE scenarios simple_spread, simple_reference, simple_speaker_listener):
     landmarks and other agents farther than this (env units) are zeroed in an agent's observation and one
     visibility flag per entity is appended (the observation grows). Unset = full observability."""
+    time_feature: bool = False
+    """Append the elapsed share of the episode, ``t / max_cycles`` in [0, 1], to every agent's observation
+    (``marlmesh/envs/time_obs.py``). With a fixed horizon the return still to come depends on the steps left;
+    a local critic that sees them predicts it far better. Needs an env with ``max_cycles`` (MPE)."""
     step_deadline_ms: float = Field(10_000.0, gt=0)
     """Barrier deadline: after the first action of a tick arrives, agents missing after this long get a
     default action (counted)."""

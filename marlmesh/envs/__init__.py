@@ -13,12 +13,14 @@ def make_env(config: EnvConfig) -> ParallelEnv:
 
     Args:
         config: ``env.name`` is a registered name or ``module:factory``; ``env.kwargs`` go to the factory;
-            ``env.obs_radius`` (MPE only) wraps the env in :class:`~marlmesh.envs.partial_obs.RadiusObservation`.
+            ``env.obs_radius`` (MPE only) wraps the env in :class:`~marlmesh.envs.partial_obs.RadiusObservation`,
+            ``env.time_feature`` (then) in :class:`~marlmesh.envs.time_obs.TimeObservation`.
 
     Raises:
         plugins.PluginError: If the name is neither registered nor importable.
         ValueError: If the factory rejects the kwargs or does not return a ParallelEnv, or ``obs_radius`` is set
-            for an env without a known MPE observation layout.
+            for an env without a known MPE observation layout, or ``time_feature`` for an env without a fixed
+            horizon.
     """
     factory = plugins.load("envs", config.name)
     try:
@@ -32,6 +34,13 @@ def make_env(config: EnvConfig) -> ParallelEnv:
 
         try:
             env = RadiusObservation(env, config.obs_radius)
+        except ValueError as exc:
+            raise ValueError(f"env {config.name!r}: {exc}") from None
+    if config.time_feature:
+        from marlmesh.envs.time_obs import TimeObservation
+
+        try:
+            env = TimeObservation(env)
         except ValueError as exc:
             raise ValueError(f"env {config.name!r}: {exc}") from None
     return env
