@@ -6,6 +6,10 @@ remaining time, and its advantages carry that error as noise. :class:`TimeObserv
 ``t / max_cycles`` (0 after reset, 1 at the last observation) to each agent's flat Box observation, so actor and
 critic know where they are in the episode (time-limit awareness, Pardo et al. 2018). The agent could count the
 steps itself: this is local information, not a view of the other agents.
+
+With time in the observation, reaching the horizon is a true end of the (time-augmented) task, not a cut: the
+wrapper reports the horizon's truncation as *termination*, so learners do not bootstrap from a value of
+"time 1", a state no agent ever acts in (Pardo et al.: time-aware agents treat time-outs as terminal).
 """
 
 from __future__ import annotations
@@ -74,9 +78,12 @@ class TimeObservation(ParallelEnv):
         return self._stamp(obs), infos
 
     def step(self, actions: dict) -> tuple[dict, dict, dict, dict, dict]:
-        """Step; the time entry is the share of the horizon elapsed (at most 1)."""
+        """Step; the time entry is the share of the horizon elapsed (at most 1); the horizon terminates."""
         obs, rewards, terms, truncs, infos = self.env.step(actions)
         self._steps += 1
+        if self._steps >= self.horizon:
+            terms = {a: bool(terms.get(a, False) or truncs.get(a, False)) for a in set(terms) | set(truncs)}
+            truncs = dict.fromkeys(truncs, False)
         return self._stamp(obs), rewards, terms, truncs, infos
 
     def render(self) -> Any:

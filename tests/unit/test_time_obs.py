@@ -20,11 +20,13 @@ def test_time_entry_counts_the_episode_and_the_rest_is_unchanged():
     np.testing.assert_array_equal(obs_t[agent][:-1], obs_p[agent])
     while timed.agents:
         actions = {a: 1 for a in timed.agents}
-        obs_p, *_ = plain.step(actions)
-        obs_t, _, _, truncs, _ = timed.step(actions)
+        obs_p, _, terms_p, truncs_p, _ = plain.step(actions)
+        obs_t, _, terms, truncs, _ = timed.step(actions)
         np.testing.assert_array_equal(obs_t[agent][:-1], obs_p[agent])
         shares.append(obs_t[agent][-1])
-    assert shares == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0]) and all(truncs.values())
+    assert shares == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+    assert all(truncs_p.values()) and not any(terms_p.values())  # mpe2 cuts the episode at max_cycles ...
+    assert all(terms.values()) and not any(truncs.values())  # ... which, with time observed, is its end
     obs_t, _ = timed.reset(seed=4)
     assert obs_t[agent][-1] == 0.0
     assert obs_t[agent].dtype == np.float32
