@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -57,6 +58,21 @@ def default_run_dir(config: Config) -> Path:
 def _fmt_time(seconds: float) -> str:
     s = int(max(0, seconds))
     return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+def progress(steps: int, total: int, elapsed: float, max_wall_seconds: float | None) -> tuple[float, int]:
+    """``(seconds left, percent done)`` of a run that stops at ``total`` env steps or ``max_wall_seconds``.
+
+    Whichever limit comes first counts; seconds left is NaN before the step rate is known.
+    """
+    rate = steps / elapsed if elapsed > 0 else 0.0
+    left = (total - steps) / rate if rate > 0 else float("nan")
+    share = steps / total
+    if max_wall_seconds is not None:
+        wall_left = max(0.0, max_wall_seconds - elapsed)
+        left = wall_left if math.isnan(left) else min(left, wall_left)
+        share = max(share, elapsed / max_wall_seconds)
+    return left, min(100, int(100 * share))
 
 
 class Progress:
@@ -150,12 +166,11 @@ class Progress:
         total = self.config.train.total_env_steps
         steps = int(rec["env_steps"])
         elapsed = float(rec["wall_seconds"])
-        rate = steps / elapsed if elapsed > 0 else 0.0
-        left = (total - steps) / rate if rate > 0 else float("nan")
+        left, share = progress(steps, total, elapsed, self.config.train.max_wall_seconds)
         ret = rec["return_sum_recent_mean"]
         versions = "/".join(str(lr.get("version")) for lr in rec["learners"]) or "-"
         line = (
-            f"[{min(100, 100 * steps // total):3d}%] env steps {steps:,}/{total:,}"
+            f"[{share:3d}%] env steps {steps:,}/{total:,}"
             f" | {rec['steps_per_second']:,.0f} steps/s"
             f" | return (last {len(self.returns)} ep) {'-' if ret is None else f'{ret:.1f}'}"
             f" | policy versions {versions} | {_fmt_time(elapsed)} elapsed"
