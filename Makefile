@@ -22,10 +22,12 @@ train: install
 ## Lint and run the whole test suite (what .ci/run calls).
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -ra
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## Regenerate the protobuf/gRPC code in marlmesh/v1 from proto/marlmesh/v1 (committed; a test checks drift).
 proto: install

@@ -71,9 +71,7 @@ class BusMetrics:
         self.bytes_received = PromCounter(
             "marlmesh_bus_received_bytes", "Bytes of the visible messages", ["channel", "peer"], registry=registry
         )
-        self.dropped = PromCounter(
-            "marlmesh_bus_dropped", "Messages dropped, by cause", ["cause"], registry=registry
-        )
+        self.dropped = PromCounter("marlmesh_bus_dropped", "Messages dropped, by cause", ["cause"], registry=registry)
         self.latency = PromHistogram(
             "marlmesh_bus_delivery_latency_seconds",
             "Bus-clock delay from send to visibility (emulated under the sim clock)",

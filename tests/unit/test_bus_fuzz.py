@@ -59,15 +59,26 @@ envelopes = st.builds(
     seq=st.integers(0, 1 << 63),
     sent_at=st.floats(allow_nan=True),
     bus_time=st.floats(allow_nan=True, allow_infinity=True),
-    payload=st.lists(st.builds(tensor_pb2.NamedTensor, name=st.sampled_from(["msg", "msg:scale", "", "x"]),
-                               tensor=tensors), max_size=3),  # fmt: skip
+    payload=st.lists(
+        st.builds(tensor_pb2.NamedTensor, name=st.sampled_from(["msg", "msg:scale", "", "x"]), tensor=tensors),
+        max_size=3,
+    ),  # fmt: skip
 )
 
 
 def _valid(rows: int = 4) -> bytes:
     return serialize(
-        Envelope(src=0, dst=1, channel="c", tick=1, round=0, seq=1, sent_at=0.0,
-                 payload={"msg": np.ones((rows, 4), np.float32)}, visible_at=np.zeros(rows))  # fmt: skip
+        Envelope(
+            src=0,
+            dst=1,
+            channel="c",
+            tick=1,
+            round=0,
+            seq=1,
+            sent_at=0.0,
+            payload={"msg": np.ones((rows, 4), np.float32)},
+            visible_at=np.zeros(rows),
+        )  # fmt: skip
     )
 
 

@@ -14,8 +14,16 @@ from tests.unit.test_bus import make_buses
 
 def _frame(src: int, value: float, tick: int = 0) -> bytes:
     return serialize(
-        Envelope(src=src, dst=1, channel="c", tick=tick, round=0, seq=1, sent_at=time.time(),
-                 payload={"msg": np.full((2, 4), value, np.float32)})  # fmt: skip
+        Envelope(
+            src=src,
+            dst=1,
+            channel="c",
+            tick=tick,
+            round=0,
+            seq=1,
+            sent_at=time.time(),
+            payload={"msg": np.full((2, 4), value, np.float32)},
+        )  # fmt: skip
     )
 
 

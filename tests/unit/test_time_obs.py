@@ -35,9 +35,7 @@ def test_time_entry_counts_the_episode_and_the_rest_is_unchanged():
 def test_after_partial_observability_and_through_the_env_node():
     from env_service.node import EnvNode
 
-    node = EnvNode(
-        EnvConfig(kwargs={"N": 3, "max_cycles": 5}, obs_radius=0.5, time_feature=True), seed=0, num_envs=2
-    )
+    node = EnvNode(EnvConfig(kwargs={"N": 3, "max_cycles": 5}, obs_radius=0.5, time_feature=True), seed=0, num_envs=2)
     assert node.obs_spaces[0].shape == (24,)  # 18 + 5 visibility flags + time
     view = node.join(0, "p0")
     assert np.all(view.obs[:, -1] == 0.0) and set(np.unique(view.obs[:, 18:23])) <= {0.0, 1.0}
