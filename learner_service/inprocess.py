@@ -48,6 +48,32 @@ def ideal_inboxes(outboxes: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarr
     return out
 
 
+def ideal_rounds(actors: list[TorchRuntime], obs: list[np.ndarray], rounds: int) -> tuple[list, list, list]:
+    """Run every agent's stages up to acting, every peer heard (ideal links).
+
+    Args:
+        actors: One runtime per agent.
+        obs: One ``[B, ...]`` observation batch per agent.
+        rounds: The channel's communication rounds per env step.
+
+    Returns:
+        ``(states, outboxes, inboxes)`` per agent; ``inboxes[i]`` holds one inbox per round, ready for ``act``.
+    """
+    states, outboxes = [], []
+    for actor, ob in zip(actors, obs, strict=True):
+        state, outbox = actor.encode(ob)
+        states.append(state)
+        outboxes.append(outbox)
+    inboxes: list[list] = [[] for _ in actors]
+    for k in range(rounds):
+        heard = ideal_inboxes(outboxes)
+        for i, actor in enumerate(actors):
+            inboxes[i].append(heard[i])
+            if k + 1 < rounds:
+                states[i], outboxes[i] = actor.round(k + 1, states[i], heard[i])
+    return states, outboxes, inboxes
+
+
 class InProcessTrainer:
     """N agents and their learners on one EnvNode, stepped in lock step (see the module docstring).
 
@@ -89,19 +115,7 @@ class InProcessTrainer:
         self.version = 0
 
     def _decide(self, actors: list[TorchRuntime], views: list) -> tuple[list, list, list]:
-        states, outboxes = [], []
-        for i, actor in enumerate(actors):
-            state, outbox = actor.encode(np.asarray(views[i].obs, np.float32))
-            states.append(state)
-            outboxes.append(outbox)
-        inboxes: list[list] = [[] for _ in range(self.n)]
-        for k in range(self.channel.rounds):
-            heard = ideal_inboxes(outboxes)
-            for i, actor in enumerate(actors):
-                inboxes[i].append(heard[i])
-                if k + 1 < self.channel.rounds:
-                    states[i], outboxes[i] = actor.round(k + 1, states[i], heard[i])
-        return states, outboxes, inboxes
+        return ideal_rounds(actors, [np.asarray(v.obs, np.float32) for v in views], self.channel.rounds)
 
     def step(self) -> list[dict[str, np.ndarray]]:
         """One env step of every agent; returns the fragments completed before it (empty or one per agent)."""

@@ -1,0 +1,200 @@
+"""Where a simple_spread policy loses return: landmark coverage over the episode, next to the scripted controller.
+
+``python -m marlmesh.spread_diagnostics RUN_DIR [--episodes 100]`` loads the newest checkpoint of every agent
+of a finished run (``RUN_DIR/config.yaml``, ``RUN_DIR/checkpoints/agent-i``), plays greedy episodes in this
+process with ideal links (every peer heard, as :mod:`learner_service.inprocess` does) and prints, per step, the
+sum over landmarks of the distance to the nearest agent (what the shared reward penalises), plus how many
+episodes end with a landmark uncovered and with two agents nearest the same landmark. ``RUN_DIR`` may also be
+``scripted`` (the scripted controller of :mod:`marlmesh.baselines`, on ``--config``'s env), the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agent_service.runtime import TorchRuntime
+from learner_service.checkpoint import load_latest
+from learner_service.inprocess import ideal_rounds
+from marlmesh import plugins
+from marlmesh.baselines import make_policy
+from marlmesh.config import Config, load_config
+from marlmesh.envs import make_env
+from marlmesh.policy_spec import PolicySpec
+from marlmesh.spaces import SpaceSpec
+
+COVERED = 0.2
+"""A landmark counts as covered when an agent is within this distance (env units) at the episode's end."""
+
+
+@dataclass
+class SpreadReport:
+    """Coverage statistics of greedy simple_spread episodes.
+
+    Attributes:
+        episodes: Episodes played.
+        return_mean: Mean summed (over agents) return.
+        return_std: Its standard deviation.
+        collisions_mean: Agent pairs overlapping, summed over the steps of an episode.
+        distance_by_step: Mean over episodes of ``sum over landmarks of min over agents distance`` after each step.
+        uncovered_at_end: Episodes whose last step leaves a landmark farther than :data:`COVERED` from every agent.
+        shared_at_end: Episodes whose last step has two agents nearest the same landmark.
+    """
+
+    episodes: int
+    return_mean: float
+    return_std: float
+    collisions_mean: float
+    distance_by_step: list[float]
+    uncovered_at_end: int
+    shared_at_end: int
+
+
+def load_actors(run_dir: Path, config: Config) -> list[TorchRuntime]:
+    """One greedy runtime per agent with the newest valid checkpoint of ``run_dir``.
+
+    Raises:
+        FileNotFoundError: If an agent has no checkpoint.
+    """
+    env = make_env(config.env)
+    channel = plugins.load("channels", config.channel.name)(config.channel)
+    agents = list(env.possible_agents)
+    actors = []
+    for i, name in enumerate(agents):
+        spec = PolicySpec(
+            agent_index=i,
+            num_agents=len(agents),
+            obs_space=SpaceSpec.from_gym(env.observation_space(name)),
+            action_space=SpaceSpec.from_gym(env.action_space(name)),
+            message_dim=config.channel.message_dim,
+            hidden_sizes=tuple(config.algo.ppo.hidden_sizes),
+        )
+        found = load_latest(run_dir / "checkpoints" / f"agent-{i}")
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint of agent {i} in {run_dir / 'checkpoints'}")
+        policy = channel.build_policy(spec)
+        policy.load_state_dict(found[0]["policy"])
+        actors.append(TorchRuntime(policy))
+    env.close()
+    return actors
+
+
+def diagnose(config: Config, actors: list[TorchRuntime] | None, episodes: int, seed: int) -> SpreadReport:
+    """Play ``episodes`` greedy episodes (episode e reset with ``seed + e``) and measure landmark coverage.
+
+    Args:
+        config: The run's config (its env must be an mpe2 simple_spread).
+        actors: Learned policies, one per agent; None = the scripted controller.
+        episodes: Episodes to play.
+        seed: Env seed of the first episode.
+
+    Raises:
+        ValueError: If the env has no MPE world with landmarks.
+    """
+    env = make_env(config.env)
+    world = getattr(env.unwrapped, "world", None)
+    if world is None or not getattr(world, "landmarks", None):
+        raise ValueError(f"env {config.env.name!r} has no MPE world with landmarks (simple_spread is needed)")
+    agents = list(env.possible_agents)
+    n = len(agents)
+    rounds = plugins.load("channels", config.channel.name)(config.channel).rounds
+    scripted = [
+        make_policy("scripted", i, n, SpaceSpec.from_gym(env.action_space(a)), env.observation_space(a).shape[0], seed)
+        for i, a in enumerate(agents)
+    ]
+    horizon = int(getattr(env.unwrapped, "max_cycles", 25))
+    distance = np.zeros(horizon)
+    steps_seen = np.zeros(horizon)
+    returns, collisions, uncovered, shared = [], [], 0, 0
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        total, t, hits = 0.0, 0, 0
+        dist = np.zeros((n, len(world.landmarks)))
+        while env.agents:
+            batch = [np.asarray(obs[a], np.float32)[None] for a in agents]
+            if actors is None:
+                acts = [policy.act(ob)[0] for policy, ob in zip(scripted, batch, strict=True)]
+            else:
+                states, _, inboxes = ideal_rounds(actors, batch, rounds)
+                acts = [
+                    actor.sample(actor.act(states[i], inboxes[i]), deterministic=True)[0][0]
+                    for i, actor in enumerate(actors)
+                ]
+            obs, rewards, _, _, _ = env.step({a: _env_action(x) for a, x in zip(agents, acts, strict=True)})
+            total += float(sum(rewards.values()))
+            world = env.unwrapped.world
+            pos = np.array([ag.state.p_pos for ag in world.agents])
+            dist = np.linalg.norm(pos[:, None] - np.array([lm.state.p_pos for lm in world.landmarks])[None], axis=-1)
+            if t < horizon:
+                distance[t] += dist.min(0).sum()
+                steps_seen[t] += 1
+            sizes = [ag.size for ag in world.agents]
+            hits += sum(
+                np.linalg.norm(pos[x] - pos[y]) < sizes[x] + sizes[y] for x in range(n) for y in range(x + 1, n)
+            )
+            t += 1
+        uncovered += int((dist.min(0) > COVERED).any())
+        shared += int(len(set(dist.argmin(1).tolist())) < n)
+        returns.append(total)
+        collisions.append(hits)
+    env.close()
+    return SpreadReport(
+        episodes=episodes,
+        return_mean=float(np.mean(returns)),
+        return_std=float(np.std(returns)),
+        collisions_mean=float(np.mean(collisions)),
+        distance_by_step=[round(float(d), 4) for d in distance / np.maximum(steps_seen, 1)],
+        uncovered_at_end=uncovered,
+        shared_at_end=shared,
+    )
+
+
+def _env_action(action: np.ndarray) -> int | np.ndarray:
+    return int(action) if np.ndim(action) == 0 else np.asarray(action)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: print a coverage report of a run (or of the scripted controller)."""
+    parser = argparse.ArgumentParser(prog="python -m marlmesh.spread_diagnostics", description=__doc__.split("\n")[0])
+    parser.add_argument("run", help="run directory with config.yaml and checkpoints/, or 'scripted'")
+    parser.add_argument("-c", "--config", type=Path, default=Path("configs/dgmappo.yaml"), help="env for 'scripted'")
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=5000, help="env seed of the first episode")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        if args.run == "scripted":
+            config, actors = load_config(args.config, []), None
+        else:
+            run_dir = Path(args.run)
+            config = load_config(run_dir / "config.yaml", [])
+            actors = load_actors(run_dir, config)
+        report = diagnose(config, actors, args.episodes, args.seed)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"spread_diagnostics: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(asdict(report)))
+        return 0
+    print(
+        f"{report.episodes} greedy episodes: return {report.return_mean:.2f} ± {report.return_std:.2f}, "
+        f"{report.collisions_mean:.2f} collisions/episode"
+    )
+    print("sum over landmarks of the distance to the nearest agent, by step:")
+    print("  " + " ".join(f"{d:.2f}" for d in report.distance_by_step))
+    print(
+        f"episodes ending with a landmark farther than {COVERED} from every agent: {report.uncovered_at_end}; "
+        f"with two agents nearest the same landmark: {report.shared_at_end}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
