@@ -19,6 +19,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import cycle
 from pathlib import Path
 
 from marlmesh.results import FIXED_COLUMNS, METRIC_COLUMNS, TAIL_COLUMNS, read_csv
@@ -31,6 +32,10 @@ LINK_FIGURES = [
     ("return_vs_latency", "link_latency_ms", "link latency (ms)", 0.0),
     ("return_vs_loss", "link_loss", "message loss probability", 0.0),
 ]
+
+
+BASELINE_STYLES = (("black", "--"), ("tab:gray", ":"), ("tab:brown", "-."), ("tab:olive", "--"))
+"""Colour and line style of each horizontal baseline line, in turn (so random and scripted differ)."""
 
 
 @dataclass
@@ -154,13 +159,12 @@ def plot_link_figure(
             continue
         x, y, e = zip(*pts, strict=True)
         ax.errorbar(x, y, yerr=e, marker="o", capsize=4, label=label)
-    for g in (g for g in groups if g.baseline):
+    baselines = [g for g in groups if g.baseline and g.stat("return_mean")[0] is not None]
+    for g, (color, style) in zip(baselines, cycle(BASELINE_STYLES), strict=False):
         mean, std, _ = g.stat("return_mean")
-        if mean is None:
-            continue
-        line = ax.axhline(mean, linestyle="--", linewidth=1, label=f"{g.line_label} (no comm)")
+        ax.axhline(mean, color=color, linestyle=style, linewidth=1.2, label=f"{g.line_label} (no comm)")
         if std:
-            ax.axhspan(mean - std, mean + std, alpha=0.08, color=line.get_color())
+            ax.axhspan(mean - std, mean + std, alpha=0.08, color=color)
     if x_column == "link_rate_bps":
         ax.set_xscale("log")
         ticks = [pos(x) for x in xs]
