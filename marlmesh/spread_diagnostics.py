@@ -26,7 +26,7 @@ from marlmesh import plugins
 from marlmesh.baselines import make_policy
 from marlmesh.config import Config, load_config
 from marlmesh.envs import make_env
-from marlmesh.policy_spec import PolicySpec
+from marlmesh.export import policy_specs
 from marlmesh.spaces import SpaceSpec
 
 COVERED = 0.2
@@ -62,26 +62,15 @@ def load_actors(run_dir: Path, config: Config) -> list[TorchRuntime]:
     Raises:
         FileNotFoundError: If an agent has no checkpoint.
     """
-    env = make_env(config.env)
     channel = plugins.load("channels", config.channel.name)(config.channel)
-    agents = list(env.possible_agents)
     actors = []
-    for i, name in enumerate(agents):
-        spec = PolicySpec(
-            agent_index=i,
-            num_agents=len(agents),
-            obs_space=SpaceSpec.from_gym(env.observation_space(name)),
-            action_space=SpaceSpec.from_gym(env.action_space(name)),
-            message_dim=config.channel.message_dim,
-            hidden_sizes=tuple(config.algo.ppo.hidden_sizes),
-        )
-        found = load_latest(run_dir / "checkpoints" / f"agent-{i}")
+    for spec in policy_specs(config):
+        found = load_latest(run_dir / "checkpoints" / f"agent-{spec.agent_index}")
         if found is None:
-            raise FileNotFoundError(f"no checkpoint of agent {i} in {run_dir / 'checkpoints'}")
+            raise FileNotFoundError(f"no checkpoint of agent {spec.agent_index} in {run_dir / 'checkpoints'}")
         policy = channel.build_policy(spec)
         policy.load_state_dict(found[0]["policy"])
         actors.append(TorchRuntime(policy))
-    env.close()
     return actors
 
 

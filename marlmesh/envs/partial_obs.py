@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 from pettingzoo import ParallelEnv
+
+from marlmesh.envs.wrapper import ObservationWrapper
 
 SUPPORTED_SCENARIOS = ("simple_spread", "simple_reference", "simple_speaker_listener")
 """mpe2 scenarios whose observation layout :func:`mpe_layout` knows."""
@@ -91,7 +92,7 @@ def mpe_layout(raw: Any, agent_index: int) -> list[EntitySlots]:
     )
 
 
-class RadiusObservation(ParallelEnv):
+class RadiusObservation(ObservationWrapper):
     """Hide entities farther than ``radius`` from each agent and append one visibility flag per entity.
 
     Args:
@@ -108,42 +109,20 @@ class RadiusObservation(ParallelEnv):
         raw = env.unwrapped
         if not hasattr(raw, "world"):
             raise ValueError("env.obs_radius needs an MPE environment (env.unwrapped.world)")
-        self.env = env
         self.radius = float(radius)
-        self.possible_agents = list(env.possible_agents)
-        self.metadata = getattr(env, "metadata", {})
         names = [a.name for a in raw.world.agents]
-        self._world_index = {a: names.index(a) for a in self.possible_agents}
-        self._slots = {a: mpe_layout(raw, self._world_index[a]) for a in self.possible_agents}
-        self._spaces = {a: self._grow(env.observation_space(a), len(self._slots[a])) for a in self.possible_agents}
+        self._world_index = {a: names.index(a) for a in env.possible_agents}
+        self._slots = {a: mpe_layout(raw, self._world_index[a]) for a in env.possible_agents}
+        flags = {a: len(self._slots[a]) for a in env.possible_agents}
+        super().__init__(
+            env,
+            {
+                a: self.grown_box(env.observation_space(a), np.zeros(flags[a]), np.ones(flags[a]), "env.obs_radius")
+                for a in env.possible_agents
+            },
+        )
 
-    @staticmethod
-    def _grow(space: spaces.Space, flags: int) -> spaces.Box:
-        if not isinstance(space, spaces.Box) or len(space.shape) != 1:
-            raise ValueError(f"env.obs_radius needs flat Box observations, got {space}")
-        low = np.concatenate([space.low.astype(np.float32), np.zeros(flags, np.float32)])
-        high = np.concatenate([space.high.astype(np.float32), np.ones(flags, np.float32)])
-        return spaces.Box(low, high, dtype=np.float32)
-
-    # -- ParallelEnv API -----------------------------------------------------------------------------
-    @property
-    def agents(self) -> list[str]:  # type: ignore[override]
-        """Agents alive in the current episode."""
-        return self.env.agents
-
-    @property
-    def unwrapped(self) -> ParallelEnv:
-        """The raw MPE env (adapters read its world)."""
-        return self.env.unwrapped
-
-    def observation_space(self, agent: str) -> spaces.Box:
-        """The inner space plus one ``[0, 1]`` flag per observed entity."""
-        return self._spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Space:
-        """Unchanged."""
-        return self.env.action_space(agent)
-
+    # -- ParallelEnv API (the rest is delegated by ObservationWrapper) ------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         """Reset and mask; checks the declared layout against the world state."""
         obs, infos = self.env.reset(seed=seed, options=options)
@@ -154,18 +133,6 @@ class RadiusObservation(ParallelEnv):
         """Step and mask."""
         obs, rewards, terms, truncs, infos = self.env.step(actions)
         return self._mask_all(obs), rewards, terms, truncs, infos
-
-    def render(self) -> Any:
-        """Delegated."""
-        return self.env.render()
-
-    def close(self) -> None:
-        """Delegated."""
-        self.env.close()
-
-    def state(self) -> np.ndarray:
-        """Delegated (the global state is not masked: it is not an agent's observation)."""
-        return self.env.state()
 
     # -- masking -------------------------------------------------------------------------------------
     def _entity_pos(self, slot: EntitySlots) -> np.ndarray:

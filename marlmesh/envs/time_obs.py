@@ -14,14 +14,13 @@ wrapper reports the horizon's truncation as *termination*, so learners do not bo
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from marlmesh.envs.wrapper import ObservationWrapper
 
-class TimeObservation(ParallelEnv):
+
+class TimeObservation(ObservationWrapper):
     """Append ``steps_taken / horizon`` to every agent's observation.
 
     Args:
@@ -37,40 +36,17 @@ class TimeObservation(ParallelEnv):
             raise ValueError(
                 f"env.time_feature needs an env with a fixed horizon (unwrapped.max_cycles), got {horizon!r}"
             )
-        self.env = env
         self.horizon = horizon
-        self.possible_agents = list(env.possible_agents)
-        self.metadata = getattr(env, "metadata", {})
-        self._spaces = {a: self._grow(env.observation_space(a)) for a in self.possible_agents}
+        super().__init__(
+            env,
+            {
+                a: self.grown_box(env.observation_space(a), [0.0], [1.0], "env.time_feature")
+                for a in env.possible_agents
+            },
+        )
         self._steps = 0
 
-    @staticmethod
-    def _grow(space: spaces.Space) -> spaces.Box:
-        if not isinstance(space, spaces.Box) or len(space.shape) != 1:
-            raise ValueError(f"env.time_feature needs flat Box observations, got {space}")
-        low = np.append(space.low.astype(np.float32), np.float32(0.0))
-        high = np.append(space.high.astype(np.float32), np.float32(1.0))
-        return spaces.Box(low, high, dtype=np.float32)
-
-    # -- ParallelEnv API -----------------------------------------------------------------------------
-    @property
-    def agents(self) -> list[str]:  # type: ignore[override]
-        """Agents alive in the current episode."""
-        return self.env.agents
-
-    @property
-    def unwrapped(self) -> ParallelEnv:
-        """The innermost env."""
-        return self.env.unwrapped
-
-    def observation_space(self, agent: str) -> spaces.Box:
-        """The inner space plus one ``[0, 1]`` entry."""
-        return self._spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Space:
-        """Unchanged."""
-        return self.env.action_space(agent)
-
+    # -- ParallelEnv API (the rest is delegated by ObservationWrapper) ------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         """Reset; the time entry is 0."""
         obs, infos = self.env.reset(seed=seed, options=options)
@@ -85,18 +61,6 @@ class TimeObservation(ParallelEnv):
             terms = {a: bool(terms.get(a, False) or truncs.get(a, False)) for a in set(terms) | set(truncs)}
             truncs = dict.fromkeys(truncs, False)
         return self._stamp(obs), rewards, terms, truncs, infos
-
-    def render(self) -> Any:
-        """Delegated."""
-        return self.env.render()
-
-    def close(self) -> None:
-        """Delegated."""
-        self.env.close()
-
-    def state(self) -> np.ndarray:
-        """Delegated (the global state gets no time entry)."""
-        return self.env.state()
 
     def _stamp(self, obs: dict) -> dict:
         share = np.float32(min(1.0, self._steps / self.horizon))
