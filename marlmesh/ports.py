@@ -61,25 +61,22 @@ def reservation_dir() -> Path:
 def _reserve(port: int, now: float) -> bool:
     """Take the reservation of ``port`` (True), unless another launcher holds a fresh one (False)."""
     path = reservation_dir() / str(port)
+    if _create(path):
+        return True
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        try:
-            if now - path.stat().st_mtime < RESERVATION_SECONDS:
-                return False
-            path.unlink()  # a stale reservation: its launcher bound the port long ago or died
-        except FileNotFoundError:
-            pass
-        return _reserve_once(path)
-    os.close(fd)
-    return True
+        if now - path.stat().st_mtime < RESERVATION_SECONDS:
+            return False
+        path.unlink()  # a stale reservation: its launcher bound the port long ago or died
+    except FileNotFoundError:
+        pass
+    return _create(path)  # False if another launcher took it between the unlink and here
 
 
-def _reserve_once(path: Path) -> bool:
+def _create(path: Path) -> bool:
     try:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except FileExistsError:
-        return False  # another launcher took it between our unlink and create
+        return False
     return True
 
 
