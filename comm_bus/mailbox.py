@@ -6,7 +6,10 @@ slot that was sent before ``now`` and whose rows are visible by ``now`` (row by 
 own link), then returns the latest row per env copy that is younger than the lifespan.
 
 Counted (per receiver): ``superseded`` (a visible row replaced by a newer one before it was ever read) and
-``expired`` (a visible row that aged past the lifespan before it was ever read).
+``expired`` (a visible row that aged past the lifespan before it was ever read, or a row that becomes visible
+only after the lifespan: such a row can never be used, so it is counted and dropped when its frame arrives
+instead of being held until then; on a saturated link that would be thousands of frames per slot, every one
+re-examined at every read).
 
 Each round of a multi-round channel is its own slot, so a hop-1 embedding never stands in for a hop-2 one.
 """
@@ -143,7 +146,13 @@ class Mailbox:
         self.counts: Counter[str] = Counter()
 
     def hold(self, src: int, channel: str, round: int, frame: HeldFrame) -> None:
-        """Keep a received frame until its rows are visible."""
+        """Keep a received frame until its rows are visible; rows that will be too old by then are expired now."""
+        too_late = frame.pending & (frame.visible_at - frame.sent_at > self.lifespan)
+        if too_late.any():
+            self.counts["expired"] += int(too_late.sum())
+            frame.pending &= ~too_late
+            if not frame.pending.any():
+                return
         slot = self.slots.setdefault((src, channel, round), Slot())
         if len(slot.held) >= MAX_HELD_FRAMES:
             slot.held.popleft()
