@@ -205,16 +205,18 @@ def test_scheduled_partition_drops_with_its_own_cause_and_recovers():
             LinkFault("degrade", (("*", "*"),), from_env_steps=4 * 8, changes={"latency_ms": 250.0}),
         ]
     )
-    a, b = make_buses(2, "bus.lifespan_ms=10000")
-    for bus in (a, b):  # the same schedule reaches every agent through the config
-        bus.close()
     from prometheus_client import CollectorRegistry
 
+    from comm_bus.addressing import PeerAddressing
     from comm_bus.bus import Bus
     from comm_bus.metrics import BusMetrics
+    from marlmesh.ports import free_port_block
 
-    a = Bus(0, 2, a.addressing, faults=faults, metrics=BusMetrics(CollectorRegistry()))
-    b = Bus(1, 2, b.addressing, faults=faults, metrics=BusMetrics(CollectorRegistry()))
+    # fresh ports: binding the ports of buses just closed races ZeroMQ's asynchronous close (seen in CI as
+    # "Address already in use")
+    addressing = PeerAddressing(base_port=free_port_block("127.0.0.1", 2))
+    a = Bus(0, 2, addressing, faults=faults, metrics=BusMetrics(CollectorRegistry()))
+    b = Bus(1, 2, addressing, faults=faults, metrics=BusMetrics(CollectorRegistry()))
     try:
         fresh_ticks = []
         for tick in range(10):
