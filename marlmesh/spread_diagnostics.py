@@ -93,10 +93,16 @@ def diagnose(config: Config, actors: list[TorchRuntime] | None, episodes: int, s
     agents = list(env.possible_agents)
     n = len(agents)
     rounds = plugins.load("channels", config.channel.name)(config.channel).rounds
-    scripted = [
-        make_policy("scripted", i, n, SpaceSpec.from_gym(env.action_space(a)), env.observation_space(a).shape[0], seed)
-        for i, a in enumerate(agents)
-    ]
+    scripted = (
+        [
+            make_policy(
+                "scripted", i, n, SpaceSpec.from_gym(env.action_space(a)), env.observation_space(a).shape[0], seed
+            )
+            for i, a in enumerate(agents)
+        ]
+        if actors is None
+        else []
+    )  # only for the reference: its controller refuses layouts a learned run may use (e.g. env.time_feature)
     horizon = int(getattr(env.unwrapped, "max_cycles", 25))
     distance = np.zeros(horizon)
     steps_seen = np.zeros(horizon)
