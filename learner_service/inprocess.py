@@ -5,7 +5,9 @@ Diagnosis tool for learning quality. One Python process holds a :class:`~marlmes
 :class:`~agent_service.runtime.TorchRuntime`, as in the agent process), one
 :class:`~marlmesh.rollout.RolloutRecorder` per agent (the agent's fragment layout) and one learner per agent
 built by the configured algorithm plugin (the learner process's code). Messages go straight from each agent's
-outbox to its peers' inboxes (ideal links, every peer heard).
+outbox to its peers' inboxes (ideal links, every peer heard). With ``algo.dgmappo.gossip.enabled`` the learners'
+parameters are mixed as the mesh's gossip does (``period``, ``rounds``, Metropolis-Hastings weights), on the
+complete graph (every peer heard) and without link limits.
 
 The distributed run's policy lag can be emulated: with ``policy_lag=L`` the actors act with the parameters of
 ``L`` updates ago, so a curve here at lag 0 vs lag 1-2 shows what the asynchrony costs per env step.
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from agent_service.runtime import TorchRuntime
+from learner_service.gossip import metropolis_weights
 from learner_service.node import policy_params
 from marlmesh import plugins
 from marlmesh.centralized.joint_env import JointEnv
@@ -134,15 +137,37 @@ class InProcessTrainer:
             rec.add_outcome(nxt.reward, nxt.terminated, nxt.truncated, nxt.final_obs, nxt.cost)
         return fragments
 
-    def train(self, fragments: list[dict[str, np.ndarray]]) -> dict[str, float]:
-        """Update every learner on its fragment and hand the (possibly lagged) parameters to the actors."""
+    def train(self, fragments: list[dict[str, np.ndarray]], progress: float = 0.0) -> dict[str, float]:
+        """Update every learner on its fragment and hand the (possibly lagged) parameters to the actors.
+
+        Args:
+            fragments: One fragment per agent.
+            progress: Share of the training budget used (anneals the learning rate with ``algo.ppo.anneal_lr``).
+        """
         stats = {}
-        for i, (learner, frag) in enumerate(zip(self.learners, fragments, strict=True)):
-            stats = learner.update(frag)
+        for learner, frag in zip(self.learners, fragments, strict=True):
+            lr = learner.set_progress(progress)
+            stats = {**learner.update(frag), "lr": lr}
+        gossip = self.config.algo.dgmappo.gossip
+        if self.config.algo.name == "dgmappo" and gossip.enabled and (self.version + 1) % gossip.period == 0:
+            self._mix(gossip.rounds)
+        for i, learner in enumerate(self.learners):
             self._history[i].append(policy_params(learner.policy))
             self.actors[i].load_params(self._history[i][0])
         self.version += 1
         return stats
+
+    def _mix(self, rounds: int) -> None:
+        """Gossip on the complete graph: ``rounds`` times ``theta_i <- sum_j W_ij theta_j`` (Metropolis-Hastings)."""
+        weights = metropolis_weights(np.ones((self.n, self.n), bool))
+        thetas = [policy_params(learner.policy) for learner in self.learners]
+        for _ in range(rounds):
+            thetas = [
+                {key: sum(float(weights[i, j]) * thetas[j][key] for j in range(self.n)) for key in thetas[i]}
+                for i in range(self.n)
+            ]
+        for learner, theta in zip(self.learners, thetas, strict=True):
+            learner.policy.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in theta.items()})
 
     def recent_return(self, episodes: int = 200) -> float:
         """Mean summed return of the last ``episodes`` finished (training, sampled actions) episodes."""
@@ -202,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         while trainer.env.env_steps < args.env_steps:
             fragments = trainer.step()
             if fragments:
-                stats = trainer.train(fragments)
+                stats = trainer.train(fragments, trainer.env.env_steps / args.env_steps)
             if trainer.env.env_steps >= next_log:
                 next_log += args.log_every
                 line = {

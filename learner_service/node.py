@@ -75,6 +75,7 @@ class LearnerNode:
         self.version = 0
         self.updates = 0
         self.samples_trained = 0
+        self._started = time.monotonic()
         self.fragments_received = 0
         self.fragments_trained = 0
         """Fragments trained on by this process (``updates`` also counts those before a resume)."""
@@ -190,7 +191,9 @@ class LearnerNode:
                 return False
             columns = self._queue.popleft()
         start = time.perf_counter()
+        lr = self.learner.set_progress(self.budget_fraction())
         stats = self.learner.update(columns)
+        stats["lr"] = lr
         if self.gossip is not None and (self.updates + 1) % self.gossip.period == 0:
             self._mix(columns)
         lag = float(self.version - columns["policy_version"].min())
@@ -218,6 +221,18 @@ class LearnerNode:
             stats["update_seconds"],
         )
         return True
+
+    def budget_fraction(self) -> float:
+        """Share of the run's budget used so far (drives ``algo.ppo.anneal_lr``).
+
+        Samples trained against ``train.total_env_steps``, or this learner's running time against
+        ``train.max_wall_seconds``, whichever is larger.
+        """
+        train = self.config.train
+        fraction = self.samples_trained / train.total_env_steps
+        if train.max_wall_seconds:
+            fraction = max(fraction, (time.monotonic() - self._started) / train.max_wall_seconds)
+        return fraction
 
     def _mix(self, columns: dict[str, np.ndarray]) -> None:
         """Gossip: mix this learner's parameters with its current neighbours' (published with this update)."""

@@ -158,6 +158,16 @@ class PPOLearner:
         than the policy gradient (returns near -20 against values near 0; the value loss also reaches the shared
         encoders); clipped jointly it shrank every actor step by that ratio."""
 
+    def set_progress(self, fraction: float) -> float:
+        """Set the learning rate for a run ``fraction`` of the way through its budget; returns the rate in use.
+
+        With ``cfg.anneal_lr`` the rate is ``lr * (1 - fraction)`` (``fraction`` clipped to [0, 1]), else ``lr``.
+        """
+        lr = self.cfg.lr * (1.0 - min(max(fraction, 0.0), 1.0)) if self.cfg.anneal_lr else self.cfg.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
     def clip_gradients(self) -> dict[str, float]:
         """Clip each group of :attr:`clip_groups` to ``max_grad_norm``; returns the norms before clipping."""
         return {

@@ -11,9 +11,12 @@ The scripted controller (DESIGN.md reference: about -27 per episode against abou
 25 steps, local_ratio 0.5) reads the mpe2 ``simple_spread`` observation of its own agent
 (``[own vel (2), own pos (2), landmark rel pos (2N), other agents rel pos (2(N-1)), comm (2(N-1))]``),
 solves the agent-to-landmark assignment that minimises the summed distance (every agent sees every agent
-and landmark, so all agents compute the same assignment), and picks the discrete action whose predicted
-resting point (the point where the agent would stop if it did nothing afterwards, given MPE's damping) is
-closest to its landmark: it accelerates when far and brakes when close.
+and landmark, so all agents compute the same assignment), and steers its predicted resting point (the point
+where the agent would stop if it did nothing afterwards, given MPE's damping) onto its landmark: it accelerates
+when far and brakes when close. With discrete actions it picks the action whose resting point is closest; with
+continuous actions (``env.kwargs.continuous_actions=true``, a ``Box(0, 1, (5,))`` whose force is
+``(a2 - a1, a4 - a3)``) it solves for the force that puts the resting point on the landmark, clipped per axis
+to the largest force, so it can also push diagonally.
 """
 
 from __future__ import annotations
@@ -103,8 +106,34 @@ NO_LANDMARK_COST = 1e6
 """Assignment cost of the placeholder landmarks an agent gets when it sees fewer landmarks than agents."""
 
 
+#: The continuous MPE action space: ``Box(0, 1, (5,))``, force ``(a2 - a1, a4 - a3)`` (a0 is unused).
+MPE_BOX = SpaceSpec(kind="box", shape=(5,), low=(0.0,) * 5, high=(1.0,) * 5)
+
+
+def resting_displacement(vel: np.ndarray, force: np.ndarray) -> np.ndarray:
+    """Displacement until an MPE agent stops if it applies ``force`` (in [-1, 1] per axis) once, then nothing.
+
+    mpe2 integrates the position with the current velocity first, then damps and accelerates; afterwards the
+    velocity decays geometrically by ``1 - MPE_DAMPING`` per step.
+    """
+    v_next = vel * (1 - MPE_DAMPING) + force * MPE_SENSITIVITY * MPE_DT
+    return vel * MPE_DT + v_next * MPE_DT / MPE_DAMPING
+
+
+def force_to_rest_at(vel: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """The force (clipped to [-1, 1] per axis) whose resting displacement is ``goal`` (inverse of the above)."""
+    v_next = (goal - vel * MPE_DT) * MPE_DAMPING / MPE_DT
+    return np.clip((v_next - vel * (1 - MPE_DAMPING)) / (MPE_SENSITIVITY * MPE_DT), -1.0, 1.0)
+
+
+def box_action(force: np.ndarray) -> np.ndarray:
+    """The ``Box(0, 1, (5,))`` action that applies ``force``: ``[0, -fx+, fx+, -fy+, fy+]`` (positive parts)."""
+    fx, fy = float(force[0]), float(force[1])
+    return np.array([0.0, max(-fx, 0.0), max(fx, 0.0), max(-fy, 0.0), max(fy, 0.0)], np.float32)
+
+
 class ScriptedSpreadPolicy:
-    """Hungarian landmark assignment each step + braking, for mpe2 ``simple_spread`` with discrete actions.
+    """Hungarian landmark assignment each step + braking, for mpe2 ``simple_spread`` (discrete or continuous).
 
     With ``env.obs_radius`` the controller acts on the same partial observation as a learned policy: it
     assigns itself and the agents it sees to the landmarks it sees (an agent that gets no visible landmark, or
@@ -113,19 +142,20 @@ class ScriptedSpreadPolicy:
     Args:
         agent_index: This agent's index (its place in the env's agent order).
         num_agents: N (simple_spread has N landmarks).
-        space: The agent's action space (must be ``Discrete(5)``).
+        space: The agent's action space: ``Discrete(5)`` or ``Box(0, 1, (5,))``.
         obs_dim: Length of the observation vector: ``6 N``, or ``8 N - 1`` with ``env.obs_radius`` (one
             visibility flag per landmark and per other agent appended).
 
     Raises:
-        ValueError: If the spaces are not those of simple_spread with discrete actions.
+        ValueError: If the spaces are not those of simple_spread.
     """
 
     def __init__(self, agent_index: int, num_agents: int, space: SpaceSpec, obs_dim: int) -> None:
-        if space.kind != "discrete" or space.n != 5:
+        self.continuous = space == MPE_BOX
+        if not self.continuous and (space.kind != "discrete" or space.n != 5):
             raise ValueError(
-                "the scripted baseline needs mpe2 simple_spread with discrete actions (Discrete(5)); "
-                "set env.kwargs.continuous_actions=false"
+                "the scripted baseline needs mpe2 simple_spread's action space, Discrete(5) or Box(0, 1, (5,)), "
+                f"got {space.kind} {space.n if space.kind == 'discrete' else space.shape}"
             )
         full, partial = 6 * num_agents, 8 * num_agents - 1
         if obs_dim not in (full, partial):
@@ -161,14 +191,14 @@ class ScriptedSpreadPolicy:
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """One action per env copy: the one whose predicted resting point is closest to the landmark."""
+        if self.continuous:
+            return np.stack(
+                [box_action(force_to_rest_at(ob[0:2], self.target(ob))) for ob in np.asarray(obs, np.float64)]
+            )
         out = np.zeros(obs.shape[0], np.int64)
         for b, ob in enumerate(np.asarray(obs, np.float64)):
-            vel = ob[0:2]
-            goal = self.target(ob)
-            # mpe2 integrates the position with the current velocity first, then damps and accelerates
-            v_next = vel * (1 - MPE_DAMPING) + MPE_DIRECTIONS * MPE_SENSITIVITY * MPE_DT
-            rest = vel * MPE_DT + v_next * MPE_DT / MPE_DAMPING  # displacement until it stops (geometric series)
-            out[b] = int(np.argmin(np.linalg.norm(rest - goal, axis=1)))
+            rest = resting_displacement(ob[0:2], MPE_DIRECTIONS)
+            out[b] = int(np.argmin(np.linalg.norm(rest - self.target(ob), axis=1)))
         return out
 
 

@@ -299,6 +299,11 @@ class PPOConfig(_Strict):
     critic gradient far above ``max_grad_norm``, and the critic learns slowly."""
     value_norm_beta: float = Field(0.99, ge=0, lt=1)
     """EMA decay of the return statistics per update (the first update takes its batch's statistics)."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly from ``lr`` to 0 over the run's budget (as CleanRL's ``anneal_lr``). A
+    learner measures progress as the larger of ``samples trained / train.total_env_steps`` and ``seconds since
+    the learner started / train.max_wall_seconds``, so a run cut by its wall-clock budget still ends near 0 (a
+    restarted learner resumes its sample count from the checkpoint but restarts its clock)."""
 
 
 class Co2POConfig(_Strict):

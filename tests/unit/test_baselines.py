@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from marlmesh.baselines import RandomPolicy, ScriptedSpreadPolicy, best_assignment, evaluate_in_process
+from marlmesh.baselines import (
+    MPE_BOX,
+    RandomPolicy,
+    ScriptedSpreadPolicy,
+    best_assignment,
+    evaluate_in_process,
+    resting_displacement,
+)
 from marlmesh.config import load_config
 from marlmesh.spaces import SpaceSpec
 
@@ -32,9 +39,23 @@ def test_scripted_brakes_and_stops_on_its_landmark():
     assert pol.act(ob[None])[0] == 0
 
 
+def test_scripted_with_continuous_actions_pushes_diagonally_and_stops_on_its_landmark():
+    pol = ScriptedSpreadPolicy(0, 3, MPE_BOX, 18)
+    ob = np.zeros(18, np.float32)
+    ob[4:10] = [1.0, 1.0, 3.0, -3.0, -3.0, 3.0]  # own landmark far up and to the right
+    ob[10:14] = [3.0, -2.0, -3.0, 2.0]
+    assert pol.act(ob[None])[0].tolist() == [0.0, 0.0, 1.0, 0.0, 1.0]  # full force on both axes
+    ob[0:2] = [0.5, 0.2]  # moving: the force it picks brings the resting point onto a near landmark
+    ob[4:6] = [0.3, 0.1]
+    action = pol.act(ob[None])[0]
+    assert action.min() >= 0.0 and action.max() <= 1.0
+    force = np.array([action[2] - action[1], action[4] - action[3]], np.float64)
+    assert resting_displacement(ob[0:2].astype(np.float64), force) == pytest.approx([0.3, 0.1], abs=1e-5)
+
+
 def test_scripted_rejects_an_env_it_cannot_read():
-    with pytest.raises(ValueError, match="discrete actions"):
-        ScriptedSpreadPolicy(0, 3, SpaceSpec(kind="box", shape=(5,), low=(0.0,) * 5, high=(1.0,) * 5), 18)
+    with pytest.raises(ValueError, match="Discrete\\(5\\) or Box"):
+        ScriptedSpreadPolicy(0, 3, SpaceSpec(kind="box", shape=(2,), low=(-1.0,) * 2, high=(1.0,) * 2), 18)
     with pytest.raises(ValueError, match="observation layout"):
         ScriptedSpreadPolicy(0, 3, DISCRETE5, 21)
     with pytest.raises(ValueError, match="23 with env.obs_radius"):
@@ -54,6 +75,12 @@ def test_scripted_scores_well_above_random_on_simple_spread():
     # DESIGN.md reference over 100 episodes: scripted about -27, random about -79
     assert np.mean(scripted) > np.mean(rnd) + 20, (np.mean(scripted), np.mean(rnd))
     assert np.mean(scripted) > -40
+
+
+def test_scripted_with_continuous_actions_scores_at_least_as_well_as_with_discrete():
+    discrete = evaluate_in_process(load_config(None), "scripted", 20, seed=0)
+    continuous = evaluate_in_process(load_config(None, ["env.kwargs.continuous_actions=true"]), "scripted", 20, seed=0)
+    assert np.mean(continuous) >= np.mean(discrete), (np.mean(continuous), np.mean(discrete))
 
 
 def test_scripted_with_partial_observation_targets_only_what_it_sees():

@@ -57,3 +57,42 @@ def test_greedy_evaluation_is_repeatable_and_leaves_training_alone():
         assert trainer.env.env_steps == steps  # its own env copies
     finally:
         trainer.close()
+
+
+
+def _gossip_trainer() -> InProcessTrainer:
+    config = load_config(
+        "configs/smoke.yaml",
+        [
+            "algo.name=dgmappo",
+            "channel.name=dgat",
+            "algo.dgmappo.gossip.enabled=true",
+            "train.rollout_steps=5",
+            "env.num_envs=2",
+            "algo.ppo.epochs=1",
+            "algo.ppo.minibatches=1",
+        ],
+    )
+    return InProcessTrainer(config)
+
+
+def test_gossip_on_the_complete_graph_mixes_to_the_average_of_the_updated_learners():
+    trainer = _gossip_trainer()
+    try:
+        fragments = []
+        while not fragments:
+            fragments = trainer.step()
+        for learner, frag in zip(trainer.learners, fragments, strict=True):
+            learner.update(frag)
+        updated = [policy_params(learner.policy) for learner in trainer.learners]
+        assert not _same(updated[0], updated[1])
+        trainer._mix(rounds=1)  # N=3, complete graph: every Metropolis-Hastings weight is 1/3
+        for learner in trainer.learners:
+            mixed = policy_params(learner.policy)
+            for key, value in mixed.items():
+                assert np.allclose(value, sum(u[key] for u in updated) / 3, atol=1e-6), key
+        trainer.train(fragments)  # train() mixes after the updates: the learners end equal
+        after = [policy_params(learner.policy) for learner in trainer.learners]
+        assert all(_same(after[0], a) for a in after[1:])
+    finally:
+        trainer.close()
