@@ -100,6 +100,20 @@ def ppo_loss(
     return loss, stats
 
 
+def set_annealed_lr(optimizer: torch.optim.Optimizer, cfg: PPOConfig, fraction: float) -> float:
+    """Give every parameter group the learning rate of a run ``fraction`` of the way through its budget.
+
+    With ``cfg.anneal_lr`` the rate is ``lr * (1 - fraction)`` (``fraction`` clipped to [0, 1]), else ``lr``.
+
+    Returns:
+        The rate set.
+    """
+    lr = cfg.lr * (1.0 - min(max(fraction, 0.0), 1.0)) if cfg.anneal_lr else cfg.lr
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
 def minibatch_indices(n: int, cfg: PPOConfig, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Sample indices of every PPO minibatch, in training order.
 
@@ -159,14 +173,8 @@ class PPOLearner:
         encoders); clipped jointly it shrank every actor step by that ratio."""
 
     def set_progress(self, fraction: float) -> float:
-        """Set the learning rate for a run ``fraction`` of the way through its budget; returns the rate in use.
-
-        With ``cfg.anneal_lr`` the rate is ``lr * (1 - fraction)`` (``fraction`` clipped to [0, 1]), else ``lr``.
-        """
-        lr = self.cfg.lr * (1.0 - min(max(fraction, 0.0), 1.0)) if self.cfg.anneal_lr else self.cfg.lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+        """Set the learning rate for a run ``fraction`` of the way through its budget (:func:`set_annealed_lr`)."""
+        return set_annealed_lr(self.optimizer, self.cfg, fraction)
 
     def clip_gradients(self) -> dict[str, float]:
         """Clip each group of :attr:`clip_groups` to ``max_grad_norm``; returns the norms before clipping."""

@@ -190,7 +190,7 @@ class ScriptedSpreadPolicy:
         return landmarks[seen[pick]] if pick < seen.size else centre
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """One action per env copy: the one whose predicted resting point is closest to the landmark."""
+        """One action per env copy, steering the predicted resting point onto the agent's landmark."""
         if self.continuous:
             return np.stack(
                 [box_action(force_to_rest_at(ob[0:2], self.target(ob))) for ob in np.asarray(obs, np.float64)]

@@ -14,7 +14,13 @@ import torch
 from torch import nn
 
 from env_service.observation import AgentObservation
-from learner_service.ppo import compute_gae, minibatch_indices, normalized_advantages, ppo_loss
+from learner_service.ppo import (
+    compute_gae,
+    minibatch_indices,
+    normalized_advantages,
+    ppo_loss,
+    set_annealed_lr,
+)
 from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.config import Config
 from marlmesh.policies.staged import IndependentPolicy, mlp
@@ -84,6 +90,10 @@ class CentralMAPPO:
         self.optimizer = torch.optim.Adam(params, lr=self.cfg.lr, eps=self.cfg.adam_eps)
         self._gen = torch.Generator().manual_seed(seed * 104_729)
         self.updates = 0
+
+    def set_progress(self, fraction: float) -> float:
+        """Set the learning rate for a run ``fraction`` of the way through its budget (``algo.ppo.anneal_lr``)."""
+        return set_annealed_lr(self.optimizer, self.cfg, fraction)
 
     @torch.no_grad()
     def collect(self) -> dict[str, object]:

@@ -108,7 +108,11 @@ def train_central(config: Config, run_dir: Path, out: TextIO = sys.stdout, evalu
                 if budget is not None and time.monotonic() - start >= budget:
                     out.write(f"wall-clock budget of {budget:.0f}s reached\n")
                     break
-                stats = trainer.update(trainer.collect())
+                progress = env.env_steps / config.train.total_env_steps
+                if budget is not None:
+                    progress = max(progress, (time.monotonic() - start) / budget)
+                lr = trainer.set_progress(progress)
+                stats = {**trainer.update(trainer.collect()), "lr": lr}
                 _save(trainer, run_dir, config, env.env_steps)
                 view = env.node.stats(episodes_from=next_seq, max_episodes=10_000)
                 returns = (returns + [e.return_sum for e in view.recent])[-100:]

@@ -59,7 +59,6 @@ def test_greedy_evaluation_is_repeatable_and_leaves_training_alone():
         trainer.close()
 
 
-
 def _gossip_trainer() -> InProcessTrainer:
     config = load_config(
         "configs/smoke.yaml",

@@ -96,3 +96,16 @@ def test_a_rerun_in_the_same_directory_resumes_from_the_newest_checkpoints(tmp_p
     second = train_central(config, tmp_path, out, evaluate=False)
     assert "resumed from" in out.getvalue() and second["learners"][0]["version"] == 4
     assert load_latest(tmp_path / "checkpoints" / "agent-2")[0]["version"] == 4
+
+
+def test_annealed_lr_falls_over_the_step_budget(tmp_path):
+    import io
+    import json
+
+    from marlmesh.centralized.run import train_central
+
+    sets = {"train.rollout_steps": 5, "train.total_env_steps": 40, "algo.ppo.epochs": 1, "algo.ppo.anneal_lr": "true"}
+    train_central(_config(**sets), tmp_path, io.StringIO(), evaluate=False)
+    rates = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lr = _config().algo.ppo.lr
+    assert rates == pytest.approx([lr, 0.75 * lr, 0.5 * lr, 0.25 * lr])  # 4 updates of 10 env steps each
