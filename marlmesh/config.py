@@ -235,6 +235,11 @@ class DGATConfig(_Strict):
 
     hops: int = Field(2, ge=1, le=6)
     """K: attention hops, i.e. bus rounds per env step (round k carries ``z^k``)."""
+    actor: Literal["joint", "two_stream"] = "joint"
+    """How the actor reads ``[o_i, ô_i]``. ``joint``: one MLP over the concatenation. ``two_stream``: the action
+    logits (or Gaussian means) are ``f_i(o_i) + g_i(ô_i)``, two MLPs whose hidden units do not mix, with ``g_i``'s
+    output layer initialised to zero, so the policy starts as an independent one and the messages only add a
+    learned correction (the critic is ``V_i(LayerNorm([o_i, ô_i]))`` either way)."""
 
 
 class MeanFieldConfig(_Strict):

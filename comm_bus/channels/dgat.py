@@ -29,12 +29,13 @@ class DGATChannel:
             raise ConfigError("channel.name=dgat needs channel.message_dim >= 2 (z plus the sender's degree)")
         self.message_dim = config.message_dim
         self.rounds = config.dgat.hops
+        self.actor = config.dgat.actor
 
     def build_policy(self, spec):  # noqa: ANN001, ANN201 (torch types stay out of import time)
-        """A :class:`~marlmesh.policies.dgat.DGATPolicy` with ``hops`` rounds."""
+        """A :class:`~marlmesh.policies.dgat.DGATPolicy` with ``hops`` rounds and the configured actor."""
         from marlmesh.policies.dgat import DGATPolicy
 
-        return DGATPolicy(spec, self.rounds)
+        return DGATPolicy(spec, self.rounds, two_stream=self.actor == "two_stream")
 
     def payload(self, outbox: np.ndarray) -> dict[str, np.ndarray]:
         """``{"msg": float32 [B, M]}``."""

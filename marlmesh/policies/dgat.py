@@ -7,6 +7,8 @@ Agent i (its own parameters, nothing shared):
   ``e_ij = softplus(a_{i,k}^T ELU([z_i^{k-1} || z_j^{k-1}])) + 1e-6``,
   ``alpha_ij = e_ij / sqrt(d_i d_j)``, ``h_i^k = sum_j alpha_ij z_j^{k-1}``, ``z_i^k = z_i^{k-1} + h_i^k``.
 - ``ô_i = W_i ELU(z_i^K)``; actor on ``[o_i, ô_i]``; **local** critic ``V_i(LayerNorm([o_i, ô_i]))``.
+  The actor is one MLP over ``[o_i, ô_i]``, or with ``two_stream`` (``channel.dgat.actor``) the sum of the
+  logits (means) of ``f_i(o_i)`` and ``g_i(ô_i)``, ``g_i``'s output layer zero at start.
 
 **Degree** ``d``: the size of an agent's closed neighbourhood in the communication graph, i.e.
 ``d_i = 1 + (number of neighbours i heard in this hop's round)``, so ``d_i >= 1`` always (no NaN when nothing
@@ -29,8 +31,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
+from torch.distributions import Distribution
 
-from marlmesh.policies.staged import Inbox, StagedPolicy, _ortho, mlp
+from marlmesh.policies.staged import ActionHead, Inbox, StagedPolicy, _ortho, mlp
 from marlmesh.policy_spec import PolicySpec
 
 EDGE_EPS = 1e-6
@@ -66,9 +69,11 @@ class DGATPolicy(StagedPolicy):
     Args:
         spec: The agent's spec; ``spec.message_dim`` is the wire row (``z`` has ``message_dim - 1`` floats).
         hops: K (rounds per env step).
+        two_stream: Actor ``f_i(o_i) + g_i(ô_i)`` instead of one MLP over ``[o_i, ô_i]`` (see the module
+            docstring).
     """
 
-    def __init__(self, spec: PolicySpec, hops: int) -> None:
+    def __init__(self, spec: PolicySpec, hops: int, two_stream: bool = False) -> None:
         if spec.message_dim < 2:
             raise ValueError("dgat needs channel.message_dim >= 2 (z plus the sender's degree)")
         z_dim = spec.message_dim - 1
@@ -81,6 +86,11 @@ class DGATPolicy(StagedPolicy):
         self.attention = nn.ParameterList([nn.Parameter(0.1 * torch.randn(2 * self.z_dim)) for _ in range(hops)])
         self.readout = _ortho(nn.Linear(self.z_dim, self.z_dim), 1.0)
         self.critic = nn.Sequential(nn.LayerNorm(feature_dim), mlp(feature_dim, hidden, 1, 1.0))
+        self.message_head: nn.Module | None = None
+        """``g_i`` of the two-stream actor (None: the actor is one MLP over ``[o_i, ô_i]``)."""
+        if two_stream:
+            self.actor = ActionHead(spec.obs_dim, hidden, spec.action_space)
+            self.message_head = mlp(self.z_dim, hidden, ActionHead.output_size(spec.action_space), 0.0)
 
     def _message(self, z: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
         return torch.cat([z, degree.unsqueeze(-1)], dim=-1)
@@ -98,6 +108,14 @@ class DGATPolicy(StagedPolicy):
         z = attention_hop(state["z"], inbox, self.attention[k - 1])
         degree = 1.0 + inbox[1].sum(-1)
         return {**state, "z": z}, self._message(z, degree)
+
+    def act(self, state: dict[str, torch.Tensor], inboxes: list[Inbox]) -> tuple[Distribution, torch.Tensor]:
+        """(action distribution, value); the two-stream actor adds ``g_i(ô_i)`` to ``f_i(o_i)``'s output."""
+        feats = self.features(state, inboxes)
+        if self.message_head is None:
+            return self.actor(feats), self.reward_value(feats)
+        obs_dim = self.spec.obs_dim
+        return self.actor(feats[:, :obs_dim], self.message_head(feats[:, obs_dim:])), self.reward_value(feats)
 
     def features(self, state: dict[str, torch.Tensor], inboxes: list[Inbox]) -> torch.Tensor:
         """Last hop K, then ``[o_i, W_i ELU(z_i^K)]``."""

@@ -47,15 +47,22 @@ class ActionHead(nn.Module):
     def __init__(self, in_dim: int, hidden: list[int], space: SpaceSpec) -> None:
         super().__init__()
         self.discrete = space.kind == "discrete"
-        out = space.n if self.discrete else int(np.prod(space.shape))
+        out = self.output_size(space)
         self.net = mlp(in_dim, hidden, out, 0.01)
         if not self.discrete:
             self.log_std = nn.Parameter(torch.zeros(out))
             self._shape = tuple(space.shape)
 
-    def forward(self, feats: torch.Tensor) -> Distribution:
-        """The action distribution for a batch of features."""
+    @staticmethod
+    def output_size(space: SpaceSpec) -> int:
+        """Width of the network output: logits (discrete) or Gaussian means (box)."""
+        return space.n if space.kind == "discrete" else int(np.prod(space.shape))
+
+    def forward(self, feats: torch.Tensor, offset: torch.Tensor | None = None) -> Distribution:
+        """The action distribution for a batch of features (``offset`` is added to the logits or means)."""
         out = self.net(feats)
+        if offset is not None:
+            out = out + offset
         if self.discrete:
             return Categorical(logits=out)
         return Normal(out, self.log_std.exp().expand_as(out))

@@ -152,3 +152,45 @@ def test_degree_slot_is_validated():
     assert rejected == 1 and mask[:, 1].all() and not mask[:, 2].any()
     with pytest.raises(ValueError, match="message_dim >= 2"):
         DGATChannel(ChannelConfig(name="dgat", message_dim=1))
+
+
+def _two_stream_team():
+    channel = DGATChannel(ChannelConfig(name="dgat", message_dim=5, dgat={"actor": "two_stream"}))
+    return build_team(channel, 3)
+
+
+def _inboxes(policy: DGATPolicy, batch: int, seed: int) -> list:
+    gen = torch.Generator().manual_seed(seed)
+    msgs = torch.randn(batch, 3, 5, generator=gen)
+    msgs[..., -1] = 2.0  # a valid degree
+    mask = torch.ones(batch, 3)
+    mask[:, 0] = 0.0
+    return [(msgs, mask)] * policy.rounds
+
+
+def _act(policy: DGATPolicy, obs: torch.Tensor, inboxes: list):
+    state, _ = policy.encode(obs)
+    for k in range(1, policy.rounds):
+        state, _ = policy.round(k, state, inboxes[k - 1])
+    return policy.act(state, inboxes)
+
+
+def test_two_stream_actor_starts_independent_of_messages_and_adds_their_head():
+    policy = _two_stream_team()[0]
+    assert policy.message_head is not None and policy.actor.net[0].in_features == 6  # f_i reads o_i only
+    obs = torch.randn(4, 6)
+    with torch.no_grad():
+        first, value_a = _act(policy, obs, _inboxes(policy, 4, 1))
+        second, value_b = _act(policy, obs, _inboxes(policy, 4, 2))
+        assert torch.equal(first.logits, second.logits)  # g_i's output layer is zero at start
+        assert not torch.allclose(value_a, value_b)  # the critic reads the messages from the start
+        for param in policy.message_head.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+        moved, _ = _act(policy, obs, _inboxes(policy, 4, 1))
+        state, _ = policy.encode(obs)
+        for k in range(1, policy.rounds):
+            state, _ = policy.round(k, state, _inboxes(policy, 4, 1)[k - 1])
+        feats = policy.features(state, _inboxes(policy, 4, 1))
+        expected = torch.log_softmax(policy.actor.net(feats[:, :6]) + policy.message_head(feats[:, 6:]), -1)
+        assert torch.allclose(moved.logits, expected, atol=1e-6)
+        assert not torch.allclose(moved.logits, first.logits)

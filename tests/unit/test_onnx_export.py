@@ -27,6 +27,13 @@ CASES = {
         "channel.dgat.hops=3",
         "env.kwargs.continuous_actions=true",
     ],
+    "dgat-two-stream-box": [
+        "algo.name=dgmappo",
+        "channel.name=dgat",
+        "channel.dgat.actor=two_stream",
+        "env.kwargs.continuous_actions=true",
+    ],
+    "dgat-two-stream": ["algo.name=dgmappo", "channel.name=dgat", "channel.dgat.actor=two_stream"],
     "meanfield-embedding": ["algo.name=mfppo", "channel.name=meanfield"],
     "meanfield-action": ["algo.name=mfppo", "channel.name=meanfield", "channel.meanfield.summary=action"],
     "blackboard": ["algo.name=co2po", "channel.name=blackboard"],
