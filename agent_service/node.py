@@ -48,7 +48,8 @@ class AgentCounters:
     rejected_messages: int = 0
     rejoins: int = 0
     rounds_sent: int = 0
-    """Bus rounds this agent sent (``rounds`` per completed step, plus those of a step cut short at stop)."""
+    """Bus rounds this agent transmitted: ``rounds`` per completed step, plus those of a step cut short at stop,
+    minus those of steps it took alone (no live peer, so nothing went out and no bytes were counted)."""
     heard_rows_per_round: collections.Counter[int] = field(default_factory=collections.Counter)
     """Round k -> message rows (sender x env copy) received and accepted in that round, summed over steps."""
     fragments_discarded: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -160,7 +161,7 @@ class AgentNode:
         for k in range(self.channel.rounds):
             assert self.bus is not None and outbox is not None
             send_rows = getattr(self.channel, "send_rows", None)  # gated channels send only some env copies
-            self.bus.send(
+            fates = self.bus.send(
                 tick=ob.tick,
                 round=k,
                 channel=self.channel.name,
@@ -169,7 +170,8 @@ class AgentNode:
                 positions=ob.positions,
                 rows=None if send_rows is None else np.asarray(send_rows(outbox), bool),
             )
-            self.counters.rounds_sent += 1
+            if fates.dsts:
+                self.counters.rounds_sent += 1
             # Right after (re)joining, peers may still be starting (importing torch, joining): wait for their
             # first messages up to the startup timeout instead of counting round timeouts.
             timeout = self.config.runtime.startup_timeout_s if self._joining else None

@@ -272,8 +272,10 @@ def measure_mesh(config: Config, run_dir: Path, *, mode: str, warmup_s: float, s
 def _bus_bytes(mesh: Mesh, num_envs: int) -> tuple[float | None, float | None, float | None]:
     """Bus bytes per agent per step and per env step, messages per agent per env step (agents' final stats).
 
-    A step is ``rounds`` bus rounds: an agent stopped between its sends and the env's answer sent the rounds of
-    a step it never counted, so dividing by its steps would overstate the bytes per step.
+    A step is ``rounds`` bus rounds, and ``rounds_sent`` counts the rounds that went out: an agent stopped
+    between its sends and the env's answer sent the rounds of a step it never counted, and an agent left alone
+    at stop (its peers gone first) took steps that sent nothing, so dividing by its steps would misstate the
+    bytes per step.
     """
     size, count = [], []
     for p in mesh.procs:

@@ -9,7 +9,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from marlmesh.mesh import stop_processes
+from marlmesh.bench.meshrun import initial_policies
+from marlmesh.config import dump_config, load_config
+from marlmesh.mesh import Mesh, stop_processes
+from marlmesh.v1 import env_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 MARLMESH = [sys.executable, "-m", "marlmesh.cli"]
@@ -81,3 +84,40 @@ def alive(pid: int) -> bool:
 def smoke_train(run_dir: Path, sets: list[str], *, evaluate: bool = True, timeout: float = 240):
     """``marlmesh train -c configs/smoke.yaml --set ...`` into ``run_dir`` (cwd: the repo root)."""
     return train(run_dir, *sets, extra=() if evaluate else ("--no-eval",), timeout=timeout)
+
+
+def eval_mesh(tmp: Path, sets: list[str]) -> Mesh:
+    """An eval-mode :class:`Mesh` (env + agents acting with version-0 checkpoints) of smoke.yaml + ``sets``.
+
+    Not started: call ``start()`` and ``stop()`` (in a ``finally``).
+    """
+    config = load_config(SMOKE, sets)
+    config_path = tmp / "config.yaml"
+    config_path.write_text(dump_config(config))
+    initial_policies(config, tmp / "checkpoints")
+    return Mesh(config, config_path, tmp, "eval", "eval", config.seed, config.env.num_envs)
+
+
+def env_tick(mesh: Mesh) -> int:
+    """The mesh's env tick (batched env steps so far), from its GetStats."""
+    channel, stub = mesh.env_stub()
+    with channel:
+        return int(stub.GetStats(env_pb2.StatsRequest(), timeout=10).tick)
+
+
+def wait_tick(mesh: Mesh, at_least: int, *, timeout_s: float = 60.0, all_alive: bool = True) -> int:
+    """Wait until the env tick reaches ``at_least``; returns it.
+
+    Args:
+        mesh: A started mesh.
+        at_least: Tick to reach.
+        timeout_s: Give up (assertion error) after this long.
+        all_alive: Also fail as soon as any process of the mesh has exited (off once a test stopped one).
+    """
+    deadline = time.monotonic() + timeout_s
+    while (tick := env_tick(mesh)) < at_least:
+        if all_alive:
+            mesh.check_alive()
+        assert time.monotonic() < deadline, f"the mesh reached tick {tick} only, not {at_least}"
+        time.sleep(0.1)
+    return tick

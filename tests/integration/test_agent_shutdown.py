@@ -14,32 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from marlmesh.bench.meshrun import initial_policies
-from marlmesh.config import dump_config, load_config
-from marlmesh.mesh import Mesh
-from marlmesh.v1 import env_pb2
+from service_procs import env_tick, eval_mesh, wait_tick
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ROOT / "configs" / "smoke.yaml"
 ROUND_TIMEOUT_S = 60.0
 STOP_BOUND_S = 10.0
-
-
-def _tick(mesh: Mesh) -> int:
-    channel, stub = mesh.env_stub()
-    with channel:
-        return int(stub.GetStats(env_pb2.StatsRequest(), timeout=10).tick)
-
-
-def _wait_tick(mesh: Mesh, at_least: int, timeout_s: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout_s
-    while (tick := _tick(mesh)) < at_least:
-        mesh.check_alive()
-        assert time.monotonic() < deadline, f"the mesh reached tick {tick} only, not {at_least}"
-        time.sleep(0.1)
-    return tick
 
 
 def _seconds_to_exit(procs: list[subprocess.Popen]) -> list[float]:
@@ -55,23 +34,19 @@ def _seconds_to_exit(procs: list[subprocess.Popen]) -> list[float]:
 
 
 def test_agents_stop_promptly_while_waiting_in_a_round_for_a_silent_peer(tmp_path: Path) -> None:
-    config = load_config(SMOKE, [f"bus.round_timeout_ms={ROUND_TIMEOUT_S * 1000:.0f}", "env.num_envs=2"])
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(dump_config(config))
-    initial_policies(config, tmp_path / "checkpoints")
-    mesh = Mesh(config, config_path, tmp_path, "eval", "eval", config.seed, config.env.num_envs)
+    mesh = eval_mesh(tmp_path, [f"bus.round_timeout_ms={ROUND_TIMEOUT_S * 1000:.0f}", "env.num_envs=2"])
     silent = mesh_agent = None
     try:
         mesh.start()
-        _wait_tick(mesh, 5)
+        wait_tick(mesh, 5)
         # Agent 0 goes silent without leaving (SIGSTOP: deterministic, unlike racing a SIGTERM against the
         # end of its step); the others wait in a bus round for its frame, as for a peer that has just left.
         silent = mesh.find("agent", 0).popen
         silent.send_signal(signal.SIGSTOP)
         time.sleep(0.5)
-        tick = _tick(mesh)
+        tick = env_tick(mesh)
         time.sleep(1.0)
-        assert _tick(mesh) == tick, "the other agents kept stepping: nothing waits for agent 0"
+        assert env_tick(mesh) == tick, "the other agents kept stepping: nothing waits for agent 0"
         rest = _seconds_to_exit([mesh.find("agent", i).popen for i in (1, 2)])
         mesh_agent, silent = silent, None
         mesh_agent.send_signal(signal.SIGCONT)
