@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from agent_service.runtime import TorchRuntime
-from learner_service.gossip import metropolis_weights
-from learner_service.node import policy_params
+from learner_service.gossip import flatten, metropolis_weights, unflatten
+from learner_service.node import load_policy_params, policy_params
 from marlmesh import plugins
 from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.config import Config, load_config
@@ -93,29 +93,34 @@ class InProcessTrainer:
         self.channel = plugins.load("channels", config.channel.name)(config.channel)
         algo = plugins.load("algos", config.algo.name)()
         self.learners = [algo.build_learner(config, spec, self.channel) for spec in self.joint.specs]
-        self.actors = []
-        self.recorders = []
-        for spec, learner in zip(self.joint.specs, self.learners, strict=True):
-            actor = TorchRuntime(self.channel.build_policy(spec))
-            actor.load_params(policy_params(learner.policy))
-            self.actors.append(actor)
-            self.recorders.append(
-                RolloutRecorder(
-                    config.train.rollout_steps,
-                    self.joint.num_envs,
-                    spec.obs_shape,
-                    spec.action_space,
-                    self.channel.rounds,
-                    self.n,
-                    config.channel.message_dim,
-                )
+        self.actors = self._actors()
+        self.recorders = [
+            RolloutRecorder(
+                config.train.rollout_steps,
+                self.joint.num_envs,
+                spec.obs_shape,
+                spec.action_space,
+                self.channel.rounds,
+                self.n,
+                config.channel.message_dim,
             )
+            for spec in self.joint.specs
+        ]
         self.policy_lag = policy_lag
         self._history: list[collections.deque] = [collections.deque(maxlen=policy_lag + 1) for _ in range(self.n)]
         for i in range(self.n):
             self._history[i].append(policy_params(self.learners[i].policy))
         self.obs = self.joint.views
         self.version = 0
+
+    def _actors(self) -> list[TorchRuntime]:
+        """One actor per agent, acting with its learner's current parameters."""
+        actors = []
+        for spec, learner in zip(self.joint.specs, self.learners, strict=True):
+            actor = TorchRuntime(self.channel.build_policy(spec))
+            actor.load_params(policy_params(learner.policy))
+            actors.append(actor)
+        return actors
 
     def _decide(self, actors: list[TorchRuntime], views: list) -> tuple[list, list, list]:
         return ideal_rounds(actors, [np.asarray(v.obs, np.float32) for v in views], self.channel.rounds)
@@ -148,8 +153,8 @@ class InProcessTrainer:
         for learner, frag in zip(self.learners, fragments, strict=True):
             lr = learner.set_progress(progress)
             stats = {**learner.update(frag), "lr": lr}
-        gossip = self.config.algo.dgmappo.gossip
-        if self.config.algo.name == "dgmappo" and gossip.enabled and (self.version + 1) % gossip.period == 0:
+        gossip = self.config.algo.dgmappo.gossip  # config validation allows it only with algo dgmappo
+        if gossip.enabled and (self.version + 1) % gossip.period == 0:
             self._mix(gossip.rounds)
         for i, learner in enumerate(self.learners):
             self._history[i].append(policy_params(learner.policy))
@@ -160,14 +165,10 @@ class InProcessTrainer:
     def _mix(self, rounds: int) -> None:
         """Gossip on the complete graph: ``rounds`` times ``theta_i <- sum_j W_ij theta_j`` (Metropolis-Hastings)."""
         weights = metropolis_weights(np.ones((self.n, self.n), bool))
-        thetas = [policy_params(learner.policy) for learner in self.learners]
-        for _ in range(rounds):
-            thetas = [
-                {key: sum(float(weights[i, j]) * thetas[j][key] for j in range(self.n)) for key in thetas[i]}
-                for i in range(self.n)
-            ]
-        for learner, theta in zip(self.learners, thetas, strict=True):
-            learner.policy.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in theta.items()})
+        own = [policy_params(learner.policy) for learner in self.learners]
+        mixed = np.linalg.matrix_power(weights, rounds) @ np.stack([flatten(p) for p in own])
+        for learner, theta, like in zip(self.learners, mixed, own, strict=True):
+            load_policy_params(learner.policy, unflatten(theta.astype(np.float32), like))
 
     def recent_return(self, episodes: int = 200) -> float:
         """Mean summed return of the last ``episodes`` finished (training, sampled actions) episodes."""
@@ -180,11 +181,7 @@ class InProcessTrainer:
         Runs on its own env copies (seeded ``seed + b``, as ``marlmesh eval`` does), so training is not
         disturbed.
         """
-        actors = []
-        for spec, learner in zip(self.joint.specs, self.learners, strict=True):
-            actor = TorchRuntime(self.channel.build_policy(spec))
-            actor.load_params(policy_params(learner.policy))
-            actors.append(actor)
+        actors = self._actors()
         joint = JointEnv(self.config, seed=seed, num_envs=num_envs)
         try:
             views = joint.views

@@ -43,6 +43,11 @@ def policy_params(policy: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().astype(np.float32, copy=True) for k, v in policy.state_dict().items()}
 
 
+def load_policy_params(policy: torch.nn.Module, params: dict[str, np.ndarray]) -> None:
+    """Load :func:`policy_params`-style arrays (every key of the policy's state dict) into ``policy``."""
+    policy.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in params.items()})
+
+
 class LearnerNode:
     """The learner of agent ``spec.agent_index``.
 
@@ -241,7 +246,7 @@ class LearnerNode:
         assert self.gossip is not None
         own = policy_params(self.policy)
         mixed = self.gossip.mix(own, heard_neighbours(columns, self.spec.agent_index, self.spec.num_agents))
-        self.policy.load_state_dict({k: torch.from_numpy(v) for k, v in mixed.items()})
+        load_policy_params(self.policy, mixed)
 
     def save_checkpoint(self) -> Path | None:
         """Write the current state as an atomic checkpoint."""
