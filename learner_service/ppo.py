@@ -177,7 +177,14 @@ class PPOLearner:
         return set_annealed_lr(self.optimizer, self.cfg, fraction)
 
     def clip_gradients(self) -> dict[str, float]:
-        """Clip each group of :attr:`clip_groups` to ``max_grad_norm``; returns the norms before clipping."""
+        """Clip the gradients to ``max_grad_norm`` as ``PPOConfig.grad_clip`` says; returns the norms before clipping.
+
+        ``per_group`` clips each group of :attr:`clip_groups` on its own (``grad_norm_<group>``); ``joint`` clips
+        all of the policy's parameters together (``grad_norm_all``).
+        """
+        if self.cfg.grad_clip == "joint":
+            params = [p for group in self.clip_groups.values() for p in group]
+            return {"grad_norm_all": float(nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))}
         return {
             f"grad_norm_{name}": float(nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
             for name, params in self.clip_groups.items()

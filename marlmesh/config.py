@@ -293,6 +293,11 @@ class PPOConfig(_Strict):
     ent_coef: float = Field(0.01, ge=0)
     vf_coef: float = Field(0.5, ge=0)
     max_grad_norm: float = Field(0.5, gt=0)
+    grad_clip: Literal["per_group", "joint"] = "per_group"
+    """How ``max_grad_norm`` applies: ``per_group`` clips the critics' heads, the actor head and what both use
+    (message encoders, attention) each on its own, so a large value-loss gradient never shrinks a policy step;
+    ``joint`` clips all of the policy's parameters as one vector (CleanRL's PPO), which makes the actor's steps
+    small while the critic is still far off."""
     norm_adv: bool = True
     """Normalise advantages per minibatch (per agent: every learner sees only its agent)."""
     hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64])
