@@ -30,8 +30,9 @@ def test_mfppo_trains_at_n8_with_constant_bytes_per_agent_step(tmp_path):
     row_bytes = 8 * 4 + 32  # smoke: message_dim 8 floats + 32 header bytes, whatever N is
     for a in agents.values():
         assert a["steps"] > 0
-        # meanfield sends one round per step; a stop can end the last step after its send (the step is not counted)
-        assert a["steps"] <= a["rounds_sent"] <= a["steps"] + 1
+        # meanfield sends one round per step; a stop can end the last step after its send (the step is not counted),
+        # and an agent whose peers all stopped first steps alone, sending nothing (not counted as a round sent)
+        assert 0 < a["rounds_sent"] <= a["steps"] + 1
         assert a["bus"]["bytes_sent"] == a["rounds_sent"] * 4 * row_bytes  # B=4 rows per send, counted once per send
         assert len(a["bus"]["received_from"]) == 7
     for lr in learners.values():
