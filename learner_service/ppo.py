@@ -183,8 +183,7 @@ class PPOLearner:
         all of the policy's parameters together (``grad_norm_all``).
         """
         if self.cfg.grad_clip == "joint":
-            params = [p for group in self.clip_groups.values() for p in group]
-            return {"grad_norm_all": float(nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))}
+            return {"grad_norm_all": float(nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm))}
         return {
             f"grad_norm_{name}": float(nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
             for name, params in self.clip_groups.items()
