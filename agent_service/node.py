@@ -319,8 +319,8 @@ class AgentNode:
         """Leave the env, close the bus and flush the learner link."""
         try:
             self.env.leave(self.index)
-        except grpc.RpcError:
-            pass
+        except grpc.RpcError as exc:  # the env then waits for this agent until it misses enough deadlines
+            log.warning("could not leave the env (%s: %s)", exc.code().name, exc.details())
         if self.bus is not None:
             self.bus.close()
         if self.learner is not None:

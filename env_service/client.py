@@ -48,8 +48,15 @@ class EnvClient:
         self.tls_identity = tls_identity
         self._max_message_bytes = max_message_bytes
         self._interrupted = threading.Event()
-        self._channel = open_channel(address, grpc_options(max_message_bytes), tls_identity)
+        # Two channels: Step (which blocks at the barrier) on its own, so that :meth:`interrupt` can cancel it by
+        # closing its channel without cutting a Join, Leave or GetStats in flight on another thread.
+        self._channel = self._open()
         self._stub = env_pb2_grpc.EnvServiceStub(self._channel)
+        self._step_channel = self._open()
+        self._step_stub = env_pb2_grpc.EnvServiceStub(self._step_channel)
+
+    def _open(self) -> grpc.Channel:
+        return open_channel(self.address, grpc_options(self._max_message_bytes), self.tls_identity)
 
     def wait_ready(self, timeout_s: float) -> env_pb2.EnvSpec:
         """Wait until the service answers GetSpec.
@@ -107,7 +114,7 @@ class EnvClient:
         """
         request = env_pb2.StepRequest(agent_index=agent_index, tick=tick, action=tensors.encode(action))
         try:
-            resp = self._stub.Step(request, timeout=self._step_timeout)
+            resp = self._step_stub.Step(request, timeout=self._step_timeout)
         except (grpc.RpcError, ValueError) as exc:  # ValueError: the channel was closed just before the call
             cancelled = not isinstance(exc, grpc.RpcError) or exc.code() == grpc.StatusCode.CANCELLED
             if self._interrupted.is_set() and cancelled:
@@ -118,20 +125,21 @@ class EnvClient:
         return observation_from_proto(resp.observation), resp.action_applied
 
     def interrupt(self) -> None:
-        """Cancel the calls in flight (a waiting :meth:`step` raises :class:`StepInterrupted`).
+        """Cancel the Step calls in flight (a waiting :meth:`step` raises :class:`StepInterrupted`).
 
-        For shutdown: peers that already left would hold the barrier until its deadline. The client stays
-        usable (later calls such as :meth:`leave` go over a fresh channel).
+        For shutdown: peers that already left would hold the barrier until its deadline. Only the Step channel
+        is replaced: a :meth:`leave` racing this call (the agent stopping) still reaches the env, and the
+        client stays usable.
         """
         self._interrupted.set()
-        old = self._channel
-        self._channel = open_channel(self.address, grpc_options(self._max_message_bytes), self.tls_identity)
-        self._stub = env_pb2_grpc.EnvServiceStub(self._channel)
+        old = self._step_channel
+        self._step_channel = self._open()
+        self._step_stub = env_pb2_grpc.EnvServiceStub(self._step_channel)
         old.close()
 
     def step_future(self, agent_index: int, tick: int, action: np.ndarray) -> grpc.Future:
         """Like :meth:`step` but non-blocking (several agents can wait at the barrier from one thread)."""
-        return self._stub.Step.future(
+        return self._step_stub.Step.future(
             env_pb2.StepRequest(agent_index=agent_index, tick=tick, action=tensors.encode(action)),
             timeout=self._step_timeout,
         )
@@ -153,8 +161,9 @@ class EnvClient:
         )
 
     def close(self) -> None:
-        """Close the channel."""
+        """Close the channels."""
         self._channel.close()
+        self._step_channel.close()
 
     def __enter__(self) -> EnvClient:
         return self

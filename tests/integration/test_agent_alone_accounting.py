@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from service_procs import env_tick, eval_mesh, wait_tick
+from service_procs import eval_mesh, wait_tick
+
+from marlmesh.v1 import env_pb2
 
 pytestmark = pytest.mark.integration
 NUM_ENVS = 2
@@ -30,7 +32,11 @@ def test_rounds_taken_alone_are_not_counted_as_sent(tmp_path: Path) -> None:
         leaver = mesh.find("agent", 1).popen
         leaver.send_signal(signal.SIGTERM)
         assert leaver.wait(timeout=30) == 0
-        left_at = env_tick(mesh)
+        channel, stub = mesh.env_stub()
+        with channel:
+            after_leave = stub.GetStats(env_pb2.StatsRequest(), timeout=10)
+        assert list(after_leave.live_agents) == [0], "agent 1's Leave did not reach the env"
+        left_at = after_leave.tick
         wait_tick(mesh, left_at + 10, all_alive=False)  # agent 0 now steps alone
         stayer = mesh.find("agent", 0)
         stayer.popen.send_signal(signal.SIGTERM)
@@ -45,6 +51,6 @@ def test_rounds_taken_alone_are_not_counted_as_sent(tmp_path: Path) -> None:
     bus = stats["bus"]
     assert stats["steps"] >= left_at + 10
     # it sent while its peer was there, and only then: one frame (one radio transmission) per round sent
-    assert 5 <= stats["rounds_sent"] <= left_at + 1 < stats["steps"]
+    assert 5 <= stats["rounds_sent"] <= left_at + 1 < stats["steps"], (left_at, stats)
     assert bus["frames_sent"] == stats["rounds_sent"]
     assert bus["bytes_sent"] == stats["rounds_sent"] * NUM_ENVS * ROW_BYTES

@@ -91,6 +91,24 @@ def test_interrupt_ends_a_step_waiting_at_the_barrier_and_the_client_stays_usabl
         assert 0 not in node.stats().live_agents
 
 
+def test_a_leave_racing_interrupt_still_reaches_the_env(served):
+    # An agent stopping runs both at once: its stop watcher interrupts the Step while the main thread leaves.
+    # Interrupt used to replace the one channel under the Leave in flight, which then failed (CANCELLED) and
+    # the env kept waiting for the agent that was gone until it missed enough deadlines.
+    address, node, _ = served
+    with EnvClient(address, timeout_s=5, step_timeout_s=30) as env:
+        for attempt in range(40):
+            env.join(0, f"proc-{attempt}")
+            assert 0 in node.stats().live_agents
+            together = threading.Barrier(2)
+            watcher = threading.Thread(target=lambda b=together: (b.wait(), env.interrupt()))
+            watcher.start()
+            together.wait()
+            env.leave(0)
+            watcher.join(5)
+            assert 0 not in node.stats().live_agents, f"attempt {attempt}: the leave was lost"
+
+
 def test_malformed_requests_get_invalid_argument_and_the_server_stays_up(served):
     address, node, servicer = served
     with grpc.insecure_channel(address) as ch:
