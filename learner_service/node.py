@@ -81,6 +81,7 @@ class LearnerNode:
         self.updates = 0
         self.samples_trained = 0
         self._started = time.monotonic()
+        self._seconds_before = 0.0  # training time of the processes before a resume (from the checkpoint)
         self.fragments_received = 0
         self.fragments_trained = 0
         """Fragments trained on by this process (``updates`` also counts those before a resume)."""
@@ -117,6 +118,7 @@ class LearnerNode:
         self.resumed_from_version = self.version
         self.updates = int(payload.get("updates", self.version))
         self.samples_trained = int(payload.get("samples_trained", 0))
+        self._seconds_before = float(payload.get("train_seconds", 0.0))
         log.info("resumed agent %d from %s (version %d)", self.spec.agent_index, path, self.version)
 
     # -- called by gRPC handlers -------------------------------------------------------------------
@@ -230,14 +232,21 @@ class LearnerNode:
     def budget_fraction(self) -> float:
         """Share of the run's budget used so far (drives ``algo.ppo.anneal_lr``).
 
-        Samples trained against ``train.total_env_steps``, or this learner's running time against
+        Samples trained against ``train.total_env_steps``, or :meth:`train_seconds` against
         ``train.max_wall_seconds``, whichever is larger.
         """
         train = self.config.train
         fraction = self.samples_trained / train.total_env_steps
         if train.max_wall_seconds:
-            fraction = max(fraction, (time.monotonic() - self._started) / train.max_wall_seconds)
+            fraction = max(fraction, self.train_seconds() / train.max_wall_seconds)
         return fraction
+
+    def train_seconds(self) -> float:
+        """This learner's running time, over restarts: a resumed learner adds the time its checkpoint recorded.
+
+        The time between the last checkpoint and a crash, and the downtime until the restart, are not counted.
+        """
+        return self._seconds_before + time.monotonic() - self._started
 
     def _mix(self, columns: dict[str, np.ndarray]) -> None:
         """Gossip: mix this learner's parameters with its current neighbours' (published with this update)."""
@@ -256,6 +265,7 @@ class LearnerNode:
             "version": self.version,
             "updates": self.updates,
             "samples_trained": self.samples_trained,
+            "train_seconds": self.train_seconds(),
             "policy": self.policy.state_dict(),
             "optimizer": self.learner.optimizer.state_dict(),
             "spec": self.spec,

@@ -314,7 +314,7 @@ class PPOConfig(_Strict):
     """Decay the learning rate linearly from ``lr`` to 0 over the run's budget (as CleanRL's ``anneal_lr``). A
     learner measures progress as the larger of ``samples trained / train.total_env_steps`` and ``seconds since
     the learner started / train.max_wall_seconds``, so a run cut by its wall-clock budget still ends near 0 (a
-    restarted learner resumes its sample count from the checkpoint but restarts its clock). ``mappo-central``
+    restarted learner resumes both its sample count and its running time from the checkpoint). ``mappo-central``
     uses its env steps and its own running time the same way."""
 
 

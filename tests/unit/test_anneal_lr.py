@@ -1,6 +1,7 @@
 """``algo.ppo.anneal_lr``: the learning rate decays linearly over the run's budget (samples or wall clock)."""
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from tests.unit.test_learner_update import B, T, _bandit_fragment, _spec
 LR = 0.01
 
 
-def _node(*extra: str) -> LearnerNode:
+def _node(*extra: str, checkpoint_dir: Path | None = None) -> LearnerNode:
     config = load_config(
         None,
         [
@@ -27,7 +28,7 @@ def _node(*extra: str) -> LearnerNode:
         ],
     )
     torch.manual_seed(0)
-    return LearnerNode(config, _spec("discrete"), checkpoint_dir=None)
+    return LearnerNode(config, _spec("discrete"), checkpoint_dir=checkpoint_dir)
 
 
 def _optimizer_lrs(node: LearnerNode) -> set[float]:
@@ -64,3 +65,17 @@ def test_the_wall_clock_budget_counts_when_it_is_further_along():
     fraction = node.budget_fraction()
     assert 0.5 <= fraction < 1.0  # no sample trained yet: the clock decides
     assert node.learner.set_progress(fraction) == pytest.approx(LR * (1 - fraction))
+
+
+def test_a_resumed_learner_keeps_the_running_time_of_its_checkpoint(tmp_path: Path):
+    # A learner that restarts (its pod was rescheduled) must not restart the wall-clock part of the annealing:
+    # it would train the rest of the run at a higher rate than the budget left allows.
+    sets = ("algo.ppo.anneal_lr=true", "train.max_wall_seconds=10", "train.total_env_steps=100000000")
+    first = _node(*sets, checkpoint_dir=tmp_path)
+    time.sleep(0.6)
+    assert first.submit(0, _bandit_fragment(first, np.random.default_rng(0), "discrete")) == (True, "")
+    assert first.train_next(timeout=1.0)  # writes a checkpoint
+    resumed = _node(*sets, checkpoint_dir=tmp_path)
+    assert resumed.resumed_from_version == 1
+    assert resumed.train_seconds() >= 0.6
+    assert resumed.budget_fraction() >= 0.06  # samples alone: 800 / 1e8
