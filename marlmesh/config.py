@@ -297,8 +297,7 @@ class PPOConfig(_Strict):
     """How ``max_grad_norm`` applies: ``per_group`` clips the critics' heads, the actor head and what both use
     (message encoders, attention) each on its own, so a large value-loss gradient never shrinks a policy step;
     ``joint`` clips all of the policy's parameters as one vector (CleanRL's PPO), which makes the actor's steps
-    small while the critic is still far off. Read by the per-agent learners; ``mappo-central`` clips every actor and
-    its central critic each on its own."""
+    small while the critic is still far off. ``mappo-central``'s groups are its actors and its central critic."""
     norm_adv: bool = True
     """Normalise advantages per minibatch (per agent: every learner sees only its agent)."""
     hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64])

@@ -95,6 +95,19 @@ class CentralMAPPO:
         """Set the learning rate for a run ``fraction`` of the way through its budget (``algo.ppo.anneal_lr``)."""
         return set_annealed_lr(self.optimizer, self.cfg, fraction)
 
+    def clip_gradients(self) -> None:
+        """Clip the gradients to ``max_grad_norm`` as ``algo.ppo.grad_clip`` says.
+
+        ``per_group``: every actor and the central critic each on its own; ``joint``: all their parameters as one
+        vector.
+        """
+        modules = [*(a.actor for a in self.actors), self.critic]
+        if self.cfg.grad_clip == "joint":
+            nn.utils.clip_grad_norm_([p for m in modules for p in m.parameters()], self.cfg.max_grad_norm)
+            return
+        for module in modules:
+            nn.utils.clip_grad_norm_(module.parameters(), self.cfg.max_grad_norm)
+
     @torch.no_grad()
     def collect(self) -> dict[str, object]:
         """T joint steps; returns the rollout (per-agent lists ``[T, B, ...]`` and joint ``[T, B, N]`` tensors)."""
@@ -175,8 +188,7 @@ class CentralMAPPO:
                     totals[key] = totals.get(key, 0.0) + val / len(self.actors)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            for module in [*(a.actor for a in self.actors), self.critic]:
-                nn.utils.clip_grad_norm_(module.parameters(), self.cfg.max_grad_norm)
+            self.clip_gradients()
             self.optimizer.step()
             count += 1
         self.updates += 1

@@ -109,3 +109,27 @@ def test_annealed_lr_falls_over_the_step_budget(tmp_path):
     rates = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     lr = _config().algo.ppo.lr
     assert rates == pytest.approx([lr, 0.75 * lr, 0.5 * lr, 0.25 * lr])  # 4 updates of 10 env steps each
+
+
+@pytest.mark.parametrize("grad_clip", ["per_group", "joint"])
+def test_grad_clip_applies_to_the_actors_and_the_central_critic(grad_clip):
+    config = _config(**{"algo.ppo.grad_clip": grad_clip, "algo.ppo.max_grad_norm": 0.5})
+    env = JointEnv(config, seed=0, num_envs=2)
+    try:
+        trainer = CentralMAPPO(config, env, seed=0)
+    finally:
+        env.close()
+    modules = [*(a.actor for a in trainer.actors), trainer.critic]
+    for k, module in enumerate(modules):  # gradients of very different sizes: 1, 10, 100, 1000 per entry
+        for p in module.parameters():
+            p.grad = torch.full_like(p, 10.0**k)
+    before = [torch.cat([p.grad.flatten() for p in m.parameters()]) for m in modules]
+    trainer.clip_gradients()
+    after = [torch.cat([p.grad.flatten() for p in m.parameters()]) for m in modules]
+    if grad_clip == "per_group":  # each module clipped to 0.5 on its own
+        for a, b in zip(after, before, strict=True):
+            torch.testing.assert_close(a, b * (0.5 / torch.linalg.vector_norm(b)))
+        return
+    factor = 0.5 / torch.linalg.vector_norm(torch.cat(before))  # one factor for all
+    for a, b in zip(after, before, strict=True):
+        torch.testing.assert_close(a, b * factor)
