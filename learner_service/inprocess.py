@@ -215,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
+    if not config.bus.links.default.is_ideal() or config.bus.links.overrides:
+        print(
+            f"note: {args.config} sets constrained bus links; this harness runs ideal links (every peer heard at once)",
+            file=sys.stderr,
+            flush=True,
+        )
     torch.set_num_threads(1)
     trainer = InProcessTrainer(config, policy_lag=args.policy_lag)
     start = time.monotonic()
