@@ -23,6 +23,14 @@ def test_shipped_configs_validate():
         load_config(name)
 
 
+def test_a_mapping_set_replaces_the_default_jobs_constrained_links():
+    # configs/default.yaml's comment tells users to get ideal links back this way
+    assert not load_config("configs/default.yaml").bus.links.default.is_ideal()
+    assert load_config("configs/default.yaml", ["bus.links.default={}"]).bus.links.default.is_ideal()
+    half = load_config("configs/default.yaml", ["bus.links.default={loss: 0.2}"]).bus.links.default
+    assert half.loss == 0.2 and half.rate_bps is None and half.latency_ms == 0
+
+
 def test_unknown_key_names_path_and_nearest_key():
     with pytest.raises(ConfigError) as exc:
         load_config(None, ["env.nmu_envs=4"])
