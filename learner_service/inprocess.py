@@ -215,9 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
-    if not config.bus.links.default.is_ideal() or config.bus.links.overrides:
+    if (model := config.bus.links.resolved_model()) != "ideal":
         print(
-            f"note: {args.config} sets constrained bus links; this harness runs ideal links (every peer heard at once)",
+            f"note: {args.config} sets bus link model {model!r}; "
+            "this harness runs ideal links (every peer heard at once)",
             file=sys.stderr,
             flush=True,
         )

@@ -86,7 +86,8 @@ class CentralMAPPO:
         torch.manual_seed(seed * 7919)
         self.actors = [IndependentPolicy(spec) for spec in env.specs]
         self.critic = CentralCritic([spec.obs_dim for spec in env.specs], list(self.cfg.hidden_sizes))
-        params = [p for a in self.actors for p in a.actor.parameters()] + list(self.critic.parameters())
+        self._modules = [*(a.actor for a in self.actors), self.critic]  # what the optimizer trains and clips
+        params = [p for m in self._modules for p in m.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=self.cfg.lr, eps=self.cfg.adam_eps)
         self._gen = torch.Generator().manual_seed(seed * 104_729)
         self.updates = 0
@@ -101,11 +102,10 @@ class CentralMAPPO:
         ``per_group``: every actor and the central critic each on its own; ``joint``: all their parameters as one
         vector.
         """
-        modules = [*(a.actor for a in self.actors), self.critic]
         if self.cfg.grad_clip == "joint":
-            nn.utils.clip_grad_norm_([p for m in modules for p in m.parameters()], self.cfg.max_grad_norm)
+            nn.utils.clip_grad_norm_([p for m in self._modules for p in m.parameters()], self.cfg.max_grad_norm)
             return
-        for module in modules:
+        for module in self._modules:
             nn.utils.clip_grad_norm_(module.parameters(), self.cfg.max_grad_norm)
 
     @torch.no_grad()

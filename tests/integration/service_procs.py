@@ -98,11 +98,16 @@ def eval_mesh(tmp: Path, sets: list[str]) -> Mesh:
     return Mesh(config, config_path, tmp, "eval", "eval", config.seed, config.env.num_envs)
 
 
-def env_tick(mesh: Mesh) -> int:
-    """The mesh's env tick (batched env steps so far), from its GetStats."""
+def env_stats(mesh: Mesh) -> env_pb2.EnvStats:
+    """The mesh env's GetStats answer (tick, live agents, counters)."""
     channel, stub = mesh.env_stub()
     with channel:
-        return int(stub.GetStats(env_pb2.StatsRequest(), timeout=10).tick)
+        return stub.GetStats(env_pb2.StatsRequest(), timeout=10)
+
+
+def env_tick(mesh: Mesh) -> int:
+    """The mesh's env tick (batched env steps so far), from its GetStats."""
+    return int(env_stats(mesh).tick)
 
 
 def wait_tick(mesh: Mesh, at_least: int, *, timeout_s: float = 60.0, all_alive: bool = True) -> int:

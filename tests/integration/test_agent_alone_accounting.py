@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from service_procs import eval_mesh, wait_tick
-
-from marlmesh.v1 import env_pb2
+from service_procs import env_stats, eval_mesh, wait_tick
 
 pytestmark = pytest.mark.integration
 NUM_ENVS = 2
@@ -32,9 +30,7 @@ def test_rounds_taken_alone_are_not_counted_as_sent(tmp_path: Path) -> None:
         leaver = mesh.find("agent", 1).popen
         leaver.send_signal(signal.SIGTERM)
         assert leaver.wait(timeout=30) == 0
-        channel, stub = mesh.env_stub()
-        with channel:
-            after_leave = stub.GetStats(env_pb2.StatsRequest(), timeout=10)
+        after_leave = env_stats(mesh)
         assert list(after_leave.live_agents) == [0], "agent 1's Leave did not reach the env"
         left_at = after_leave.tick
         wait_tick(mesh, left_at + 10, all_alive=False)  # agent 0 now steps alone

@@ -35,7 +35,7 @@ def test_the_default_job_trains_over_its_constrained_links(tmp_path: Path) -> No
     assert all(lr["updates"] >= 1 for lr in summary["learners"])
     bus = summary["bus"]
     sent = bus["messages_sent"]
-    # 3 agents x 2 peers x 2 rounds x 4 env copies per env step: each row is one message on one directed link
+    # 3 agents x 2 peers x 2 rounds per env step (an env step is one copy's row): a row per directed link is a message
     assert sent >= 3 * 2 * 2 * 2400
     assert 0.5 * links.loss * sent < bus["dropped"]["loss"] < 2 * links.loss * sent
     # sim clock, whatever the load: latency +- jitter plus the serialization of one row (D-GAT: message_dim
