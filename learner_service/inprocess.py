@@ -29,11 +29,12 @@ import numpy as np
 import torch
 
 from agent_service.runtime import TorchRuntime
+from learner_service.checkpoint import save_checkpoint
 from learner_service.gossip import flatten, metropolis_weights, unflatten
 from learner_service.node import load_policy_params, policy_params
 from marlmesh import plugins
 from marlmesh.centralized.joint_env import JointEnv
-from marlmesh.config import Config, load_config
+from marlmesh.config import Config, dump_config, load_config
 from marlmesh.rollout import RolloutRecorder
 
 
@@ -197,6 +198,16 @@ class InProcessTrainer:
             joint.close()
         return float(np.mean(returns)), float(np.std(returns))
 
+    def save(self, run_dir: Path) -> None:
+        """Write every learner's current policy as ``run_dir/checkpoints/agent-<i>``.
+
+        The learners' checkpoint format, newest only, so that :mod:`marlmesh.spread_diagnostics` can play it.
+        """
+        for i, learner in enumerate(self.learners):
+            save_checkpoint(
+                run_dir / "checkpoints" / f"agent-{i}", self.version, {"policy": learner.policy.state_dict()}, 1
+            )
+
     def close(self) -> None:
         """Stop the step threads and the env copies."""
         self.joint.close()
@@ -213,8 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--eval-episodes", type=int, default=0, help="greedy evaluation episodes at every log line (0 = none)"
     )
+    parser.add_argument(
+        "--save-dir",
+        type=Path,
+        default=None,
+        help="write config.yaml and, at every log line, the policies as checkpoints/agent-<i> (for "
+        "python -m marlmesh.spread_diagnostics)",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
+    if args.save_dir is not None:
+        args.save_dir.mkdir(parents=True, exist_ok=True)
+        (args.save_dir / "config.yaml").write_text(dump_config(config))
     if (model := config.bus.links.resolved_model()) != "ideal":
         print(
             f"note: {args.config} sets bus link model {model!r}; "
@@ -246,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                         args.eval_episodes, config.eval.num_envs, config.seed + config.eval.seed_offset
                     )
                     line.update(eval_return_mean=round(mean, 2), eval_return_std=round(std, 2))
+                if args.save_dir is not None:
+                    trainer.save(args.save_dir)
                 print(json.dumps(line), flush=True)
     finally:
         trainer.close()

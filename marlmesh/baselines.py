@@ -17,6 +17,14 @@ when far and brakes when close. With discrete actions it picks the action whose 
 continuous actions (``env.kwargs.continuous_actions=true``, a ``Box(0, 1, (5,))`` whose force is
 ``(a2 - a1, a4 - a3)``) it solves for the force that puts the resting point on the landmark, clipped per axis
 to the largest force, so it can also push diagonally.
+
+Two weaker variants differ only in how an agent picks its landmark; they are the ceilings of conventions that
+decentralized learners can settle on (``python -m marlmesh.spread_diagnostics`` tells which one a run uses):
+
+- ``scripted-priority``: agents take turns in index order; each takes the landmark nearest to it that no
+  lower-indexed agent took (every agent can compute this from its own observation).
+- ``scripted-fixed``: agent i always heads for landmark i, whatever the positions (fixed roles: no
+  coordination needed at all).
 """
 
 from __future__ import annotations
@@ -45,6 +53,11 @@ MPE_DAMPING = 0.25
 MPE_SENSITIVITY = 5.0
 #: Discrete MPE actions: no-op, -x, +x, -y, +y.
 MPE_DIRECTIONS = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], np.float64)
+
+ASSIGNMENTS = ("hungarian", "priority", "fixed")
+"""How :class:`ScriptedSpreadPolicy` picks its landmark (see the module docstring)."""
+BASELINES = ("random", "scripted", "scripted-priority", "scripted-fixed")
+"""Baseline names: ``scripted`` is the Hungarian controller, ``scripted-<assignment>`` its variants."""
 
 
 class BaselinePolicy(Protocol):
@@ -133,7 +146,9 @@ def box_action(force: np.ndarray) -> np.ndarray:
 
 
 class ScriptedSpreadPolicy:
-    """Hungarian landmark assignment each step + braking, for mpe2 ``simple_spread`` (discrete or continuous).
+    """Landmark assignment each step (Hungarian by default) + braking, for mpe2 ``simple_spread``.
+
+    Discrete or continuous actions.
 
     With ``env.obs_radius`` the controller acts on the same partial observation as a learned policy: it
     assigns itself and the agents it sees to the landmarks it sees (an agent that gets no visible landmark, or
@@ -145,12 +160,21 @@ class ScriptedSpreadPolicy:
         space: The agent's action space: ``Discrete(5)`` or ``Box(0, 1, (5,))``.
         obs_dim: Length of the observation vector: ``6 N``, or ``8 N - 1`` with ``env.obs_radius`` (one
             visibility flag per landmark and per other agent appended).
+        assignment: One of :data:`ASSIGNMENTS`: ``hungarian`` (the summed distance is minimal), ``priority``
+            (in index order, each agent takes the nearest landmark left) or ``fixed`` (agent i takes landmark
+            i). Under ``env.obs_radius`` each rule applies to what the agent sees; a ``fixed`` agent whose
+            landmark is out of sight heads for the centre.
 
     Raises:
-        ValueError: If the spaces are not those of simple_spread.
+        ValueError: If the spaces are not those of simple_spread, or for an unknown assignment.
     """
 
-    def __init__(self, agent_index: int, num_agents: int, space: SpaceSpec, obs_dim: int) -> None:
+    def __init__(
+        self, agent_index: int, num_agents: int, space: SpaceSpec, obs_dim: int, assignment: str = "hungarian"
+    ) -> None:
+        if assignment not in ASSIGNMENTS:
+            raise ValueError(f"unknown landmark assignment {assignment!r} (known: {', '.join(ASSIGNMENTS)})")
+        self.assignment = assignment
         self.continuous = space == MPE_BOX
         if not self.continuous and (space.kind != "discrete" or space.n != 5):
             raise ValueError(
@@ -183,7 +207,16 @@ class ScriptedSpreadPolicy:
         centre = -ob[2:4]  # own position is absolute: the arena's centre relative to this agent
         if seen.size == 0:
             return centre
+        if self.assignment == "fixed":
+            return landmarks[self.index] if flags[self.index] else centre
         cost = np.linalg.norm(rel[team][:, None, :] - landmarks[seen][None, :, :], axis=-1)
+        if self.assignment == "priority":
+            for row in range(team.index(self.index) + 1):  # the agents before this one choose first
+                pick = int(np.argmin(cost[row]))
+                if not np.isfinite(cost[row, pick]):
+                    return centre  # every landmark in sight is taken
+                cost[:, pick] = np.inf
+            return landmarks[seen[pick]]
         if len(team) > seen.size:  # more agents than landmarks in sight: the extra ones get no landmark
             cost = np.hstack([cost, np.full((len(team), len(team) - seen.size), NO_LANDMARK_COST)])
         pick = int(best_assignment(cost)[team.index(self.index)])
@@ -205,7 +238,7 @@ class ScriptedSpreadPolicy:
 def make_policy(
     name: str, agent_index: int, num_agents: int, action: SpaceSpec, obs_dim: int, seed: int
 ) -> BaselinePolicy:
-    """Build a baseline policy by name (``random`` or ``scripted``).
+    """Build a baseline policy by name (one of :data:`BASELINES`).
 
     Raises:
         ValueError: For an unknown name or an env the policy does not fit.
@@ -214,7 +247,9 @@ def make_policy(
         return RandomPolicy(action, seed * 1000 + agent_index)
     if name == "scripted":
         return ScriptedSpreadPolicy(agent_index, num_agents, action, obs_dim)
-    raise ValueError(f"unknown baseline {name!r} (known: random, scripted)")
+    if name in BASELINES and name.startswith("scripted-"):
+        return ScriptedSpreadPolicy(agent_index, num_agents, action, obs_dim, name.removeprefix("scripted-"))
+    raise ValueError(f"unknown baseline {name!r} (known: {', '.join(BASELINES)})")
 
 
 def evaluate_in_process(config: Config, name: str, episodes: int, seed: int) -> list[float]:
@@ -384,9 +419,9 @@ def run_baseline(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m marlmesh.baselines {random,scripted} --run-dir DIR``."""
+    """``python -m marlmesh.baselines {random,scripted,scripted-priority,scripted-fixed} --run-dir DIR``."""
     p = argparse.ArgumentParser(prog="python -m marlmesh.baselines", description=__doc__.split("\n")[0])
-    p.add_argument("baseline", choices=("random", "scripted"))
+    p.add_argument("baseline", choices=BASELINES)
     p.add_argument("--run-dir", required=True, help="where config.yaml, logs/ and summary.json go")
     p.add_argument("-c", "--config", default=None, help="YAML run config (default: built-in defaults)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")

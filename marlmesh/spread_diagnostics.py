@@ -5,7 +5,18 @@ of a finished run (``RUN_DIR/config.yaml``, ``RUN_DIR/checkpoints/agent-i``), pl
 process with ideal links (every peer heard, as :mod:`learner_service.inprocess` does) and prints, per step, the
 sum over landmarks of the distance to the nearest agent (what the shared reward penalises), plus how many
 episodes end with a landmark uncovered and with two agents nearest the same landmark. ``RUN_DIR`` may also be
-``scripted`` (the scripted controller of :mod:`marlmesh.baselines`, on ``--config``'s env), the reference.
+``scripted`` (the scripted controller of :mod:`marlmesh.baselines`, on ``--config``'s env), the reference, or one
+of its variants ``scripted-priority`` and ``scripted-fixed``.
+
+It also shows which landmark each agent ends at (its *assignment*), and so which convention the agents play:
+
+- ``roles_share``: the share of episodes that end with the run's most frequent assignment. Near 1 means fixed
+  roles (agent i always takes the same landmark, whatever the positions). No fixed-role policy can beat
+  ``scripted-fixed``'s return (about -36 on simple_spread N=3), so a run that plays fixed roles is capped there.
+- ``optimal_share``: the share of episodes that end with the assignment of least summed distance from the
+  agents' start positions (what the Hungarian ``scripted`` controller plays, about 0.9).
+- ``path_ratio_median``: the median over agents of the path travelled divided by the straight-line distance
+  from its start to the landmark it ends at (1 = a straight line).
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +35,7 @@ from agent_service.runtime import TorchRuntime
 from learner_service.checkpoint import load_latest
 from learner_service.inprocess import ideal_rounds
 from marlmesh import plugins
-from marlmesh.baselines import make_policy
+from marlmesh.baselines import BASELINES, best_assignment, make_policy
 from marlmesh.config import Config, load_config
 from marlmesh.envs import make_env
 from marlmesh.export import policy_specs
@@ -45,6 +57,10 @@ class SpreadReport:
         distance_by_step: Mean over episodes of ``sum over landmarks of min over agents distance`` after each step.
         uncovered_at_end: Episodes whose last step leaves a landmark farther than :data:`COVERED` from every agent.
         shared_at_end: Episodes whose last step has two agents nearest the same landmark.
+        roles_share: Share of the episodes that end with the most frequent assignment (see the module docstring).
+        common_assignment: That assignment: the landmark index each agent ends nearest to.
+        optimal_share: Share of the episodes that end with the assignment of least summed start distance.
+        path_ratio_median: Median of path length / straight-line distance to the landmark an agent ends at.
     """
 
     episodes: int
@@ -54,6 +70,10 @@ class SpreadReport:
     distance_by_step: list[float]
     uncovered_at_end: int
     shared_at_end: int
+    roles_share: float
+    common_assignment: list[int]
+    optimal_share: float
+    path_ratio_median: float
 
 
 def load_actors(run_dir: Path, config: Config) -> list[TorchRuntime]:
@@ -74,14 +94,17 @@ def load_actors(run_dir: Path, config: Config) -> list[TorchRuntime]:
     return actors
 
 
-def diagnose(config: Config, actors: list[TorchRuntime] | None, episodes: int, seed: int) -> SpreadReport:
+def diagnose(
+    config: Config, actors: list[TorchRuntime] | None, episodes: int, seed: int, baseline: str = "scripted"
+) -> SpreadReport:
     """Play ``episodes`` greedy episodes (episode e reset with ``seed + e``) and measure landmark coverage.
 
     Args:
         config: The run's config (its env must be an mpe2 simple_spread).
-        actors: Learned policies, one per agent; None = the scripted controller.
+        actors: Learned policies, one per agent; None = the scripted controller named by ``baseline``.
         episodes: Episodes to play.
         seed: Env seed of the first episode.
+        baseline: ``scripted``, ``scripted-priority`` or ``scripted-fixed`` (used when ``actors`` is None).
 
     Raises:
         ValueError: If the env has no MPE world with landmarks.
@@ -96,7 +119,7 @@ def diagnose(config: Config, actors: list[TorchRuntime] | None, episodes: int, s
     scripted = (
         [
             make_policy(
-                "scripted", i, n, SpaceSpec.from_gym(env.action_space(a)), env.observation_space(a).shape[0], seed
+                baseline, i, n, SpaceSpec.from_gym(env.action_space(a)), env.observation_space(a).shape[0], seed
             )
             for i, a in enumerate(agents)
         ]
@@ -107,10 +130,17 @@ def diagnose(config: Config, actors: list[TorchRuntime] | None, episodes: int, s
     distance = np.zeros(horizon)
     steps_seen = np.zeros(horizon)
     returns, collisions, uncovered, shared = [], [], 0, 0
+    finals: Counter[tuple[int, ...]] = Counter()
+    optimal, path_ratios = 0, []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
+        world = env.unwrapped.world
+        start = np.array([ag.state.p_pos for ag in world.agents])
+        marks = np.array([lm.state.p_pos for lm in world.landmarks])
+        travelled = np.zeros(n)
         total, t, hits = 0.0, 0, 0
         dist = np.zeros((n, len(world.landmarks)))
+        pos = start
         while env.agents:
             batch = [np.asarray(obs[a], np.float32)[None] for a in agents]
             if actors is None:
@@ -124,8 +154,9 @@ def diagnose(config: Config, actors: list[TorchRuntime] | None, episodes: int, s
             obs, rewards, _, _, _ = env.step({a: _env_action(x) for a, x in zip(agents, acts, strict=True)})
             total += float(sum(rewards.values()))
             world = env.unwrapped.world
+            travelled += np.linalg.norm(np.array([ag.state.p_pos for ag in world.agents]) - pos, axis=1)
             pos = np.array([ag.state.p_pos for ag in world.agents])
-            dist = np.linalg.norm(pos[:, None] - np.array([lm.state.p_pos for lm in world.landmarks])[None], axis=-1)
+            dist = np.linalg.norm(pos[:, None] - marks[None], axis=-1)
             if t < horizon:
                 distance[t] += dist.min(0).sum()
                 steps_seen[t] += 1
@@ -135,7 +166,12 @@ def diagnose(config: Config, actors: list[TorchRuntime] | None, episodes: int, s
             )
             t += 1
         uncovered += int((dist.min(0) > COVERED).any())
-        shared += int(len(set(dist.argmin(1).tolist())) < n)
+        final = tuple(int(k) for k in dist.argmin(1))
+        shared += int(len(set(final)) < n)
+        finals[final] += 1
+        start_dist = np.linalg.norm(start[:, None] - marks[None], axis=-1)
+        optimal += int(final == tuple(best_assignment(start_dist).tolist()))
+        path_ratios.extend(travelled / np.maximum(start_dist[range(n), final], 1e-3))
         returns.append(total)
         collisions.append(hits)
     env.close()
@@ -147,6 +183,10 @@ def diagnose(config: Config, actors: list[TorchRuntime] | None, episodes: int, s
         distance_by_step=[round(float(d), 4) for d in distance / np.maximum(steps_seen, 1)],
         uncovered_at_end=uncovered,
         shared_at_end=shared,
+        roles_share=finals.most_common(1)[0][1] / episodes if episodes else 0.0,
+        common_assignment=list(finals.most_common(1)[0][0]) if episodes else [],
+        optimal_share=optimal / episodes if episodes else 0.0,
+        path_ratio_median=round(float(np.median(path_ratios)), 3) if path_ratios else 0.0,
     )
 
 
@@ -157,21 +197,26 @@ def _env_action(action: np.ndarray) -> int | np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     """CLI: print a coverage report of a run (or of the scripted controller)."""
     parser = argparse.ArgumentParser(prog="python -m marlmesh.spread_diagnostics", description=__doc__.split("\n")[0])
-    parser.add_argument("run", help="run directory with config.yaml and checkpoints/, or 'scripted'")
-    parser.add_argument("-c", "--config", type=Path, default=Path("configs/dgmappo.yaml"), help="env for 'scripted'")
+    scripted = [name for name in BASELINES if name.startswith("scripted")]
+    parser.add_argument(
+        "run", help=f"run directory with config.yaml and checkpoints/, or a scripted controller ({', '.join(scripted)})"
+    )
+    parser.add_argument(
+        "-c", "--config", type=Path, default=Path("configs/dgmappo.yaml"), help="env for a scripted controller"
+    )
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=5000, help="env seed of the first episode")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     try:
-        if args.run == "scripted":
+        if args.run in scripted:
             config, actors = load_config(args.config, []), None
         else:
             run_dir = Path(args.run)
             config = load_config(run_dir / "config.yaml", [])
             actors = load_actors(run_dir, config)
-        report = diagnose(config, actors, args.episodes, args.seed)
+        report = diagnose(config, actors, args.episodes, args.seed, args.run if actors is None else "scripted")
     except (FileNotFoundError, ValueError) as exc:
         print(f"spread_diagnostics: {exc}", file=sys.stderr)
         return 2
@@ -187,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"episodes ending with a landmark farther than {COVERED} from every agent: {report.uncovered_at_end}; "
         f"with two agents nearest the same landmark: {report.shared_at_end}"
+    )
+    print(
+        f"landmark each agent ends at: {report.roles_share:.0%} of episodes end with the same assignment "
+        f"{report.common_assignment} (fixed roles when near 100 %), {report.optimal_share:.0%} with the one of least "
+        f"summed distance from the start; path / straight line (median): {report.path_ratio_median:.2f}"
     )
     return 0
 

@@ -21,11 +21,11 @@ and the seeds::
         set: {train.total_env_steps: 30000}
 
 Two keys of an override set are not config keys: ``label`` (how the value is shown in cell ids, tables and
-plots; default: the values joined by ``-``) and ``baseline`` (``random`` or ``scripted``: the cell trains
-nothing and evaluates that scripted policy; see :mod:`marlmesh.baselines`). A baseline cell ignores the
-overrides that only matter to learning and communication (``algo.*``, ``channel.*``, ``bus.*``, ``train.*``),
-and ``env.num_envs`` (it evaluates with ``eval.num_envs``), so grid points that differ only in those
-collapse into one cell.
+plots; default: the values joined by ``-``) and ``baseline`` (``random``, ``scripted``, ``scripted-priority`` or
+``scripted-fixed``: the cell trains nothing and evaluates that policy; see :mod:`marlmesh.baselines`). A
+baseline cell ignores the overrides that only matter to learning and communication (``algo.*``, ``channel.*``,
+``bus.*``, ``train.*``), and ``env.num_envs`` (it evaluates with ``eval.num_envs``), so grid points that differ
+only in those collapse into one cell.
 
 ``grids:`` lists sub-grids whose axes are crossed with the top-level axes (a "star" design: vary bandwidth
 in one sub-grid and latency in another); see ``configs/sweeps/full.yaml``.
@@ -51,13 +51,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from marlmesh.baselines import BASELINES
 from marlmesh.config import ConfigError
 
 #: Keys of an override set that are not config keys.
 LABEL_KEY = "label"
 BASELINE_KEY = "baseline"
-#: Baseline policies a cell can evaluate instead of training.
-BASELINES = ("random", "scripted")
 #: Config keys a baseline cell does not use (dropped from its overrides, so its cell id ignores them): the
 #: learning and communication sections, and ``env.num_envs`` (a baseline evaluates with ``eval.num_envs``).
 BASELINE_IGNORED_PREFIXES = ("algo.", "channel.", "bus.", "train.", "env.num_envs")

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 
 from marlmesh.baselines import (
+    BASELINES,
     MPE_BOX,
     RandomPolicy,
     ScriptedSpreadPolicy,
     best_assignment,
     evaluate_in_process,
+    make_policy,
     resting_displacement,
 )
 from marlmesh.config import load_config
@@ -102,3 +104,44 @@ def test_scripted_scores_above_random_with_obs_radius():
     scripted = evaluate_in_process(config, "scripted", 20, seed=0)
     rnd = evaluate_in_process(config, "random", 20, seed=0)
     assert np.mean(scripted) > np.mean(rnd) + 10, (np.mean(scripted), np.mean(rnd))
+
+
+def _three_landmarks() -> np.ndarray:
+    """Agent 0's observation: landmarks 0 (far left), 1 (near right), 2 (far up); agents 1 and 2 at 0 and 2."""
+    ob = np.zeros(18, np.float32)
+    ob[4:10] = [-2.0, 0.0, 0.5, 0.0, 0.0, 2.0]
+    ob[10:14] = [-1.9, 0.0, 0.0, 1.9]
+    return ob
+
+
+def test_fixed_roles_head_for_the_own_landmark_whatever_the_positions():
+    ob = _three_landmarks()
+    assert ScriptedSpreadPolicy(0, 3, DISCRETE5, 18, "fixed").target(ob).tolist() == [-2.0, 0.0]
+    assert ScriptedSpreadPolicy(0, 3, DISCRETE5, 18, "hungarian").target(ob).tolist() == [0.5, 0.0]
+
+
+def test_priority_takes_the_nearest_landmark_the_earlier_agents_left():
+    ob = _three_landmarks()
+    assert ScriptedSpreadPolicy(0, 3, DISCRETE5, 18, "priority").target(ob).tolist() == [0.5, 0.0]  # first pick
+    # agent 1 sits on landmark 1, but agent 0 (choosing first) is nearest to it too: priority sends agent 1 to the
+    # nearest landmark left (0), the least summed distance keeps it where it is
+    ob1 = np.zeros(18, np.float32)
+    ob1[4:10] = [-2.0, 0.0, 0.1, 0.0, 0.0, 2.1]  # landmarks relative to agent 1 (at the origin)
+    ob1[10:14] = [-0.3, 0.0, 0.0, 2.0]  # agent 0, agent 2
+    assert ScriptedSpreadPolicy(1, 3, DISCRETE5, 18, "priority").target(ob1).tolist() == pytest.approx([-2.0, 0.0])
+    assert ScriptedSpreadPolicy(1, 3, DISCRETE5, 18, "hungarian").target(ob1).tolist() == pytest.approx([0.1, 0.0])
+
+
+def test_unknown_assignment_and_baseline_names_fail_clearly():
+    with pytest.raises(ValueError, match="unknown landmark assignment 'auction'"):
+        ScriptedSpreadPolicy(0, 3, DISCRETE5, 18, "auction")
+    with pytest.raises(ValueError, match="known: random, scripted, scripted-priority, scripted-fixed"):
+        make_policy("scripted-auction", 0, 3, DISCRETE5, 18, 0)
+
+
+def test_coordination_conventions_rank_as_expected_on_simple_spread():
+    # The ceilings that learned conventions are measured against: least summed distance (Hungarian) beats taking
+    # turns (priority), which beats fixed roles, which needs no coordination at all.
+    config = load_config("configs/dgmappo.yaml", [])
+    score = {name: np.mean(evaluate_in_process(config, name, 30, seed=100)) for name in BASELINES[1:]}
+    assert score["scripted"] > score["scripted-priority"] > score["scripted-fixed"]

@@ -1,7 +1,10 @@
 """The in-process learning harness: ideal inboxes, fragments like the agent's, lagged actor parameters."""
 
+import json
+
 import numpy as np
 
+from learner_service.checkpoint import checkpoint_path, load_latest
 from learner_service.inprocess import InProcessTrainer, ideal_inboxes
 from learner_service.node import policy_params
 from marlmesh.config import load_config
@@ -96,3 +99,20 @@ def test_gossip_on_the_complete_graph_mixes_to_the_average_of_the_updated_learne
             assert all(np.allclose(after[0][k], a[k], rtol=0, atol=1e-6) for k in a)
     finally:
         trainer.close()
+
+
+def test_save_dir_writes_policies_that_spread_diagnostics_plays(tmp_path, capsys):
+    from learner_service.inprocess import main
+    from marlmesh.spread_diagnostics import main as diagnostics
+
+    sets = ["train.rollout_steps=5", "env.num_envs=2", "algo.ppo.epochs=1", "algo.ppo.minibatches=1"]
+    argv = ["-c", "configs/dgmappo.yaml", "--env-steps", "40", "--log-every", "20", "--save-dir", str(tmp_path)]
+    assert main([*argv, *[x for s in sets for x in ("--set", s)]]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 and lines[-1]["updates"] >= 1
+    assert load_config(tmp_path / "config.yaml", []).train.rollout_steps == 5  # the config it trained with
+    for i in range(3):
+        found = load_latest(tmp_path / "checkpoints" / f"agent-{i}")
+        assert found is not None and found[1] == checkpoint_path(found[1].parent, lines[-1]["updates"])
+    assert diagnostics([str(tmp_path), "--episodes", "2"]) == 0
+    assert "greedy episodes: return" in capsys.readouterr().out

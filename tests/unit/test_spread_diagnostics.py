@@ -26,6 +26,18 @@ def test_scripted_returns_match_the_baseline_evaluation_and_coverage_improves():
     assert 0 <= report.uncovered_at_end <= 3 and 0 <= report.shared_at_end <= 3
 
 
+def test_the_assignment_statistics_tell_fixed_roles_from_coordination(capsys):
+    config = load_config("configs/dgmappo.yaml", [])
+    fixed = diagnose(config, None, episodes=20, seed=3, baseline="scripted-fixed")
+    optimal = diagnose(config, None, episodes=20, seed=3)
+    assert fixed.roles_share >= 0.8 and fixed.common_assignment == [0, 1, 2]
+    assert optimal.optimal_share >= 0.8 and optimal.roles_share < 0.5
+    assert fixed.optimal_share < optimal.optimal_share
+    assert 1.0 <= optimal.path_ratio_median < 1.3
+    assert main(["scripted-fixed", "--episodes", "2"]) == 0
+    assert "of episodes end with the same assignment [" in capsys.readouterr().out
+
+
 def test_a_saved_run_is_loaded_and_played(tmp_path, capsys):
     config = _config()
     (tmp_path / "config.yaml").write_text("".join(open("configs/dgmappo.yaml")))  # the run's own config
