@@ -154,8 +154,9 @@ def diagnose(
             obs, rewards, _, _, _ = env.step({a: _env_action(x) for a, x in zip(agents, acts, strict=True)})
             total += float(sum(rewards.values()))
             world = env.unwrapped.world
-            travelled += np.linalg.norm(np.array([ag.state.p_pos for ag in world.agents]) - pos, axis=1)
-            pos = np.array([ag.state.p_pos for ag in world.agents])
+            moved = np.array([ag.state.p_pos for ag in world.agents])
+            travelled += np.linalg.norm(moved - pos, axis=1)
+            pos = moved
             dist = np.linalg.norm(pos[:, None] - marks[None], axis=-1)
             if t < horizon:
                 distance[t] += dist.min(0).sum()
