@@ -148,11 +148,10 @@ def box_action(force: np.ndarray) -> np.ndarray:
 class ScriptedSpreadPolicy:
     """Landmark assignment each step (Hungarian by default) + braking, for mpe2 ``simple_spread``.
 
-    Discrete or continuous actions.
-
-    With ``env.obs_radius`` the controller acts on the same partial observation as a learned policy: it
-    assigns itself and the agents it sees to the landmarks it sees (an agent that gets no visible landmark, or
-    sees none, heads for the centre of the arena, where landmarks are spawned).
+    Discrete or continuous actions; with ``env.time_feature`` it ignores the time value at the end of the
+    observation. With ``env.obs_radius`` the controller acts on the same partial observation as a learned
+    policy: it assigns itself and the agents it sees to the landmarks it sees (an agent that gets no visible
+    landmark, or sees none, heads for the centre of the arena, where landmarks are spawned).
 
     Args:
         agent_index: This agent's index (its place in the env's agent order).
@@ -182,16 +181,18 @@ class ScriptedSpreadPolicy:
                 f"got {space.kind} {space.n if space.kind == 'discrete' else space.shape}"
             )
         full, partial = 6 * num_agents, 8 * num_agents - 1
-        if obs_dim not in (full, partial):
+        masked = {full: False, partial: True, full + 1: False, partial + 1: True}
+        """Whether a layout of this length has visibility flags; ``+ 1``: env.time_feature's value comes last."""
+        if obs_dim not in masked:
             raise ValueError(
                 f"the scripted baseline reads the simple_spread observation layout (6N = {full} values for "
-                f"N={num_agents}, or {partial} with env.obs_radius), got {obs_dim} values; is env.name "
-                "mpe2.simple_spread_v3?"
+                f"N={num_agents}, or {partial} with env.obs_radius; one more with env.time_feature), got "
+                f"{obs_dim} values; is env.name mpe2.simple_spread_v3?"
             )
         self.index = agent_index
         self.n = num_agents
         self.others = [j for j in range(num_agents) if j != agent_index]
-        self.flags_at = full if obs_dim == partial else None
+        self.flags_at = full if masked[obs_dim] else None
         """Start of the visibility flags (landmarks, then the other agents), or None (full observability)."""
 
     def target(self, ob: np.ndarray) -> np.ndarray:
@@ -201,7 +202,8 @@ class ScriptedSpreadPolicy:
         rel = np.zeros((n, 2))
         rel[self.others] = ob[4 + 2 * n : 4 + 2 * n + 2 * (n - 1)].reshape(n - 1, 2)
         # fully observed = every landmark and agent visible (then this is the plain assignment over everyone)
-        flags = np.ones(2 * n - 1, bool) if self.flags_at is None else ob[self.flags_at :] > 0.5
+        at = self.flags_at
+        flags = np.ones(2 * n - 1, bool) if at is None else ob[at : at + 2 * n - 1] > 0.5
         seen = np.flatnonzero(flags[:n])
         team = sorted([self.index] + [j for m, j in enumerate(self.others) if flags[n + m]])
         centre = -ob[2:4]  # own position is absolute: the arena's centre relative to this agent

@@ -125,7 +125,7 @@ def diagnose(
         ]
         if actors is None
         else []
-    )  # only for the reference: its controller refuses layouts a learned run may use (e.g. env.time_feature)
+    )
     horizon = int(getattr(env.unwrapped, "max_cycles", 25))
     distance = np.zeros(horizon)
     steps_seen = np.zeros(horizon)

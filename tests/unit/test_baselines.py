@@ -106,6 +106,14 @@ def test_scripted_scores_above_random_with_obs_radius():
     assert np.mean(scripted) > np.mean(rnd) + 10, (np.mean(scripted), np.mean(rnd))
 
 
+@pytest.mark.parametrize("radius", [[], ["env.obs_radius=0.8"]])
+def test_scripted_ignores_the_time_feature(radius):
+    # the time value comes last (after the visibility flags): the controller plays exactly as without it
+    plain = evaluate_in_process(load_config(None, radius), "scripted", 4, seed=3)
+    timed = evaluate_in_process(load_config(None, [*radius, "env.time_feature=true"]), "scripted", 4, seed=3)
+    assert timed == plain
+
+
 def _three_landmarks() -> np.ndarray:
     """Agent 0's observation: landmarks 0 (far left), 1 (near right), 2 (far up); agents 1 and 2 at 0 and 2."""
     ob = np.zeros(18, np.float32)
