@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, model_validator
 
+from marlmesh.entity_layout import ENTITY_LAYOUT_ENVS
+
 
 class ConfigError(ValueError):
     """The configuration is invalid. The message is one line that says what to fix."""
@@ -309,6 +311,14 @@ class PPOConfig(_Strict):
     critic gradient far above ``max_grad_norm``, and the critic learns slowly."""
     value_norm_beta: float = Field(0.99, ge=0, lt=1)
     """EMA decay of the return statistics per update (the first update takes its batch's statistics)."""
+    actor_net: Literal["mlp", "entity"] = "mlp"
+    """The network of the actor stream that reads the agent's own observation (``ippo``, ``mappo-central``'s
+    actors, and ``dgmappo`` with ``channel.dgat.actor: two_stream``, where it is ``f_i``). ``mlp``: a tanh MLP over
+    the flat observation. ``entity``: ``marlmesh/policies/entity_actor.py``, which reads the observation as the
+    own velocity, a set of landmarks and a set of other agents and is invariant to their order, so it cannot
+    learn "agent i takes landmark i" and learns a rule on positions instead (one hidden width,
+    ``hidden_sizes[0]``, throughout). Needs an env whose observation layout ``marlmesh/entity_layout.py`` knows
+    (``mpe2.simple_spread_v3``). The critic stays an MLP."""
     anneal_lr: bool = False
     """Decay the learning rate linearly from ``lr`` to 0 over the run's budget (as CleanRL's ``anneal_lr``). A
     learner measures progress as the larger of ``samples trained / train.total_env_steps`` and ``seconds since
@@ -593,6 +603,24 @@ class Config(_Strict):
     faults: list[Fault] = Field(default_factory=list)
     """Fault schedule driven by the launcher (kill / partition / degrade entries); empty = no faults."""
 
+    @model_validator(mode="after")
+    def _entity_actor_fits(self) -> Config:
+        if self.algo.ppo.actor_net != "entity":
+            return self
+        if self.env.name not in ENTITY_LAYOUT_ENVS:
+            raise ValueError(
+                f"algo.ppo.actor_net=entity needs an env with a known entity layout ({', '.join(ENTITY_LAYOUT_ENVS)}),"
+                f" got env.name={self.env.name!r}"
+            )
+        channel = self.channel
+        if channel.name not in ("none", "dgat") or (channel.name == "dgat" and channel.dgat.actor != "two_stream"):
+            shown = "dgat with channel.dgat.actor=joint" if channel.name == "dgat" else repr(channel.name)
+            raise ValueError(
+                "algo.ppo.actor_net=entity replaces the actor that reads the own observation alone: it needs "
+                f"channel.name=none or channel.name=dgat with channel.dgat.actor=two_stream, got {shown}"
+            )
+        return self
+
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Parse ``a.b.c=value`` into ``(["a", "b", "c"], value)``; the value is a YAML scalar.
@@ -678,6 +706,8 @@ def _describe(err: dict[str, Any]) -> str:
         hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), near[0]])!r}?" if near else ""
         return f"unknown config key {path!r}{hint} (valid keys here: {', '.join(valid)})"
     msg = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a check across sections names its keys itself
+        return f"config: {msg}"
     got = err.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     return f"config key {path!r}: {msg}{shown}"

@@ -35,7 +35,7 @@ import numpy as np
 
 from agent_service.runtime import FORMAT, FORMAT_VERSION, MANIFEST
 from marlmesh.config import Config, ConfigError, load_config
-from marlmesh.policy_spec import PolicySpec
+from marlmesh.policy_spec import PolicySpec, build_policy_spec
 
 OPSET = 17
 FORMATS = ("onnx",)
@@ -187,13 +187,12 @@ def policy_specs(config: Config) -> list[PolicySpec]:
     try:
         names = list(env.possible_agents)
         return [
-            PolicySpec(
-                agent_index=i,
-                num_agents=len(names),
-                obs_space=SpaceSpec.from_gym(env.observation_space(name)),
-                action_space=SpaceSpec.from_gym(env.action_space(name)),
-                message_dim=config.channel.message_dim,
-                hidden_sizes=tuple(config.algo.ppo.hidden_sizes),
+            build_policy_spec(
+                config,
+                i,
+                len(names),
+                SpaceSpec.from_gym(env.observation_space(name)),
+                SpaceSpec.from_gym(env.action_space(name)),
             )
             for i, name in enumerate(names)
         ]

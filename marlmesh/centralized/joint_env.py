@@ -15,7 +15,7 @@ import numpy as np
 from env_service.node import EnvNode
 from env_service.observation import AgentObservation
 from marlmesh.config import Config
-from marlmesh.policy_spec import PolicySpec
+from marlmesh.policy_spec import build_policy_spec
 
 
 class JointEnv:
@@ -35,14 +35,7 @@ class JointEnv:
         self.views: list[AgentObservation] = [self.node.join(a, process) for a in range(self.num_agents)]
         self._pool = ThreadPoolExecutor(max_workers=self.num_agents, thread_name_prefix="joint-env")
         self.specs = [
-            PolicySpec(
-                agent_index=a,
-                num_agents=self.num_agents,
-                obs_space=self.node.obs_spaces[a],
-                action_space=self.node.act_spaces[a],
-                message_dim=config.channel.message_dim,
-                hidden_sizes=tuple(config.algo.ppo.hidden_sizes),
-            )
+            build_policy_spec(config, a, self.num_agents, self.node.obs_spaces[a], self.node.act_spaces[a])
             for a in range(self.num_agents)
         ]
 

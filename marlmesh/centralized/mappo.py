@@ -23,7 +23,8 @@ from learner_service.ppo import (
 )
 from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.config import Config
-from marlmesh.policies.staged import IndependentPolicy, mlp
+from marlmesh.policies.layers import mlp
+from marlmesh.policies.staged import IndependentPolicy
 
 
 def joint_observation(obs: list[torch.Tensor]) -> torch.Tensor:

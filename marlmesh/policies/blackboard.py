@@ -24,8 +24,9 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from marlmesh.policies.layers import mlp, ortho_init
 from marlmesh.policies.meanfield import masked_mean
-from marlmesh.policies.staged import Inbox, StagedPolicy, _ortho, mlp
+from marlmesh.policies.staged import Inbox, StagedPolicy
 from marlmesh.policy_spec import PolicySpec
 
 
@@ -53,8 +54,8 @@ class BlackboardPolicy(StagedPolicy):
         super().__init__(spec, feature_dim)
         hidden = list(spec.hidden_sizes)
         self.hazard_head = mlp(spec.obs_dim, hidden[:1], 1, 1.0)
-        self.intent_head = nn.Sequential(_ortho(nn.Linear(spec.obs_dim, entry - 1), 1.0), nn.Tanh())
-        self.yield_head = nn.Sequential(_ortho(nn.Linear(spec.obs_dim, 1), 1.0), nn.Sigmoid())
+        self.intent_head = nn.Sequential(ortho_init(nn.Linear(spec.obs_dim, entry - 1), 1.0), nn.Tanh())
+        self.yield_head = nn.Sequential(ortho_init(nn.Linear(spec.obs_dim, 1), 1.0), nn.Sigmoid())
         self.cost_critic = mlp(feature_dim, hidden, 1, 1.0)
         self.register_buffer("hazard_threshold", torch.tensor(float(threshold)))
         self.register_buffer("lagrange", torch.tensor(0.0))  # learner state, kept here so checkpoints carry it

@@ -33,7 +33,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from torch.distributions import Distribution
 
-from marlmesh.policies.staged import ActionHead, Inbox, StagedPolicy, _ortho, mlp
+from marlmesh.policies.layers import mlp, ortho_init
+from marlmesh.policies.staged import ActionHead, Inbox, StagedPolicy, observation_action_head
 from marlmesh.policy_spec import PolicySpec
 
 EDGE_EPS = 1e-6
@@ -84,12 +85,12 @@ class DGATPolicy(StagedPolicy):
         hidden = list(spec.hidden_sizes)
         self.encoder = mlp(spec.obs_dim, hidden[:1], self.z_dim, 1.0)
         self.attention = nn.ParameterList([nn.Parameter(0.1 * torch.randn(2 * self.z_dim)) for _ in range(hops)])
-        self.readout = _ortho(nn.Linear(self.z_dim, self.z_dim), 1.0)
+        self.readout = ortho_init(nn.Linear(self.z_dim, self.z_dim), 1.0)
         self.critic = nn.Sequential(nn.LayerNorm(feature_dim), mlp(feature_dim, hidden, 1, 1.0))
         self.message_head: nn.Module | None = None
         """``g_i`` of the two-stream actor (None: the actor is one MLP over ``[o_i, ô_i]``)."""
         if two_stream:
-            self.actor = ActionHead(spec.obs_dim, hidden, spec.action_space)
+            self.actor = observation_action_head(spec)
             self.message_head = mlp(self.z_dim, hidden, ActionHead.output_size(spec.action_space), 0.0)
 
     def _message(self, z: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:

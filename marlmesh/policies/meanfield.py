@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from marlmesh.policies.staged import Inbox, StagedPolicy, _ortho
+from marlmesh.policies.layers import ortho_init
+from marlmesh.policies.staged import Inbox, StagedPolicy
 from marlmesh.policy_spec import PolicySpec
 
 
@@ -49,7 +50,7 @@ class MeanFieldPolicy(StagedPolicy):
         super().__init__(spec, spec.obs_dim + spec.message_dim + 1)
         self.summary = summary
         if summary == "embedding":
-            self.encoder = nn.Sequential(_ortho(nn.Linear(spec.obs_dim, spec.message_dim), 1.0), nn.Tanh())
+            self.encoder = nn.Sequential(ortho_init(nn.Linear(spec.obs_dim, spec.message_dim), 1.0), nn.Tanh())
         else:
             space = spec.action_space
             width = space.n if space.kind == "discrete" else int(np.prod(space.shape))

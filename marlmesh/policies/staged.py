@@ -11,44 +11,34 @@ Inbox format for round ``k``: ``msgs`` float32 ``[B, N, M]`` indexed by sender, 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Normal
 
+from marlmesh.policies.entity_actor import EntityActorNet
+from marlmesh.policies.layers import mlp, ortho_init
 from marlmesh.policy_spec import PolicySpec
 from marlmesh.spaces import SpaceSpec
 
 Inbox = tuple[torch.Tensor, torch.Tensor]
 
 
-def mlp(in_dim: int, hidden: list[int], out_dim: int, out_gain: float) -> nn.Sequential:
-    """Tanh MLP with orthogonal init (gain sqrt(2) hidden, ``out_gain`` on the output layer)."""
-    layers: list[nn.Module] = []
-    last = in_dim
-    for width in hidden:
-        layers += [_ortho(nn.Linear(last, width), math.sqrt(2)), nn.Tanh()]
-        last = width
-    layers.append(_ortho(nn.Linear(last, out_dim), out_gain))
-    return nn.Sequential(*layers)
-
-
-def _ortho(layer: nn.Linear, gain: float) -> nn.Linear:
-    nn.init.orthogonal_(layer.weight, gain)
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
 class ActionHead(nn.Module):
-    """Maps features to a distribution over the agent's action space (Categorical or diagonal Normal)."""
+    """Maps features to a distribution over the agent's action space (Categorical or diagonal Normal).
 
-    def __init__(self, in_dim: int, hidden: list[int], space: SpaceSpec) -> None:
+    Args:
+        in_dim: Width of the features.
+        hidden: Hidden layer widths of the MLP that maps features to logits (means).
+        space: The action space.
+        net: A network to use instead of that MLP (features -> ``output_size(space)`` values).
+    """
+
+    def __init__(self, in_dim: int, hidden: list[int], space: SpaceSpec, net: nn.Module | None = None) -> None:
         super().__init__()
         self.discrete = space.kind == "discrete"
         out = self.output_size(space)
-        self.net = mlp(in_dim, hidden, out, 0.01)
+        self.net = net if net is not None else mlp(in_dim, hidden, out, 0.01)
         if not self.discrete:
             self.log_std = nn.Parameter(torch.zeros(out))
             self._shape = tuple(space.shape)
@@ -86,19 +76,42 @@ class ActionHead(nn.Module):
         return a.reshape(a.shape[0], *self._shape)
 
 
+def observation_action_head(spec: PolicySpec) -> ActionHead:
+    """The action head that reads the agent's own observation alone (``algo.ppo.actor_net``).
+
+    ``mlp``: a tanh MLP over the flat observation; ``entity``: :class:`EntityActorNet` over
+    ``spec.entity_layout`` (invariant to the order of landmarks and of other agents).
+
+    Raises:
+        ValueError: For ``entity`` without an entity layout in the spec.
+    """
+    hidden = list(spec.hidden_sizes)
+    if spec.actor_net == "mlp":
+        return ActionHead(spec.obs_dim, hidden, spec.action_space)
+    if spec.entity_layout is None:
+        raise ValueError("algo.ppo.actor_net=entity needs the entity layout of the env's observation in the spec")
+    net = EntityActorNet(spec.entity_layout, hidden[0], ActionHead.output_size(spec.action_space))
+    return ActionHead(spec.obs_dim, hidden, spec.action_space, net=net)
+
+
 class StagedPolicy(nn.Module):
     """Base class: actor and local critic over ``features(state, inboxes)``.
 
     Subclasses define :attr:`rounds`, :meth:`encode`, :meth:`round` and :meth:`features`.
+
+    Args:
+        spec: The agent's spec.
+        feature_dim: Width of ``features(state, inboxes)``.
+        actor: The action head (default: an MLP over the features).
     """
 
     rounds: int = 0
 
-    def __init__(self, spec: PolicySpec, feature_dim: int) -> None:
+    def __init__(self, spec: PolicySpec, feature_dim: int, actor: ActionHead | None = None) -> None:
         super().__init__()
         self.spec = spec
         hidden = list(spec.hidden_sizes)
-        self.actor = ActionHead(feature_dim, hidden, spec.action_space)
+        self.actor = actor if actor is not None else ActionHead(feature_dim, hidden, spec.action_space)
         self.critic = mlp(feature_dim, hidden, 1, 1.0)
         self.register_buffer("return_mean", torch.zeros(()))
         self.register_buffer("return_std", torch.ones(()))
@@ -160,7 +173,7 @@ class IndependentPolicy(StagedPolicy):
     rounds = 0
 
     def __init__(self, spec: PolicySpec) -> None:
-        super().__init__(spec, spec.obs_dim)
+        super().__init__(spec, spec.obs_dim, actor=observation_action_head(spec))
 
 
 class BroadcastPolicy(StagedPolicy):
@@ -170,7 +183,7 @@ class BroadcastPolicy(StagedPolicy):
 
     def __init__(self, spec: PolicySpec) -> None:
         super().__init__(spec, spec.obs_dim + 2 * spec.message_dim + 1)
-        self.encoder = nn.Sequential(_ortho(nn.Linear(spec.obs_dim, spec.message_dim), 1.0), nn.Tanh())
+        self.encoder = nn.Sequential(ortho_init(nn.Linear(spec.obs_dim, spec.message_dim), 1.0), nn.Tanh())
 
     def encode(self, obs: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """Encode the observation; the encoding is this round's message."""

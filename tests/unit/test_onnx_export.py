@@ -34,6 +34,18 @@ CASES = {
         "env.kwargs.continuous_actions=true",
     ],
     "dgat-two-stream": ["algo.name=dgmappo", "channel.name=dgat", "channel.dgat.actor=two_stream"],
+    "dgat-entity": [
+        "algo.name=dgmappo",
+        "channel.name=dgat",
+        "channel.dgat.actor=two_stream",
+        "algo.ppo.actor_net=entity",
+    ],
+    "none-entity-partial-time": [
+        "channel.name=none",
+        "algo.ppo.actor_net=entity",
+        "env.obs_radius=0.5",
+        "env.time_feature=true",
+    ],
     "meanfield-embedding": ["algo.name=mfppo", "channel.name=meanfield"],
     "meanfield-action": ["algo.name=mfppo", "channel.name=meanfield", "channel.meanfield.summary=action"],
     "blackboard": ["algo.name=co2po", "channel.name=blackboard"],
