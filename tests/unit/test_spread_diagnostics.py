@@ -8,7 +8,7 @@ from marlmesh import plugins
 from marlmesh.baselines import evaluate_in_process
 from marlmesh.config import load_config
 from marlmesh.envs import make_env
-from marlmesh.policy_spec import PolicySpec
+from marlmesh.policy_spec import build_policy_spec
 from marlmesh.spaces import SpaceSpec
 from marlmesh.spread_diagnostics import diagnose, load_actors, main
 
@@ -44,13 +44,12 @@ def test_a_saved_run_is_loaded_and_played(tmp_path, capsys):
     env = make_env(config.env)
     channel = plugins.load("channels", config.channel.name)(config.channel)
     for i, name in enumerate(env.possible_agents):
-        spec = PolicySpec(
+        spec = build_policy_spec(
+            config,
             i,
             len(env.possible_agents),
             SpaceSpec.from_gym(env.observation_space(name)),
             SpaceSpec.from_gym(env.action_space(name)),
-            config.channel.message_dim,
-            tuple(config.algo.ppo.hidden_sizes),
         )
         save_checkpoint(
             tmp_path / "checkpoints" / f"agent-{i}", 3, {"policy": channel.build_policy(spec).state_dict()}, 1
