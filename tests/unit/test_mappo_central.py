@@ -133,3 +133,21 @@ def test_grad_clip_applies_to_the_actors_and_the_central_critic(grad_clip):
     factor = 0.5 / torch.linalg.vector_norm(torch.cat(before))  # one factor for all
     for a, b in zip(after, before, strict=True):
         torch.testing.assert_close(a, b * factor)
+
+
+def test_its_actors_can_be_entity_actors():
+    from marlmesh.policies.entity_actor import EntityActorNet
+
+    config = _config(
+        **{"train.rollout_steps": 6, "algo.ppo.epochs": 1, "algo.ppo.minibatches": 2, "algo.ppo.actor_net": "entity"}
+    )
+    env = JointEnv(config, seed=0, num_envs=2)
+    try:
+        trainer = CentralMAPPO(config, env, seed=0)
+        assert all(isinstance(actor.actor.net, EntityActorNet) for actor in trainer.actors)
+        before = [p.detach().clone() for p in trainer.actors[0].actor.parameters()]
+        stats = trainer.update(trainer.collect())
+        assert all(v == v for v in stats.values())
+        assert any(not torch.equal(a, b) for a, b in zip(before, trainer.actors[0].actor.parameters(), strict=True))
+    finally:
+        env.close()
