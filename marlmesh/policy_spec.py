@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,10 +22,9 @@ class PolicySpec:
     action_space: SpaceSpec
     message_dim: int
     hidden_sizes: tuple[int, ...] = (64, 64)
-    actor_net: str = "mlp"
-    """``algo.ppo.actor_net``: the network of the actor stream that reads the own observation."""
     entity_layout: EntityLayout | None = None
-    """Where the entities sit in the observation (set when ``actor_net`` is ``entity``)."""
+    """Where the entities sit in the observation; set exactly when ``algo.ppo.actor_net`` is ``entity`` (then the
+    actor stream that reads the own observation is the entity actor, else an MLP)."""
 
     @property
     def obs_dim(self) -> int:
@@ -46,25 +45,24 @@ def build_policy_spec(
     Raises:
         ValueError: If ``algo.ppo.actor_net`` is ``entity`` and the observation has no known entity layout.
     """
-    layout = None
-    if config.algo.ppo.actor_net == "entity":
-        layout = entity_layout_for(
-            config.env.name,
-            num_agents,
-            int(np.prod(obs_space.shape)) if obs_space.shape else 1,
-            partial=config.env.obs_radius is not None,
-            time_feature=config.env.time_feature,
-        )
-    return PolicySpec(
+    spec = PolicySpec(
         agent_index=agent_index,
         num_agents=num_agents,
         obs_space=obs_space,
         action_space=action_space,
         message_dim=config.channel.message_dim,
         hidden_sizes=tuple(config.algo.ppo.hidden_sizes),
-        actor_net=config.algo.ppo.actor_net,
-        entity_layout=layout,
     )
+    if config.algo.ppo.actor_net != "entity":
+        return spec
+    layout = entity_layout_for(
+        config.env.name,
+        num_agents,
+        spec.obs_dim,
+        partial=config.env.obs_radius is not None,
+        time_feature=config.env.time_feature,
+    )
+    return replace(spec, entity_layout=layout)
 
 
 def policy_spec_for(env_spec: env_pb2.EnvSpec, agent_index: int, config: Config) -> PolicySpec:

@@ -42,6 +42,11 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
 
 
+def _minibatch_size(config: Config) -> int:
+    """Samples in one PPO minibatch: ``train.rollout_steps * env.num_envs / algo.ppo.minibatches``."""
+    return max(1, config.train.rollout_steps * config.env.num_envs // config.algo.ppo.minibatches)
+
+
 def _timers(config: Config, seed: int) -> tuple[Any, Any]:
     """(decision, update) callables for agent 0's policy under ``config``."""
     import torch
@@ -65,8 +70,7 @@ def _timers(config: Config, seed: int) -> tuple[Any, Any]:
         return obs, inboxes
 
     step_obs, step_inboxes = inputs(config.env.num_envs)
-    batch = max(1, config.train.rollout_steps * config.env.num_envs // config.algo.ppo.minibatches)
-    mb_obs, mb_inboxes = inputs(batch)
+    mb_obs, mb_inboxes = inputs(_minibatch_size(config))
     with torch.no_grad():
         actions = policy.actor.sample(policy.forward_all(mb_obs, mb_inboxes)[0], deterministic=False)
 
@@ -118,7 +122,7 @@ def bench_actor(config_path: Path | None, sets: list[str], rounds: int, repeats:
         "algo": cfg.algo.name,
         "channel": cfg.channel.name,
         "decision_batch": cfg.env.num_envs,
-        "update_batch": max(1, cfg.train.rollout_steps * cfg.env.num_envs // cfg.algo.ppo.minibatches),
+        "update_batch": _minibatch_size(cfg),
         "rounds": rounds,
         "repeats": repeats,
         "mlp_decision_ms": round(1e3 * med["mlp"]["decision"], 4),
@@ -140,9 +144,9 @@ def main(ns: Any) -> int:
     except ConfigError as exc:
         print(f"marlmesh: error: {exc}", file=sys.stderr)
         return 2
-    for key in ("mlp_decision_ms", "entity_decision_ms", "decision_ratio", "mlp_update_ms", "entity_update_ms"):
-        print(f"{key:<20} {result[key]}")
-    print(f"{'update_ratio':<20} {result['update_ratio']}")
+    for kind in ("decision", "update"):
+        for key in (f"mlp_{kind}_ms", f"entity_{kind}_ms", f"{kind}_ratio"):
+            print(f"{key:<20} {result[key]}")
     from marlmesh.bench import emit
 
     return emit(ns, result)

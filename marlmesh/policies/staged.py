@@ -79,17 +79,12 @@ class ActionHead(nn.Module):
 def observation_action_head(spec: PolicySpec) -> ActionHead:
     """The action head that reads the agent's own observation alone (``algo.ppo.actor_net``).
 
-    ``mlp``: a tanh MLP over the flat observation; ``entity``: :class:`EntityActorNet` over
-    ``spec.entity_layout`` (invariant to the order of landmarks and of other agents).
-
-    Raises:
-        ValueError: For ``entity`` without an entity layout in the spec.
+    With ``spec.entity_layout`` (``entity``): :class:`EntityActorNet` over it (invariant to the order of landmarks
+    and of other agents); without (``mlp``): a tanh MLP over the flat observation.
     """
     hidden = list(spec.hidden_sizes)
-    if spec.actor_net == "mlp":
-        return ActionHead(spec.obs_dim, hidden, spec.action_space)
     if spec.entity_layout is None:
-        raise ValueError("algo.ppo.actor_net=entity needs the entity layout of the env's observation in the spec")
+        return ActionHead(spec.obs_dim, hidden, spec.action_space)
     net = EntityActorNet(spec.entity_layout, hidden[0], ActionHead.output_size(spec.action_space))
     return ActionHead(spec.obs_dim, hidden, spec.action_space, net=net)
 
