@@ -337,8 +337,8 @@ def run_baseline(
     Raises:
         MeshError: If the env service fails, an agent fails, or the episodes do not finish in time.
     """
-    from marlmesh.evaluate import episode_summary, format_eval_table, wait_for_episodes
-    from marlmesh.mesh import Mesh, MeshError
+    from marlmesh.launch.evaluate import episode_summary, format_eval_table, wait_for_episodes
+    from marlmesh.launch.mesh import Mesh, MeshError
     from marlmesh.v1 import env_pb2
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--episodes", type=int, default=None, help="evaluation episodes (default: eval.episodes)")
     ns = p.parse_args(argv)
-    from marlmesh.mesh import MeshError
+    from marlmesh.launch.mesh import MeshError
     from marlmesh.plugins import PluginError, load
 
     try:

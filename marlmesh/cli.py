@@ -26,10 +26,10 @@ def _error(message: str, code: int = 2) -> int:
 
 def cmd_train(ns: argparse.Namespace) -> int:
     """``marlmesh train``."""
-    from marlmesh.faults import check_supported
-    from marlmesh.mesh import MeshError
+    from marlmesh.launch.faults import check_supported
+    from marlmesh.launch.mesh import MeshError
+    from marlmesh.launch.train import check_plugins, default_run_dir, train
     from marlmesh.tls import check_tls
-    from marlmesh.train import check_plugins, default_run_dir, train
 
     try:
         config = load_config(ns.config, ns.set)
@@ -51,8 +51,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
 def cmd_eval(ns: argparse.Namespace) -> int:
     """``marlmesh eval RUN_DIR``."""
-    from marlmesh.evaluate import evaluate_run, format_eval_table
-    from marlmesh.mesh import MeshError
+    from marlmesh.launch.evaluate import evaluate_run, format_eval_table
+    from marlmesh.launch.mesh import MeshError
 
     run_dir = Path(ns.run_dir)
     config_path = run_dir / "config.yaml"
@@ -86,7 +86,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
 def cmd_plot(ns: argparse.Namespace) -> int:
     """``marlmesh plot RUN_DIR``."""
-    from marlmesh.plotting import plot_run
+    from marlmesh.launch.plotting import plot_run
 
     try:
         for path in plot_run(Path(ns.run_dir)):
@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.set_defaults(func=cmd_plot)
     sub.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
-    from marlmesh import bench, export, k8s, top
+    from marlmesh import bench, export, k8s
+    from marlmesh.launch import top
 
     bench.add_parser(sub)
     top.add_parser(sub)

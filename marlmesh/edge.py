@@ -32,7 +32,7 @@ import numpy as np
 
 from marlmesh import tls
 from marlmesh.config import Config, dump_config, load_config
-from marlmesh.mesh import stop_processes
+from marlmesh.launch.mesh import stop_processes
 from marlmesh.ports import free_port_block
 
 

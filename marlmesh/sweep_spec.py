@@ -451,7 +451,7 @@ def validate_cells(cells: list[Cell], base_config: Path | None, check_plugins: b
             config = load_config(base_config, cell.set_args())
             if check_plugins:
                 from marlmesh import plugins
-                from marlmesh.train import check_plugins as check_train_plugins
+                from marlmesh.launch.train import check_plugins as check_train_plugins
 
                 if cell.baseline is None:
                     check_train_plugins(config)  # the same checks as `marlmesh train`

@@ -33,7 +33,7 @@ from typing import Any
 
 from marlmesh.bench import emit, work_dir
 from marlmesh.config import Config, ConfigError, load_config
-from marlmesh.mesh import MeshError
+from marlmesh.launch.mesh import MeshError
 
 PAUSE_OVERHEAD_S = 0.5
 """Warm-up of the single process inside each pause of the mesh (seconds)."""

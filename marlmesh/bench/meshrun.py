@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from marlmesh.config import Config, dump_config
-from marlmesh.mesh import Mesh, MeshError
+from marlmesh.launch.mesh import Mesh, MeshError
 from marlmesh.v1 import env_pb2
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

@@ -21,7 +21,7 @@ from typing import Any
 
 from marlmesh.bench import emit, work_dir
 from marlmesh.config import Config, ConfigError, load_config
-from marlmesh.mesh import MeshError
+from marlmesh.launch.mesh import MeshError
 
 CHANNELS = {"meanfield": "mfppo", "dgat": "dgmappo"}
 """Channel -> an algorithm that accepts it (the config must validate; eval mode does not train)."""

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from marlmesh.mesh import Mesh
-    from marlmesh.train import Progress
+    from marlmesh.launch.mesh import Mesh
+    from marlmesh.launch.train import Progress
 
 HELP = "run a real mesh for M minutes: steps, restarts, fragment accounting, memory growth"
 
@@ -140,7 +140,7 @@ def run_soak(
         MeshError: If a process fails for good.
     """
     from marlmesh.config import load_config
-    from marlmesh.train import check_plugins, train
+    from marlmesh.launch.train import check_plugins, train
 
     budget_s = minutes * 60.0
     config = load_config(
@@ -235,7 +235,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(ns: argparse.Namespace) -> int:
     """Entry point of ``marlmesh bench soak``."""
     from marlmesh.config import ConfigError
-    from marlmesh.mesh import MeshError
+    from marlmesh.launch.mesh import MeshError
     from marlmesh.plugins import PluginError
 
     if ns.minutes <= 0:

@@ -1,7 +1,7 @@
 """``marlmesh train`` for ``algo.name=mappo-central``: train in one process, then evaluate like any run.
 
 The run directory has the same layout and ``summary.json`` contract as a decentralized run
-(:mod:`marlmesh.train`): ``config.yaml``, ``metrics.jsonl``, ``checkpoints/agent-<i>/`` (each actor, in the
+(:mod:`marlmesh.launch.train`): ``config.yaml``, ``metrics.jsonl``, ``checkpoints/agent-<i>/`` (each actor, in the
 learners' checkpoint format, so ``marlmesh eval``/``export`` work unchanged), ``checkpoints/central-critic/``,
 ``summary.json`` with ``eval.*`` from the usual evaluation (env service + N agent processes, each acting on its
 own observation). The summary says ``centralized: true`` and ``label: "CENTRALIZED REFERENCE"``.
@@ -24,8 +24,8 @@ from marlmesh.centralized import BANNER, CENTRALIZED_LABEL
 from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.centralized.mappo import CentralMAPPO
 from marlmesh.config import Config, ConfigError, dump_config
+from marlmesh.launch.train import bus_summary, config_summary, evaluate_into, write_summary
 from marlmesh.stop_signals import StopSignals
-from marlmesh.train import bus_summary, config_summary, evaluate_into, write_summary
 
 
 def check_central(config: Config) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from marlmesh.bench.meshrun import initial_policies
 from marlmesh.config import dump_config, load_config
-from marlmesh.mesh import Mesh, stop_processes
+from marlmesh.launch.mesh import Mesh, stop_processes
 from marlmesh.v1 import env_pb2
 
 ROOT = Path(__file__).resolve().parents[2]

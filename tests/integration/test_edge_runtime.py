@@ -142,8 +142,8 @@ def test_exported_agents_play_exactly_like_the_torch_agents(tmp_path: Path) -> N
 
     from learner_service.checkpoint import save_checkpoint
     from marlmesh import plugins
-    from marlmesh.evaluate import evaluate_run
     from marlmesh.export import export_run, policy_specs
+    from marlmesh.launch.evaluate import evaluate_run
 
     # channel none: with messages, an agent's first-tick peers are the agents live when its Join returned
     # (start-up timing), so two meshes need not agree on tick 0; the silent channel is bit-for-bit

@@ -196,7 +196,7 @@ def listening_sockets(pids: list[int]) -> list[tuple[int, str, int]]:
 
 
 def test_smoke_training_with_mtls_completes_and_every_process_listens_on_loopback_only(tmp_path: Path) -> None:
-    from marlmesh.train import train
+    from marlmesh.launch.train import train
 
     keys2 = tmp_path / "keys2"
     generate_tls(keys2, 2)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from service_procs import MARLMESH, ROOT, alive
 
-from marlmesh.supervise import TICK_JUMP, newest_checkpoint_version
+from marlmesh.launch.supervise import TICK_JUMP, newest_checkpoint_version
 
 pytestmark = pytest.mark.integration
 # Short barrier deadline and round timeout so a dead agent costs seconds, not half a minute.

@@ -3,7 +3,7 @@
 import pytest
 
 from marlmesh.config import ConfigError, KillFault, PartitionFault, load_config, validate
-from marlmesh.faults import check_supported
+from marlmesh.launch.faults import check_supported
 
 
 def test_restart_defaults_and_overrides():

@@ -10,9 +10,9 @@ from comm_bus.envelope import Envelope, serialize
 from learner_service.algos import DGMAPPO, MFPPO
 from marlmesh import plugins
 from marlmesh.config import ConfigError, load_config
+from marlmesh.launch.train import check_plugins
 from marlmesh.rollout import RolloutRecorder
 from marlmesh.testing.channels import build_team, full_links, make_spec, run_stages
-from marlmesh.train import check_plugins
 
 
 @pytest.mark.parametrize(

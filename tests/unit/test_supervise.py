@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from marlmesh.config import RestartConfig
-from marlmesh.mesh import MeshError, Proc
-from marlmesh.supervise import Supervisor
+from marlmesh.launch.mesh import MeshError, Proc
+from marlmesh.launch.supervise import Supervisor
 
 
 class FakeMesh:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from marlmesh.top import Reading, Target, _read_metrics, parse_endpoint, render, targets_from_run_dir
+from marlmesh.launch.top import Reading, Target, _read_metrics, parse_endpoint, render, targets_from_run_dir
 
 AGENT_METRICS = """\
 # TYPE marlmesh_agent_steps counter

@@ -26,12 +26,12 @@ import numpy as np
 
 from marlmesh import plugins
 from marlmesh.config import Config, dump_config
-from marlmesh.evaluate import evaluate_run, format_eval_table
-from marlmesh.faults import FaultSchedule, check_supported
+from marlmesh.launch.evaluate import evaluate_run, format_eval_table
+from marlmesh.launch.faults import FaultSchedule, check_supported
+from marlmesh.launch.mesh import Mesh, MeshError
+from marlmesh.launch.supervise import Supervisor
 from marlmesh.lockstep import LockstepEnd, reproducibility, uses_lockstep
-from marlmesh.mesh import Mesh, MeshError
 from marlmesh.stop_signals import StopSignals
-from marlmesh.supervise import Supervisor
 from marlmesh.v1 import env_pb2, learner_pb2, learner_pb2_grpc
 
 
@@ -430,7 +430,7 @@ def train(
         evaluate_into(summary, config, config_path, run_dir, out)
     write_summary(run_dir, summary)
     try:
-        from marlmesh.plotting import plot_run
+        from marlmesh.launch.plotting import plot_run
 
         plot_run(run_dir)
     except ImportError:  # matplotlib is in the train extra

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from marlmesh.config import Config
-from marlmesh.mesh import Mesh, MeshError
+from marlmesh.launch.mesh import Mesh, MeshError
 from marlmesh.v1 import env_pb2, env_pb2_grpc
 
 

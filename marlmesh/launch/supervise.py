@@ -11,7 +11,7 @@ its previous port after a backoff (``runtime.restart``); the restart is non-bloc
 
 A process killed by a ``faults`` entry is *held*: it is not restarted as a crash, only when the fault says
 so (:meth:`Supervisor.kill`). After ``max_restarts`` crash restarts of one process the next crash raises
-:class:`~marlmesh.mesh.MeshError` naming the process and showing its log tail.
+:class:`~marlmesh.launch.mesh.MeshError` naming the process and showing its log tail.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from marlmesh.config import RestartConfig
-from marlmesh.mesh import Mesh, MeshError, Proc
+from marlmesh.launch.mesh import Mesh, MeshError, Proc
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from marlmesh.config import Config, ConfigError, KillFault
-from marlmesh.mesh import Mesh, MeshError
-from marlmesh.supervise import Supervisor
+from marlmesh.launch.mesh import Mesh, MeshError
+from marlmesh.launch.supervise import Supervisor
 
 IMPLEMENTED_KINDS = frozenset({"kill", "partition", "degrade"})
 
