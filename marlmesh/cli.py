@@ -117,15 +117,15 @@ def cmd_keys(ns: argparse.Namespace) -> int:
 
 
 def cmd_sweep(ns: argparse.Namespace) -> int:
-    """``marlmesh sweep -c SWEEP.yaml [--out DIR] [--parallel K]`` (logic in :mod:`marlmesh.sweep`)."""
-    from marlmesh.sweep_cli import run_sweep_command
+    """``marlmesh sweep -c SWEEP.yaml [--out DIR] [--parallel K]`` (logic in :mod:`marlmesh.experiments.sweep`)."""
+    from marlmesh.experiments.sweep_cli import run_sweep_command
 
     return run_sweep_command(ns, _error)
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
-    """``marlmesh report SWEEP_DIR`` (logic in :mod:`marlmesh.report`)."""
-    from marlmesh.sweep_cli import run_report_command
+    """``marlmesh report SWEEP_DIR`` (logic in :mod:`marlmesh.experiments.report`)."""
+    from marlmesh.experiments.sweep_cli import run_report_command
 
     return run_report_command(ns, _error)
 
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys_cmd.add_arguments(k.add_subparsers(dest="action", required=True).add_parser("gen", help="generate key pairs"))
     k.set_defaults(func=cmd_keys)
-    from marlmesh.sweep_cli import add_report_parser, add_sweep_parser
+    from marlmesh.experiments.sweep_cli import add_report_parser, add_sweep_parser
 
     add_sweep_parser(sub).set_defaults(func=cmd_sweep)
     add_report_parser(sub).set_defaults(func=cmd_report)

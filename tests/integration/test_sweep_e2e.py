@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from marlmesh.sweep import cell_command
-from marlmesh.sweep_spec import expand_cells, load_sweep, read_base_data, resolve_base_config
+from marlmesh.experiments.sweep import cell_command
+from marlmesh.experiments.sweep_spec import expand_cells, load_sweep, read_base_data, resolve_base_config
 
 # the module fixture runs three cells (two trainings): allow more than the default per-test timeout
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from marlmesh.baselines import (
+from marlmesh.config import load_config
+from marlmesh.experiments.baselines import (
     BASELINES,
     MPE_BOX,
     RandomPolicy,
@@ -13,7 +14,6 @@ from marlmesh.baselines import (
     make_policy,
     resting_displacement,
 )
-from marlmesh.config import load_config
 from marlmesh.spaces import SpaceSpec
 
 DISCRETE5 = SpaceSpec(kind="discrete", n=5)

@@ -103,7 +103,7 @@ def test_gossip_on_the_complete_graph_mixes_to_the_average_of_the_updated_learne
 
 def test_save_dir_writes_policies_that_spread_diagnostics_plays(tmp_path, capsys):
     from learner_service.inprocess import main
-    from marlmesh.spread_diagnostics import main as diagnostics
+    from marlmesh.experiments.spread_diagnostics import main as diagnostics
 
     sets = ["train.rollout_steps=5", "env.num_envs=2", "algo.ppo.epochs=1", "algo.ppo.minibatches=1"]
     argv = ["-c", "configs/dgmappo.yaml", "--env-steps", "40", "--log-every", "20", "--save-dir", str(tmp_path)]

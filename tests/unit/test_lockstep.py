@@ -9,9 +9,9 @@ import pytest
 
 from agent_service.weight_sync import AsyncWeights, LockstepWeights, weight_sync_for
 from marlmesh.config import ConfigError, load_config
+from marlmesh.experiments.sweep import cell_command
+from marlmesh.experiments.sweep_spec import Cell
 from marlmesh.lockstep import final_tick, reproducibility
-from marlmesh.sweep import cell_command
-from marlmesh.sweep_spec import Cell
 
 
 class FakeLink:

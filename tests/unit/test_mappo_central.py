@@ -9,7 +9,7 @@ from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.centralized.mappo import CentralMAPPO, joint_observation
 from marlmesh.centralized.plugin import is_centralized
 from marlmesh.config import ConfigError, load_config
-from marlmesh.sweep_spec import method_label
+from marlmesh.experiments.sweep_spec import method_label
 
 
 def _config(**sets):

@@ -5,12 +5,12 @@ import pytest
 
 from learner_service.checkpoint import save_checkpoint
 from marlmesh import plugins
-from marlmesh.baselines import evaluate_in_process
 from marlmesh.config import load_config
 from marlmesh.envs import make_env
+from marlmesh.experiments.baselines import evaluate_in_process
+from marlmesh.experiments.spread_diagnostics import diagnose, load_actors, main
 from marlmesh.policy_spec import build_policy_spec
 from marlmesh.spaces import SpaceSpec
-from marlmesh.spread_diagnostics import diagnose, load_actors, main
 
 
 def _config(*extra: str):

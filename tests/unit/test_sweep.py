@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from marlmesh import sweep as sweep_mod
-from marlmesh.report import write_report
-from marlmesh.results import read_csv, summary_metrics
-from marlmesh.sweep import SweepRunner
-from marlmesh.sweep_spec import (
+from marlmesh.experiments import sweep as sweep_mod
+from marlmesh.experiments.report import write_report
+from marlmesh.experiments.results import read_csv, summary_metrics
+from marlmesh.experiments.sweep import SweepRunner
+from marlmesh.experiments.sweep_spec import (
     SweepError,
     expand_cells,
     load_sweep,

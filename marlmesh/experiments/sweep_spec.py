@@ -22,7 +22,7 @@ and the seeds::
 
 Two keys of an override set are not config keys: ``label`` (how the value is shown in cell ids, tables and
 plots; default: the values joined by ``-``) and ``baseline`` (``random``, ``scripted``, ``scripted-priority`` or
-``scripted-fixed``: the cell trains nothing and evaluates that policy; see :mod:`marlmesh.baselines`). A
+``scripted-fixed``: the cell trains nothing and evaluates that policy; see :mod:`marlmesh.experiments.baselines`). A
 baseline cell ignores the overrides that only matter to learning and communication (``algo.*``, ``channel.*``,
 ``bus.*``, ``train.*``), and ``env.num_envs`` (it evaluates with ``eval.num_envs``), so grid points that differ
 only in those collapse into one cell.
@@ -51,8 +51,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from marlmesh.baselines import BASELINES
 from marlmesh.config import ConfigError
+from marlmesh.experiments.baselines import BASELINES
 
 #: Keys of an override set that are not config keys.
 LABEL_KEY = "label"

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from marlmesh.sweep_spec import LATENCY_KEY, LOSS_KEY, RATE_KEY, Cell
+from marlmesh.experiments.sweep_spec import LATENCY_KEY, LOSS_KEY, RATE_KEY, Cell
 
 FIXED_COLUMNS = [
     "method",

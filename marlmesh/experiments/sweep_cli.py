@@ -37,8 +37,8 @@ def add_report_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run_sweep_command(ns: argparse.Namespace, error: ErrorFn) -> int:
     """Validate the sweep, then run it (or list its cells with ``--dry-run``)."""
-    from marlmesh.sweep import SweepRunner
-    from marlmesh.sweep_spec import SweepError, load_sweep
+    from marlmesh.experiments.sweep import SweepRunner
+    from marlmesh.experiments.sweep_spec import SweepError, load_sweep
 
     if ns.parallel < 1:
         return error(f"--parallel must be >= 1, got {ns.parallel}")
@@ -63,7 +63,7 @@ def run_sweep_command(ns: argparse.Namespace, error: ErrorFn) -> int:
 
 def run_report_command(ns: argparse.Namespace, error: ErrorFn) -> int:
     """Write the figures and ``report.md``; print their paths."""
-    from marlmesh.report import write_report
+    from marlmesh.experiments.report import write_report
 
     try:
         report, figures, notes = write_report(Path(ns.sweep_dir))

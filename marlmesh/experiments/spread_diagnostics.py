@@ -5,8 +5,8 @@ of a finished run (``RUN_DIR/config.yaml``, ``RUN_DIR/checkpoints/agent-i``), pl
 process with ideal links (every peer heard, as :mod:`learner_service.inprocess` does) and prints, per step, the
 sum over landmarks of the distance to the nearest agent (what the shared reward penalises), plus how many
 episodes end with a landmark uncovered and with two agents nearest the same landmark. ``RUN_DIR`` may also be
-``scripted`` (the scripted controller of :mod:`marlmesh.baselines`, on ``--config``'s env), the reference, or one
-of its variants ``scripted-priority`` and ``scripted-fixed``.
+``scripted`` (the scripted controller of :mod:`marlmesh.experiments.baselines`, on ``--config``'s env), the
+reference, or one of its variants ``scripted-priority`` and ``scripted-fixed``.
 
 It also shows which landmark each agent ends at (its *assignment*), and so which convention the agents play:
 
@@ -35,9 +35,9 @@ from agent_service.runtime import TorchRuntime
 from learner_service.checkpoint import load_latest
 from learner_service.inprocess import ideal_rounds
 from marlmesh import plugins
-from marlmesh.baselines import BASELINES, best_assignment, make_policy
 from marlmesh.config import Config, load_config
 from marlmesh.envs import make_env
+from marlmesh.experiments.baselines import BASELINES, best_assignment, make_policy
 from marlmesh.export import policy_specs
 from marlmesh.spaces import SpaceSpec
 

@@ -1,7 +1,7 @@
 """``marlmesh sweep -c SWEEP.yaml [--out DIR] [--parallel K]``: run every cell of a sweep, resumably.
 
 Each cell runs as a subprocess into ``DIR/cells/<cell-id>/``: ``marlmesh train`` for a learning cell, the
-evaluation-only baseline runner (:mod:`marlmesh.baselines`) for a baseline cell. Output folder::
+evaluation-only baseline runner (:mod:`marlmesh.experiments.baselines`) for a baseline cell. Output folder::
 
     DIR/sweep.yaml          the sweep file as given
     DIR/sweep.json          the expanded cells (id, axis labels, seed, overrides)
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from marlmesh.results import collect_rows, read_summary, write_csv
-from marlmesh.sweep_spec import (
+from marlmesh.experiments.results import collect_rows, read_summary, write_csv
+from marlmesh.experiments.sweep_spec import (
     Cell,
     expand_cells,
     load_sweep,
@@ -54,7 +54,7 @@ def cell_command(cell: Cell, base_config: Path | None, run_dir: Path) -> list[st
     if cell.baseline is None:
         argv = [sys.executable, "-m", "marlmesh.cli", "train", "--run-dir", str(run_dir)]
     else:
-        argv = [sys.executable, "-m", "marlmesh.baselines", cell.baseline, "--run-dir", str(run_dir)]
+        argv = [sys.executable, "-m", "marlmesh.experiments.baselines", cell.baseline, "--run-dir", str(run_dir)]
     if base_config is not None:
         argv += ["-c", str(base_config)]
     if cell.baseline is None and WEIGHT_SYNC_KEY not in cell.overrides:
@@ -111,7 +111,7 @@ class SweepRunner:
         return self.out_dir / "cells" / cell.cell_id
 
     def validate(self) -> None:
-        """Check every cell's config and plugins (raises :class:`~marlmesh.sweep_spec.SweepError`)."""
+        """Check every cell's config and plugins (raises :class:`~marlmesh.experiments.sweep_spec.SweepError`)."""
         validate_cells(self.cells, self.base_config)
 
     def write_manifest(self) -> None:

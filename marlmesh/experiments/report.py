@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from itertools import cycle
 from pathlib import Path
 
-from marlmesh.results import FIXED_COLUMNS, METRIC_COLUMNS, TAIL_COLUMNS, read_csv
+from marlmesh.experiments.results import FIXED_COLUMNS, METRIC_COLUMNS, TAIL_COLUMNS, read_csv
 
 NOT_AXIS = {"cell_id", "status", *FIXED_COLUMNS, *METRIC_COLUMNS, *TAIL_COLUMNS}
 
