@@ -108,7 +108,7 @@ def cmd_plugins(ns: argparse.Namespace) -> int:
 
 def cmd_keys(ns: argparse.Namespace) -> int:
     """``marlmesh keys gen DIR --agents N``."""
-    from marlmesh import keys
+    from marlmesh.deploy import keys
 
     try:
         return keys.main(ns)
@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.set_defaults(func=cmd_plot)
     sub.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
-    from marlmesh import bench, export, k8s
+    from marlmesh import bench
+    from marlmesh.deploy import export, k8s
     from marlmesh.launch import top
 
     bench.add_parser(sub)
@@ -157,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     k8s.add_parser(sub)
     export.add_parser(sub)
     k = sub.add_parser("keys", help="bus CURVE keys, gRPC mTLS certificates, control token")
-    from marlmesh import keys as keys_cmd
+    from marlmesh.deploy import keys as keys_cmd
 
     keys_cmd.add_arguments(k.add_subparsers(dest="action", required=True).add_parser("gen", help="generate key pairs"))
     k.set_defaults(func=cmd_keys)

@@ -18,8 +18,8 @@ PLANNED_KINDS: dict[str, str] = {}
 
 
 def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]]]:
-    from marlmesh import edge
     from marlmesh.bench import actor, bus, e2e, scale, soak
+    from marlmesh.deploy import edge
 
     return {
         "bus": ("bus API vs raw pyzmq: throughput, round trip, emulation cost", bus.add_arguments, bus.main),

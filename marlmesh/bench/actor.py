@@ -52,7 +52,7 @@ def _timers(config: Config, seed: int) -> tuple[Any, Any]:
     import torch
 
     from marlmesh import plugins
-    from marlmesh.export import policy_specs
+    from marlmesh.deploy.export import policy_specs
 
     torch.manual_seed(seed)
     spec = policy_specs(config)[0]

@@ -36,9 +36,9 @@ from learner_service.checkpoint import load_latest
 from learner_service.inprocess import ideal_rounds
 from marlmesh import plugins
 from marlmesh.config import Config, load_config
+from marlmesh.deploy.export import policy_specs
 from marlmesh.envs import make_env
 from marlmesh.experiments.baselines import BASELINES, best_assignment, make_policy
-from marlmesh.export import policy_specs
 from marlmesh.spaces import SpaceSpec
 
 COVERED = 0.2

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from marlmesh import cli
-from marlmesh.certs import generate_tls
 from marlmesh.config import ConfigError, dump_config, load_config
-from marlmesh.edge import export_initial_policies, run_edge_mesh
+from marlmesh.deploy.certs import generate_tls
+from marlmesh.deploy.edge import export_initial_policies, run_edge_mesh
 
 pytestmark = pytest.mark.integration
 

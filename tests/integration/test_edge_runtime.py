@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from marlmesh.config import dump_config, load_config
-from marlmesh.edge import export_initial_policies, run_edge_mesh
+from marlmesh.deploy.edge import export_initial_policies, run_edge_mesh
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,7 +142,7 @@ def test_exported_agents_play_exactly_like_the_torch_agents(tmp_path: Path) -> N
 
     from learner_service.checkpoint import save_checkpoint
     from marlmesh import plugins
-    from marlmesh.export import export_run, policy_specs
+    from marlmesh.deploy.export import export_run, policy_specs
     from marlmesh.launch.evaluate import evaluate_run
 
     # channel none: with messages, an agent's first-tick peers are the agents live when its Join returned

@@ -12,8 +12,8 @@ import pytest
 import service_procs
 
 from marlmesh import control_token, tls
-from marlmesh.certs import generate_tls
 from marlmesh.config import load_config
+from marlmesh.deploy.certs import generate_tls
 from marlmesh.serving import grpc_options
 from marlmesh.v1 import control_pb2, control_pb2_grpc, env_pb2, env_pb2_grpc
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from marlmesh import k8s
 from marlmesh.config import load_config
-from marlmesh.edge import export_initial_policies, stop_processes
+from marlmesh.deploy import k8s
+from marlmesh.deploy.edge import export_initial_policies, stop_processes
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from service_procs import start_env, stop
 
 from env_service.parallel_env import RemoteParallelEnv
 from marlmesh import tls
-from marlmesh.certs import generate_tls
 from marlmesh.config import ConfigError, TlsConfig, dump_config, load_config
+from marlmesh.deploy.certs import generate_tls
 from marlmesh.envs import make_env
 
 pytestmark = pytest.mark.integration

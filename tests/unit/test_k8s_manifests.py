@@ -15,8 +15,9 @@ import yaml
 
 from comm_bus.addressing import PeerAddressing, agent_id_from_env
 from learner_service.gossip_addressing import gossip_addressing
-from marlmesh import cli, k8s
+from marlmesh import cli
 from marlmesh.config import load_config, validate
+from marlmesh.deploy import k8s
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -77,7 +78,7 @@ def test_kubectl_kustomize_renders_and_matches_the_python_renderer(tree: str) ->
     ours = by_key(k8s.build_kustomization(TREES[tree]))
     assert rendered.keys() == ours.keys()
     for k in rendered:
-        assert rendered[k] == ours[k], f"{tree}: {k} differs between kubectl kustomize and marlmesh.k8s"
+        assert rendered[k] == ours[k], f"{tree}: {k} differs between kubectl kustomize and marlmesh.deploy.k8s"
 
 
 @pytest.mark.parametrize("tree", sorted(TREES))

@@ -76,7 +76,7 @@ def test_sweep_method_name_says_centralized_reference():
 
 
 def test_no_learner_pods_are_rendered_for_it():
-    from marlmesh.k8s import RenderError, render
+    from marlmesh.deploy.k8s import RenderError, render
 
     with pytest.raises(RenderError, match="CENTRALIZED REFERENCE"):
         render(_config(), 3)

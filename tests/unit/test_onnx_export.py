@@ -12,7 +12,7 @@ import torch
 from agent_service.runtime import OnnxRuntime, TorchRuntime, read_manifest, sample_numpy
 from marlmesh import plugins
 from marlmesh.config import load_config
-from marlmesh.export import export_policy, policy_specs, write_manifest
+from marlmesh.deploy.export import export_policy, policy_specs, write_manifest
 from marlmesh.spaces import SpaceSpec
 
 TOL = 1e-4

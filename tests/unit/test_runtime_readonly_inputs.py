@@ -16,8 +16,8 @@ import pytest
 from agent_service.runtime import TorchRuntime
 from marlmesh import plugins, tensors
 from marlmesh.config import load_config
-from marlmesh.edge import decide
-from marlmesh.export import policy_specs
+from marlmesh.deploy.edge import decide
+from marlmesh.deploy.export import policy_specs
 
 
 def _wire(array: np.ndarray) -> np.ndarray:

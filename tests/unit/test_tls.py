@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from comm_bus.security import CurveKeys
-from marlmesh import cli, control_token, k8s, tls
-from marlmesh.certs import generate_tls
+from marlmesh import cli, control_token, tls
 from marlmesh.config import ConfigError, load_config
+from marlmesh.deploy import k8s
+from marlmesh.deploy.certs import generate_tls
 
 ROOT = Path(__file__).resolve().parents[1].parent
 

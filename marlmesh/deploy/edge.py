@@ -41,7 +41,7 @@ def export_initial_policies(config: Config, out_dir: Path, seed: int = 0) -> Pat
     import torch
 
     from marlmesh import plugins
-    from marlmesh.export import export_policy, policy_specs, write_manifest
+    from marlmesh.deploy.export import export_policy, policy_specs, write_manifest
 
     torch.manual_seed(seed)
     channel = plugins.load("channels", config.channel.name)(config.channel)
@@ -123,7 +123,7 @@ def run_edge_mesh(
     workdir.mkdir(parents=True, exist_ok=True)
     base = {k: v for k, v in os.environ.items() if k != "MARLMESH_PARENT_PID"}
     base["PYTHONUNBUFFERED"] = "1"
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env_log = workdir / "env.log"
     env_port_file = workdir / "env.port"
     env_proc = subprocess.Popen(
@@ -262,7 +262,7 @@ def bench_edge(config: Config, decisions: int = 3000, episodes: int = 6) -> dict
 
     from agent_service.runtime import OnnxRuntime, TorchRuntime
     from marlmesh import plugins
-    from marlmesh.export import export_policy, policy_specs, write_manifest
+    from marlmesh.deploy.export import export_policy, policy_specs, write_manifest
 
     torch.set_num_threads(1)
     torch.manual_seed(config.seed)

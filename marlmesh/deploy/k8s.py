@@ -29,13 +29,13 @@ from typing import Any
 import yaml
 
 from marlmesh import control_token, tls
-from marlmesh.certs import CONTROL_TOKEN, TLS_SECRET
 from marlmesh.config import Config, dump_config, load_config
+from marlmesh.deploy.certs import CONTROL_TOKEN, TLS_SECRET
 
 Manifest = dict[str, Any]
 
 #: Where the kustomize tree lives in a checkout (``<repo>/k8s``).
-DEFAULT_K8S_DIR = Path(__file__).resolve().parents[1] / "k8s"
+DEFAULT_K8S_DIR = Path(__file__).resolve().parents[2] / "k8s"
 OVERLAYS = ("local", "edge")
 CONFIG_MAP = "marlmesh-config"
 POLICY_MAP = "marlmesh-policy"

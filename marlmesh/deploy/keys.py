@@ -11,8 +11,8 @@ import argparse
 from pathlib import Path
 
 from comm_bus.security import generate_keys, secret_manifest
-from marlmesh.certs import CONTROL_TOKEN, generate_tls, tls_secret_manifest
 from marlmesh.control_token import write_new_token
+from marlmesh.deploy.certs import CONTROL_TOKEN, generate_tls, tls_secret_manifest
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
