@@ -18,8 +18,7 @@ PLANNED_KINDS: dict[str, str] = {}
 
 
 def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]]]:
-    from marlmesh.bench import actor, bus, e2e, scale, soak
-    from marlmesh.deploy import edge
+    from marlmesh.bench import actor, bus, e2e, edge, scale, soak
 
     return {
         "bus": ("bus API vs raw pyzmq: throughput, round trip, emulation cost", bus.add_arguments, bus.main),
@@ -29,7 +28,7 @@ def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]
             scale.add_arguments,
             scale.main,
         ),
-        "edge": ("ONNX vs torch decision latency, edge agent memory", edge.add_bench_arguments, edge.cmd_bench),
+        "edge": ("ONNX vs torch decision latency, edge agent memory", edge.add_arguments, edge.main),
         "soak": (soak.HELP, soak.add_arguments, soak.run),
         "actor": ("entity vs MLP actor: decision and PPO minibatch time", actor.add_arguments, actor.main),
     }

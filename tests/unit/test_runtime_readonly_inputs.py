@@ -15,8 +15,8 @@ import pytest
 
 from agent_service.runtime import TorchRuntime
 from marlmesh import plugins, tensors
+from marlmesh.bench.edge import decide
 from marlmesh.config import load_config
-from marlmesh.deploy.edge import decide
 from marlmesh.deploy.export import policy_specs
 
 
