@@ -9,8 +9,8 @@ decentralized execution).
 
 Modules: :mod:`~marlmesh.centralized.plugin` (the ``marlmesh.algos`` entry point, torch-free),
 :mod:`~marlmesh.centralized.joint_env` (B env copies driven for all agents from one process),
-:mod:`~marlmesh.centralized.mappo` (central critic, rollout and PPO update),
-:mod:`~marlmesh.centralized.run` (``marlmesh train`` for this algorithm: run directory, summary, evaluation).
+:mod:`~marlmesh.centralized.mappo` (central critic, rollout and PPO update). Its runner lives with the launchers:
+:mod:`~marlmesh.launch.centralized` (``marlmesh train`` for this algorithm: run directory, summary, evaluation).
 """
 
 CENTRALIZED_LABEL = "CENTRALIZED REFERENCE"

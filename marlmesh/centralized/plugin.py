@@ -1,7 +1,7 @@
 """The ``mappo-central`` entry point of ``marlmesh.algos`` (torch-free: the sweep and the CLI inspect it).
 
 It is marked ``centralized``: ``marlmesh train`` dispatches it to the in-process trainer
-(:func:`marlmesh.centralized.run.train_central`), and every decentralized code path refuses it (a learner
+(:func:`marlmesh.launch.centralized.train_central`), and every decentralized code path refuses it (a learner
 service asked to build it fails at start), so it cannot be picked by accident as a decentralized method.
 """
 
@@ -21,7 +21,7 @@ class MAPPOCentral:
     required_channel: ClassVar[str | None] = "none"
     """The actors act on their own observations only; agents exchange nothing (no bus traffic)."""
     centralized: ClassVar[bool] = True
-    """Trained by :func:`marlmesh.centralized.run.train_central`, not by per-agent learner services."""
+    """Trained by :func:`marlmesh.launch.centralized.train_central`, not by per-agent learner services."""
     label: ClassVar[str] = CENTRALIZED_LABEL
 
     def build_learner(self, config: object, spec: object, channel: object) -> object:

@@ -26,9 +26,17 @@ import numpy as np
 
 from marlmesh import plugins
 from marlmesh.config import Config, dump_config
-from marlmesh.launch.evaluate import evaluate_run, format_eval_table
 from marlmesh.launch.faults import FaultSchedule, check_supported
 from marlmesh.launch.mesh import Mesh, MeshError
+from marlmesh.launch.summary import (
+    bus_summary,
+    config_summary,
+    evaluate_into,
+    gossip_summary,
+    merge_bus_trace,
+    read_stats,
+    write_summary,
+)
 from marlmesh.launch.supervise import Supervisor
 from marlmesh.lockstep import LockstepEnd, reproducibility, uses_lockstep
 from marlmesh.stop_signals import StopSignals
@@ -192,91 +200,6 @@ class Progress:
         self.env_channel.close()
 
 
-def _read_stats(run_dir: Path, tag: str) -> list[dict[str, object]]:
-    out = []
-    for path in sorted((run_dir / "stats").glob(f"{tag}-*.json")):
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return out
-
-
-def bus_summary(agent_stats: list[dict[str, object]]) -> dict[str, object]:
-    """Sum the agents' bus counters into the ``bus.*`` summary fields.
-
-    ``messages_sent``/``bytes_sent`` count what senders offered to links (one message per env copy and
-    receiver), ``messages_received`` what became visible, ``dropped`` maps cause -> count (link causes are
-    counted by senders, receive-side ones by receivers), latencies are medians over agents (bus clock).
-    """
-    sent = bytes_sent = received = bytes_received = 0
-    dropped: collections.Counter[str] = collections.Counter()
-    p50s: dict[str, list[float]] = collections.defaultdict(list)
-    for st in agent_stats:
-        bus = st.get("bus") or {}
-        sent += int(bus.get("messages_sent", 0))
-        bytes_sent += int(bus.get("bytes_sent", 0))
-        received += int(bus.get("messages_received", 0))
-        bytes_received += int(bus.get("bytes_received", 0))
-        dropped.update(bus.get("dropped", {}))
-        for key in ("delivery_latency_p50_seconds", "transport_latency_p50_seconds", "age_of_information_p50_seconds"):
-            if bus.get(key) is not None:
-                p50s[key].append(float(bus[key]))
-    out: dict[str, object] = {
-        "messages_sent": sent,
-        "bytes_sent": bytes_sent,
-        "messages_received": received,
-        "bytes_received": bytes_received,
-        "dropped": dict(sorted(dropped.items())),
-        "delivery_latency_p50_seconds": None,
-        "transport_latency_p50_seconds": None,
-        "age_of_information_p50_seconds": None,
-    }
-    out.update({k: float(np.median(v)) for k, v in p50s.items()})
-    return out
-
-
-def gossip_summary(learner_stats: list[dict[str, object]]) -> dict[str, object]:
-    """``bus.gossip``: the learners' gossip traffic summed (empty when no learner gossiped).
-
-    Holds ``messages_sent``, ``bytes_sent``, ``messages_received``, ``dropped`` (cause -> count, from the same link
-    emulation as the agents' messages), ``mixings``, ``params_mixed`` and ``params_missing``.
-    """
-    gossips = [st["gossip"] for st in learner_stats if isinstance(st.get("gossip"), dict)]
-    if not gossips:
-        return {}
-    totals = bus_summary([{"bus": g.get("bus") or {}} for g in gossips])
-    out = {k: totals[k] for k in ("messages_sent", "bytes_sent", "messages_received", "bytes_received", "dropped")}
-    for key in ("mixings", "params_mixed", "params_missing"):
-        out[key] = sum(int(g.get(key, 0)) for g in gossips)
-    return {"gossip": out}
-
-
-def merge_bus_trace(config: Config, run_dir: Path, agent_stats: list[dict[str, object]]) -> dict[str, object] | None:
-    """Merge the agents' fate records into ``RUN_DIR/bus_trace.bin``; returns the ``bus.trace`` summary."""
-    from comm_bus.trace import merge_traces
-
-    parts = sorted((run_dir / "traces").glob("train-agent-*.rec"))
-    if not parts:
-        return None
-    out = run_dir / "bus_trace.bin"
-    meta = {
-        "seed": config.seed,
-        "clock": config.bus.clock,
-        "link_model": config.bus.links.resolved_model(),
-        # sim rounds that went on without a peer's frame after the wall-clock safety deadline (a dead or
-        # stalled peer): nonzero means this trace depended on wall time and a rerun may differ
-        "round_timeouts": sum(
-            int((st.get("bus") or {}).get("dropped", {}).get("round_timeout", 0)) for st in agent_stats
-        ),
-    }
-    records = merge_traces(parts, out, meta)
-    truncated = any(bool((st.get("bus_trace") or {}).get("truncated")) for st in agent_stats)
-    for part in parts:
-        part.unlink()
-    return {"path": str(out), "records": records, "truncated": truncated}
-
-
 def _supervised_tick(progress: Progress, supervisor: Supervisor, faults: FaultSchedule) -> None:
     """One launcher tick under supervision: restart what crashed, poll progress, fire due faults.
 
@@ -321,7 +244,7 @@ def train(
         ConfigError: If the fault schedule uses a kind that is not implemented.
     """
     if getattr(plugins.load("algos", config.algo.name), "centralized", False):  # the CENTRALIZED REFERENCE
-        from marlmesh.centralized.run import train_central
+        from marlmesh.launch.centralized import train_central
 
         return train_central(config, run_dir, out, evaluate)
     check_supported(config)
@@ -382,8 +305,8 @@ def train(
         codes = mesh.stop()
         stop.restore()
     train_seconds = time.monotonic() - start
-    agent_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "agent"]
-    learner_stats = [s for s in _read_stats(run_dir, "train") if s.get("role") == "learner"]
+    agent_stats = [s for s in read_stats(run_dir, "train") if s.get("role") == "agent"]
+    learner_stats = [s for s in read_stats(run_dir, "train") if s.get("role") == "learner"]
     bus = {
         **bus_summary(agent_stats),
         "trace": merge_bus_trace(config, run_dir, agent_stats),
@@ -445,50 +368,6 @@ def _restarts(processes: list[dict[str, object]], supervisor: Supervisor | None)
     if supervisor is not None:
         return supervisor.restart_counts()
     return {str(p["role"]) if int(p["agent_id"]) < 0 else f"{p['role']}-{p['agent_id']}": 0 for p in processes}
-
-
-def config_summary(config: Config) -> dict[str, object]:
-    """``config`` of the summary: env, algo, channel, B, seed and weight sync."""
-    return {
-        "env": config.env.name,
-        "algo": config.algo.name,
-        "channel": config.channel.name,
-        "num_envs": config.env.num_envs,
-        "seed": config.seed,
-        "weight_sync": config.train.weight_sync,
-    }
-
-
-def evaluate_into(
-    summary: dict[str, object], config: Config, config_path: Path, run_dir: Path, out: TextIO, note: str = ""
-) -> None:
-    """Evaluate the run's saved policies as processes into ``summary["eval"]`` and mark the run ``done``.
-
-    Prints the evaluation table on ``out``.
-
-    Raises:
-        MeshError: If an evaluation process fails.
-    """
-    out.write(f"evaluating{note}...\n")
-    out.flush()
-    result = evaluate_run(
-        config,
-        config_path,
-        run_dir,
-        episodes=config.eval.episodes,
-        num_envs=config.eval.num_envs,
-        seed=config.seed + config.eval.seed_offset,
-    )
-    summary["eval"] = result
-    summary["status"] = "done"
-    out.write(format_eval_table(result) + "\n")
-
-
-def write_summary(run_dir: Path, summary: dict[str, object]) -> None:
-    """Write ``RUN_DIR/summary.json`` atomically."""
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=float))
-    tmp.replace(run_dir / "summary.json")
 
 
 __all__ = ["MeshError", "check_plugins", "default_run_dir", "train"]

@@ -86,7 +86,7 @@ def test_a_rerun_in_the_same_directory_resumes_from_the_newest_checkpoints(tmp_p
     import io
 
     from learner_service.checkpoint import load_latest
-    from marlmesh.centralized.run import train_central
+    from marlmesh.launch.centralized import train_central
 
     sets = {"train.rollout_steps": 5, "train.total_env_steps": 20, "algo.ppo.epochs": 1, "train.checkpoint_keep": 2}
     config = _config(**sets)
@@ -102,7 +102,7 @@ def test_annealed_lr_falls_over_the_step_budget(tmp_path):
     import io
     import json
 
-    from marlmesh.centralized.run import train_central
+    from marlmesh.launch.centralized import train_central
 
     sets = {"train.rollout_steps": 5, "train.total_env_steps": 40, "algo.ppo.epochs": 1, "algo.ppo.anneal_lr": "true"}
     train_central(_config(**sets), tmp_path, io.StringIO(), evaluate=False)

@@ -24,7 +24,7 @@ from marlmesh.centralized import BANNER, CENTRALIZED_LABEL
 from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.centralized.mappo import CentralMAPPO
 from marlmesh.config import Config, ConfigError, dump_config
-from marlmesh.launch.train import bus_summary, config_summary, evaluate_into, write_summary
+from marlmesh.launch.summary import bus_summary, config_summary, evaluate_into, write_summary
 from marlmesh.stop_signals import StopSignals
 
 
