@@ -1,17 +1,15 @@
-"""Lockstep (reproducible) training: where the run ends and how the launcher knows every agent got there.
+"""Lockstep (reproducible) training: where the run ends and whether a finished run was reproducible.
 
 With ``train.weight_sync: lockstep`` an agent trains synchronous on-policy PPO (see
 :mod:`agent_service.weight_sync`) and stops at an exact env tick, :func:`final_tick`, after its last fragment
-was trained. The launcher then ends the run when every agent reports ``finished`` in its ``Control.GetInfo``
-counters (:class:`LockstepEnd`), not at the first progress poll past the budget.
+was trained. The launcher then ends the run when every agent reports :data:`FINISHED` in its
+``Control.GetInfo`` counters (:class:`marlmesh.launch.lockstep_end.LockstepEnd`), not at the first progress
+poll past the budget.
 """
 
 from __future__ import annotations
 
-import grpc
-
 from marlmesh.config import Config
-from marlmesh.v1 import control_pb2, control_pb2_grpc
 
 FINISHED = "finished"
 """Agent ``Control.GetInfo`` counter: 1 once the agent reached :func:`final_tick` and stopped stepping."""
@@ -34,37 +32,6 @@ def final_tick(total_env_steps: int, num_envs: int, rollout_steps: int) -> int:
     per_fragment = num_envs * rollout_steps
     fragments = -(-total_env_steps // per_fragment)
     return fragments * rollout_steps
-
-
-class LockstepEnd:
-    """The launcher's end-of-run check in lockstep: every agent says it reached the final tick.
-
-    Args:
-        open_channel: Opens a client channel to ``host:port`` (the mesh's, so mTLS applies).
-        addresses: ``host:port`` of every agent's gRPC server (Control service).
-        timeout_s: Deadline of each ``GetInfo``.
-    """
-
-    def __init__(self, open_channel, addresses: list[str], timeout_s: float) -> None:  # noqa: ANN001
-        self._channels = [open_channel(a) for a in addresses]
-        self._stubs = [control_pb2_grpc.ControlStub(c) for c in self._channels]
-        self._timeout = timeout_s
-
-    def reached(self) -> bool:
-        """True when every agent reports ``finished`` (an unreachable agent counts as not finished)."""
-        for stub in self._stubs:
-            try:
-                info = stub.GetInfo(control_pb2.InfoRequest(), timeout=self._timeout)
-            except grpc.RpcError:
-                return False
-            if info.counters.get(FINISHED, 0.0) < 1.0:
-                return False
-        return True
-
-    def close(self) -> None:
-        """Close the channels."""
-        for c in self._channels:
-            c.close()
 
 
 def uses_lockstep(config: Config) -> bool:

@@ -38,7 +38,8 @@ from marlmesh.launch.summary import (
     write_summary,
 )
 from marlmesh.launch.supervise import Supervisor
-from marlmesh.lockstep import LockstepEnd, reproducibility, uses_lockstep
+from marlmesh.launch.lockstep_end import LockstepEnd
+from marlmesh.lockstep import reproducibility, uses_lockstep
 from marlmesh.stop_signals import StopSignals
 from marlmesh.v1 import env_pb2, learner_pb2, learner_pb2_grpc
 
