@@ -23,8 +23,8 @@ from agent_service.runtime import OnnxRuntime, PolicyRuntime, read_manifest
 from comm_bus.addressing import PeerAddressing
 from comm_bus.bus import Bus
 from comm_bus.faults import LinkFaults
-from env_service.client import EnvClient
 from marlmesh import process
+from marlmesh.env_client import EnvClient
 from marlmesh.lockstep import FINISHED
 from marlmesh.plugins import PluginError
 from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_server
@@ -37,7 +37,7 @@ VERSION = Gauge("marlmesh_agent_policy_version", "Weights version this agent act
 
 
 def _load_eval_params(role: str, directory: Path | None) -> tuple[int, dict]:
-    from learner_service.checkpoint import load_latest
+    from marlmesh.checkpoint import load_latest
 
     if directory is None:
         process.fail(role, "--mode eval needs --checkpoint-dir (MARLMESH_CHECKPOINT_DIR)")

@@ -24,9 +24,9 @@ from agent_service.learner_link import LearnerLink
 from agent_service.runtime import PolicyRuntime, TorchRuntime
 from agent_service.weight_sync import WeightSync, weight_sync_for
 from comm_bus.bus import Bus
-from env_service.client import AgentObservation, EnvClient, StepInterrupted
 from marlmesh import plugins
 from marlmesh.config import Config
+from marlmesh.env_client import AgentObservation, EnvClient, StepInterrupted
 from marlmesh.policy_spec import PolicySpec, policy_spec_for
 from marlmesh.rollout import RolloutRecorder
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from comm_bus.bus import Bus
 from comm_bus.mailbox import Delivery
-from env_service.observation import AgentObservation
 from marlmesh.config import RewardSharingConfig
+from marlmesh.observation import AgentObservation
 
 CHANNEL = "reward"
 """Bus channel of shared rewards."""

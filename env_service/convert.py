@@ -1,11 +1,9 @@
-"""Conversions between env_service's plain values and the wire messages (shared by server and client)."""
+"""Encoding of the env node's spec and counters as wire messages (observations: :mod:`marlmesh.observation`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from env_service.observation import AgentObservation
-from marlmesh import tensors
 from marlmesh.v1 import env_pb2
 
 if TYPE_CHECKING:  # the client side must not import the env stack
@@ -29,41 +27,6 @@ def spec_to_proto(node: EnvNode) -> env_pb2.EnvSpec:
         has_positions=node.adapter.has_positions,
         has_collisions=node.adapter.has_collisions,
         instance_id=node.instance_id,
-    )
-
-
-def view_to_proto(view: AgentObservation) -> env_pb2.Observation:
-    """Encode one agent's view."""
-    channel = env_pb2.ChannelState(live_agents=view.live_agents)
-    if view.positions is not None:
-        channel.positions.CopyFrom(tensors.encode(view.positions))
-    return env_pb2.Observation(
-        tick=view.tick,
-        obs=tensors.encode(view.obs),
-        reward=tensors.encode(view.reward),
-        terminated=tensors.encode(view.terminated),
-        truncated=tensors.encode(view.truncated),
-        final_obs=tensors.encode(view.final_obs),
-        cost=tensors.encode(view.cost),
-        channel=channel,
-    )
-
-
-def observation_from_proto(msg: env_pb2.Observation) -> AgentObservation:
-    """Decode an observation (raises :class:`marlmesh.tensors.TensorError` on malformed tensors)."""
-    positions = None
-    if msg.channel.HasField("positions") and msg.channel.positions.shape:
-        positions = tensors.decode(msg.channel.positions, what="ChannelState.positions")
-    return AgentObservation(
-        tick=msg.tick,
-        obs=tensors.decode(msg.obs, what="Observation.obs"),
-        reward=tensors.decode(msg.reward, what="Observation.reward"),
-        terminated=tensors.decode(msg.terminated, what="Observation.terminated"),
-        truncated=tensors.decode(msg.truncated, what="Observation.truncated"),
-        final_obs=tensors.decode(msg.final_obs, what="Observation.final_obs"),
-        cost=tensors.decode(msg.cost, what="Observation.cost"),
-        positions=positions,
-        live_agents=list(msg.channel.live_agents),
     )
 
 

@@ -29,10 +29,10 @@ import numpy as np
 
 from env_service.copies import EnvCopies
 from env_service.env_workers import EnvWorkerError, EnvWorkers
-from env_service.observation import AgentObservation
 from marlmesh.config import EnvConfig
 from marlmesh.envs import make_env
 from marlmesh.envs.adapter import adapter_for
+from marlmesh.observation import AgentObservation
 from marlmesh.spaces import SpaceSpec
 
 log = logging.getLogger(__name__)

@@ -32,9 +32,9 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from env_service.client import EnvClient
-from env_service.observation import AgentObservation
 from marlmesh.config import TlsConfig
+from marlmesh.env_client import EnvClient
+from marlmesh.observation import AgentObservation
 from marlmesh.spaces import SpaceSpec
 from marlmesh.tls import LAUNCHER, TlsIdentity, load_identity
 

@@ -6,9 +6,10 @@ import collections
 
 import grpc
 
-from env_service.convert import spec_to_proto, stats_to_proto, view_to_proto
+from env_service.convert import spec_to_proto, stats_to_proto
 from env_service.node import MAX_EPISODE_HISTORY, EnvError, EnvNode
 from marlmesh import tensors
+from marlmesh.observation import view_to_proto
 from marlmesh.rpc_guard import guarded
 from marlmesh.v1 import env_pb2, env_pb2_grpc
 

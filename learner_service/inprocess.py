@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from agent_service.runtime import TorchRuntime
-from learner_service.checkpoint import save_checkpoint
 from learner_service.gossip import flatten, metropolis_weights, unflatten
 from learner_service.node import load_policy_params, policy_params
 from marlmesh import plugins
 from marlmesh.centralized.joint_env import JointEnv
+from marlmesh.checkpoint import save_checkpoint
 from marlmesh.config import Config, dump_config, load_config
 from marlmesh.rollout import RolloutRecorder
 

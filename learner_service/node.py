@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from learner_service.checkpoint import load_latest, quarantine, remove_partial_writes, save_checkpoint
 from marlmesh import plugins
+from marlmesh.checkpoint import load_latest, quarantine, remove_partial_writes, save_checkpoint
 from marlmesh.config import Config
 from marlmesh.policy_spec import PolicySpec
 from marlmesh.rollout import validate_columns

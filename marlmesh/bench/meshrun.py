@@ -98,8 +98,8 @@ def initial_policies(config: Config, checkpoint_root: Path | None = None) -> lis
     """
     import torch
 
-    from learner_service.checkpoint import save_checkpoint
     from marlmesh import plugins
+    from marlmesh.checkpoint import save_checkpoint
     from marlmesh.policy_spec import policy_spec_for
 
     spec = env_spec_for(config)

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from env_service.node import EnvNode
-from env_service.observation import AgentObservation
 from marlmesh.config import Config
+from marlmesh.observation import AgentObservation
 from marlmesh.policy_spec import build_policy_spec
 
 

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from env_service.observation import AgentObservation
 from learner_service.ppo import (
     compute_gae,
     minibatch_indices,
@@ -23,6 +22,7 @@ from learner_service.ppo import (
 )
 from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.config import Config
+from marlmesh.observation import AgentObservation
 from marlmesh.policies.layers import mlp
 from marlmesh.policies.staged import IndependentPolicy
 

@@ -108,7 +108,7 @@ def run_edge_mesh(
         RuntimeError: If a process exits early; TimeoutError if the episodes do not finish in time.
         ConfigError: If the config or a TLS file is bad (before any process starts).
     """
-    from env_service.client import EnvClient
+    from marlmesh.env_client import EnvClient
 
     config = load_config(config_path)  # a bad config fails here, with the key path, not in N child processes
     settings = config.runtime.tls

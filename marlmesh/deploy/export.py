@@ -232,8 +232,8 @@ def export_run(run_dir: Path, out_dir: Path, fmt: str = "onnx") -> Path:
     Raises:
         ExportError: If the run has no config or an agent has no valid checkpoint.
     """
-    from learner_service.checkpoint import load_latest
     from marlmesh import plugins
+    from marlmesh.checkpoint import load_latest
 
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")

@@ -298,7 +298,7 @@ def _agent_loop(
     tls_identity: TlsIdentity | None = None,
 ) -> None:
     """One agent's client: join the env service, act with the baseline until ``stop`` (mTLS if given)."""
-    from env_service.client import EnvClient
+    from marlmesh.env_client import EnvClient
 
     client = EnvClient(
         address,

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from agent_service.runtime import TorchRuntime
-from learner_service.checkpoint import load_latest
 from learner_service.inprocess import ideal_rounds
 from marlmesh import plugins
+from marlmesh.checkpoint import load_latest
 from marlmesh.config import Config, load_config
 from marlmesh.deploy.export import policy_specs
 from marlmesh.envs import make_env

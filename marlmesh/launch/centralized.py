@@ -19,10 +19,10 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from learner_service.checkpoint import load_latest, save_checkpoint
 from marlmesh.centralized import BANNER, CENTRALIZED_LABEL
 from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.centralized.mappo import CentralMAPPO
+from marlmesh.checkpoint import load_latest, save_checkpoint
 from marlmesh.config import Config, ConfigError, dump_config
 from marlmesh.launch.summary import bus_summary, config_summary, evaluate_into, write_summary
 from marlmesh.stop_signals import StopSignals

@@ -27,6 +27,7 @@ import numpy as np
 from marlmesh import plugins
 from marlmesh.config import Config, dump_config
 from marlmesh.launch.faults import FaultSchedule, check_supported
+from marlmesh.launch.lockstep_end import LockstepEnd
 from marlmesh.launch.mesh import Mesh, MeshError
 from marlmesh.launch.summary import (
     bus_summary,
@@ -38,7 +39,6 @@ from marlmesh.launch.summary import (
     write_summary,
 )
 from marlmesh.launch.supervise import Supervisor
-from marlmesh.launch.lockstep_end import LockstepEnd
 from marlmesh.lockstep import reproducibility, uses_lockstep
 from marlmesh.stop_signals import StopSignals
 from marlmesh.v1 import env_pb2, learner_pb2, learner_pb2_grpc

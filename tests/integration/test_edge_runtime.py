@@ -140,8 +140,8 @@ def test_exported_agents_play_exactly_like_the_torch_agents(tmp_path: Path) -> N
     """Same checkpoints, same env seed, deterministic actions: `marlmesh eval` (torch) and onnx agents agree."""
     import torch
 
-    from learner_service.checkpoint import save_checkpoint
     from marlmesh import plugins
+    from marlmesh.checkpoint import save_checkpoint
     from marlmesh.deploy.export import export_run, policy_specs
     from marlmesh.launch.evaluate import evaluate_run
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from env_service.client import EnvClient, StepInterrupted
 from env_service.node import EnvNode
 from env_service.servicer import EnvServicer
 from marlmesh.config import EnvConfig
+from marlmesh.env_client import EnvClient, StepInterrupted
 from marlmesh.serving import Identity, start_server
 from marlmesh.v1 import env_pb2, env_pb2_grpc, tensor_pb2
 

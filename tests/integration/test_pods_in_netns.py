@@ -140,7 +140,7 @@ def test_env_and_three_agent_pods_in_namespaces_complete_an_evaluation(tmp_path:
         env_ns = netns.pods["env-pod"][0]
         port = pod_env(env_container, "env-pod")["MARLMESH_ENV_PORT"]
         probe = (
-            "import sys; from env_service.client import EnvClient; "
+            "import sys; from marlmesh.env_client import EnvClient; "
             f"c = EnvClient('127.0.0.1:{port}', timeout_s=5); print(c.stats(max_episodes=1).episodes)"
         )
         deadline = time.monotonic() + 240

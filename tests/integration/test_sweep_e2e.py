@@ -150,7 +150,7 @@ def test_rerunning_a_cell_with_the_same_seed_reproduces_its_numbers(tiny_sweep, 
 
 def _final_weights(run_dir: Path, agent: int) -> tuple[int, dict]:
     """(version, policy state dict) of an agent's newest checkpoint."""
-    from learner_service.checkpoint import load_latest
+    from marlmesh.checkpoint import load_latest
 
     found = load_latest(run_dir / "checkpoints" / f"agent-{agent}")
     assert found is not None, run_dir

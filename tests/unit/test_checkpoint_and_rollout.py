@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from learner_service.checkpoint import (
+from marlmesh.checkpoint import (
     CorruptCheckpoint,
     list_checkpoints,
     load_latest,

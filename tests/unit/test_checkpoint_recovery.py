@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from learner_service.checkpoint import list_checkpoints
 from learner_service.node import LearnerNode
+from marlmesh.checkpoint import list_checkpoints
 from marlmesh.config import load_config
 from marlmesh.policy_spec import PolicySpec
 from marlmesh.spaces import SpaceSpec

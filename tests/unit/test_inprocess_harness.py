@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 
-from learner_service.checkpoint import checkpoint_path, load_latest
 from learner_service.inprocess import InProcessTrainer, ideal_inboxes
 from learner_service.node import policy_params
+from marlmesh.checkpoint import checkpoint_path, load_latest
 from marlmesh.config import load_config
 
 

@@ -85,7 +85,7 @@ def test_no_learner_pods_are_rendered_for_it():
 def test_a_rerun_in_the_same_directory_resumes_from_the_newest_checkpoints(tmp_path):
     import io
 
-    from learner_service.checkpoint import load_latest
+    from marlmesh.checkpoint import load_latest
     from marlmesh.launch.centralized import train_central
 
     sets = {"train.rollout_steps": 5, "train.total_env_steps": 20, "algo.ppo.epochs": 1, "train.checkpoint_keep": 2}

@@ -180,8 +180,8 @@ def test_numpy_sampling_follows_the_distribution() -> None:
 
 
 def test_export_command_exports_a_run(tmp_path: Path) -> None:
-    from learner_service.checkpoint import save_checkpoint
     from marlmesh import cli
+    from marlmesh.checkpoint import save_checkpoint
     from marlmesh.config import dump_config
 
     config = load_config(None, CASES["broadcast-discrete"])

@@ -12,8 +12,8 @@ from comm_bus.addressing import PeerAddressing
 from comm_bus.bus import Bus
 from comm_bus.mailbox import Delivery
 from comm_bus.metrics import BusMetrics
-from env_service.observation import AgentObservation
 from marlmesh.config import RewardSharingConfig, load_config
+from marlmesh.observation import AgentObservation
 from marlmesh.ports import free_port_block
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from learner_service.checkpoint import save_checkpoint
 from marlmesh import plugins
+from marlmesh.checkpoint import save_checkpoint
 from marlmesh.config import load_config
 from marlmesh.envs import make_env
 from marlmesh.experiments.baselines import evaluate_in_process

@@ -1,4 +1,4 @@
-"""Client of env_service used by agent processes (and tests)."""
+"""Client of the env service's gRPC contract (``marlmesh.v1.EnvService``), used by agent processes and tests."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import time
 import grpc
 import numpy as np
 
-from env_service.convert import observation_from_proto
-from env_service.observation import AgentObservation
 from marlmesh import tensors
+from marlmesh.observation import AgentObservation, observation_from_proto
 from marlmesh.serving import grpc_options
 from marlmesh.tls import TlsIdentity, open_channel
 from marlmesh.v1 import env_pb2, env_pb2_grpc
