@@ -44,6 +44,8 @@ class IPPO:
     name: ClassVar[str] = "ippo"
     required_channel: ClassVar[str | None] = None
     """Channel this algorithm needs (None = any)."""
+    centralized: ClassVar[bool] = False
+    """A decentralized algorithm: one learner per agent, trained by that agent's learner service."""
 
     def build_learner(self, config: Config, spec: PolicySpec, channel: Channel) -> PPOLearner:
         """A :class:`PPOLearner` over a freshly initialised policy (seeded per agent).

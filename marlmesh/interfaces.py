@@ -1,9 +1,13 @@
 """The tiny core interfaces that plugins implement (see DESIGN.md, "Interfaces and plugins").
 
+One typed protocol per role; what a caller may rely on is declared here as an attribute, never probed:
+
 - ``marlmesh.envs``: a factory ``(**env.kwargs) -> pettingzoo.ParallelEnv``; no interface of our own.
-- ``marlmesh.channels``: :class:`Channel` (policy stages + message schema).
-- ``marlmesh.links``: :class:`LinkModel`.
-- ``marlmesh.algos``: :class:`Algo` (builds one agent's learner).
+- ``marlmesh.channels``: :class:`Channel` (policy stages + message schema; ``gated`` says it sends only some
+  rows, see :class:`GatedChannel`), reading :class:`Received` messages.
+- ``marlmesh.links``: :class:`LinkModel` (``ideal`` says the bus may skip emulation).
+- ``marlmesh.algos``: :class:`Algo` (builds one agent's :class:`Learner`; ``required_channel`` and
+  ``centralized`` say how it may run).
 """
 
 from __future__ import annotations
@@ -14,10 +18,28 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:  # torch-free at import time
-    from comm_bus.mailbox import Delivery
     from marlmesh.config import Config, LinkConfig
     from marlmesh.policies.staged import StagedPolicy
     from marlmesh.policy_spec import PolicySpec
+
+
+class Received(Protocol):
+    """One sender's message as a channel's ``inbox`` reads it (the bus delivers :class:`comm_bus.mailbox.Delivery`).
+
+    Attributes:
+        payload: The wire payload, rows ``[B, ...]`` along the first axis (rows not in ``rows`` must be ignored).
+        rows: ``[B]`` bool, the env copies with a fresh value; None when every row is fresh.
+    """
+
+    @property
+    def payload(self) -> Mapping[str, np.ndarray]:
+        """The wire payload."""
+        ...
+
+    @property
+    def rows(self) -> np.ndarray | None:
+        """Which env copies' rows are present."""
+        ...
 
 
 @runtime_checkable
@@ -28,17 +50,18 @@ class Channel(Protocol):
         name: Plugin name (also the envelope's ``channel`` field).
         rounds: Communication rounds per env step (0 = silent).
         message_dim: Size of one message row.
+        gated: True if the channel sends only some env copies' rows each round; it then is a
+            :class:`GatedChannel` (``send_rows``). False: every row of the outbox is sent.
 
-    A gated channel (e.g. ``blackboard``) also defines ``send_rows(outbox [B, M]) -> [B] bool``: the env copies
-    whose row is sent this round (for ``Bus.send(..., rows=...)``). Received messages may carry ``.rows``
-    (``[B]`` bool, which rows are present); ``inbox`` gives mask 0 to the others
-    (:func:`comm_bus.channels.vector.vector_inbox` does this). ``marlmesh.testing.channels`` is the conformance
-    suite every channel should pass.
+    Received messages may carry ``.rows`` (``[B]`` bool, which rows are present); ``inbox`` gives mask 0 to the
+    others (:func:`comm_bus.channels.vector.vector_inbox` does this). ``marlmesh.testing.channels`` is the
+    conformance suite every channel should pass.
     """
 
     name: str
     rounds: int
     message_dim: int
+    gated: bool
 
     def build_policy(self, spec: PolicySpec) -> StagedPolicy:
         """Build the torch policy whose stages produce and consume this channel's messages."""
@@ -49,12 +72,21 @@ class Channel(Protocol):
         ...
 
     def inbox(
-        self, received: Mapping[int, Delivery], batch: int, num_agents: int
+        self, received: Mapping[int, Received], batch: int, num_agents: int
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """Received values -> ``(msgs [B, N, M], mask [B, N], rejected)``; bad payloads are rejected.
 
         ``received[src].rows`` (``[B]`` bool or None = all) says which env copies have a fresh value.
         """
+        ...
+
+
+@runtime_checkable
+class GatedChannel(Channel, Protocol):
+    """A channel with ``gated = True`` (e.g. ``blackboard``): each round it sends only some env copies' rows."""
+
+    def send_rows(self, outbox: np.ndarray) -> np.ndarray:
+        """``[B]`` bool: the env copies whose row of ``outbox`` (``[B, M]``) is sent this round."""
         ...
 
 
@@ -77,11 +109,41 @@ class LinkModel(Protocol):
         ...
 
 
+class Learner(Protocol):
+    """One agent's learner: trains that agent's policy on that agent's own fragments only.
+
+    Attributes:
+        policy: The torch policy it trains (a :class:`~marlmesh.policies.staged.StagedPolicy`).
+        optimizer: Its optimizer (its state is saved in checkpoints).
+    """
+
+    policy: StagedPolicy
+    optimizer: Any
+
+    def set_progress(self, fraction: float) -> float:
+        """Tell it how far the run is (0..1, for annealing); returns the learning rate now in use."""
+        ...
+
+    def update(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+        """One update on a batch of fragment columns; returns the losses and statistics to report."""
+        ...
+
+
 class Algo(Protocol):
-    """A learning algorithm: builds the learner of one agent (decentralized: one per agent)."""
+    """A learning algorithm: builds the learner of one agent (decentralized: one per agent).
+
+    Attributes:
+        name: Plugin name.
+        required_channel: The channel it needs (``marlmesh train`` refuses another one), None = any.
+        centralized: True only for the CENTRALIZED REFERENCE (``mappo-central``): it trains every agent in one
+            process with a central critic, has no per-agent learner, and ``marlmesh train`` runs it with its
+            own runner (:mod:`marlmesh.launch.centralized`). Every decentralized algorithm says False.
+    """
 
     name: str
+    required_channel: str | None
+    centralized: bool
 
-    def build_learner(self, config: Config, spec: PolicySpec, channel: Channel) -> Any:
-        """Return an object with ``update(columns) -> dict[str, float]`` and a ``policy`` attribute."""
+    def build_learner(self, config: Config, spec: PolicySpec, channel: Channel) -> Learner:
+        """Return the learner of agent ``spec.agent_index``."""
         ...

@@ -21,8 +21,16 @@ GROUPS: dict[str, str] = {
 }
 
 
+DECLARED: dict[str, tuple[str, ...]] = {
+    "channels": ("name", "gated"),
+    "links": ("name", "ideal"),
+    "algos": ("name", "required_channel", "centralized"),
+}
+"""Class attributes a plugin of each kind must declare (see :mod:`marlmesh.interfaces`); callers read them."""
+
+
 class PluginError(LookupError):
-    """A plugin name is unknown or its entry point cannot be loaded."""
+    """A plugin name is unknown, its entry point cannot be loaded, or it does not declare what its role needs."""
 
 
 def installed(kind: str) -> dict[str, str]:
@@ -37,7 +45,8 @@ def load(kind: str, name: str) -> Any:
     For ``envs`` a ``module:factory`` reference is accepted as well as a registered name.
 
     Raises:
-        PluginError: If the name is unknown (the message lists what is installed) or fails to import.
+        PluginError: If the name is unknown (the message lists what is installed), fails to import, or does not
+            declare the attributes of its role (:data:`DECLARED`).
     """
     if kind not in GROUPS:
         raise PluginError(f"unknown plugin kind {kind!r}; kinds: {', '.join(GROUPS)}")
@@ -57,6 +66,13 @@ def load(kind: str, name: str) -> Any:
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
         raise PluginError(f"{kind[:-1]} {name!r} ({target}) cannot be loaded: {exc}") from None
+    missing = [a for a in DECLARED.get(kind, ()) if not hasattr(obj, a)]
+    if missing:
+        role = {"channels": "Channel", "links": "LinkModel", "algos": "Algo"}[kind]
+        raise PluginError(
+            f"{kind[:-1]} {name!r} ({target}) does not declare {', '.join(missing)} "
+            f"(class attributes of marlmesh.interfaces.{role})"
+        )
     return obj
 
 

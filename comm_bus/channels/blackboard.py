@@ -24,6 +24,8 @@ class BlackboardChannel:
     """
 
     name = "blackboard"
+    gated = True
+    """Sends only the rows whose send flag is set (:meth:`send_rows`)."""
     rounds = 1
 
     def __init__(self, config: ChannelConfig) -> None:

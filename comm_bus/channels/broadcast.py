@@ -15,6 +15,8 @@ class BroadcastChannel:
     """One round of ``message_dim`` floats per env copy; receivers use the mean over heard peers."""
 
     name = "broadcast"
+    gated = False
+    """Every row of the outbox is sent."""
     rounds = 1
 
     def __init__(self, config: ChannelConfig) -> None:

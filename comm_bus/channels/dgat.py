@@ -23,6 +23,8 @@ class DGATChannel:
     """
 
     name = "dgat"
+    gated = False
+    """Every row of the outbox is sent."""
 
     def __init__(self, config: ChannelConfig) -> None:
         if config.message_dim < 2:

@@ -19,6 +19,8 @@ class MeanFieldChannel:
     """One round of ``message_dim`` floats per env copy."""
 
     name = "meanfield"
+    gated = False
+    """Every row of the outbox is sent."""
     rounds = 1
 
     def __init__(self, config: ChannelConfig) -> None:

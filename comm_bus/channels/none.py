@@ -14,6 +14,8 @@ class NoneChannel:
     """No messages; the policy sees only the agent's own observation."""
 
     name = "none"
+    gated = False
+    """Every row of the outbox is sent."""
     rounds = 0
 
     def __init__(self, config: ChannelConfig) -> None:

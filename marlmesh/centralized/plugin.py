@@ -46,4 +46,4 @@ def is_centralized(algo_name: str) -> bool:
         algo = plugins.load("algos", algo_name)
     except plugins.PluginError:
         return False
-    return bool(getattr(algo, "centralized", False))
+    return algo.centralized

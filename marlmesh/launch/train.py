@@ -54,7 +54,7 @@ def check_plugins(config: Config) -> None:
     plugins.load("envs", config.env.name)
     channel = plugins.load("channels", config.channel.name)(config.channel)
     algo = plugins.load("algos", config.algo.name)
-    plugins.check_channel(config.algo.name, getattr(algo, "required_channel", None), channel.name)
+    plugins.check_channel(config.algo.name, algo.required_channel, channel.name)
     plugins.load("links", config.bus.links.resolved_model())
 
 
@@ -244,7 +244,7 @@ def train(
         MeshError: If a process fails for good.
         ConfigError: If the fault schedule uses a kind that is not implemented.
     """
-    if getattr(plugins.load("algos", config.algo.name), "centralized", False):  # the CENTRALIZED REFERENCE
+    if plugins.load("algos", config.algo.name).centralized:  # the CENTRALIZED REFERENCE
         from marlmesh.launch.centralized import train_central
 
         return train_central(config, run_dir, out, evaluate)
