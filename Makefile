@@ -23,15 +23,18 @@ train: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -ra --durations=15
 
+## Style and the import layers (pyproject.toml, [tool.importlinter]).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 ## Regenerate the protobuf/gRPC code in marlmesh/v1 from proto/marlmesh/v1 (committed; a test checks drift).
 proto: install
 	$(BIN)/python -m marlmesh.protogen
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .import_linter_cache
