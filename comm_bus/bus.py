@@ -36,7 +36,7 @@ from comm_bus.metrics import BusMetrics, BusTotals
 from comm_bus.quantize import QuantizationError, dequantize, quantize, row_bytes
 from comm_bus.trace import TraceWriter
 from marlmesh import plugins
-from marlmesh.config import BusConfig, LinkConfig
+from marlmesh.config.bus import BusConfig, LinkConfig
 
 log = logging.getLogger(__name__)
 STOP_POLL_S = 0.1

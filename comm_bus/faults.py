@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from marlmesh.config import LinkConfig
+from marlmesh.config.bus import LinkConfig
 
 Endpoint = int | str
 

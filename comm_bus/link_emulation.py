@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from marlmesh.config import LinkConfig
+from marlmesh.config.bus import LinkConfig
 
 #: Fate codes (also the ``cause`` column of the trace file).
 DELIVERED, OUT_OF_RANGE, LOSS, QUEUE_FULL, NOT_SENT, PARTITION = 0, 1, 2, 3, 4, 5

@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from marlmesh.config import LinkConfig
+from marlmesh.config.bus import LinkConfig
 
 FIELDS = ("latency_ms", "jitter_ms", "loss", "rate_bps")
 

@@ -9,7 +9,7 @@ The fate of each message is decided by :class:`comm_bus.link_emulation.LinkEmula
 
 from __future__ import annotations
 
-from marlmesh.config import LinkConfig, LinksConfig
+from marlmesh.config.bus import LinkConfig, LinksConfig
 
 
 def resolve_link(config: LinksConfig, src: int, dst: int) -> LinkConfig:

@@ -11,7 +11,7 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from marlmesh.config import ConfigError
+from marlmesh.config.base import ConfigError
 
 GROUPS: dict[str, str] = {
     "envs": "marlmesh.envs",

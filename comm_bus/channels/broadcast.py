@@ -8,7 +8,7 @@ import numpy as np
 
 from comm_bus.channels.vector import vector_inbox, vector_payload
 from comm_bus.mailbox import Delivery
-from marlmesh.config import ChannelConfig
+from marlmesh.config.channel import ChannelConfig
 
 
 class BroadcastChannel:

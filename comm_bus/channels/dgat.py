@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from comm_bus.channels.vector import vector_inbox, vector_payload
-from marlmesh.config import ChannelConfig, ConfigError
+from marlmesh.config.base import ConfigError
+from marlmesh.config.channel import ChannelConfig
 
 
 class DGATChannel:

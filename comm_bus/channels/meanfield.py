@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from comm_bus.channels.vector import vector_inbox, vector_payload
-from marlmesh.config import ChannelConfig
+from marlmesh.config.channel import ChannelConfig
 
 
 class MeanFieldChannel:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from comm_bus.mailbox import Delivery
-from marlmesh.config import ChannelConfig
+from marlmesh.config.channel import ChannelConfig
 
 
 class NoneChannel:

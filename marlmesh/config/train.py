@@ -1,0 +1,34 @@
+"""``train``: the training budget, rollouts, checkpoints and weight sync."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from marlmesh.config.base import StrictModel
+
+
+class TrainConfig(StrictModel):
+    """Training budget and cadence."""
+
+    total_env_steps: int = Field(1_000_000, ge=1)
+    """Stop after this many env steps (single-env steps summed over the B copies)."""
+    rollout_steps: int = Field(100, ge=1)
+    """T: batched steps per rollout fragment sent to the learner (a fragment holds T x B samples)."""
+    max_wall_seconds: float | None = Field(None, gt=0)
+    """Optional wall-clock budget; training stops at whichever limit comes first."""
+    checkpoint_keep: int = Field(3, ge=1)
+    """Checkpoints kept per agent (older ones are deleted)."""
+    torch_threads: int = Field(1, ge=1)
+    """torch intra-op threads per process (many processes share few cores)."""
+    weight_sync: Literal["async", "lockstep"] = "async"
+    """How an agent picks up its learner's weights. ``async``: the newest version that has arrived, between
+    steps, never waiting (learners and agents overlap; runs are not repeatable). ``lockstep``: synchronous
+    on-policy PPO, reproducible under ``bus.clock=sim``: after pushing rollout fragment k the agent waits for
+    the version its learner trained on fragments 1..k and acts with it; the run ends at an exact tick
+    (``total_env_steps / num_envs`` rounded up to whole fragments) instead of at a progress poll.
+    ``marlmesh sweep`` runs its training cells in lockstep."""
+    lockstep_timeout_s: float = Field(300.0, gt=0)
+    """Lockstep: longest wait for the learner's version after a fragment; past it the agent fails with an
+    error naming the version it waited for."""
