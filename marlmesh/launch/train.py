@@ -16,8 +16,10 @@ import collections
 import json
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -249,63 +251,133 @@ def train(
 
         return train_central(config, run_dir, out, evaluate)
     check_supported(config)
+    config_path = _write_run_dir(config, run_dir)
+    stop = StopSignals()
+    out.write(f"marlmesh train: run directory {run_dir}\n")
+    out.flush()
+    start = time.monotonic()
+    run = _MeshRun(Mesh(config, config_path, run_dir, "train", "train", config.seed, config.env.num_envs))
+    failure: MeshError | None = None
+    try:
+        _start(run, config, run_dir, out)
+        _run_until_done(run, config, stop.event, start, out, on_tick)
+    except MeshError as exc:
+        failure = exc
+    finally:
+        processes, codes = _stop(run)
+        stop.restore()
+    summary = _summarize(config, run_dir, run, stop, processes, codes, time.monotonic() - start)
+    if failure is not None:  # still leave a summary behind, then fail
+        summary.update({"status": "failed", "error": str(failure).splitlines()[0]})
+        write_summary(run_dir, summary)
+        raise failure
+    if evaluate and not stop.event.is_set():
+        evaluate_into(summary, config, config_path, run_dir, out)
+    write_summary(run_dir, summary)
+    _plot(run_dir)
+    out.write(f"summary: {run_dir / 'summary.json'}\n")
+    out.flush()
+    return summary
+
+
+@dataclass
+class _MeshRun:
+    """The mesh of one training run and what watches it, filled in as it starts (any part may be missing)."""
+
+    mesh: Mesh
+    progress: Progress | None = None
+    supervisor: Supervisor | None = None
+    faults: FaultSchedule | None = None
+    lockstep_end: LockstepEnd | None = None
+    reached_end: bool = False
+    """The run got to its end (env-step budget or lockstep's final tick), not stopped early."""
+
+
+def _write_run_dir(config: Config, run_dir: Path) -> Path:
+    """Create the run directory with ``plots/`` and the resolved ``config.yaml``; returns the config's path."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "plots").mkdir(exist_ok=True)
     config_path = run_dir / "config.yaml"
     config_path.write_text(dump_config(config))
-    stop = StopSignals()
-    interrupted = stop.event
-    out.write(f"marlmesh train: run directory {run_dir}\n")
+    return config_path
+
+
+def _start(run: _MeshRun, config: Config, run_dir: Path, out: TextIO) -> None:
+    """Start every process, then the progress poller, the supervisor, the fault schedule and lockstep's end check.
+
+    Raises:
+        MeshError: If a process does not come up.
+    """
+    mesh = run.mesh
+    mesh.start()
+    out.write(
+        f"started env + {mesh.num_agents} agents + {mesh.num_agents} learners "
+        f"(pids {', '.join(str(p['pid']) for p in mesh.processes())}); logs in {run_dir / 'logs'}\n"
+    )
     out.flush()
-    start = time.monotonic()
-    mesh = Mesh(config, config_path, run_dir, "train", "train", config.seed, config.env.num_envs)
-    summary: dict[str, object] = {"run_dir": str(run_dir), "status": "running"}
-    progress = None
-    supervisor = faults = None
-    lockstep_end: LockstepEnd | None = None
-    reached_end = False
-    failure: MeshError | None = None
-    try:
-        mesh.start()
-        out.write(
-            f"started env + {mesh.num_agents} agents + {mesh.num_agents} learners "
-            f"(pids {', '.join(str(p['pid']) for p in mesh.processes())}); logs in {run_dir / 'logs'}\n"
-        )
-        out.flush()
-        progress = Progress(mesh, config, run_dir / "metrics.jsonl", out)
-        supervisor = Supervisor(mesh, config.runtime.restart, config.runtime.startup_timeout_s, out)
-        faults = FaultSchedule(config, mesh, supervisor)
-        if uses_lockstep(config):  # the agents stop at the exact final tick; the run ends when all did
-            agents = [f"{config.runtime.host}:{p.port}" for p in mesh.procs if p.role == "agent"]
-            lockstep_end = LockstepEnd(mesh.channel, agents, config.runtime.rpc_timeout_s)
-        budget = config.train.max_wall_seconds
-        while not interrupted.is_set():
-            interrupted.wait(config.runtime.progress_interval_s)
-            _supervised_tick(progress, supervisor, faults)
-            if on_tick is not None and on_tick(mesh, progress):
+    run.progress = Progress(mesh, config, run_dir / "metrics.jsonl", out)
+    run.supervisor = Supervisor(mesh, config.runtime.restart, config.runtime.startup_timeout_s, out)
+    run.faults = FaultSchedule(config, mesh, run.supervisor)
+    if uses_lockstep(config):  # the agents stop at the exact final tick; the run ends when all did
+        agents = [f"{config.runtime.host}:{p.port}" for p in mesh.procs if p.role == "agent"]
+        run.lockstep_end = LockstepEnd(mesh.channel, agents, config.runtime.rpc_timeout_s)
+
+
+def _run_until_done(
+    run: _MeshRun,
+    config: Config,
+    interrupted: threading.Event,
+    start: float,
+    out: TextIO,
+    on_tick: Callable[[Mesh, Progress], bool] | None,
+) -> None:
+    """Tick every ``runtime.progress_interval_s`` until the end, ``on_tick``, the wall-clock budget or a signal.
+
+    Raises:
+        MeshError: If a process crashed more often than ``runtime.restart.max_restarts``.
+    """
+    progress, supervisor, faults = run.progress, run.supervisor, run.faults
+    assert progress is not None and supervisor is not None and faults is not None, "start the run first"
+    budget = config.train.max_wall_seconds
+    while not interrupted.is_set():
+        interrupted.wait(config.runtime.progress_interval_s)
+        _supervised_tick(progress, supervisor, faults)
+        if on_tick is not None and on_tick(run.mesh, progress):
+            break
+        if run.lockstep_end is not None:
+            if run.lockstep_end.reached():
+                progress.poll()  # the env steps of the final tick
+                run.reached_end = True
                 break
-            if lockstep_end is not None:
-                if lockstep_end.reached():
-                    progress.poll()  # the env steps of the final tick
-                    reached_end = True
-                    break
-            elif progress.env_steps >= config.train.total_env_steps:
-                reached_end = True
-                break
-            if budget is not None and time.monotonic() - start >= budget:
-                out.write(f"\nwall-clock budget of {budget:.0f}s reached\n")
-                break
-    except MeshError as exc:
-        failure = exc
-    finally:
-        if progress is not None:
-            progress.close()
-        if lockstep_end is not None:
-            lockstep_end.close()
-        processes = mesh.processes()
-        codes = mesh.stop()
-        stop.restore()
-    train_seconds = time.monotonic() - start
+        elif progress.env_steps >= config.train.total_env_steps:
+            run.reached_end = True
+            break
+        if budget is not None and time.monotonic() - start >= budget:
+            out.write(f"\nwall-clock budget of {budget:.0f}s reached\n")
+            break
+
+
+def _stop(run: _MeshRun) -> tuple[list[dict[str, object]], dict[str, int | None]]:
+    """Close the pollers and stop every process; returns the processes as they ran and their exit codes."""
+    if run.progress is not None:
+        run.progress.close()
+    if run.lockstep_end is not None:
+        run.lockstep_end.close()
+    processes = run.mesh.processes()
+    return processes, run.mesh.stop()
+
+
+def _summarize(
+    config: Config,
+    run_dir: Path,
+    run: _MeshRun,
+    stop: StopSignals,
+    processes: list[dict[str, object]],
+    codes: dict[str, int | None],
+    train_seconds: float,
+) -> dict[str, object]:
+    """The ``summary.json`` of a stopped mesh (before evaluation): counters, processes, bus and reproducibility."""
+    progress, supervisor, faults = run.progress, run.supervisor, run.faults
     agent_stats = [s for s in read_stats(run_dir, "train") if s.get("role") == "agent"]
     learner_stats = [s for s in read_stats(run_dir, "train") if s.get("role") == "learner"]
     bus = {
@@ -314,54 +386,46 @@ def train(
         **gossip_summary(learner_stats),
     }
     restarts = _restarts(processes, supervisor)
-    summary.update(
-        {
-            "status": "interrupted" if interrupted.is_set() else "trained",
-            "signal": stop.signal_name,
-            "env_steps": progress.env_steps if progress else 0,
-            "episodes": progress.episodes if progress else 0,
-            "wall_seconds": round(train_seconds, 2),
-            "train_return_sum_recent_mean": float(np.mean(progress.returns)) if progress and progress.returns else None,
-            "processes": processes,
-            "exit_codes": codes,
-            "ports": mesh.bound_ports(),
-            "restarts": restarts,
-            "restart_events": [e.as_dict() for e in supervisor.events] if supervisor else [],
-            "replaced_processes": mesh.replaced_processes(),
-            "faults": faults.summary() if faults else [],
-            "bus": bus,
-            "reproducibility": reproducibility(
-                config,
-                round_timeouts=sum(  # the agents' rounds and the learners' gossip rounds
-                    int(dict(part.get("dropped") or {}).get("round_timeout", 0))
-                    for part in (bus, bus.get("gossip", {}))
-                ),
-                default_actions=sum(progress.default_actions.values()) if progress else 0,
-                fragments_lost=sum(sum(dict(a.get("fragments_dropped") or {}).values()) for a in agent_stats),
-                restarts=sum(restarts.values()),
-                stopped_early=not reached_end,
+    return {
+        "run_dir": str(run_dir),
+        "status": "interrupted" if stop.event.is_set() else "trained",
+        "signal": stop.signal_name,
+        "env_steps": progress.env_steps if progress else 0,
+        "episodes": progress.episodes if progress else 0,
+        "wall_seconds": round(train_seconds, 2),
+        "train_return_sum_recent_mean": float(np.mean(progress.returns)) if progress and progress.returns else None,
+        "processes": processes,
+        "exit_codes": codes,
+        "ports": run.mesh.bound_ports(),
+        "restarts": restarts,
+        "restart_events": [e.as_dict() for e in supervisor.events] if supervisor else [],
+        "replaced_processes": run.mesh.replaced_processes(),
+        "faults": faults.summary() if faults else [],
+        "bus": bus,
+        "reproducibility": reproducibility(
+            config,
+            round_timeouts=sum(  # the agents' rounds and the learners' gossip rounds
+                int(dict(part.get("dropped") or {}).get("round_timeout", 0)) for part in (bus, bus.get("gossip", {}))
             ),
-            "agents": agent_stats,
-            "learners": learner_stats,
-            "config": config_summary(config),
-        }
-    )
-    if failure is not None:  # still leave a summary behind, then fail
-        summary.update({"status": "failed", "error": str(failure).splitlines()[0]})
-        write_summary(run_dir, summary)
-        raise failure
-    if evaluate and not interrupted.is_set():
-        evaluate_into(summary, config, config_path, run_dir, out)
-    write_summary(run_dir, summary)
+            default_actions=sum(progress.default_actions.values()) if progress else 0,
+            fragments_lost=sum(sum(dict(a.get("fragments_dropped") or {}).values()) for a in agent_stats),
+            restarts=sum(restarts.values()),
+            stopped_early=not run.reached_end,
+        ),
+        "agents": agent_stats,
+        "learners": learner_stats,
+        "config": config_summary(config),
+    }
+
+
+def _plot(run_dir: Path) -> None:
+    """Write the learning curves into ``RUN_DIR/plots`` (skipped without matplotlib, which is in the train extra)."""
     try:
         from marlmesh.launch.plotting import plot_run
 
         plot_run(run_dir)
-    except ImportError:  # matplotlib is in the train extra
+    except ImportError:
         pass
-    out.write(f"summary: {run_dir / 'summary.json'}\n")
-    out.flush()
-    return summary
 
 
 def _restarts(processes: list[dict[str, object]], supervisor: Supervisor | None) -> dict[str, int]:
