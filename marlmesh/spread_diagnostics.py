@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agent_service.runtime import TorchRuntime
 from learner_service.checkpoint import load_latest
 from learner_service.inprocess import ideal_rounds
 from marlmesh import plugins
@@ -39,6 +38,7 @@ from marlmesh.baselines import BASELINES, best_assignment, make_policy
 from marlmesh.config import Config, load_config
 from marlmesh.envs import make_env
 from marlmesh.export import policy_specs
+from marlmesh.policies.torch_runtime import TorchRuntime
 from marlmesh.spaces import SpaceSpec
 
 COVERED = 0.2

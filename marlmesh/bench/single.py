@@ -37,9 +37,9 @@ class SingleProcessRollout:
     def __init__(self, config: Config, policies: list[Any]) -> None:
         import torch
 
-        from agent_service.runtime import TorchRuntime
         from marlmesh import plugins
         from marlmesh.envs import make_env
+        from marlmesh.policies.torch_runtime import TorchRuntime
 
         torch.set_num_threads(config.train.torch_threads)  # as every agent process does
         self.config = config
