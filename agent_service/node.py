@@ -171,12 +171,9 @@ class AgentNode:
         staged = communicate(
             self.channel,
             {self.index: self.runtime},
-            {self.index: ob.obs},
+            {self.index: ob},
             self.exchange,
-            tick=ob.tick,
-            live=ob.live_agents,
             num_agents=self.spec.num_agents,
-            positions=ob.positions,
             timeout_s=self.config.runtime.startup_timeout_s if self._joining else None,
             stop=self._stop,
         )

@@ -18,13 +18,26 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from marlmesh.exchange import Exchange
 from marlmesh.interfaces import Channel
 from marlmesh.policy_runtime import ActOutput, NpInbox, PolicyRuntime
+
+
+class AgentView(Protocol):
+    """What an agent knows of the env at a step (the env service's observation of it has these and more)."""
+
+    tick: int
+    """The batched env step its action answers (names the rounds on the exchange)."""
+    obs: np.ndarray
+    """``[B, ...]`` its observation."""
+    live_agents: Sequence[int]
+    """The agents in the env now (it sends to every live agent but itself)."""
+    positions: np.ndarray | None
+    """``[N, B, D]`` agent positions for the links' range (None: no range check)."""
 
 
 @dataclass
@@ -66,13 +79,10 @@ def send_rows(channel: Channel, outbox: np.ndarray) -> np.ndarray | None:
 def communicate(
     channel: Channel,
     runtimes: Mapping[int, PolicyRuntime],
-    obs: Mapping[int, np.ndarray],
+    views: Mapping[int, AgentView],
     exchange: Exchange | None,
     *,
-    tick: int,
-    live: Sequence[int],
     num_agents: int,
-    positions: np.ndarray | None = None,
     timeout_s: float | None = None,
     stop: threading.Event | None = None,
 ) -> dict[int, StagedStep] | None:
@@ -81,12 +91,9 @@ def communicate(
     Args:
         channel: The run's channel (``payload``, ``inbox``, ``rounds``, optional ``send_rows``).
         runtimes: Agent index -> its policy runtime (the agents this process runs).
-        obs: Agent index -> its ``[B, ...]`` observation.
+        views: Agent index -> what it knows of the env at this step (all at the same tick).
         exchange: Carries the rounds (None only for a channel without rounds).
-        tick: Batched env step (names the rounds on the exchange).
-        live: The agents in the env now (each sends to the live ones but itself).
         num_agents: N.
-        positions: ``[N, B, D]`` agent positions for the links' range (None: no range check).
         timeout_s: Longest wait per round for the peers' frames (None: the exchange's default).
         stop: Set when the process shuts down.
 
@@ -96,13 +103,13 @@ def communicate(
     steps: dict[int, StagedStep] = {}
     outbox: dict[int, np.ndarray | None] = {}
     for i, runtime in runtimes.items():
-        state, outbox[i] = runtime.encode(np.asarray(obs[i], np.float32))
+        state, outbox[i] = runtime.encode(np.asarray(views[i].obs, np.float32))
         steps[i] = StagedStep(state)
     if channel.rounds == 0:
         return steps
     assert exchange is not None, f"channel {channel.name!r} has rounds and needs an exchange"
-    peers = {i: [p for p in live if p != i] for i in runtimes}
-    batch = next(iter(obs.values())).shape[0]
+    peers = {i: [p for p in views[i].live_agents if p != i] for i in runtimes}
+    batch = next(iter(views.values())).obs.shape[0]
     for k in range(channel.rounds):
         for i in runtimes:
             out = outbox[i]
@@ -113,18 +120,18 @@ def communicate(
             step.sent_rows.append(np.ones(batch, bool) if rows is None else rows)
             sent_to = exchange.send(
                 i,
-                tick=tick,
+                tick=views[i].tick,
                 round=k,
                 channel=channel.name,
                 payload=channel.payload(out),
                 peers=peers[i],
-                positions=positions,
+                positions=views[i].positions,
                 rows=rows,
             )
             step.rounds_sent += int(sent_to > 0)
         for i in runtimes:
             received = exchange.collect(
-                i, tick=tick, round=k, channel=channel.name, expected=peers[i], timeout_s=timeout_s, stop=stop
+                i, tick=views[i].tick, round=k, channel=channel.name, expected=peers[i], timeout_s=timeout_s, stop=stop
             )
             if stop is not None and stop.is_set():  # shutting down: peers that left will never send this round
                 return None
