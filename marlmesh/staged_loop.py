@@ -41,6 +41,23 @@ class AgentView(Protocol):
 
 
 @dataclass
+class StepView:
+    """An :class:`AgentView` for callers without an env service (benchmarks, diagnostics, tests).
+
+    Attributes:
+        tick: The batched env step (strictly increasing over a run: it names the rounds on the exchange).
+        obs: ``[B, ...]`` the agent's observation.
+        live_agents: The agents taking part.
+        positions: ``[N, B, D]`` agent positions for the links' range (None: no range check).
+    """
+
+    tick: int
+    obs: np.ndarray
+    live_agents: Sequence[int]
+    positions: np.ndarray | None = None
+
+
+@dataclass
 class StagedStep:
     """One agent's stages of one env step, up to acting.
 
