@@ -19,7 +19,7 @@ PLANNED_KINDS: dict[str, str] = {}
 
 def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]]]:
     from marlmesh import edge
-    from marlmesh.bench import actor, bus, e2e, scale, soak
+    from marlmesh.bench import actor, bus, e2e, scale, sim, soak
 
     return {
         "bus": ("bus API vs raw pyzmq: throughput, round trip, emulation cost", bus.add_arguments, bus.main),
@@ -32,6 +32,7 @@ def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]
         "edge": ("ONNX vs torch decision latency, edge agent memory", edge.add_bench_arguments, edge.cmd_bench),
         "soak": (soak.HELP, soak.add_arguments, soak.run),
         "actor": ("entity vs MLP actor: decision and PPO minibatch time", actor.add_arguments, actor.main),
+        "sim": ("mesh vs in-process launcher: training steps/s, identical trace", sim.add_arguments, sim.main),
     }
 
 
