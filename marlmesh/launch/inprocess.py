@@ -9,7 +9,8 @@ drop causes, quantization, range, fate trace). Each learner sees only its own ag
 central critic (``mappo-central``, the CENTRALIZED REFERENCE, has its own single-process trainer).
 
 Weights are taken up in lockstep: when the agents' fragments are full, each learner trains on its agent's
-fragment and the agent acts with the new version from that step on (``train.weight_sync: lockstep`` on the mesh).
+fragment (the N learners side by side in threads) and the agent acts with the new version from that step on
+(``train.weight_sync: lockstep`` on the mesh).
 The run stops at :func:`marlmesh.lockstep.final_tick` or ``train.max_wall_seconds``. Under the sim clock a
 lockstep run gives the same bus trace and byte-identical weights as the mesh launcher with the same config and
 seed. It writes the mesh's run directory (``config.yaml``, ``metrics.jsonl``, ``checkpoints/``,
@@ -28,6 +29,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
@@ -134,6 +136,7 @@ class InProcessTeam:
         )
         self.final_tick = final_tick(config.train.total_env_steps, self.num_envs, config.train.rollout_steps)
         self.finished = False
+        self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="learner")
 
     def _take_up_weights(self, i: int) -> None:
         """Act with learner ``i``'s newest published version (as an agent loads the weights it receives)."""
@@ -165,7 +168,9 @@ class InProcessTeam:
         if self.recorders[0].full:  # every agent's fragment fills at the same step
             for i, learner in enumerate(self.learners):
                 learner.submit(i, self.recorders[i].finish(views[i].obs, staged[i].inboxes))
-                learner.train_next(timeout=0.0)
+            # the learners share nothing: they train side by side (torch releases the GIL in its kernels)
+            list(self._pool.map(lambda learner: learner.train_next(timeout=0.0), self.learners))
+            for i in range(self.num_agents):
                 self._take_up_weights(i)
                 staged[i].state = restage(self.runtimes[i], views[i].obs, staged[i].inboxes)
         if views[0].tick >= self.final_tick:
@@ -227,6 +232,7 @@ class InProcessTeam:
         """Close the exchange (and its trace files), the learners and the env copies."""
         if self.exchange is not None:
             self.exchange.close()
+        self._pool.shutdown(wait=True)
         for learner in self.learners:
             learner.close()
         self.joint.close()
