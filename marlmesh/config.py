@@ -81,7 +81,7 @@ class GilbertElliottConfig(_Strict):
 
 
 class LinkConfig(_Strict):
-    """Parameters of one directed link (netem semantics, see DESIGN.md "Link emulation").
+    """Parameters of one directed link (netem semantics, see docs/link-emulation.md).
 
     Per message (one env copy's row on one directed link): range check -> loss -> drop-tail queue ->
     delay (latency + jitter) -> serialization at the link rate:
@@ -233,7 +233,7 @@ class BusConfig(_Strict):
 
 
 class DGATConfig(_Strict):
-    """Settings of the ``dgat`` channel (distributed graph attention, DESIGN.md)."""
+    """Settings of the ``dgat`` channel (distributed graph attention, docs/algorithms.md)."""
 
     hops: int = Field(2, ge=1, le=6)
     """K: attention hops, i.e. bus rounds per env step (round k carries ``z^k``)."""

@@ -1,4 +1,4 @@
-"""The tiny core interfaces that plugins implement (see DESIGN.md, "Interfaces and plugins").
+"""The tiny core interfaces that plugins implement (see docs/architecture.md, "Plugins").
 
 - ``marlmesh.envs``: a factory ``(**env.kwargs) -> pettingzoo.ParallelEnv``; no interface of our own.
 - ``marlmesh.channels``: :class:`Channel` (policy stages + message schema).

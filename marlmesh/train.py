@@ -7,7 +7,7 @@ Run directory layout::
     RUN_DIR/logs/            one log per process
     RUN_DIR/checkpoints/     agent-<i>/ckpt-<version>.pt (atomic, checksummed)
     RUN_DIR/plots/           learning curves (``marlmesh plot``)
-    RUN_DIR/summary.json     the contract fields (DESIGN.md)
+    RUN_DIR/summary.json     the contract fields (docs/runs.md)
 """
 
 from __future__ import annotations
