@@ -149,28 +149,29 @@ _SERVICES = frozenset({Role.ENV, Role.AGENT, Role.LEARNER})
 _AGENT = frozenset({Role.AGENT})
 _LEARNER = frozenset({Role.LEARNER})
 _AGENT_AND_LEARNER = frozenset({Role.AGENT, Role.LEARNER})
+_ALL_STARTERS = frozenset({Role.LAUNCHER, Role.EDGE, Role.K8S})
 
 # -- every process ------------------------------------------------------------------------------------------
 CONFIG = Variable(
     "MARLMESH_CONFIG",
     "YAML config of the run (unset: the built-in defaults).",
-    _SERVICES,
-    frozenset({Role.EDGE, Role.K8S}),
+    read_by=_SERVICES,
+    set_by=frozenset({Role.EDGE, Role.K8S}),
     flag="--config",
     kind=Kind.PATH,
 )
 HOST = Variable(
     "MARLMESH_HOST",
     "Address the gRPC server and the metrics endpoint bind (unset: `runtime.host` of the config).",
-    _SERVICES,
-    frozenset({Role.EDGE, Role.K8S}),
+    read_by=_SERVICES,
+    set_by=frozenset({Role.EDGE, Role.K8S}),
     flag="--host",
 )
 METRICS_PORT = Variable(
     "MARLMESH_METRICS_PORT",
     "Port of the Prometheus `/metrics` endpoint; 0 = no endpoint.",
-    _SERVICES,
-    frozenset({Role.K8S}),
+    read_by=_SERVICES,
+    set_by=frozenset({Role.K8S}),
     default="0",
     flag="--metrics-port",
     kind=Kind.PORT,
@@ -179,24 +180,24 @@ TLS_CA = Variable(
     "MARLMESH_TLS_CA",
     "PEM CA certificate for gRPC mutual TLS (`runtime.tls`); `{id}` becomes the agent index, `{name}` the "
     "identity. Beats `runtime.tls.ca_file` and `runtime.tls.keys_dir`.",
-    _SERVICES,
-    frozenset({Role.LAUNCHER, Role.EDGE, Role.K8S}),
+    read_by=_SERVICES,
+    set_by=_ALL_STARTERS,
     flag="--tls-ca",
     kind=Kind.PATH,
 )
 TLS_CERT = Variable(
     "MARLMESH_TLS_CERT",
     "PEM certificate of this process (`runtime.tls`, same placeholders).",
-    _SERVICES,
-    frozenset({Role.LAUNCHER, Role.EDGE, Role.K8S}),
+    read_by=_SERVICES,
+    set_by=_ALL_STARTERS,
     flag="--tls-cert",
     kind=Kind.PATH,
 )
 TLS_KEY = Variable(
     "MARLMESH_TLS_KEY",
     "PEM private key of this process (`runtime.tls`, same placeholders).",
-    _SERVICES,
-    frozenset({Role.LAUNCHER, Role.EDGE, Role.K8S}),
+    read_by=_SERVICES,
+    set_by=_ALL_STARTERS,
     flag="--tls-key",
     kind=Kind.PATH,
 )
@@ -204,28 +205,28 @@ CONTROL_TOKEN = Variable(
     "MARLMESH_CONTROL_TOKEN",
     "The token that authorizes `Control.Shutdown` (at least 16 characters); beats the token file. The launcher "
     "clears it in its children.",
-    _SERVICES,
+    read_by=_SERVICES,
 )
 CONTROL_TOKEN_FILE = Variable(
     "MARLMESH_CONTROL_TOKEN_FILE",
     "File holding that token (the launcher writes a fresh one per run; `marlmesh keys gen` one for Kubernetes). "
     "Without a token a process refuses every remote shutdown unless mTLS authenticates the launcher.",
-    _SERVICES,
-    frozenset({Role.LAUNCHER, Role.K8S}),
+    read_by=_SERVICES,
+    set_by=frozenset({Role.LAUNCHER, Role.K8S}),
     flag="--control-token-file",
     kind=Kind.PATH,
 )
 PARENT_PID = Variable(
     "MARLMESH_PARENT_PID",
     "PID of the launcher that started this process: the process ends when the launcher dies (Linux).",
-    _SERVICES,
-    frozenset({Role.LAUNCHER}),
+    read_by=_SERVICES,
+    set_by=frozenset({Role.LAUNCHER}),
     kind=Kind.INTEGER,
 )
 LOG_LEVEL = Variable(
     "MARLMESH_LOG_LEVEL",
     "Python log level of the process (any case).",
-    _SERVICES,
+    read_by=_SERVICES,
     default="INFO",
 )
 
@@ -233,8 +234,8 @@ LOG_LEVEL = Variable(
 ENV_PORT = Variable(
     "MARLMESH_ENV_PORT",
     "gRPC port env_service binds; 0 = a free one (`--port-file` reports it).",
-    frozenset({Role.ENV}),
-    frozenset({Role.K8S}),
+    read_by=frozenset({Role.ENV}),
+    set_by=frozenset({Role.K8S}),
     default=str(DEFAULT_ENV_PORT),
     flag="--port",
     kind=Kind.PORT,
@@ -245,15 +246,15 @@ AGENT_ID = Variable(
     "MARLMESH_AGENT_ID",
     "This process's agent index, 0..N-1; a pod name such as `agents-2` works too (the number after the last "
     "dash is the index).",
-    _AGENT_AND_LEARNER,
-    frozenset({Role.LAUNCHER, Role.EDGE, Role.K8S}),
+    read_by=_AGENT_AND_LEARNER,
+    set_by=_ALL_STARTERS,
     flag="--agent-id",
 )
 ENV_ADDR = Variable(
     "MARLMESH_ENV_ADDR",
     "Address of env_service.",
-    _AGENT_AND_LEARNER,
-    frozenset({Role.EDGE, Role.K8S}),
+    read_by=_AGENT_AND_LEARNER,
+    set_by=frozenset({Role.EDGE, Role.K8S}),
     default=f"{LOCAL_HOST}:{DEFAULT_ENV_PORT}",
     flag="--env-addr",
     kind=Kind.ADDRESS,
@@ -262,8 +263,8 @@ CHECKPOINT_DIR = Variable(
     "MARLMESH_CHECKPOINT_DIR",
     "Checkpoint folder of this agent: the learner writes it and resumes from the newest valid checkpoint; an "
     "agent in eval mode acts with the newest one.",
-    _AGENT_AND_LEARNER,
-    frozenset({Role.K8S}),
+    read_by=_AGENT_AND_LEARNER,
+    set_by=frozenset({Role.K8S}),
     flag="--checkpoint-dir",
     kind=Kind.PATH,
 )
@@ -272,8 +273,8 @@ CHECKPOINT_DIR = Variable(
 AGENT_PORT = Variable(
     "MARLMESH_AGENT_PORT",
     "gRPC control port an agent binds; 0 = a free one.",
-    _AGENT,
-    frozenset({Role.EDGE, Role.K8S}),
+    read_by=_AGENT,
+    set_by=frozenset({Role.EDGE, Role.K8S}),
     default=str(DEFAULT_AGENT_PORT),
     flag="--port",
     kind=Kind.PORT,
@@ -282,15 +283,15 @@ NUM_AGENTS = Variable(
     "MARLMESH_NUM_AGENTS",
     "N, the agent count the deployment expects: an agent exits with an error when the env has another count "
     "(unset: not checked).",
-    _AGENT,
-    frozenset({Role.LAUNCHER, Role.EDGE, Role.K8S}),
+    read_by=_AGENT,
+    set_by=_ALL_STARTERS,
     kind=Kind.INTEGER,
 )
 LEARNER_ADDR = Variable(
     "MARLMESH_LEARNER_ADDR",
     "Address of this agent's learner; `{id}` becomes the agent index.",
-    _AGENT,
-    frozenset({Role.K8S}),
+    read_by=_AGENT,
+    set_by=frozenset({Role.K8S}),
     default=f"{LOCAL_HOST}:{DEFAULT_LEARNER_PORT}",
     flag="--learner-addr",
     kind=Kind.ADDRESS,
@@ -299,39 +300,39 @@ PEER_PATTERN = Variable(
     "MARLMESH_PEER_PATTERN",
     "ZeroMQ address of agent `{id}`'s bus socket; `{port}` is `MARLMESH_BUS_BASE_PORT` + id (on Kubernetes "
     "`tcp://agents-{id}.agents:{port}`).",
-    _AGENT,
-    frozenset({Role.LAUNCHER, Role.EDGE, Role.K8S}),
+    read_by=_AGENT,
+    set_by=_ALL_STARTERS,
     default=LOCAL_ENDPOINT_PATTERN,
     kind=Kind.ENDPOINT,
 )
 BUS_BIND = Variable(
     "MARLMESH_BUS_BIND",
     "Address this agent's bus socket binds (same placeholders).",
-    _AGENT,
-    frozenset({Role.LAUNCHER, Role.EDGE, Role.K8S}),
+    read_by=_AGENT,
+    set_by=_ALL_STARTERS,
     default=LOCAL_ENDPOINT_PATTERN,
     kind=Kind.ENDPOINT,
 )
 BUS_BASE_PORT = Variable(
     "MARLMESH_BUS_BASE_PORT",
     "Bus port of agent 0; agent i uses base + i.",
-    _AGENT,
-    frozenset({Role.LAUNCHER, Role.EDGE, Role.K8S}),
+    read_by=_AGENT,
+    set_by=_ALL_STARTERS,
     default=str(DEFAULT_BUS_BASE_PORT),
     kind=Kind.PORT,
 )
 BUS_TRACE = Variable(
     "MARLMESH_BUS_TRACE",
     "File for this agent's message-fate records (unset: no trace).",
-    _AGENT,
+    read_by=_AGENT,
     flag="--bus-trace",
     kind=Kind.PATH,
 )
 MODE = Variable(
     "MARLMESH_MODE",
     "`train`: act and send rollouts to the learner; `eval`: act with a saved or exported policy, no learner.",
-    _AGENT,
-    frozenset({Role.EDGE}),
+    read_by=_AGENT,
+    set_by=frozenset({Role.EDGE}),
     default="train",
     flag="--mode",
     kind=Kind.CHOICE,
@@ -340,8 +341,8 @@ MODE = Variable(
 RUNTIME = Variable(
     "MARLMESH_RUNTIME",
     "Policy runtime: `torch`, or `onnx` from an exported policy (eval only; torch is never imported).",
-    _AGENT,
-    frozenset({Role.EDGE}),
+    read_by=_AGENT,
+    set_by=frozenset({Role.EDGE}),
     default="torch",
     flag="--runtime",
     kind=Kind.CHOICE,
@@ -350,8 +351,8 @@ RUNTIME = Variable(
 POLICY_DIR = Variable(
     "MARLMESH_POLICY_DIR",
     "Folder written by `marlmesh export` (the onnx runtime acts from it).",
-    _AGENT,
-    frozenset({Role.EDGE}),
+    read_by=_AGENT,
+    set_by=frozenset({Role.EDGE}),
     flag="--policy-dir",
     kind=Kind.PATH,
 )
@@ -360,8 +361,8 @@ POLICY_DIR = Variable(
 LEARNER_PORT = Variable(
     "MARLMESH_LEARNER_PORT",
     "gRPC port a learner binds; 0 = a free one.",
-    _LEARNER,
-    frozenset({Role.K8S}),
+    read_by=_LEARNER,
+    set_by=frozenset({Role.K8S}),
     default=str(DEFAULT_LEARNER_PORT),
     flag="--port",
     kind=Kind.PORT,
@@ -369,24 +370,24 @@ LEARNER_PORT = Variable(
 GOSSIP_BASE_PORT = Variable(
     "MARLMESH_GOSSIP_BASE_PORT",
     "Gossip port of learner 0 (`algo.dgmappo.gossip`); learner i uses base + i.",
-    _LEARNER,
-    frozenset({Role.LAUNCHER, Role.K8S}),
+    read_by=_LEARNER,
+    set_by=frozenset({Role.LAUNCHER, Role.K8S}),
     default=str(DEFAULT_GOSSIP_BASE_PORT),
     kind=Kind.PORT,
 )
 GOSSIP_PATTERN = Variable(
     "MARLMESH_GOSSIP_PATTERN",
     "ZeroMQ address of learner `{id}`'s gossip socket; `{port}` is `MARLMESH_GOSSIP_BASE_PORT` + id.",
-    _LEARNER,
-    frozenset({Role.LAUNCHER, Role.K8S}),
+    read_by=_LEARNER,
+    set_by=frozenset({Role.LAUNCHER, Role.K8S}),
     default=LOCAL_ENDPOINT_PATTERN,
     kind=Kind.ENDPOINT,
 )
 GOSSIP_BIND = Variable(
     "MARLMESH_GOSSIP_BIND",
     "Address this learner's gossip socket binds (same placeholders).",
-    _LEARNER,
-    frozenset({Role.LAUNCHER, Role.K8S}),
+    read_by=_LEARNER,
+    set_by=frozenset({Role.LAUNCHER, Role.K8S}),
     default=LOCAL_ENDPOINT_PATTERN,
     kind=Kind.ENDPOINT,
 )

@@ -184,6 +184,12 @@ def test_the_services_page_holds_the_table_generated_from_the_contract() -> None
         assert f"| `{var.name}` |" in committed
 
 
+def test_the_ports_the_services_page_names_by_hand_are_the_contracts() -> None:
+    text = SERVICES_PAGE.read_text().replace(contract.committed_block(SERVICES_PAGE), "")
+    named = {int(n) for n in re.findall(r"\b(\d{5})\b", text)}
+    assert named and named <= {port for _, port, _ in contract.PORTS}, named
+
+
 def test_update_rewrites_only_the_generated_block(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     page = tmp_path / "page.md"
     page.write_text(f"# Title\n\nintro\n\n{contract.BEGIN_MARKER}\n| stale |\n{contract.END_MARKER}\n\nafter\n")
