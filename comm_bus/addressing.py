@@ -94,9 +94,9 @@ def agent_id_from_env(environ: Mapping[str, str] | None = None) -> int | None:
     raw = contract.AGENT_ID.value(env)
     if raw is None:
         return None
-    tail = raw.rsplit("-", 1)[-1]
-    if not tail.isdigit():
+    index = contract.agent_index(raw)
+    if index is None:
         raise ValueError(
             f"{contract.AGENT_ID.name}={raw!r}: expected an agent index such as 0 or a pod name such as agent-0"
         )
-    return int(tail)
+    return index

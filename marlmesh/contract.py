@@ -416,6 +416,15 @@ def by_name(name: str) -> Variable:
     raise KeyError(f"{name} is not a variable of the process contract (marlmesh/contract.py)")
 
 
+def agent_index(raw: str) -> int | None:
+    """The agent index that an ``--agent-id``/``MARLMESH_AGENT_ID`` value names, None if it names none.
+
+    ``"2"`` and a StatefulSet pod name such as ``"agents-2"`` (the number after the last dash) both name agent 2.
+    """
+    tail = raw.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
 # -- the generated reference table --------------------------------------------------------------------------
 def _roles(roles: frozenset[Role]) -> str:
     return ", ".join(r.value for r in Role if r in roles) or "-"

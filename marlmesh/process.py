@@ -142,10 +142,9 @@ def parse_agent_id(role: str, raw: str | None, num_agents: int | None = None) ->
     """The agent index from ``--agent-id``/``MARLMESH_AGENT_ID`` (a pod name like ``agent-2`` works too)."""
     if raw is None or raw == "":
         fail(role, f"no agent id: pass --agent-id or set {contract.AGENT_ID.name}")
-    tail = str(raw).rsplit("-", 1)[-1]
-    if not tail.isdigit():
+    index = contract.agent_index(str(raw))
+    if index is None:
         fail(role, f"agent id {raw!r} is not an index (expected e.g. 0 or agent-0)")
-    index = int(tail)
     if num_agents is not None and index >= num_agents:
         fail(role, f"agent id {index} out of range: the env has {num_agents} agents")
     return index

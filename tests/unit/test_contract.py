@@ -104,6 +104,9 @@ def test_values_defaults_and_empty_variables() -> None:
     assert contract.HOST.value({contract.HOST.name: ""}) is None
     assert contract.NUM_AGENTS.integer({}) is None
     assert contract.CONFIG.value({contract.CONFIG.name: "/etc/marlmesh/config.yaml"}) == "/etc/marlmesh/config.yaml"
+    assert [contract.agent_index(raw) for raw in ("2", "agents-12", "my-agents-0", "agents", "2-x", "")] == [
+        2, 12, 0, None, None, None,
+    ]  # fmt: skip
 
 
 def test_the_service_parsers_take_defaults_from_the_variables_and_flags_beat_them(
