@@ -128,7 +128,10 @@ class Variable:
 
         Raises:
             ContractError: If the value is not an integer (or, for a port, not in 0..65535).
+            TypeError: If the variable holds no number (a programming error).
         """
+        if self.kind not in (Kind.PORT, Kind.INTEGER):
+            raise TypeError(f"{self.name} holds a {self.kind.value}, not a number")
         raw = self.value(environ)
         return None if raw is None else int(raw)
 

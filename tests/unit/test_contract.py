@@ -103,6 +103,8 @@ def test_values_defaults_and_empty_variables() -> None:
     assert contract.MODE.value({contract.MODE.name: ""}) == "train", "empty counts as unset"
     assert contract.HOST.value({contract.HOST.name: ""}) is None
     assert contract.NUM_AGENTS.integer({}) is None
+    with pytest.raises(TypeError, match=f"{contract.ENV_ADDR.name} holds a host:port, not a number"):
+        contract.ENV_ADDR.integer({})
     assert contract.CONFIG.value({contract.CONFIG.name: "/etc/marlmesh/config.yaml"}) == "/etc/marlmesh/config.yaml"
     assert [contract.agent_index(raw) for raw in ("2", "agents-12", "my-agents-0", "agents", "2-x", "")] == [
         2, 12, 0, None, None, None,
