@@ -10,7 +10,7 @@ import numpy as np
 
 from env_service.convert import observation_from_proto
 from env_service.observation import AgentObservation
-from marlmesh import tensors
+from marlmesh import contract, tensors
 from marlmesh.serving import grpc_options
 from marlmesh.tls import TlsIdentity, open_channel
 from marlmesh.v1 import env_pb2, env_pb2_grpc
@@ -77,7 +77,7 @@ class EnvClient:
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         raise ConnectionError(
             f"cannot reach env_service at {self.address} within {timeout_s:.0f}s ({last}); "
-            f"is it running and is --env-addr / MARLMESH_ENV_ADDR right? {self._tls_hint()}"
+            f"is it running and is --env-addr / {contract.ENV_ADDR.name} right? {self._tls_hint()}"
         )
 
     def _tls_hint(self) -> str:
