@@ -30,7 +30,7 @@ from marlmesh.config import Config
 from marlmesh.policy_runtime import PolicyRuntime
 from marlmesh.policy_spec import PolicySpec, policy_spec_for
 from marlmesh.rollout import RolloutRecorder
-from marlmesh.staged_loop import act, communicate, restage
+from marlmesh.staged_loop import StagedStep, act, communicate, restage
 
 if TYPE_CHECKING:
     from agent_service.reward_sharing import RewardSharing
@@ -55,6 +55,28 @@ class AgentCounters:
     heard_rows_per_round: collections.Counter[int] = field(default_factory=collections.Counter)
     """Round k -> message rows (sender x env copy) received and accepted in that round, summed over steps."""
     fragments_discarded: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def count_rounds(self, step: StagedStep) -> None:
+        """Add one step's communication: rounds sent, messages rejected, rows heard per round."""
+        self.rounds_sent += step.rounds_sent
+        self.rejected_messages += step.rejected
+        for k, (_, mask) in enumerate(step.inboxes):
+            self.heard_rows_per_round[k] += int(mask.sum())
+
+    def as_dict(self, rounds: int) -> dict[str, object]:
+        """JSON-ready counters (the agent's part of ``summary.json``) of a channel with ``rounds`` rounds."""
+        return {
+            "steps": self.steps,
+            "env_steps": self.env_steps,
+            "late_actions": self.late_actions,
+            "weights_loaded": self.weights_loaded,
+            "policy_version": self.policy_version,
+            "rejected_messages": self.rejected_messages,
+            "rejoins": self.rejoins,
+            "rounds_sent": self.rounds_sent,
+            "heard_rows_per_round": [self.heard_rows_per_round[k] for k in range(rounds)],
+            "fragments_discarded": dict(self.fragments_discarded),
+        }
 
 
 class AgentNode:
@@ -180,11 +202,8 @@ class AgentNode:
         if staged is None or self._stop.is_set():
             return
         mine = staged[self.index]
-        self.counters.rounds_sent += mine.rounds_sent
-        self.counters.rejected_messages += mine.rejected
+        self.counters.count_rounds(mine)
         inboxes = mine.inboxes
-        for k, (_, mask) in enumerate(inboxes):
-            self.counters.heard_rows_per_round[k] += int(mask.sum())
         if self.recorder is not None and self.recorder.full:
             assert self.learner is not None
             self.learner.push(self.recorder.finish(ob.obs, inboxes))
@@ -270,19 +289,9 @@ class AgentNode:
 
     def summary(self) -> dict[str, object]:
         """Counters of this agent and its bus, JSON-ready."""
-        c = self.counters
         out: dict[str, object] = {
-            "steps": c.steps,
-            "env_steps": c.env_steps,
-            "late_actions": c.late_actions,
-            "weights_loaded": c.weights_loaded,
-            "policy_version": c.policy_version,
-            "rejected_messages": c.rejected_messages,
-            "rejoins": c.rejoins,
-            "rounds_sent": c.rounds_sent,
+            **self.counters.as_dict(self.channel.rounds),
             "finished": self.finished,
-            "heard_rows_per_round": [c.heard_rows_per_round[k] for k in range(self.channel.rounds)],
-            "fragments_discarded": dict(c.fragments_discarded),
             "bus": self.bus.totals.as_dict() if self.bus is not None else None,
             "bus_trace": self.bus.trace_status() if self.bus is not None else None,
         }

@@ -160,11 +160,7 @@ class InProcessTeam:
         staged = communicate(self.channel, self.runtimes, views, self.exchange, num_agents=self.num_agents)
         assert staged is not None  # no stop event: every round completes
         for i, mine in staged.items():
-            counters = self.counters[i]
-            counters.rounds_sent += mine.rounds_sent
-            counters.rejected_messages += mine.rejected
-            for k, (_, mask) in enumerate(mine.inboxes):
-                counters.heard_rows_per_round[k] += int(mask.sum())
+            self.counters[i].count_rounds(mine)
         if self.recorders[0].full:  # every agent's fragment fills at the same step
             for i, learner in enumerate(self.learners):
                 learner.submit(i, self.recorders[i].finish(views[i].obs, staged[i].inboxes))
@@ -200,17 +196,8 @@ class InProcessTeam:
                     "agent_id": i,
                     "pid": os.getpid(),
                     "runtime": "torch",
-                    "steps": c.steps,
-                    "env_steps": c.env_steps,
-                    "late_actions": c.late_actions,
-                    "weights_loaded": c.weights_loaded,
-                    "policy_version": c.policy_version,
-                    "rejected_messages": c.rejected_messages,
-                    "rejoins": 0,
-                    "rounds_sent": c.rounds_sent,
+                    **c.as_dict(self.channel.rounds),
                     "finished": self.finished,
-                    "heard_rows_per_round": [c.heard_rows_per_round[k] for k in range(self.channel.rounds)],
-                    "fragments_discarded": {},
                     "bus": None if bus is None else bus.totals.as_dict(),
                     "bus_trace": None if bus is None else bus.trace_status(),
                     "fragments_created": learner.fragments_received,
