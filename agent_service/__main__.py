@@ -1,7 +1,7 @@
 """Entry point: ``python -m agent_service --config C --agent-id I --env-addr H:P --learner-addr H:P``.
 
 Identity and peers come from flags or the ``MARLMESH_*`` environment variables (see
-:mod:`comm_bus.addressing`), so a local process and a Kubernetes pod run the same code path.
+:mod:`marlmesh.contract`), so a local process and a Kubernetes pod run the same code path.
 ``--mode eval --checkpoint-dir D`` acts with a saved policy and no learner.
 ``--runtime onnx --policy-dir D`` (implies eval mode) acts from graphs written by ``marlmesh export`` with
 numpy + onnxruntime only: torch is never imported (the ``edge`` install).
@@ -9,6 +9,7 @@ numpy + onnxruntime only: torch is never imported (the ``edge`` install).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -23,7 +24,7 @@ from agent_service.runtime import OnnxRuntime, PolicyRuntime, read_manifest
 from comm_bus.addressing import PeerAddressing
 from comm_bus.bus import Bus
 from comm_bus.faults import LinkFaults
-from marlmesh import process
+from marlmesh import contract, process
 from marlmesh.env_client import EnvClient
 from marlmesh.lockstep import FINISHED
 from marlmesh.plugins import PluginError
@@ -40,7 +41,7 @@ def _load_eval_params(role: str, directory: Path | None) -> tuple[int, dict]:
     from marlmesh.checkpoint import load_latest
 
     if directory is None:
-        process.fail(role, "--mode eval needs --checkpoint-dir (MARLMESH_CHECKPOINT_DIR)")
+        process.fail(role, f"--mode eval needs --checkpoint-dir ({contract.CHECKPOINT_DIR.name})")
     found = load_latest(directory)
     if found is None:
         process.fail(role, f"no valid checkpoint in {directory}")
@@ -52,9 +53,13 @@ def _load_eval_params(role: str, directory: Path | None) -> tuple[int, dict]:
 def _onnx_runtime_factory(ns, config, agent: int):  # noqa: ANN001, ANN202
     """Check the exported policy folder now (clear error before joining the env); build the runtime later."""
     if ns.mode == "train":
-        process.fail(ROLE, "--runtime onnx acts from frozen exported graphs: use --mode eval (or MARLMESH_MODE=eval)")
+        process.fail(
+            ROLE, f"--runtime onnx acts from frozen exported graphs: use --mode eval (or {contract.MODE.name}=eval)"
+        )
     if ns.policy_dir is None:
-        process.fail(ROLE, "--runtime onnx needs --policy-dir (MARLMESH_POLICY_DIR), a 'marlmesh export' folder")
+        process.fail(
+            ROLE, f"--runtime onnx needs --policy-dir ({contract.POLICY_DIR.name}), a 'marlmesh export' folder"
+        )
     try:
         manifest = read_manifest(ns.policy_dir)
     except ValueError as exc:
@@ -78,37 +83,29 @@ def _onnx_runtime_factory(ns, config, agent: int):  # noqa: ANN001, ANN202
     return build
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m agent_service`` (defaults from the ``MARLMESH_*`` variables)."""
+    p = process.base_parser(ROLE, "One agent: env observations -> bus rounds -> actions.", contract.AGENT_PORT)
+    process.agent_id_arg(p, ROLE)
+    process.env_addr_arg(p, ROLE)
+    process.variable_arg(p, ROLE, contract.LEARNER_ADDR, "this agent's learner host:port; '{id}' -> the agent id")
+    process.variable_arg(p, ROLE, contract.MODE, "train with a learner, or eval", choices=contract.MODE.choices)
+    process.variable_arg(p, ROLE, contract.CHECKPOINT_DIR, "eval mode: the checkpoints to act with", type=Path)
+    process.variable_arg(p, ROLE, contract.BUS_TRACE, "file for message-fate records; default: none", type=Path)
+    process.variable_arg(
+        p,
+        ROLE,
+        contract.RUNTIME,
+        "policy runtime: torch, or onnx from an exported policy (eval only, no torch)",
+        choices=contract.RUNTIME.choices,
+    )
+    process.variable_arg(p, ROLE, contract.POLICY_DIR, "onnx runtime: a 'marlmesh export' folder", type=Path)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one agent until SIGTERM/SIGINT."""
-    p = process.base_parser(ROLE, "One agent: env observations -> bus rounds -> actions.")
-    process.agent_id_arg(p)
-    process.env_addr_arg(p)
-    p.add_argument(
-        "--learner-addr",
-        default=os.environ.get("MARLMESH_LEARNER_ADDR", "127.0.0.1:50061"),
-        help="this agent's learner host:port; '{id}' is replaced by the agent id (MARLMESH_LEARNER_ADDR)",
-    )
-    p.add_argument("--mode", choices=("train", "eval"), default=os.environ.get("MARLMESH_MODE", "train"))
-    p.add_argument("--checkpoint-dir", type=Path, default=os.environ.get("MARLMESH_CHECKPOINT_DIR"))
-    p.add_argument(
-        "--bus-trace",
-        type=Path,
-        default=os.environ.get("MARLMESH_BUS_TRACE") or None,
-        help="file for this agent's message-fate records (MARLMESH_BUS_TRACE; default: no trace)",
-    )
-    p.add_argument(
-        "--runtime",
-        choices=("torch", "onnx"),
-        default=os.environ.get("MARLMESH_RUNTIME", "torch"),
-        help="policy runtime (MARLMESH_RUNTIME): torch, or onnx from an exported policy (eval only, no torch)",
-    )
-    p.add_argument(
-        "--policy-dir",
-        type=Path,
-        default=os.environ.get("MARLMESH_POLICY_DIR"),
-        help="onnx runtime: folder written by 'marlmesh export' (MARLMESH_POLICY_DIR)",
-    )
-    ns = p.parse_args(argv)
+    ns = parser().parse_args(argv)
     process.exit_with_parent()
     config = process.load_or_fail(ROLE, ns)
     agent = process.parse_agent_id(ROLE, ns.agent_id)
@@ -127,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         process.fail(ROLE, str(exc))
     host = ns.host or config.runtime.host
-    port = ns.port if ns.port is not None else int(os.environ.get("MARLMESH_AGENT_PORT", "50071"))
     rpc = config.runtime.rpc_timeout_s
     env = EnvClient(
         ns.env_addr,
@@ -169,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             faults=LinkFaults.from_config(config.faults),
         )
 
+    expected = process.env_default(ROLE, contract.NUM_AGENTS)
     try:
         node = AgentNode(
             config,
@@ -182,19 +179,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ValueError, PluginError, RuntimeError) as exc:
         process.fail(ROLE, str(exc))
-    expected = os.environ.get("MARLMESH_NUM_AGENTS", "")
-    if expected and expected != str(node.spec.num_agents):
+    if expected is not None and int(expected) != node.spec.num_agents:
         node.close()
         process.fail(
             ROLE,
-            f"MARLMESH_NUM_AGENTS={expected} but the env at {ns.env_addr} has {node.spec.num_agents} agents; "
+            f"{contract.NUM_AGENTS.name}={expected} but the env at {ns.env_addr} has {node.spec.num_agents} agents; "
             "make the agent count (StatefulSet replicas) match the config's env",
         )
     if isinstance(node.runtime, OnnxRuntime):
         node.counters.policy_version = node.runtime.policy_version
     server = start_server(
         host=host,
-        port=port,
+        port=ns.port,
         stop=stop,
         max_message_bytes=config.runtime.max_message_bytes,
         identity=Identity(

@@ -1,9 +1,9 @@
 """The actor loop of one agent (plain logic; gRPC and ZeroMQ clients are passed in).
 
-Per env step: ``encode(obs) -> outbox``; for each round k: send the outbox to the live peers over the bus,
-collect their round-k messages, run ``round_k``; then ``act(state, inboxes) -> action, value``; submit the
-action to the env barrier. In training mode the step (own observation, received messages, action,
-behaviour log-prob, reward) is recorded and every T steps a fragment goes to this agent's learner.
+Per env step: the staged loop (:mod:`marlmesh.staged_loop`: ``encode``, the communication rounds over this
+agent's bus endpoint, then ``act``); submit the action to the env barrier. In training mode the step (own
+observation, received messages, action, behaviour log-prob, reward) is recorded and every T steps a fragment
+goes to this agent's learner.
 """
 
 from __future__ import annotations
@@ -21,14 +21,16 @@ import grpc
 import numpy as np
 
 from agent_service.learner_link import LearnerLink
-from agent_service.runtime import PolicyRuntime, TorchRuntime
 from agent_service.weight_sync import WeightSync, weight_sync_for
 from comm_bus.bus import Bus
+from comm_bus.exchange import BusExchange
 from marlmesh import plugins
 from marlmesh.config import Config
-from marlmesh.env_client import AgentObservation, EnvClient, StepInterrupted
+from marlmesh.env_client import EnvClient, StepInterrupted
+from marlmesh.policy_runtime import PolicyRuntime
 from marlmesh.policy_spec import PolicySpec, policy_spec_for
 from marlmesh.rollout import RolloutRecorder
+from marlmesh.staged_loop import StagedStep, act, communicate, restage
 
 if TYPE_CHECKING:
     from agent_service.reward_sharing import RewardSharing
@@ -54,6 +56,28 @@ class AgentCounters:
     """Round k -> message rows (sender x env copy) received and accepted in that round, summed over steps."""
     fragments_discarded: collections.Counter[str] = field(default_factory=collections.Counter)
 
+    def count_rounds(self, step: StagedStep) -> None:
+        """Add one step's communication: rounds sent, messages rejected, rows heard per round."""
+        self.rounds_sent += step.rounds_sent
+        self.rejected_messages += step.rejected
+        for k, (_, mask) in enumerate(step.inboxes):
+            self.heard_rows_per_round[k] += int(mask.sum())
+
+    def as_dict(self, rounds: int) -> dict[str, object]:
+        """JSON-ready counters (the agent's part of ``summary.json``) of a channel with ``rounds`` rounds."""
+        return {
+            "steps": self.steps,
+            "env_steps": self.env_steps,
+            "late_actions": self.late_actions,
+            "weights_loaded": self.weights_loaded,
+            "policy_version": self.policy_version,
+            "rejected_messages": self.rejected_messages,
+            "rejoins": self.rejoins,
+            "rounds_sent": self.rounds_sent,
+            "heard_rows_per_round": [self.heard_rows_per_round[k] for k in range(rounds)],
+            "fragments_discarded": dict(self.fragments_discarded),
+        }
+
 
 class AgentNode:
     """One agent.
@@ -68,7 +92,8 @@ class AgentNode:
         initial_params: Parameters to act with when there is no learner (evaluation).
         deterministic: Greedy/mean actions instead of sampling.
         make_runtime: Builds the policy runtime from the spec (default: the channel's torch policy in a
-            :class:`~agent_service.runtime.TorchRuntime`; the edge install passes an ONNX runtime).
+            :class:`~marlmesh.policies.torch_runtime.TorchRuntime` with its own action sampler; the edge install
+            passes an ONNX runtime).
     """
 
     def __init__(
@@ -95,10 +120,14 @@ class AgentNode:
         self.spec: PolicySpec = policy_spec_for(spec_msg, agent_index, config)
         self.num_envs = spec_msg.num_envs
         if make_runtime is None:
-            self.runtime: PolicyRuntime = TorchRuntime(self.channel.build_policy(self.spec))
+            from marlmesh.policies.torch_runtime import TorchRuntime, sampler_seed
+
+            policy = self.channel.build_policy(self.spec)
+            self.runtime: PolicyRuntime = TorchRuntime(policy, seed=sampler_seed(config.seed, agent_index))
         else:
             self.runtime = make_runtime(self.spec)
         self.bus = make_bus(self.spec.num_agents, self.channel.rounds) if self.channel.rounds > 0 else None
+        self.exchange = None if self.bus is None else BusExchange({agent_index: self.bus})
         self.recorder = (
             RolloutRecorder(
                 config.train.rollout_steps,
@@ -155,60 +184,37 @@ class AgentNode:
             self._load(*newer)
 
     # -- one step ----------------------------------------------------------------------------------
-    def _communicate(self, ob: AgentObservation, outbox: np.ndarray | None, state: dict) -> tuple[dict, list]:
-        inboxes: list[tuple[np.ndarray, np.ndarray]] = []
-        peers = [p for p in ob.live_agents if p != self.index]
-        for k in range(self.channel.rounds):
-            assert self.bus is not None and outbox is not None
-            send_rows = getattr(self.channel, "send_rows", None)  # gated channels send only some env copies
-            fates = self.bus.send(
-                tick=ob.tick,
-                round=k,
-                channel=self.channel.name,
-                payload=self.channel.payload(outbox),
-                peers=peers,
-                positions=ob.positions,
-                rows=None if send_rows is None else np.asarray(send_rows(outbox), bool),
-            )
-            if fates.dsts:
-                self.counters.rounds_sent += 1
-            # Right after (re)joining, peers may still be starting (importing torch, joining): wait for their
-            # first messages up to the startup timeout instead of counting round timeouts.
-            timeout = self.config.runtime.startup_timeout_s if self._joining else None
-            received = self.bus.collect(
-                tick=ob.tick, round=k, channel=self.channel.name, expected=peers, timeout_s=timeout, stop=self._stop
-            )
-            if self._stop.is_set():  # shutting down: peers that already left will never send this round
-                return state, inboxes
-            msgs, mask, rejected = self.channel.inbox(received, self.num_envs, self.spec.num_agents)
-            self.counters.rejected_messages += rejected
-            inboxes.append((msgs, mask))
-            if k + 1 < self.channel.rounds:
-                state, outbox = self.runtime.round(k + 1, state, (msgs, mask))
-        return state, inboxes
-
     def step(self) -> None:
         """Communicate, act, submit the action and record the transition."""
         self._maybe_swap_weights()
         ob = self._ob
-        state, outbox = self.runtime.encode(np.asarray(ob.obs, np.float32))
-        state, inboxes = self._communicate(ob, outbox, state)
-        if self._stop.is_set():
+        # Right after (re)joining, peers may still be starting (importing torch, joining): wait for their
+        # first messages up to the startup timeout instead of counting round timeouts.
+        staged = communicate(
+            self.channel,
+            {self.index: self.runtime},
+            {self.index: ob},
+            self.exchange,
+            num_agents=self.spec.num_agents,
+            timeout_s=self.config.runtime.startup_timeout_s if self._joining else None,
+            stop=self._stop,
+        )
+        if staged is None or self._stop.is_set():
             return
-        for k, (_, mask) in enumerate(inboxes):
-            self.counters.heard_rows_per_round[k] += int(mask.sum())
+        mine = staged[self.index]
+        self.counters.count_rounds(mine)
+        inboxes = mine.inboxes
         if self.recorder is not None and self.recorder.full:
             assert self.learner is not None
             self.learner.push(self.recorder.finish(ob.obs, inboxes))
             fresh = self.weights.after_push(self.counters.policy_version)
             if fresh is not None:  # lockstep: act with the version trained on this fragment from now on
                 self._load(*fresh)
-                state = self._restage(ob.obs, inboxes)
+                mine.state = restage(self.runtime, ob.obs, inboxes)
         if self.weights.is_final(ob.tick):
             self._finish()
             return
-        out = self.runtime.act(state, inboxes)
-        action_np, logp = self.runtime.sample(out, self.deterministic)
+        action_np, logp, out = act(self.runtime, mine, self.deterministic)
         if self.recorder is not None:
             self.recorder.add_decision(ob.obs, inboxes, action_np, logp, out.value, self.counters.policy_version)
         try:
@@ -224,13 +230,6 @@ class AgentNode:
         self._joining = False
         self.counters.steps += 1
         self.counters.env_steps += self.num_envs
-
-    def _restage(self, obs: np.ndarray, inboxes: list[tuple[np.ndarray, np.ndarray]]) -> dict:
-        """Recompute this step's state with the weights just loaded from the messages already received."""
-        state, _ = self.runtime.encode(np.asarray(obs, np.float32))
-        for k in range(1, self.channel.rounds):
-            state, _ = self.runtime.round(k, state, inboxes[k - 1])
-        return state
 
     def _finish(self) -> None:
         """Lockstep: stop at the final tick (a fragment cut short by a rejoin is discarded and counted)."""
@@ -290,19 +289,9 @@ class AgentNode:
 
     def summary(self) -> dict[str, object]:
         """Counters of this agent and its bus, JSON-ready."""
-        c = self.counters
         out: dict[str, object] = {
-            "steps": c.steps,
-            "env_steps": c.env_steps,
-            "late_actions": c.late_actions,
-            "weights_loaded": c.weights_loaded,
-            "policy_version": c.policy_version,
-            "rejected_messages": c.rejected_messages,
-            "rejoins": c.rejoins,
-            "rounds_sent": c.rounds_sent,
+            **self.counters.as_dict(self.channel.rounds),
             "finished": self.finished,
-            "heard_rows_per_round": [c.heard_rows_per_round[k] for k in range(self.channel.rounds)],
-            "fragments_discarded": dict(c.fragments_discarded),
             "bus": self.bus.totals.as_dict() if self.bus is not None else None,
             "bus_trace": self.bus.trace_status() if self.bus is not None else None,
         }

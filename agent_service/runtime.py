@@ -1,151 +1,27 @@
-"""Policy runtimes of an agent: the staged policy with numpy in and numpy out, under torch or onnxruntime.
+"""The edge policy runtime: :class:`OnnxRuntime` runs the graphs written by ``marlmesh export``, never torch.
 
-The agent's loop (:class:`agent_service.node.AgentNode`) only sees :class:`PolicyRuntime`:
-
-- ``encode(obs) -> (state, outbox or None)``
-- ``round(k, state, (msgs, mask)) -> (state, outbox or None)`` for ``1 <= k < rounds``
-- ``act(state, inboxes) -> ActOutput`` (distribution parameters and value)
-- ``sample(out, deterministic) -> (action, log_prob)``
-
-:class:`TorchRuntime` wraps a :class:`~marlmesh.policies.staged.StagedPolicy` (training and evaluation on a
-full install); :class:`OnnxRuntime` runs the graphs written by ``marlmesh export`` and never imports torch
-(the edge install). State is an opaque mapping owned by the runtime.
+The agent's loop sees every runtime as a :class:`~marlmesh.policy_runtime.PolicyRuntime` (the protocol, with
+:class:`~marlmesh.policy_runtime.ActOutput`); :class:`~marlmesh.policies.torch_runtime.TorchRuntime` runs a torch
+:class:`~marlmesh.policies.staged.StagedPolicy` (training and evaluation on a full install). Both are
+re-exported here for the agent's callers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from marlmesh.policy_runtime import ActOutput, NpInbox, PolicyRuntime
 from marlmesh.spaces import SpaceSpec
 
-NpInbox = tuple[np.ndarray, np.ndarray]
 MANIFEST = "manifest.json"
 FORMAT = "marlmesh-onnx"
 FORMAT_VERSION = 1
-
-
-@dataclass
-class ActOutput:
-    """The final stage's result.
-
-    Attributes:
-        params: Distribution parameters: ``{"logits": [B, n]}`` (discrete) or ``{"mean", "std": [B, d]}`` (box).
-        value: ``[B]`` local critic value.
-        handle: Runtime-private object (the torch distribution) reused by :meth:`PolicyRuntime.sample`.
-    """
-
-    params: dict[str, np.ndarray]
-    value: np.ndarray
-    handle: Any = None
-
-
-class PolicyRuntime(Protocol):
-    """What the agent loop needs from a policy."""
-
-    rounds: int
-
-    def encode(self, obs: np.ndarray) -> tuple[Any, np.ndarray | None]:
-        """Stage 0."""
-        ...
-
-    def round(self, k: int, state: Any, inbox: NpInbox) -> tuple[Any, np.ndarray | None]:
-        """Stage k (1 <= k < rounds)."""
-        ...
-
-    def act(self, state: Any, inboxes: list[NpInbox]) -> ActOutput:
-        """Final stage."""
-        ...
-
-    def sample(self, out: ActOutput, deterministic: bool) -> tuple[np.ndarray, np.ndarray]:
-        """``(action [B, ...], log_prob [B])``."""
-        ...
-
-    def load_params(self, params: Mapping[str, np.ndarray]) -> None:
-        """Swap in new parameters (training runtimes only)."""
-        ...
-
-
-class TorchRuntime:
-    """A torch :class:`~marlmesh.policies.staged.StagedPolicy` behind the numpy interface (no gradients).
-
-    Every stage runs under ``torch.inference_mode`` (no autograd bookkeeping at all) and the action
-    distribution is built without torch's argument validation (data-dependent checks of values the policy
-    computed itself; NaN logits still fail when sampling, NaN box actions at the env): together about 6-10 %
-    less CPU per step for the B=64 dgat policy, with identical actions and log-probs. Outputs leave as numpy.
-    """
-
-    def __init__(self, policy: Any) -> None:
-        import torch
-
-        self._torch = torch
-        self.policy = policy
-        self.policy.eval()
-        self.rounds = int(policy.rounds)
-
-    def _t(self, x: np.ndarray) -> Any:
-        """A tensor over ``x``'s memory; a read-only array (zero-copy wire decode) is copied first.
-
-        Torch tensors are always writable, so ``torch.from_numpy`` on a read-only array warns and aliases
-        memory that must not change. Copying one step's ``[B, ...]`` input is cheap next to the forward pass;
-        the wire decode itself stays zero copy.
-        """
-        arr = np.ascontiguousarray(x)
-        if not arr.flags.writeable:
-            arr = arr.copy()
-        return self._torch.from_numpy(arr)
-
-    def encode(self, obs: np.ndarray) -> tuple[Any, np.ndarray | None]:
-        """Stage 0."""
-        with self._torch.inference_mode():
-            state, out = self.policy.encode(self._t(np.asarray(obs, np.float32)))
-        return state, None if out is None else out.numpy()
-
-    def round(self, k: int, state: Any, inbox: NpInbox) -> tuple[Any, np.ndarray | None]:
-        """Stage k."""
-        with self._torch.inference_mode():
-            state, out = self.policy.round(k, state, (self._t(inbox[0]), self._t(inbox[1])))
-        return state, None if out is None else out.numpy()
-
-    @contextlib.contextmanager
-    def _unvalidated(self) -> Iterator[None]:
-        """Inference mode, with torch.distributions' argument validation off (restored on exit)."""
-        dist_cls = self._torch.distributions.Distribution
-        previous = dist_cls._validate_args
-        dist_cls.set_default_validate_args(False)
-        try:
-            with self._torch.inference_mode():
-                yield
-        finally:
-            dist_cls.set_default_validate_args(bool(previous))
-
-    def act(self, state: Any, inboxes: list[NpInbox]) -> ActOutput:
-        """Final stage (the distribution it returns skips argument validation, see the class docstring)."""
-        with self._unvalidated():
-            dist, value = self.policy.act(state, [(self._t(m), self._t(k)) for m, k in inboxes])
-        if self.policy.actor.discrete:
-            params = {"logits": dist.logits.numpy()}
-        else:
-            params = {"mean": dist.mean.numpy(), "std": dist.stddev.numpy()}
-        return ActOutput(params=params, value=value.numpy(), handle=dist)
-
-    def sample(self, out: ActOutput, deterministic: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Sample with torch's RNG (training reproduces the learner's distribution exactly)."""
-        with self._torch.inference_mode():
-            action = self.policy.actor.sample(out.handle, deterministic)
-            logp = self.policy.actor.log_prob(out.handle, action)
-        return action.numpy(), logp.numpy()
-
-    def load_params(self, params: Mapping[str, np.ndarray]) -> None:
-        """Load a state dict given as numpy arrays."""
-        self.policy.load_state_dict({k: self._torch.from_numpy(np.array(v)) for k, v in params.items()})
 
 
 def sample_numpy(
@@ -278,3 +154,15 @@ class OnnxRuntime:
     def load_params(self, params: Mapping[str, np.ndarray]) -> None:
         """Exported graphs are frozen."""
         raise RuntimeError("the onnx runtime acts with frozen exported graphs; re-export to change weights")
+
+
+def __getattr__(name: str) -> Any:
+    """``TorchRuntime`` on first use only, so that importing this module never imports torch."""
+    if name == "TorchRuntime":
+        from marlmesh.policies.torch_runtime import TorchRuntime
+
+        return TorchRuntime
+    raise AttributeError(name)
+
+
+__all__ = ["ActOutput", "NpInbox", "OnnxRuntime", "PolicyRuntime", "read_manifest", "sample_numpy"]

@@ -1,14 +1,9 @@
 """Peer addressing from config and environment variables (the same code path locally and on Kubernetes).
 
-Variables (all optional except where the launcher or the manifests set them):
-
-- ``MARLMESH_AGENT_ID``: this agent's index (0..N-1). On Kubernetes the StatefulSet ordinal.
-- ``MARLMESH_NUM_AGENTS``: N.
-- ``MARLMESH_PEER_PATTERN``: address of peer ``{id}``, e.g. ``tcp://127.0.0.1:{port}`` locally or
-  ``tcp://agents-{id}.agents:{port}`` with StatefulSet and headless Service ``agents`` (k8s/base).
-  ``{port}`` is ``MARLMESH_BUS_BASE_PORT + id``.
-- ``MARLMESH_BUS_BASE_PORT``: bus port of agent 0 (default 47000).
-- ``MARLMESH_BUS_BIND``: what this agent binds, same placeholders (default ``tcp://127.0.0.1:{port}``).
+The variables (``MARLMESH_AGENT_ID``, ``MARLMESH_PEER_PATTERN``, ``MARLMESH_BUS_BIND``,
+``MARLMESH_BUS_BASE_PORT``), their meaning and defaults are declared in :mod:`marlmesh.contract`. A peer
+address template such as ``tcp://agents-{id}.agents:{port}`` (StatefulSet and headless Service ``agents``,
+k8s/base) has the placeholders ``{id}`` (the agent index) and ``{port}`` (base port + index).
 """
 
 from __future__ import annotations
@@ -17,8 +12,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-DEFAULT_PATTERN = "tcp://127.0.0.1:{port}"
-DEFAULT_BASE_PORT = 47000
+from marlmesh import contract
+
+DEFAULT_PATTERN = contract.LOCAL_ENDPOINT_PATTERN
+DEFAULT_BASE_PORT = contract.DEFAULT_BUS_BASE_PORT
 
 
 @dataclass(frozen=True)
@@ -36,7 +33,7 @@ class PeerAddressing:
     bind_pattern: str = DEFAULT_PATTERN
 
     def __post_init__(self) -> None:
-        for name, tpl in (("MARLMESH_PEER_PATTERN", self.pattern), ("MARLMESH_BUS_BIND", self.bind_pattern)):
+        for name, tpl in ((contract.PEER_PATTERN.name, self.pattern), (contract.BUS_BIND.name, self.bind_pattern)):
             try:
                 tpl.format(id=0, port=1)
             except (KeyError, IndexError, ValueError) as exc:
@@ -46,7 +43,7 @@ class PeerAddressing:
             if not tpl.startswith(("tcp://", "ipc://", "inproc://")):
                 raise ValueError(f"{name}={tpl!r}: must start with tcp://, ipc:// or inproc://")
         if not 1 <= self.base_port <= 65535:
-            raise ValueError(f"MARLMESH_BUS_BASE_PORT={self.base_port}: not a port number")
+            raise ValueError(f"{contract.BUS_BASE_PORT.name}={self.base_port}: not a port number")
 
     def peer_address(self, index: int) -> str:
         """Address that peers dial to reach agent ``index``."""
@@ -61,33 +58,27 @@ class PeerAddressing:
         cls,
         environ: Mapping[str, str] | None = None,
         *,
-        port_var: str = "MARLMESH_BUS_BASE_PORT",
-        pattern_var: str = "MARLMESH_PEER_PATTERN",
-        bind_var: str = "MARLMESH_BUS_BIND",
-        default_port: int = DEFAULT_BASE_PORT,
+        port_var: contract.Variable = contract.BUS_BASE_PORT,
+        pattern_var: contract.Variable = contract.PEER_PATTERN,
+        bind_var: contract.Variable = contract.BUS_BIND,
     ) -> PeerAddressing:
-        """Read the ``MARLMESH_*`` bus variables (defaults where unset).
+        """Read the bus variables of the process contract (their defaults where unset).
 
         Args:
             environ: Variables (default: the process environment).
-            port_var: Variable of the base port (learners' gossip uses its own names).
+            port_var: Variable of the base port (learners' gossip uses its own variables).
             pattern_var: Variable of the peer address template.
             bind_var: Variable of the bind address template.
-            default_port: Base port when ``port_var`` is unset.
 
         Raises:
             ValueError: If a variable is malformed; the message names it.
         """
         env = os.environ if environ is None else environ
-        raw_port = env.get(port_var, str(default_port))
-        try:
-            base_port = int(raw_port)
-        except ValueError:
-            raise ValueError(f"{port_var}={raw_port!r}: not an integer") from None
+        base_port = port_var.integer(env)
         return cls(
-            pattern=env.get(pattern_var, DEFAULT_PATTERN),
-            base_port=base_port,
-            bind_pattern=env.get(bind_var, DEFAULT_PATTERN),
+            pattern=pattern_var.value(env) or DEFAULT_PATTERN,
+            base_port=DEFAULT_BASE_PORT if base_port is None else base_port,
+            bind_pattern=bind_var.value(env) or DEFAULT_PATTERN,
         )
 
 
@@ -100,10 +91,12 @@ def agent_id_from_env(environ: Mapping[str, str] | None = None) -> int | None:
         ValueError: If set but not an index.
     """
     env = os.environ if environ is None else environ
-    raw = env.get("MARLMESH_AGENT_ID")
-    if raw is None or raw == "":
+    raw = contract.AGENT_ID.value(env)
+    if raw is None:
         return None
-    tail = raw.rsplit("-", 1)[-1]
-    if not tail.isdigit():
-        raise ValueError(f"MARLMESH_AGENT_ID={raw!r}: expected an agent index such as 0 or a pod name such as agent-0")
-    return int(tail)
+    index = contract.agent_index(raw)
+    if index is None:
+        raise ValueError(
+            f"{contract.AGENT_ID.name}={raw!r}: expected an agent index such as 0 or a pod name such as agent-0"
+        )
+    return index

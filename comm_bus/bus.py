@@ -1,6 +1,8 @@
 """The agent-side bus: send one round's message to peers over emulated links, read the round's inbox.
 
-Transport is ZeroMQ, brokerless: every agent binds one PULL socket and connects one PUSH socket per peer.
+Frames move over a transport (:mod:`comm_bus.transport`): ZeroMQ between agent processes (brokerless: every
+agent binds one PULL socket and connects one PUSH socket per peer), or in-memory queues when every agent runs in
+one process (the in-process exchange, :mod:`comm_bus.exchange`); everything else is the same code.
 One envelope carries the B rows of all env copies for one (tick, round); every row is its own message on
 its own link (each env copy is its own world). The sender decides each row's fate with the link model
 (:mod:`comm_bus.link_emulation`) and ships it with the frame; the receiver holds frames in its mailbox
@@ -17,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,6 @@ from typing import Any
 import numpy as np
 import zmq
 
-from comm_bus import security
 from comm_bus.addressing import PeerAddressing
 from comm_bus.clock import SimClock, WallClock
 from comm_bus.envelope import Envelope, MalformedFrame, parse, serialize, visibility_suffix
@@ -35,6 +35,7 @@ from comm_bus.mailbox import Delivery, HeldFrame, Mailbox
 from comm_bus.metrics import BusMetrics, BusTotals
 from comm_bus.quantize import QuantizationError, dequantize, quantize, row_bytes
 from comm_bus.trace import TraceWriter
+from comm_bus.transport import Transport, ZmqTransport
 from marlmesh import plugins
 from marlmesh.config.bus import BusConfig, LinkConfig
 
@@ -49,7 +50,7 @@ class Bus:
     Args:
         agent_index: This agent's index.
         num_agents: N (senders outside ``[0, N)`` are rejected).
-        addressing: Where peers live.
+        addressing: Where peers live (for the default ZeroMQ transport).
         config: The ``bus`` config section (clock, links, quantization, lifespan, trace).
         seed: Run seed (link randomness).
         rounds: Communication rounds per env step (sets the sim round interval when not configured).
@@ -58,6 +59,8 @@ class Bus:
         faults: Scheduled partitions and degradations of this agent's outgoing links.
         metrics: Prometheus instruments (default: the process-wide ones).
         context: ZeroMQ context (default: the process-wide instance).
+        transport: How frames move (default: :class:`~comm_bus.transport.ZmqTransport` over ``addressing``;
+            the in-process exchange passes a :class:`~comm_bus.transport.LocalTransport`).
 
     Raises:
         RuntimeError: If the bus address cannot be bound.
@@ -68,7 +71,7 @@ class Bus:
         self,
         agent_index: int,
         num_agents: int,
-        addressing: PeerAddressing,
+        addressing: PeerAddressing | None = None,
         *,
         config: BusConfig | None = None,
         seed: int = 0,
@@ -78,6 +81,7 @@ class Bus:
         faults: LinkFaults | None = None,
         metrics: BusMetrics | None = None,
         context: zmq.Context | None = None,
+        transport: Transport | None = None,
     ) -> None:
         if not 0 <= agent_index < num_agents:
             raise ValueError(f"agent index {agent_index} not in [0, {num_agents})")
@@ -115,42 +119,12 @@ class Bus:
             if trace_path is not None and cfg.trace.enabled
             else None
         )
-        self._ctx = context or zmq.Context.instance()
-        self._pull = self._ctx.socket(zmq.PULL)
-        self._pull.setsockopt(zmq.LINGER, 0)
-        self._pull.setsockopt(zmq.RCVHWM, 100_000)
-        self._pull.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
-        self._auth_counts: Counter[str] = Counter()
-        self._keys = None
-        if cfg.security.curve:
-            assert cfg.security.keys_dir is not None
-            try:
-                self._keys = security.CurveKeys.load(cfg.security.keys_dir, agent_index, num_agents)
-            except ValueError:
-                self._pull.close()
-                raise
-            security.secure_sockets(self._ctx, self._keys, self._pull, self._auth_counts)
-        bind = addressing.bind_address(agent_index)
-        try:
-            self._pull.bind(bind)
-        except zmq.ZMQError as exc:
-            self._pull.close()
-            raise RuntimeError(f"bus: cannot bind {bind}: {exc}") from None
-        send_timeout_ms = int(cfg.round_timeout_ms)
-        self._push: dict[int, zmq.Socket] = {}
-        for peer in range(num_agents):
-            if peer == agent_index:
-                continue
-            sock = self._ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 100_000)
-            sock.setsockopt(zmq.SNDTIMEO, send_timeout_ms)
-            if self._keys is not None:
-                security.secure_client(self._keys, sock, peer)
-            sock.connect(addressing.peer_address(peer))
-            self._push[peer] = sock
-        self._poller = zmq.Poller()
-        self._poller.register(self._pull, zmq.POLLIN)
+        if transport is None:
+            if addressing is None:
+                raise ValueError("Bus needs peer addressing for its ZeroMQ transport (or a transport)")
+            transport = ZmqTransport(agent_index, num_agents, addressing, cfg, max_frame_bytes, context)
+        self.transport: Transport = transport
+        self._auth_counts = transport.auth_counts
         self._seq = 0
         # (src, channel) -> latest (tick, round) frame received: frames of a sender arrive in order.
         self._heard: dict[tuple[int, str], tuple[int, int]] = {}
@@ -191,7 +165,7 @@ class Bus:
         Returns:
             The fate of every row on every link.
         """
-        dsts = tuple(p for p in peers if p in self._push)
+        dsts = tuple(p for p in peers if self.transport.reaches(p))
         wire = quantize(payload, self.config.quantization)
         batch = next(iter(wire.values())).shape[0]
         payload_row = row_bytes(wire, batch)
@@ -217,9 +191,7 @@ class Bus:
         for i, dst in enumerate(dsts):
             frame = common if exact else common + visibility_suffix(fates.visible_at[i])
             offered = batch if rows is None else int(rows.sum())
-            try:
-                self._push[dst].send(frame, copy=False)
-            except zmq.Again:
+            if not self.transport.send(dst, frame):
                 self._drop("transport_full", offered)
                 continue
             self.totals.frames_sent += 1
@@ -296,7 +268,7 @@ class Bus:
             waiting = missing or (self.clock.name == "wall" and self._invisible(want, channel, round, key))
             if not waiting or (stop is not None and stop.is_set()):
                 break
-            remaining = deadline - time.monotonic()
+            remaining = deadline - time.monotonic() if self.transport.can_wait else 0.0
             if remaining <= 0:
                 self._drop("round_timeout", len(missing))
                 if missing and self.clock.name == "sim":
@@ -306,13 +278,13 @@ class Bus:
                         tick,
                         round,
                         missing,
-                        timeout,
+                        timeout if self.transport.can_wait else 0.0,
                     )
                 break
             poll_ms = remaining * 1000 if missing else min(remaining * 1000, 1.0)
             if stop is not None:
                 poll_ms = min(poll_ms, STOP_POLL_S * 1000)
-            self._poller.poll(max(0.0, poll_ms))
+            self.transport.wait(poll_ms)
         now = self.clock.read_time(tick, round)
         out: dict[int, Delivery] = {}
         for src in want:
@@ -370,16 +342,8 @@ class Bus:
         return found
 
     def _drain(self) -> None:
-        pull = self._pull
-        while pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # no exception per empty read
-            try:
-                frame = pull.recv(zmq.NOBLOCK, copy=self._keys is None)
-            except zmq.Again:
-                return
-            if self._keys is None:
-                self._accept(frame)
-            else:  # the authenticated agent index of the connection the frame came over
-                self._accept(frame.bytes, frame.get("User-Id"))
+        for frame, user_id in self.transport.receive():
+            self._accept(frame, user_id)
 
     def _accept(self, frame: bytes, user_id: str | None = None) -> None:
         try:
@@ -396,7 +360,7 @@ class Bus:
         if env.src == self.agent_index:
             self._drop("bad_field")
             return
-        if self._keys is not None and user_id != str(env.src):
+        if self.transport.authenticated and user_id != str(env.src):
             self._drop("impersonation")
             log.warning("dropped a frame claiming src %d over the connection of agent %s", env.src, user_id)
             return
@@ -442,11 +406,7 @@ class Bus:
         return {"path": str(self.trace.path), "records": self.trace.written, "truncated": self.trace.truncated}
 
     def close(self) -> None:
-        """Close all sockets (held messages are discarded) and the trace file."""
-        for sock in self._push.values():
-            sock.close(0)
-        self._pull.close(0)
-        if self._keys is not None:
-            security.release(self._ctx)
+        """Close the transport (held messages are discarded) and the trace file."""
+        self.transport.close()
         if self.trace is not None:
             self.trace.close()

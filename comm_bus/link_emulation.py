@@ -2,7 +2,7 @@
 
 A *message* here is one env copy's row on one directed link ``src -> dst`` (an envelope carries the B rows
 of all env copies at once, but every env copy is its own world with its own links). For each message, in
-this order (DESIGN.md, "Link emulation"):
+this order (docs/link-emulation.md):
 
 1. **range**: dropped (``out_of_range``) if the two agents are farther apart than ``range``;
 0. **partition** (fault schedule): dropped (``partition``) while a partition covers the link;

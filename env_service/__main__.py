@@ -1,11 +1,12 @@
 """Entry point: ``python -m env_service --config C [--seed S] [--num-envs B] [--port P]``.
 
 Hosts B copies of the configured env until SIGTERM/SIGINT. The port defaults to ``MARLMESH_ENV_PORT``
-(50051); ``--port 0`` picks a free one and ``--port-file`` reports it.
+(see :mod:`marlmesh.contract`); ``--port 0`` picks a free one and ``--port-file`` reports it.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import threading
@@ -16,7 +17,7 @@ from prometheus_client import Counter, Gauge
 from env_service.env_workers import EnvWorkerError
 from env_service.node import EnvNode
 from env_service.servicer import EnvServicer
-from marlmesh import process
+from marlmesh import contract, process
 from marlmesh.plugins import PluginError
 from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_server
 from marlmesh.v1 import env_pb2_grpc
@@ -53,9 +54,11 @@ def _export_metrics(node: EnvNode, stop: threading.Event, period_s: float = 1.0)
             return
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Serve the env until SIGTERM/SIGINT."""
-    p = process.base_parser(ROLE, "Hosts B copies of a PettingZoo ParallelEnv behind a step barrier.")
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m env_service`` (defaults from the ``MARLMESH_*`` variables)."""
+    p = process.base_parser(
+        ROLE, "Hosts B copies of a PettingZoo ParallelEnv behind a step barrier.", port=contract.ENV_PORT
+    )
     p.add_argument("--seed", type=int, default=None, help="env seed (default: the config's seed)")
     p.add_argument("--num-envs", type=int, default=None, help="B, env copies (default: env.num_envs)")
     p.add_argument(
@@ -64,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="first tick number (a restarted env continues above its previous ticks; default 0)",
     )
-    ns = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the env until SIGTERM/SIGINT."""
+    ns = parser().parse_args(argv)
     process.exit_with_parent()
     config = process.load_or_fail(ROLE, ns)
     setup_logging("env")
@@ -87,13 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, PluginError, EnvWorkerError) as exc:
         process.fail(ROLE, str(exc))
     host = ns.host or config.runtime.host
-    port = ns.port if ns.port is not None else int(os.environ.get("MARLMESH_ENV_PORT", "50051"))
     install_signal_handlers(stop)
     servicer = EnvServicer(node)
     try:
         server = start_server(
             host=host,
-            port=port,
+            port=ns.port,
             stop=stop,
             max_message_bytes=config.runtime.max_message_bytes,
             identity=Identity(

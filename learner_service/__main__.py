@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import threading
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 from learner_service.gossip_addressing import gossip_addressing
 from learner_service.node import LearnerNode
 from learner_service.servicer import LearnerServicer
-from marlmesh import process
+from marlmesh import contract, process
 from marlmesh.config import Config
 from marlmesh.plugins import PluginError
 from marlmesh.policy_spec import policy_spec_for
@@ -40,18 +41,24 @@ def _gossip(config: Config, agent: int, num_agents: int) -> Gossip | None:
     return Gossip(cfg, config.bus, agent, num_agents, gossip_addressing(), seed=config.seed)
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m learner_service`` (defaults from the ``MARLMESH_*`` variables)."""
+    p = process.base_parser(ROLE, "The learner of one agent (decentralized PPO, local critic).", contract.LEARNER_PORT)
+    process.agent_id_arg(p, ROLE)
+    process.env_addr_arg(p, ROLE)
+    process.variable_arg(
+        p,
+        ROLE,
+        contract.CHECKPOINT_DIR,
+        "checkpoint folder of this agent; resumes from the newest valid one",
+        type=Path,
+    )
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one agent's learner until SIGTERM/SIGINT."""
-    p = process.base_parser(ROLE, "The learner of one agent (decentralized PPO, local critic).")
-    process.agent_id_arg(p)
-    process.env_addr_arg(p)
-    p.add_argument(
-        "--checkpoint-dir",
-        type=Path,
-        default=os.environ.get("MARLMESH_CHECKPOINT_DIR"),
-        help="checkpoint folder of this agent (MARLMESH_CHECKPOINT_DIR); resumes from the newest valid one",
-    )
-    ns = p.parse_args(argv)
+    ns = parser().parse_args(argv)
     process.exit_with_parent()
     config = process.load_or_fail(ROLE, ns)
     agent = process.parse_agent_id(ROLE, ns.agent_id)
@@ -61,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(config.train.torch_threads)
     host = ns.host or config.runtime.host
-    port = ns.port if ns.port is not None else int(os.environ.get("MARLMESH_LEARNER_PORT", "50061"))
     env_spec = process.fetch_env_spec(
         ROLE, ns.env_addr, config.runtime.startup_timeout_s, config.runtime.max_message_bytes, tls_identity
     )
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     servicer = LearnerServicer(node, stop)
     server = start_server(
         host=host,
-        port=port,
+        port=ns.port,
         stop=stop,
         max_message_bytes=config.runtime.max_message_bytes,
         identity=Identity(

@@ -1,9 +1,8 @@
 """Where learners' gossip sockets live (environment variables, like the agents' bus addressing).
 
-- ``MARLMESH_GOSSIP_BASE_PORT``: gossip port of learner 0; learner ``i`` uses base + i (default 48000).
-- ``MARLMESH_GOSSIP_PATTERN``: address of learner ``{id}``'s gossip socket, e.g.
-  ``tcp://agents-{id}.agents:{port}`` on Kubernetes (default ``tcp://127.0.0.1:{port}``).
-- ``MARLMESH_GOSSIP_BIND``: what this learner binds (default ``tcp://127.0.0.1:{port}``).
+``MARLMESH_GOSSIP_BASE_PORT``, ``MARLMESH_GOSSIP_PATTERN`` and ``MARLMESH_GOSSIP_BIND`` (declared with their
+defaults in :mod:`marlmesh.contract`) play the roles of the bus variables; on Kubernetes the pattern is
+``tcp://agents-{id}.agents:{port}``.
 """
 
 from __future__ import annotations
@@ -11,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from comm_bus.addressing import PeerAddressing
+from marlmesh import contract
 
-DEFAULT_GOSSIP_BASE_PORT = 48000
+DEFAULT_GOSSIP_BASE_PORT = contract.DEFAULT_GOSSIP_BASE_PORT
 
 
 def gossip_addressing(environ: Mapping[str, str] | None = None) -> PeerAddressing:
@@ -23,8 +23,7 @@ def gossip_addressing(environ: Mapping[str, str] | None = None) -> PeerAddressin
     """
     return PeerAddressing.from_env(
         environ,
-        port_var="MARLMESH_GOSSIP_BASE_PORT",
-        pattern_var="MARLMESH_GOSSIP_PATTERN",
-        bind_var="MARLMESH_GOSSIP_BIND",
-        default_port=DEFAULT_GOSSIP_BASE_PORT,
+        port_var=contract.GOSSIP_BASE_PORT,
+        pattern_var=contract.GOSSIP_PATTERN,
+        bind_var=contract.GOSSIP_BIND,
     )

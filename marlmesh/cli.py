@@ -27,6 +27,7 @@ def _error(message: str, code: int = 2) -> int:
 def cmd_train(ns: argparse.Namespace) -> int:
     """``marlmesh train``."""
     from marlmesh.launch.faults import check_supported
+    from marlmesh.launch.inprocess import check_inprocess, train_inprocess
     from marlmesh.launch.mesh import MeshError
     from marlmesh.launch.train import check_plugins, default_run_dir, train
     from marlmesh.tls import check_tls
@@ -36,11 +37,14 @@ def cmd_train(ns: argparse.Namespace) -> int:
         check_plugins(config)
         check_supported(config)
         check_tls(config)
+        if ns.launcher == "inprocess":
+            check_inprocess(config)
     except (ConfigError, PluginError) as exc:
         return _error(str(exc))
     run_dir = Path(ns.run_dir) if ns.run_dir else default_run_dir(config)
+    launch = train_inprocess if ns.launcher == "inprocess" else train
     try:
-        summary = train(config, run_dir, evaluate=not ns.no_eval)
+        summary = launch(config, run_dir, evaluate=not ns.no_eval)
     except MeshError as exc:
         print(f"marlmesh: error: {exc}", file=sys.stderr)
         return 1
@@ -139,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     t.add_argument("--run-dir", default=None, help="run directory (default: runs/<time>-<env>-<algo>-<channel>)")
     t.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    t.add_argument(
+        "--launcher",
+        choices=("mesh", "inprocess"),
+        default="mesh",
+        help="mesh: one OS process per env, agent and learner (default); inprocess: all of them in this process, "
+        "the same links emulated, weights taken up in lockstep (for experiments)",
+    )
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate the saved policies of a run (deterministic actions)")
     e.add_argument("run_dir")

@@ -13,11 +13,13 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from marlmesh import contract
+
 METADATA_KEY = "x-marlmesh-control-token"
 """gRPC metadata key carrying the token."""
-TOKEN_ENV = "MARLMESH_CONTROL_TOKEN"
+TOKEN_ENV = contract.CONTROL_TOKEN.name
 """Variable holding the token itself."""
-TOKEN_FILE_ENV = "MARLMESH_CONTROL_TOKEN_FILE"
+TOKEN_FILE_ENV = contract.CONTROL_TOKEN_FILE.name
 """Variable naming a file that holds the token (also the flag ``--control-token-file``)."""
 MIN_TOKEN_CHARS = 16
 """Shortest token accepted (a generated one has 43 characters)."""

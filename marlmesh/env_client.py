@@ -8,7 +8,7 @@ import time
 import grpc
 import numpy as np
 
-from marlmesh import tensors
+from marlmesh import contract, tensors
 from marlmesh.observation import AgentObservation, observation_from_proto
 from marlmesh.serving import grpc_options
 from marlmesh.tls import TlsIdentity, open_channel
@@ -76,7 +76,7 @@ class EnvClient:
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         raise ConnectionError(
             f"cannot reach env_service at {self.address} within {timeout_s:.0f}s ({last}); "
-            f"is it running and is --env-addr / MARLMESH_ENV_ADDR right? {self._tls_hint()}"
+            f"is it running and is --env-addr / {contract.ENV_ADDR.name} right? {self._tls_hint()}"
         )
 
     def _tls_hint(self) -> str:

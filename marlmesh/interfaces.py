@@ -1,10 +1,10 @@
-"""The tiny core interfaces that plugins implement (see DESIGN.md, "Interfaces and plugins").
+"""The tiny core interfaces that plugins implement (see docs/architecture.md, "Plugins").
 
 One typed protocol per role; what a caller may rely on is declared here as an attribute, never probed:
 
 - ``marlmesh.envs``: a factory ``(**env.kwargs) -> pettingzoo.ParallelEnv``; no interface of our own.
 - ``marlmesh.channels``: :class:`Channel` (policy stages + message schema; ``gated`` says it sends only some
-  rows, see :class:`GatedChannel`), reading :class:`Received` messages.
+  rows, see :class:`GatedChannel`), reading :class:`~marlmesh.exchange.Heard` messages.
 - ``marlmesh.links``: :class:`LinkModel` (``ideal`` says the bus may skip emulation).
 - ``marlmesh.algos``: :class:`Algo` (builds one agent's :class:`Learner`; ``required_channel`` and
   ``centralized`` say how it may run).
@@ -19,27 +19,9 @@ import numpy as np
 
 if TYPE_CHECKING:  # torch-free at import time
     from marlmesh.config import Config, LinkConfig
+    from marlmesh.exchange import Heard
     from marlmesh.policies.staged import StagedPolicy
     from marlmesh.policy_spec import PolicySpec
-
-
-class Received(Protocol):
-    """One sender's message as a channel's ``inbox`` reads it (the bus delivers :class:`comm_bus.mailbox.Delivery`).
-
-    Attributes:
-        payload: The wire payload, rows ``[B, ...]`` along the first axis (rows not in ``rows`` must be ignored).
-        rows: ``[B]`` bool, the env copies with a fresh value; None when every row is fresh.
-    """
-
-    @property
-    def payload(self) -> Mapping[str, np.ndarray]:
-        """The wire payload."""
-        ...
-
-    @property
-    def rows(self) -> np.ndarray | None:
-        """Which env copies' rows are present."""
-        ...
 
 
 @runtime_checkable
@@ -71,9 +53,7 @@ class Channel(Protocol):
         """Wire payload of one round's outgoing message (``outbox`` is ``[B, M]``)."""
         ...
 
-    def inbox(
-        self, received: Mapping[int, Received], batch: int, num_agents: int
-    ) -> tuple[np.ndarray, np.ndarray, int]:
+    def inbox(self, received: Mapping[int, Heard], batch: int, num_agents: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Received values -> ``(msgs [B, N, M], mask [B, N], rejected)``; bad payloads are rejected.
 
         ``received[src].rows`` (``[B]`` bool or None = all) says which env copies have a fresh value.

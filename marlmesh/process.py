@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from marlmesh import control_token, tls
+from marlmesh import contract, control_token, tls
 from marlmesh.config import Config, ConfigError, load_config
 from marlmesh.serving import grpc_options
 from marlmesh.v1 import env_pb2, env_pb2_grpc
@@ -36,44 +36,66 @@ def exit_with_parent() -> None:
 
     Linux only (``PR_SET_PDEATHSIG``); elsewhere a no-op. If the launcher is already gone, exit at once.
     """
-    parent = os.environ.get("MARLMESH_PARENT_PID")
-    if not parent or not sys.platform.startswith("linux"):
+    parent = contract.PARENT_PID.integer()
+    if parent is None or not sys.platform.startswith("linux"):
         return
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != int(parent):
+    if os.getppid() != parent:
         sys.exit(0)
 
 
-def base_parser(role: str, description: str) -> argparse.ArgumentParser:
-    """Flags every service shares."""
+def env_default(role: str, var: contract.Variable) -> str | None:
+    """The value of ``var`` (its default when unset), or exit with an error naming the variable."""
+    try:
+        return var.value()
+    except contract.ContractError as exc:
+        fail(role, str(exc))
+
+
+def variable_arg(
+    p: argparse.ArgumentParser, role: str, var: contract.Variable, what: str, *aliases: str, **kwargs: Any
+) -> None:
+    """Add ``var.flag`` with the variable's value as its default; the help names the variable.
+
+    Args:
+        p: The parser.
+        role: Prefix of the error line when the variable's value is bad.
+        var: A contract variable with a flag.
+        what: Help text: what the flag sets.
+        *aliases: Further option strings (e.g. ``-c``).
+        **kwargs: Further ``add_argument`` arguments (``type``, ``choices``, ...).
+    """
+    if var.flag is None:
+        raise ValueError(f"{var.name} has no flag in the process contract")
+    p.add_argument(var.flag, *aliases, default=env_default(role, var), help=f"{what} ({var.name})", **kwargs)
+
+
+def base_parser(role: str, description: str, port: contract.Variable) -> argparse.ArgumentParser:
+    """Flags every service shares.
+
+    Args:
+        role: The program (``env_service``, ...).
+        description: What the program does.
+        port: The variable that gives ``--port`` its default.
+    """
     p = argparse.ArgumentParser(prog=f"python -m {role}", description=description)
-    p.add_argument("--config", "-c", default=os.environ.get("MARLMESH_CONFIG"), help="YAML config (MARLMESH_CONFIG)")
+    variable_arg(p, role, contract.CONFIG, "YAML config", "-c")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    p.add_argument("--host", default=os.environ.get("MARLMESH_HOST"), help="bind address (MARLMESH_HOST)")
-    p.add_argument("--port", type=int, default=None, help="gRPC port (0 = pick a free one)")
+    variable_arg(p, role, contract.HOST, "bind address")
+    variable_arg(p, role, port, f"gRPC port; default {port.default}, 0 = pick a free one", type=int)
     p.add_argument("--port-file", type=Path, default=None, help="write the bound gRPC port here")
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(os.environ.get("MARLMESH_METRICS_PORT", "0")),
-        help="Prometheus port (MARLMESH_METRICS_PORT; 0 = off)",
-    )
+    variable_arg(p, role, contract.METRICS_PORT, "Prometheus port, 0 = off", type=int)
     p.add_argument("--stats-file", type=Path, default=None, help="write final counters (JSON) here on exit")
-    for kind, what in (("ca", "CA certificate"), ("cert", "own certificate"), ("key", "own private key")):
-        var = tls.ENV_VARS[kind]
-        p.add_argument(
-            f"--tls-{kind}",
-            default=os.environ.get(var) or None,
-            help=f"runtime.tls: PEM {what} ({var}; '{{id}}' -> agent index)",
-        )
-    p.add_argument(
-        "--control-token-file",
-        default=os.environ.get(control_token.TOKEN_FILE_ENV) or None,
-        help=f"file holding the token that authorizes Control.Shutdown ({control_token.TOKEN_FILE_ENV})",
-    )
+    for var, what in (
+        (contract.TLS_CA, "CA certificate"),
+        (contract.TLS_CERT, "own certificate"),
+        (contract.TLS_KEY, "own private key"),
+    ):
+        variable_arg(p, role, var, f"runtime.tls: PEM {what}; '{{id}}' -> agent index")
+    variable_arg(p, role, contract.CONTROL_TOKEN_FILE, "file holding the token that authorizes Control.Shutdown")
     return p
 
 
@@ -98,18 +120,14 @@ def security_or_fail(
         fail(role, str(exc))
 
 
-def agent_id_arg(p: argparse.ArgumentParser) -> None:
+def agent_id_arg(p: argparse.ArgumentParser, role: str) -> None:
     """Add ``--agent-id`` (default ``MARLMESH_AGENT_ID``)."""
-    p.add_argument("--agent-id", default=os.environ.get("MARLMESH_AGENT_ID"), help="agent index (MARLMESH_AGENT_ID)")
+    variable_arg(p, role, contract.AGENT_ID, "agent index")
 
 
-def env_addr_arg(p: argparse.ArgumentParser) -> None:
-    """Add ``--env-addr`` (default ``MARLMESH_ENV_ADDR`` or 127.0.0.1:50051)."""
-    p.add_argument(
-        "--env-addr",
-        default=os.environ.get("MARLMESH_ENV_ADDR", "127.0.0.1:50051"),
-        help="env_service address host:port (MARLMESH_ENV_ADDR)",
-    )
+def env_addr_arg(p: argparse.ArgumentParser, role: str) -> None:
+    """Add ``--env-addr`` (default ``MARLMESH_ENV_ADDR``, else the local default)."""
+    variable_arg(p, role, contract.ENV_ADDR, "env_service address host:port")
 
 
 def load_or_fail(role: str, ns: argparse.Namespace) -> Config:
@@ -123,11 +141,10 @@ def load_or_fail(role: str, ns: argparse.Namespace) -> Config:
 def parse_agent_id(role: str, raw: str | None, num_agents: int | None = None) -> int:
     """The agent index from ``--agent-id``/``MARLMESH_AGENT_ID`` (a pod name like ``agent-2`` works too)."""
     if raw is None or raw == "":
-        fail(role, "no agent id: pass --agent-id or set MARLMESH_AGENT_ID")
-    tail = str(raw).rsplit("-", 1)[-1]
-    if not tail.isdigit():
+        fail(role, f"no agent id: pass --agent-id or set {contract.AGENT_ID.name}")
+    index = contract.agent_index(str(raw))
+    if index is None:
         fail(role, f"agent id {raw!r} is not an index (expected e.g. 0 or agent-0)")
-    index = int(tail)
     if num_agents is not None and index >= num_agents:
         fail(role, f"agent id {index} out of range: the env has {num_agents} agents")
     return index
@@ -186,6 +203,6 @@ def fetch_env_spec(
     fail(
         role,
         f"cannot reach env_service at {address} within {timeout_s:.0f}s ({last}); "
-        "is it running and is --env-addr / MARLMESH_ENV_ADDR right?",
+        f"is it running and is --env-addr / {contract.ENV_ADDR.name} right?",
         code=3,
     )

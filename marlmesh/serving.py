@@ -23,7 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import marlmesh
-from marlmesh import control_token, tls
+from marlmesh import contract, control_token, tls
 from marlmesh.rpc_guard import guarded
 from marlmesh.v1 import control_pb2, control_pb2_grpc
 
@@ -227,7 +227,7 @@ def setup_logging(role: str, agent_index: int = -1, level: str | None = None) ->
     """Log to stderr as ``time role[index] level message`` (the launcher redirects stderr to a file)."""
     who = role if agent_index < 0 else f"{role}[{agent_index}]"
     logging.basicConfig(
-        level=(level or os.environ.get("MARLMESH_LOG_LEVEL", "INFO")).upper(),
+        level=(level or contract.LOG_LEVEL.value() or "INFO").upper(),
         format=f"%(asctime)s {who} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
         force=True,

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import grpc
 
+from marlmesh import contract
 from marlmesh.config import Config, ConfigError, TlsConfig
 
-ENV_VARS = {"ca": "MARLMESH_TLS_CA", "cert": "MARLMESH_TLS_CERT", "key": "MARLMESH_TLS_KEY"}
+ENV_VARS = {"ca": contract.TLS_CA.name, "cert": contract.TLS_CERT.name, "key": contract.TLS_KEY.name}
 """Per-process overrides of the three files (also the flags ``--tls-ca/--tls-cert/--tls-key``)."""
 LAUNCHER = "launcher"
 """Identity of the local launcher (``marlmesh train``/``eval``)."""

@@ -1,4 +1,4 @@
-"""``dgat``: K-hop distributed graph attention (D-GAT / DG-MAPPO, see DESIGN.md).
+"""``dgat``: K-hop distributed graph attention (D-GAT / DG-MAPPO, see docs/algorithms.md).
 
 Round k of an env step carries ``[z^k (message_dim - 1 floats), sender degree]`` per env copy; K =
 ``channel.dgat.hops`` rounds per step. The policy is :class:`~marlmesh.policies.dgat.DGATPolicy`.

@@ -63,9 +63,10 @@ def bench_edge(config: Config, decisions: int = 3000, episodes: int = 6) -> dict
     """Latency of both runtimes on the same exported policy, and an edge agent process's peak RSS."""
     import torch
 
-    from agent_service.runtime import OnnxRuntime, TorchRuntime
+    from agent_service.runtime import OnnxRuntime
     from marlmesh import plugins
     from marlmesh.deploy.export import export_policy, policy_specs, write_manifest
+    from marlmesh.policies.torch_runtime import TorchRuntime
 
     torch.set_num_threads(1)
     torch.manual_seed(config.seed)

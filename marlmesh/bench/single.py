@@ -2,28 +2,19 @@
 
 The same B env copies and the same N staged policies, vectorized in one process (no gRPC, no bus, no barrier).
 
-Per step: every agent's ``encode``; per round, every agent's inbox is built by its channel from the other
-agents' payloads (every message heard, as on an ideal bus) and the next round runs; then ``act`` and
-``sample``; then each env copy steps with the joint action and resets when its episode ends.
+Per step: the staged loop (:mod:`marlmesh.staged_loop`) for every agent over an in-process exchange with ideal
+links (every message heard); then each env copy steps with the joint action and resets when its episode ends.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from marlmesh.config import Config
-
-
-@dataclass
-class _Heard:
-    """A peer's message as a channel's ``inbox`` expects it (every row present)."""
-
-    payload: dict[str, np.ndarray]
-    rows: None = None
+from marlmesh.config import BusConfig, Config
+from marlmesh.staged_loop import StepView, act, communicate
 
 
 class SingleProcessRollout:
@@ -37,15 +28,22 @@ class SingleProcessRollout:
     def __init__(self, config: Config, policies: list[Any]) -> None:
         import torch
 
-        from agent_service.runtime import TorchRuntime
+        from comm_bus.exchange import local_exchange
         from marlmesh import plugins
         from marlmesh.envs import make_env
+        from marlmesh.policies.torch_runtime import TorchRuntime
 
         torch.set_num_threads(config.train.torch_threads)  # as every agent process does
         self.config = config
         self.channel = plugins.load("channels", config.channel.name)(config.channel)
         self.runtimes = [TorchRuntime(p) for p in policies]
         self.num_agents = len(policies)
+        self.exchange = (
+            local_exchange(self.num_agents, config=BusConfig(), rounds=self.channel.rounds)
+            if self.channel.rounds
+            else None
+        )
+        self.tick = 0
         self.num_envs = config.env.num_envs
         self.envs = [make_env(config.env) for _ in range(self.num_envs)]
         self.names = list(self.envs[0].possible_agents)
@@ -61,20 +59,13 @@ class SingleProcessRollout:
             self.obs[a][b] = obs.get(name, 0.0)
 
     def _decide(self) -> list[np.ndarray]:
-        n, batch = self.num_agents, self.num_envs
-        encoded = [rt.encode(self.obs[i]) for i, rt in enumerate(self.runtimes)]
-        states = [s for s, _ in encoded]
-        outboxes = [o for _, o in encoded]
-        inboxes: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(n)]
-        for k in range(self.channel.rounds):
-            heard = [_Heard(self.channel.payload(o)) for o in outboxes]
-            for i, rt in enumerate(self.runtimes):
-                msgs, mask, _ = self.channel.inbox({j: heard[j] for j in range(n) if j != i}, batch, n)
-                inboxes[i].append((msgs, mask))
-                if k + 1 < self.channel.rounds:
-                    states[i], outboxes[i] = rt.round(k + 1, states[i], (msgs, mask))
+        n = self.num_agents
+        views = {i: StepView(self.tick, self.obs[i], range(n)) for i in range(n)}
+        staged = communicate(self.channel, dict(enumerate(self.runtimes)), views, self.exchange, num_agents=n)
+        assert staged is not None
+        self.tick += 1
         deterministic = self.config.eval.deterministic
-        return [rt.sample(rt.act(states[i], inboxes[i]), deterministic)[0] for i, rt in enumerate(self.runtimes)]
+        return [act(rt, staged[i], deterministic)[0] for i, rt in enumerate(self.runtimes)]
 
     def step(self) -> None:
         """One batched step: decide for every agent, then step and (on episode end) reset every env copy."""

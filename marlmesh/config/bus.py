@@ -29,7 +29,7 @@ class GilbertElliottConfig(StrictModel):
 
 
 class LinkConfig(StrictModel):
-    """Parameters of one directed link (netem semantics, see DESIGN.md "Link emulation").
+    """Parameters of one directed link (netem semantics, see docs/link-emulation.md).
 
     Per message (one env copy's row on one directed link): range check -> loss -> drop-tail queue ->
     delay (latency + jitter) -> serialization at the link rate:

@@ -10,7 +10,7 @@ from marlmesh.config.base import StrictModel
 
 
 class DGATConfig(StrictModel):
-    """Settings of the ``dgat`` channel (distributed graph attention, DESIGN.md)."""
+    """Settings of the ``dgat`` channel (distributed graph attention, docs/algorithms.md)."""
 
     hops: int = Field(2, ge=1, le=6)
     """K: attention hops, i.e. bus rounds per env step (round k carries ``z^k``)."""

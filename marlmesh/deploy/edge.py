@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from marlmesh import tls
+from marlmesh import contract, tls
 from marlmesh.config import Config, load_config
 from marlmesh.launch.mesh import stop_processes
 from marlmesh.ports import free_port_block
@@ -115,7 +115,7 @@ def run_edge_mesh(
     own_tls = tls.load_identity(settings, tls.LAUNCHER)
     env_tls = tls.child_env(settings, "env")
     workdir.mkdir(parents=True, exist_ok=True)
-    base = {k: v for k, v in os.environ.items() if k != "MARLMESH_PARENT_PID"}
+    base = {k: v for k, v in os.environ.items() if k != contract.PARENT_PID.name}
     base["PYTHONUNBUFFERED"] = "1"
     repo = Path(__file__).resolve().parents[2]
     env_log = workdir / "env.log"
@@ -133,37 +133,37 @@ def run_edge_mesh(
             str(num_envs),
         ],
         cwd=repo,
-        env={**base, **env_tls, "MARLMESH_CONFIG": str(config_path), "MARLMESH_HOST": "127.0.0.1"},
+        env={**base, **env_tls, contract.CONFIG.name: str(config_path), contract.HOST.name: contract.LOCAL_HOST},
         stdout=open(env_log, "wb"),  # noqa: SIM115 (the child owns it)
         stderr=subprocess.STDOUT,
     )
     procs = [env_proc]
     agents: list[subprocess.Popen] = []
     try:
-        address = f"127.0.0.1:{int(_wait_file(env_port_file, env_proc, env_log, 60))}"
+        address = f"{contract.LOCAL_HOST}:{int(_wait_file(env_port_file, env_proc, env_log, 60))}"
         with EnvClient(address, timeout_s=10, tls_identity=own_tls) as client:
             spec = client.wait_ready(30)
         n = len(spec.agents)
         agent_tls = [tls.child_env(settings, tls.identity_name("agent", i), i) for i in range(n)]
-        bus_base = free_port_block("127.0.0.1", n)
+        bus_base = free_port_block(contract.LOCAL_HOST, n)
         logs = [workdir / f"agent-{i}.log" for i in range(n)]
         for i in range(n):
             env = {
                 **base,
                 **agent_tls[i],
                 # exactly the variables k8s/base/agents.yaml sets (addresses made local)
-                "MARLMESH_AGENT_ID": f"agents-{i}",
-                "MARLMESH_NUM_AGENTS": str(n),
-                "MARLMESH_CONFIG": str(config_path),
-                "MARLMESH_ENV_ADDR": address,
-                "MARLMESH_PEER_PATTERN": "tcp://127.0.0.1:{port}",
-                "MARLMESH_BUS_BIND": "tcp://127.0.0.1:{port}",
-                "MARLMESH_BUS_BASE_PORT": str(bus_base),
-                "MARLMESH_HOST": "127.0.0.1",
-                "MARLMESH_AGENT_PORT": "0",
-                "MARLMESH_MODE": "eval",
-                "MARLMESH_RUNTIME": "onnx",
-                "MARLMESH_POLICY_DIR": str(policy_dir),
+                contract.AGENT_ID.name: f"agents-{i}",
+                contract.NUM_AGENTS.name: str(n),
+                contract.CONFIG.name: str(config_path),
+                contract.ENV_ADDR.name: address,
+                contract.PEER_PATTERN.name: contract.LOCAL_ENDPOINT_PATTERN,
+                contract.BUS_BIND.name: contract.LOCAL_ENDPOINT_PATTERN,
+                contract.BUS_BASE_PORT.name: str(bus_base),
+                contract.HOST.name: contract.LOCAL_HOST,
+                contract.AGENT_PORT.name: "0",
+                contract.MODE.name: "eval",
+                contract.RUNTIME.name: "onnx",
+                contract.POLICY_DIR.name: str(policy_dir),
             }
             agents.append(
                 subprocess.Popen(

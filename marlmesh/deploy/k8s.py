@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from marlmesh import control_token, tls
+from marlmesh import contract, control_token, tls
 from marlmesh.config import Config, dump_config, load_config
 from marlmesh.deploy.certs import CONTROL_TOKEN, TLS_SECRET
 
@@ -349,7 +349,7 @@ def render(
     sts["spec"]["replicas"] = agents
     for container in sts["spec"]["template"]["spec"]["containers"]:
         if container["name"] == "agent":
-            _set_env(container, "MARLMESH_NUM_AGENTS", str(agents))
+            _set_env(container, contract.NUM_AGENTS.name, str(agents))
     for doc in docs:
         template = doc.get("spec", {}).get("template")
         if doc.get("kind") in ("Deployment", "StatefulSet") and template is not None:

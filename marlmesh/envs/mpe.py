@@ -1,6 +1,6 @@
 """Factories for the ``mpe2`` environments registered under ``marlmesh.envs``.
 
-Each factory applies marlmesh's documented defaults (the reference setting of DESIGN.md) and passes any
+Each factory applies marlmesh's documented defaults (the reference setting of docs/benchmarks.md) and passes any
 ``env.kwargs`` through unchanged, so ``--set env.kwargs.N=5`` works as in mpe2 itself.
 
 The envs are built as mpe2's ``raw_env`` behind PettingZoo's AEC-to-parallel conversion, without the

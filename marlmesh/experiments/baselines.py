@@ -7,7 +7,7 @@ behind the barrier, and the episode statistics come from the env service. A base
 
     python -m marlmesh.baselines scripted --run-dir DIR [-c CONFIG] [--set key=value]... [--episodes N]
 
-The scripted controller (DESIGN.md reference: about -27 per episode against about -79 for random, N=3,
+The scripted controller (docs/benchmarks.md, "Baselines": about -27 per episode against about -79 for random, N=3,
 25 steps, local_ratio 0.5) reads the mpe2 ``simple_spread`` observation of its own agent
 (``[own vel (2), own pos (2), landmark rel pos (2N), other agents rel pos (2(N-1)), comm (2(N-1))]``),
 solves the agent-to-landmark assignment that minimises the summed distance (every agent sees every agent

@@ -2,7 +2,7 @@
 
 ``python -m marlmesh.spread_diagnostics RUN_DIR [--episodes 100]`` loads the newest checkpoint of every agent
 of a finished run (``RUN_DIR/config.yaml``, ``RUN_DIR/checkpoints/agent-i``), plays greedy episodes in this
-process with ideal links (every peer heard, as :mod:`learner_service.inprocess` does) and prints, per step, the
+process through the staged loop over ideal links (an in-process exchange, every peer heard) and prints, per step, the
 sum over landmarks of the distance to the nearest agent (what the shared reward penalises), plus how many
 episodes end with a landmark uncovered and with two agents nearest the same landmark. ``RUN_DIR`` may also be
 ``scripted`` (the scripted controller of :mod:`marlmesh.experiments.baselines`, on ``--config``'s env), the
@@ -31,15 +31,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agent_service.runtime import TorchRuntime
-from learner_service.inprocess import ideal_rounds
+from comm_bus.exchange import local_exchange
 from marlmesh import plugins
 from marlmesh.checkpoint import load_latest
-from marlmesh.config import Config, load_config
+from marlmesh.config import BusConfig, Config, load_config
 from marlmesh.deploy.export import policy_specs
 from marlmesh.envs import make_env
 from marlmesh.experiments.baselines import BASELINES, best_assignment, make_policy
+from marlmesh.policies.torch_runtime import TorchRuntime
 from marlmesh.spaces import SpaceSpec
+from marlmesh.staged_loop import StepView, act, communicate
 
 COVERED = 0.2
 """A landmark counts as covered when an agent is within this distance (env units) at the episode's end."""
@@ -115,7 +116,9 @@ def diagnose(
         raise ValueError(f"env {config.env.name!r} has no MPE world with landmarks (simple_spread is needed)")
     agents = list(env.possible_agents)
     n = len(agents)
-    rounds = plugins.load("channels", config.channel.name)(config.channel).rounds
+    channel = plugins.load("channels", config.channel.name)(config.channel)
+    exchange = local_exchange(n, config=BusConfig(), rounds=channel.rounds) if channel.rounds else None
+    tick = 0
     scripted = (
         [
             make_policy(
@@ -146,11 +149,11 @@ def diagnose(
             if actors is None:
                 acts = [policy.act(ob)[0] for policy, ob in zip(scripted, batch, strict=True)]
             else:
-                states, _, inboxes = ideal_rounds(actors, batch, rounds)
-                acts = [
-                    actor.sample(actor.act(states[i], inboxes[i]), deterministic=True)[0][0]
-                    for i, actor in enumerate(actors)
-                ]
+                views = {i: StepView(tick, batch[i], range(n)) for i in range(n)}
+                staged = communicate(channel, dict(enumerate(actors)), views, exchange, num_agents=n)
+                assert staged is not None
+                acts = [act(actor, staged[i], deterministic=True)[0][0] for i, actor in enumerate(actors)]
+                tick += 1
             obs, rewards, _, _, _ = env.step({a: _env_action(x) for a, x in zip(agents, acts, strict=True)})
             total += float(sum(rewards.values()))
             world = env.unwrapped.world
@@ -176,6 +179,8 @@ def diagnose(
         returns.append(total)
         collisions.append(hits)
     env.close()
+    if exchange is not None:
+        exchange.close()
     return SpreadReport(
         episodes=episodes,
         return_mean=float(np.mean(returns)),

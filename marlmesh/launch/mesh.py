@@ -24,7 +24,7 @@ from pathlib import Path
 
 import grpc
 
-from marlmesh import control_token, tls
+from marlmesh import contract, control_token, tls
 from marlmesh.config import Config, ConfigError
 from marlmesh.errors import MeshError
 from marlmesh.ports import free_port_block
@@ -183,7 +183,7 @@ class Mesh:
     ) -> subprocess.Popen:
         # No preexec_fn: forking a process that runs gRPC threads can deadlock in gRPC's fork handlers, so
         # children arm their own parent-death signal (marlmesh.process.exit_with_parent).
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MARLMESH_PARENT_PID": str(os.getpid()), **extra_env}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", contract.PARENT_PID.name: str(os.getpid()), **extra_env}
         argv = [
             sys.executable,
             "-m",
@@ -336,11 +336,11 @@ class Mesh:
                     "agent_service",
                     args,
                     {
-                        "MARLMESH_AGENT_ID": str(i),
-                        "MARLMESH_NUM_AGENTS": str(self.num_agents),
-                        "MARLMESH_PEER_PATTERN": f"tcp://{host}:{{port}}",
-                        "MARLMESH_BUS_BIND": f"tcp://{host}:{{port}}",
-                        "MARLMESH_BUS_BASE_PORT": str(self.bus_base_port),
+                        contract.AGENT_ID.name: str(i),
+                        contract.NUM_AGENTS.name: str(self.num_agents),
+                        contract.PEER_PATTERN.name: f"tcp://{host}:{{port}}",
+                        contract.BUS_BIND.name: f"tcp://{host}:{{port}}",
+                        contract.BUS_BASE_PORT.name: str(self.bus_base_port),
                     },
                 )
             )
@@ -355,9 +355,9 @@ class Mesh:
         pattern = f"tcp://{host}:{{port}}"
         base = free_port_block(host, self.num_agents)
         return {
-            "MARLMESH_GOSSIP_BASE_PORT": str(base),
-            "MARLMESH_GOSSIP_PATTERN": pattern,
-            "MARLMESH_GOSSIP_BIND": pattern,
+            contract.GOSSIP_BASE_PORT.name: str(base),
+            contract.GOSSIP_PATTERN.name: pattern,
+            contract.GOSSIP_BIND.name: pattern,
         }
 
     def bus_trace_part(self, agent_id: int) -> Path:

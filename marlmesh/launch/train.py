@@ -7,7 +7,7 @@ Run directory layout::
     RUN_DIR/logs/            one log per process
     RUN_DIR/checkpoints/     agent-<i>/ckpt-<version>.pt (atomic, checksummed)
     RUN_DIR/plots/           learning curves (``marlmesh plot``)
-    RUN_DIR/summary.json     the contract fields (DESIGN.md)
+    RUN_DIR/summary.json     the contract fields (docs/runs.md)
 """
 
 from __future__ import annotations
@@ -84,6 +84,30 @@ def progress(steps: int, total: int, elapsed: float, max_wall_seconds: float | N
         left = wall_left if math.isnan(left) else min(left, wall_left)
         share = max(share, elapsed / max_wall_seconds)
     return left, min(100, int(100 * share))
+
+
+def progress_line(rec: dict[str, object], episodes_in_mean: int, config: Config) -> str:
+    """The console progress line of a ``metrics.jsonl`` record (both launchers print it).
+
+    Args:
+        rec: The record (``env_steps``, ``wall_seconds``, ``steps_per_second``, ``return_sum_recent_mean``,
+            ``learners`` with their ``version``).
+        episodes_in_mean: Episodes behind ``return_sum_recent_mean``.
+        config: The run's config (the budget).
+    """
+    total = config.train.total_env_steps
+    steps = int(rec["env_steps"])
+    elapsed = float(rec["wall_seconds"])
+    left, share = progress(steps, total, elapsed, config.train.max_wall_seconds)
+    ret = rec["return_sum_recent_mean"]
+    versions = "/".join(str(lr.get("version")) for lr in rec["learners"]) or "-"
+    return (
+        f"[{share:3d}%] env steps {steps:,}/{total:,}"
+        f" | {rec['steps_per_second']:,.0f} steps/s"
+        f" | return (last {episodes_in_mean} ep) {'-' if ret is None else f'{ret:.1f}'}"
+        f" | policy versions {versions} | {_fmt_time(elapsed)} elapsed"
+        + (f", ~{_fmt_time(left)} left" if left == left else "")
+    )
 
 
 class Progress:
@@ -174,19 +198,7 @@ class Progress:
         return self.default_actions
 
     def _print(self, rec: dict[str, object]) -> None:
-        total = self.config.train.total_env_steps
-        steps = int(rec["env_steps"])
-        elapsed = float(rec["wall_seconds"])
-        left, share = progress(steps, total, elapsed, self.config.train.max_wall_seconds)
-        ret = rec["return_sum_recent_mean"]
-        versions = "/".join(str(lr.get("version")) for lr in rec["learners"]) or "-"
-        line = (
-            f"[{share:3d}%] env steps {steps:,}/{total:,}"
-            f" | {rec['steps_per_second']:,.0f} steps/s"
-            f" | return (last {len(self.returns)} ep) {'-' if ret is None else f'{ret:.1f}'}"
-            f" | policy versions {versions} | {_fmt_time(elapsed)} elapsed"
-            + (f", ~{_fmt_time(left)} left" if left == left else "")
-        )
+        line = progress_line(rec, len(self.returns), self.config)
         if self.tty:
             self.out.write("\r\033[K" + line)
             self.out.flush()
@@ -388,6 +400,7 @@ def _summarize(
     restarts = _restarts(processes, supervisor)
     return {
         "run_dir": str(run_dir),
+        "launcher": "mesh",
         "status": "interrupted" if stop.event.is_set() else "trained",
         "signal": stop.signal_name,
         "env_steps": progress.env_steps if progress else 0,

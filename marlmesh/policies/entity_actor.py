@@ -2,7 +2,7 @@
 
 An MLP over the flat observation sees landmark 0, landmark 1, ... as different inputs, so independent
 learners settle on **fixed roles** (agent i always heads for landmark i), whose ceiling in simple_spread is far
-below a coordinated assignment (README, "Why the learners stall near -34"). This network cannot name a
+below a coordinated assignment (docs/notes/2026-12-03-why-the-learners-stall-near-34.md). This network cannot name a
 landmark by its index: it is invariant to the order of the targets and of the peers, so what it learns is a
 rule on positions, such as "head for the nearest landmark that no other agent is closer to".
 

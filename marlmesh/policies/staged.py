@@ -68,11 +68,27 @@ class ActionHead(nn.Module):
         ent = dist.entropy()
         return ent if self.discrete else ent.sum(-1)
 
-    def sample(self, dist: Distribution, deterministic: bool) -> torch.Tensor:
-        """Sampled (or greedy/mean) actions, shaped like the action space."""
+    def sample(self, dist: Distribution, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sampled (or greedy/mean) actions, shaped like the action space.
+
+        Args:
+            dist: The action distribution of :meth:`forward`.
+            deterministic: Greedy (discrete) or mean (box) actions instead of samples.
+            generator: Random source of the samples (None: torch's global generator). An agent that owns its
+                generator samples the same actions whatever else runs in its process.
+        """
         if self.discrete:
-            return dist.probs.argmax(-1) if deterministic else dist.sample()
-        a = dist.mean if deterministic else dist.sample()
+            if deterministic:
+                return dist.probs.argmax(-1)
+            if generator is None:
+                return dist.sample()
+            return torch.multinomial(dist.probs, 1, generator=generator).squeeze(-1)
+        if deterministic:
+            a = dist.mean
+        elif generator is None:
+            a = dist.sample()
+        else:
+            a = torch.normal(dist.mean, dist.stddev, generator=generator)
         return a.reshape(a.shape[0], *self._shape)
 
 

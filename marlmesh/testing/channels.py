@@ -1,12 +1,14 @@
 """Conformance suite for channel plugins (``marlmesh.channels``), usable by third-party channels too.
 
 A channel is a set of staged policy stages plus a message schema. The checks run N of its policies in one
-process through the channel's own ``payload``/``inbox`` code, with an in-memory stand-in for the bus
-(:func:`run_stages`), and verify what the rest of marlmesh relies on:
+process through the staged loop every agent runs (:func:`run_stages`, :mod:`marlmesh.staged_loop`) and the
+channel's own ``payload``/``inbox`` code, over an exchange (default: the in-process one, every agent's bus on an
+in-memory hub with ideal links; any :class:`~marlmesh.exchange.Exchange` factory can be passed, e.g. buses on
+ZeroMQ sockets), and verify what the rest of marlmesh relies on:
 
 - :func:`check_round_trip`: what a sender puts in ``payload(outbox)`` comes out of ``inbox`` at its index,
   with mask 1 for every heard sender and 0 for self. A gated channel (optional ``send_rows(outbox) -> [B] bool``)
-  sends only those rows: the stand-in bus delivers them as ``.rows``, like ``Bus.send(..., rows=...)``.
+  sends only those rows: the bus delivers them as ``.rows``.
 - :func:`check_malformed_rejected`: a missing key, wrong shape or dtype, non-finite values, a bad ``.rows``
   and an unknown sender are rejected and counted, never raised, and leave mask 0.
 - :func:`check_mask_honoured`: ``.rows`` (which env copies' rows are visible) and absent senders give mask 0
@@ -29,15 +31,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch.distributions import Distribution
 
+from comm_bus.exchange import BusExchange, local_exchange
+from marlmesh.config import BusConfig
+from marlmesh.exchange import Exchange
 from marlmesh.interfaces import Channel
 from marlmesh.policies.staged import Inbox, StagedPolicy
+from marlmesh.policies.torch_runtime import TorchRuntime
 from marlmesh.policy_spec import PolicySpec
 from marlmesh.spaces import SpaceSpec
+from marlmesh.staged_loop import StepView, communicate
 
 ChannelFactory = Callable[[], Channel]
 
@@ -111,71 +119,80 @@ def full_links(batch: int, num_agents: int) -> np.ndarray:
     return links
 
 
-def send_rows(channel: Channel, outbox: np.ndarray) -> np.ndarray:
-    """``[B]`` bool rows of ``outbox`` that a gated channel sends (``channel.send_rows``); all rows otherwise.
-
-    Raises:
-        AssertionError: If ``send_rows`` returns anything but a ``[B]`` bool array.
-    """
-    gate = getattr(channel, "send_rows", None)
-    if gate is None:
-        return np.ones(outbox.shape[0], bool)
-    rows = np.asarray(gate(outbox))
-    assert rows.shape == (outbox.shape[0],) and rows.dtype == bool, f"send_rows gave {rows.dtype}{list(rows.shape)}"
-    return rows
-
-
 def _t(inbox: tuple[np.ndarray, np.ndarray]) -> Inbox:
     return torch.from_numpy(inbox[0]), torch.from_numpy(inbox[1])
 
 
+ExchangeFactory = Callable[[int, int], "BusExchange"]
+"""``(num_agents, rounds) -> exchange``: a fresh exchange serving every agent (closed by the suite after use)."""
+
+
+def local_exchange_factory(num_agents: int, rounds: int) -> BusExchange:
+    """The in-process exchange (every agent's bus on an in-memory hub) with ideal links."""
+    return local_exchange(num_agents, config=BusConfig(), rounds=rounds)
+
+
+class _LinkMask:
+    """An exchange seen through ``links[b, i, j]``: rows of j that i may not see are hidden from it."""
+
+    def __init__(self, inner: Exchange, links: np.ndarray) -> None:
+        self.inner = inner
+        self.links = links
+
+    def send(self, agent: int, **kwargs: Any) -> int:
+        return self.inner.send(agent, **kwargs)
+
+    def collect(self, agent: int, **kwargs: Any) -> dict[int, Received]:
+        out = {}
+        for j, heard in self.inner.collect(agent, **kwargs).items():
+            rows = self.links[:, agent, j] & (True if heard.rows is None else heard.rows)
+            if rows.any():
+                out[j] = Received(dict(heard.payload), rows=rows)
+        return out
+
+
 @torch.no_grad()
 def run_stages(
-    channel: Channel, team: list[StagedPolicy], obs: list[np.ndarray], links: np.ndarray | None = None
+    channel: Channel,
+    team: list[StagedPolicy],
+    obs: list[np.ndarray],
+    links: np.ndarray | None = None,
+    exchange: ExchangeFactory = local_exchange_factory,
 ) -> TeamStep:
-    """One env step of the whole team, stage by stage as the agent processes run it (bus in memory).
+    """One env step of the whole team through the staged loop (:mod:`marlmesh.staged_loop`), as agents run it.
 
     Args:
         channel: The channel under test (its ``payload`` and ``inbox`` are used for every message).
         team: One policy per agent.
         obs: Per agent ``[B, obs_dim]`` float32.
         links: ``[B, N, N]`` bool, ``links[b, i, j]`` = j's message reaches i in env copy b (default: all).
+        exchange: Builds the exchange the rounds travel through (default: the in-process one, ideal links).
     """
     n = len(team)
-    b = obs[0].shape[0]
-    links = full_links(b, n) if links is None else links
-    states, outs = [], []
-    for policy, o in zip(team, obs, strict=True):
-        state, out = policy.encode(torch.from_numpy(o))
-        states.append(state)
-        outs.append(out)
-    outboxes: list[list[np.ndarray]] = [[] for _ in range(n)]
-    sent_rows: list[list[np.ndarray]] = [[] for _ in range(n)]
-    inboxes: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(n)]
-    rejected = [0] * n
-    for k in range(channel.rounds):
-        payloads = []
-        for j in range(n):
-            out = outs[j].numpy()
-            outboxes[j].append(out.copy())
-            sent_rows[j].append(send_rows(channel, out))
-            payloads.append(channel.payload(out))
-        for i in range(n):
-            visible = [links[:, i, j] & sent_rows[j][k] for j in range(n)]
-            heard = [j for j in range(n) if j != i and visible[j].any()]
-            received = {j: Received(payloads[j], rows=visible[j]) for j in heard}
-            msgs, mask, rej = channel.inbox(received, b, n)
-            rejected[i] += rej
-            inboxes[i].append((msgs, mask))
-        if k + 1 < channel.rounds:
-            for i in range(n):
-                states[i], outs[i] = team[i].round(k + 1, states[i], _t(inboxes[i][k]))
+    runtimes = {i: TorchRuntime(policy) for i, policy in enumerate(team)}
+    views = {i: StepView(0, obs[i], range(n)) for i in range(n)}
+    inner = exchange(n, channel.rounds) if channel.rounds else None
+    try:
+        ex = inner if inner is None or links is None else _LinkMask(inner, links)
+        staged = communicate(channel, runtimes, views, ex, num_agents=n)
+    finally:
+        if inner is not None:
+            inner.close()
+    assert staged is not None
     dists, values = [], []
     for i in range(n):
-        dist, value = team[i].act(states[i], [_t(x) for x in inboxes[i]])
+        dist, value = team[i].act(staged[i].state, [_t(x) for x in staged[i].inboxes])
         dists.append(dist)
         values.append(value)
-    return TeamStep(obs, outboxes, sent_rows, inboxes, dists, values, rejected)
+    return TeamStep(
+        obs,
+        [staged[i].outboxes for i in range(n)],
+        [staged[i].sent_rows for i in range(n)],
+        [staged[i].inboxes for i in range(n)],
+        dists,
+        values,
+        [staged[i].rejected for i in range(n)],
+    )
 
 
 def _obs(rng: np.random.Generator, n: int, batch: int, obs_dim: int = 6) -> list[np.ndarray]:
@@ -188,13 +205,15 @@ def _finite_dist(dist: Distribution) -> bool:
 
 
 # -- the checks ----------------------------------------------------------------------------------------
-def check_round_trip(make: ChannelFactory, num_agents: int = 3, batch: int = 5) -> None:
+def check_round_trip(
+    make: ChannelFactory, num_agents: int = 3, batch: int = 5, exchange: ExchangeFactory = local_exchange_factory
+) -> None:
     """Payloads come out of ``inbox`` at the sender's index with mask 1; self has mask 0."""
     channel = make()
     if channel.rounds == 0:
         return
     team = build_team(channel, num_agents)
-    step = run_stages(channel, team, _obs(np.random.default_rng(0), num_agents, batch))
+    step = run_stages(channel, team, _obs(np.random.default_rng(0), num_agents, batch), exchange=exchange)
     for i in range(num_agents):
         assert step.rejected[i] == 0, f"agent {i}: {step.rejected[i]} well-formed messages rejected"
         for k in range(channel.rounds):
@@ -211,7 +230,9 @@ def check_round_trip(make: ChannelFactory, num_agents: int = 3, batch: int = 5) 
                 assert not msgs[~sent, j].any(), "a row that was not sent reached the inbox"
 
 
-def check_malformed_rejected(make: ChannelFactory, num_agents: int = 3, batch: int = 4) -> None:
+def check_malformed_rejected(
+    make: ChannelFactory, num_agents: int = 3, batch: int = 4, exchange: ExchangeFactory = local_exchange_factory
+) -> None:
     """Malformed messages are rejected and counted (never raised); the good one next to them is kept."""
     channel = make()
     if channel.rounds == 0:
@@ -242,7 +263,9 @@ def check_malformed_rejected(make: ChannelFactory, num_agents: int = 3, batch: i
     assert rejected == 1 and not mask.any(), "a sender index outside [0, N) must be rejected"
 
 
-def check_mask_honoured(make: ChannelFactory, num_agents: int = 4, batch: int = 6) -> None:
+def check_mask_honoured(
+    make: ChannelFactory, num_agents: int = 4, batch: int = 6, exchange: ExchangeFactory = local_exchange_factory
+) -> None:
     """``.rows`` and absent senders give mask 0 and zero messages; visible rows are exact."""
     channel = make()
     if channel.rounds == 0:
@@ -252,7 +275,7 @@ def check_mask_honoured(make: ChannelFactory, num_agents: int = 4, batch: int = 
     links = full_links(batch, num_agents)
     links &= rng.random(links.shape) < 0.6
     links[:, 0, num_agents - 1] = False  # the last agent never reaches agent 0
-    step = run_stages(channel, team, _obs(rng, num_agents, batch), links)
+    step = run_stages(channel, team, _obs(rng, num_agents, batch), links, exchange=exchange)
     for i in range(num_agents):
         for k in range(channel.rounds):
             msgs, mask = step.inboxes[i][k]
@@ -266,13 +289,19 @@ def check_mask_honoured(make: ChannelFactory, num_agents: int = 4, batch: int = 
                 np.testing.assert_array_equal(msgs[rows, j], step.outboxes[j][k][rows])
 
 
-def check_replay_identical(make: ChannelFactory, num_agents: int = 3, batch: int = 7, action: str = "discrete") -> None:
+def check_replay_identical(
+    make: ChannelFactory,
+    num_agents: int = 3,
+    batch: int = 7,
+    action: str = "discrete",
+    exchange: ExchangeFactory = local_exchange_factory,
+) -> None:
     """``evaluate`` on recorded inputs == the agent's stage-by-stage log-probs and values."""
     channel = make()
     team = build_team(channel, num_agents, action=action)
     rng = np.random.default_rng(3)
     links = full_links(batch, num_agents) & (rng.random((batch, num_agents, num_agents)) < 0.7)
-    step = run_stages(channel, team, _obs(rng, num_agents, batch), links)
+    step = run_stages(channel, team, _obs(rng, num_agents, batch), links, exchange=exchange)
     for i, policy in enumerate(team):
         with torch.no_grad():
             action_t = policy.actor.sample(step.dists[i], False)
@@ -282,7 +311,9 @@ def check_replay_identical(make: ChannelFactory, num_agents: int = 3, batch: int
         torch.testing.assert_close(value, step.values[i], rtol=1e-5, atol=1e-5)
 
 
-def check_no_nan_isolated(make: ChannelFactory, num_agents: int = 3, batch: int = 4) -> None:
+def check_no_nan_isolated(
+    make: ChannelFactory, num_agents: int = 3, batch: int = 4, exchange: ExchangeFactory = local_exchange_factory
+) -> None:
     """Nobody heard, or one agent removed (silent and deaf) mid-episode: finite outputs and gradients."""
     channel = make()
     team = build_team(channel, num_agents)
@@ -292,7 +323,7 @@ def check_no_nan_isolated(make: ChannelFactory, num_agents: int = 3, batch: int 
     removed[:, :, num_agents - 1] = False
     removed[:, num_agents - 1, :] = False
     for links in (np.zeros((batch, num_agents, num_agents), bool), removed):
-        step = run_stages(channel, team, obs, links)
+        step = run_stages(channel, team, obs, links, exchange=exchange)
         for i, policy in enumerate(team):
             assert _finite_dist(step.dists[i]), f"agent {i}: non-finite action distribution"
             assert torch.isfinite(step.values[i]).all(), f"agent {i}: non-finite value"
@@ -304,17 +335,19 @@ def check_no_nan_isolated(make: ChannelFactory, num_agents: int = 3, batch: int 
                 assert p.grad is None or torch.isfinite(p.grad).all(), f"agent {i}: non-finite gradient of {name}"
 
 
-def check_critic_is_local(make: ChannelFactory, num_agents: int = 3, batch: int = 5) -> None:
+def check_critic_is_local(
+    make: ChannelFactory, num_agents: int = 3, batch: int = 5, exchange: ExchangeFactory = local_exchange_factory
+) -> None:
     """The value depends only on the agent's own observation and received messages, row by row."""
     channel = make()
     team = build_team(channel, num_agents)
     rng = np.random.default_rng(5)
     obs = _obs(rng, num_agents, batch)
-    step = run_stages(channel, team, obs)
+    step = run_stages(channel, team, obs, exchange=exchange)
     # 1. another agent's observation changes: with the recorded messages unchanged the value is unchanged
     changed = [o.copy() for o in obs]
     changed[1] = changed[1] + 3.0
-    step2 = run_stages(channel, team, changed)
+    step2 = run_stages(channel, team, changed, exchange=exchange)
     with torch.no_grad():
         replay = team[0].value(torch.from_numpy(obs[0]), [_t(x) for x in step.inboxes[0]])
     torch.testing.assert_close(replay, step.values[0], rtol=1e-5, atol=1e-5)
@@ -323,8 +356,8 @@ def check_critic_is_local(make: ChannelFactory, num_agents: int = 3, batch: int 
     # 2. an agent whose messages reach nobody cannot influence anyone's value
     silent = full_links(batch, num_agents)
     silent[:, :, 1] = False
-    base = run_stages(channel, team, obs, silent)
-    moved = run_stages(channel, team, changed, silent)
+    base = run_stages(channel, team, obs, silent, exchange=exchange)
+    moved = run_stages(channel, team, changed, silent, exchange=exchange)
     for i in range(num_agents):
         if i != 1:
             torch.testing.assert_close(moved.values[i], base.values[i], rtol=0, atol=0)
@@ -349,8 +382,14 @@ CHECKS = (
 """Every check of the suite, in order."""
 
 
-def run_conformance(make: ChannelFactory) -> None:
-    """Run every check on a channel built by ``make`` (raises AssertionError on the first failure)."""
+def run_conformance(make: ChannelFactory, exchange: ExchangeFactory = local_exchange_factory) -> None:
+    """Run every check on a channel built by ``make`` (raises AssertionError on the first failure).
+
+    Args:
+        make: Builds the channel under test.
+        exchange: Builds the exchange its rounds travel through (default: in process, ideal links; the
+            built-in channels also run through ZeroMQ sockets on 127.0.0.1, see ``tests/conformance``).
+    """
     for check in CHECKS:
-        check(make)
-    check_replay_identical(make, action="box")
+        check(make, exchange=exchange)
+    check_replay_identical(make, action="box", exchange=exchange)

@@ -1,10 +1,17 @@
-"""Every built-in channel passes the channel conformance suite (marlmesh.testing.channels)."""
+"""Every built-in channel passes the channel conformance suite (marlmesh.testing.channels), through both
+exchanges: the in-process one and buses on real ZeroMQ sockets on 127.0.0.1."""
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from comm_bus.addressing import PeerAddressing
+from comm_bus.bus import Bus
+from comm_bus.exchange import BusExchange
+from comm_bus.metrics import BusMetrics
 from marlmesh import plugins
-from marlmesh.config import ChannelConfig
-from marlmesh.testing.channels import CHECKS, check_replay_identical
+from marlmesh.config import BusConfig, ChannelConfig
+from marlmesh.ports import free_port_block
+from marlmesh.testing.channels import CHECKS, check_replay_identical, local_exchange_factory
 
 BUILTIN = {
     "none": {},
@@ -18,6 +25,21 @@ BUILTIN = {
 }
 
 
+def zmq_exchange(num_agents: int, rounds: int) -> BusExchange:
+    """Every agent's bus in this process, on its own ZeroMQ sockets (ideal links, sim clock)."""
+    addressing = PeerAddressing(base_port=free_port_block("127.0.0.1", num_agents))
+    metrics = BusMetrics(CollectorRegistry())
+    return BusExchange(
+        {
+            i: Bus(i, num_agents, addressing, config=BusConfig(), rounds=rounds, metrics=metrics)
+            for i in range(num_agents)
+        }
+    )
+
+
+EXCHANGES = {"inprocess": local_exchange_factory, "zmq": zmq_exchange}
+
+
 def _factory(case: str):
     cfg = ChannelConfig(**{"name": case, "message_dim": 8, **BUILTIN[case]})
     cls = plugins.load("channels", cfg.name)
@@ -29,12 +51,14 @@ def test_every_installed_builtin_is_covered():
     assert {"none", "broadcast", "dgat", "meanfield"} <= names <= set(plugins.installed("channels"))
 
 
+@pytest.mark.parametrize("exchange", sorted(EXCHANGES))
 @pytest.mark.parametrize("case", sorted(BUILTIN))
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
-def test_channel_conformance(case, check):
-    check(_factory(case))
+def test_channel_conformance(case, check, exchange):
+    check(_factory(case), exchange=EXCHANGES[exchange])
 
 
+@pytest.mark.parametrize("exchange", sorted(EXCHANGES))
 @pytest.mark.parametrize("case", sorted(BUILTIN))
-def test_replay_identical_box_actions(case):
-    check_replay_identical(_factory(case), action="box")
+def test_replay_identical_box_actions(case, exchange):
+    check_replay_identical(_factory(case), action="box", exchange=EXCHANGES[exchange])

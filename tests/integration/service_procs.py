@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from marlmesh import contract
 from marlmesh.bench.meshrun import initial_policies
 from marlmesh.config import dump_config, load_config
 from marlmesh.launch.mesh import Mesh, stop_processes
@@ -31,7 +32,7 @@ def start(
 ) -> subprocess.Popen:
     """``python -m module args`` with stderr+stdout into ``log`` (cwd: the repo root)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("MARLMESH_PARENT_PID", None)
+    full_env.pop(contract.PARENT_PID.name, None)
     fh = open(log, "wb")  # noqa: SIM115 (closed with the process by the OS)
     return subprocess.Popen(
         [python, *python_flags, "-m", module, *args], cwd=ROOT, env=full_env, stdout=fh, stderr=subprocess.STDOUT

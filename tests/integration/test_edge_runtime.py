@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from marlmesh import contract
 from marlmesh.config import dump_config, load_config
 from marlmesh.deploy.edge import export_initial_policies, run_edge_mesh
 
@@ -53,7 +54,7 @@ def test_onnx_agent_refuses_a_policy_for_another_channel(tmp_path: Path) -> None
     other.write_text(dump_config(load_config(cfg, ["channel.name=broadcast"])))
     out = subprocess.run(
         [sys.executable, "-m", "agent_service", "--runtime", "onnx", "--mode", "eval", "--policy-dir", str(policy)],
-        env={"MARLMESH_CONFIG": str(other), "MARLMESH_AGENT_ID": "agents-0", "PATH": "/usr/bin:/bin"},
+        env={contract.CONFIG.name: str(other), contract.AGENT_ID.name: "agents-0", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,

@@ -11,7 +11,7 @@ import grpc
 import pytest
 import service_procs
 
-from marlmesh import control_token, tls
+from marlmesh import contract, control_token, tls
 from marlmesh.config import load_config
 from marlmesh.deploy.certs import generate_tls
 from marlmesh.serving import grpc_options
@@ -154,7 +154,7 @@ def test_a_missing_or_foreign_tls_file_fails_at_start_naming_the_setting(
         capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
     )  # fmt: skip
     assert res.returncode == 2
-    assert "MARLMESH_TLS_CERT" in res.stderr and "was not issued by the CA" in res.stderr, res.stderr
+    assert contract.TLS_CERT.name in res.stderr and "was not issued by the CA" in res.stderr, res.stderr
     res = subprocess.run(
         [sys.executable, "-m", "marlmesh.cli", "train", "-c", str(SMOKE), "--run-dir", str(tmp_path / "run"),
          "--set", "runtime.tls.enabled=true", "--set", f"runtime.tls.keys_dir={tmp_path / 'nowhere'}"],

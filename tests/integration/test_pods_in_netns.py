@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from marlmesh import contract
 from marlmesh.config import load_config
 from marlmesh.deploy import k8s
 from marlmesh.deploy.edge import export_initial_policies, stop_processes
@@ -114,7 +115,7 @@ def test_env_and_three_agent_pods_in_namespaces_complete_an_evaluation(tmp_path:
     def launch(pod: str, container: dict, log: Path, extra: list[str]) -> subprocess.Popen:
         ns, _ = netns.pods[pod]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **pod_env(container, pod)}
-        env["MARLMESH_CONFIG"] = str(tmp_path / "config.yaml")
+        env[contract.CONFIG.name] = str(tmp_path / "config.yaml")
         if "--policy-dir" in container.get("args", []):  # the ConfigMap volume's mount path -> our export
             args = list(container["args"])
             args[args.index("--policy-dir") + 1] = str(tmp_path / "policy")
@@ -138,7 +139,7 @@ def test_env_and_three_agent_pods_in_namespaces_complete_an_evaluation(tmp_path:
             stats = tmp_path / f"agent-{i}.json"
             procs.append(launch(pod, agent_container, tmp_path / f"agent-{i}.log", ["--stats-file", str(stats)]))
         env_ns = netns.pods["env-pod"][0]
-        port = pod_env(env_container, "env-pod")["MARLMESH_ENV_PORT"]
+        port = contract.ENV_PORT.integer(pod_env(env_container, "env-pod"))
         probe = (
             "import sys; from marlmesh.env_client import EnvClient; "
             f"c = EnvClient('127.0.0.1:{port}', timeout_s=5); print(c.stats(max_episodes=1).episodes)"

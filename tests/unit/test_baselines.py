@@ -74,7 +74,7 @@ def test_scripted_scores_well_above_random_on_simple_spread():
     config = load_config(None)  # simple_spread_v3, N=3, 25 steps, local_ratio 0.5, discrete
     scripted = evaluate_in_process(config, "scripted", 20, seed=0)
     rnd = evaluate_in_process(config, "random", 20, seed=0)
-    # DESIGN.md reference over 100 episodes: scripted about -27, random about -79
+    # reference over 100 episodes (docs/benchmarks.md, "Baselines"): scripted about -27, random about -79
     assert np.mean(scripted) > np.mean(rnd) + 20, (np.mean(scripted), np.mean(rnd))
     assert np.mean(scripted) > -40
 

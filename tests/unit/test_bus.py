@@ -14,6 +14,7 @@ from comm_bus.channels.vector import vector_inbox
 from comm_bus.envelope import Envelope, serialize
 from comm_bus.mailbox import Delivery
 from comm_bus.metrics import BusMetrics
+from marlmesh import contract
 from marlmesh.config import load_config
 from marlmesh.ports import free_port_block
 
@@ -119,12 +120,14 @@ def test_vector_inbox_rejects_bad_payloads_and_honours_rows():
 
 def test_addressing_from_env():
     a = PeerAddressing.from_env(
-        {"MARLMESH_PEER_PATTERN": "tcp://agent-{id}.agents:{port}", "MARLMESH_BUS_BASE_PORT": "6000"}
+        {contract.PEER_PATTERN.name: "tcp://agent-{id}.agents:{port}", contract.BUS_BASE_PORT.name: "6000"}
     )
     assert a.peer_address(3) == "tcp://agent-3.agents:6003"
-    assert agent_id_from_env({"MARLMESH_AGENT_ID": "agent-2"}) == 2
-    with pytest.raises(ValueError, match="MARLMESH_BUS_BASE_PORT"):
-        PeerAddressing.from_env({"MARLMESH_BUS_BASE_PORT": "x"})
+    assert a.bind_address(3) == "tcp://127.0.0.1:6003", "unset: the contract's default bind address"
+    assert PeerAddressing.from_env({}).base_port == contract.DEFAULT_BUS_BASE_PORT
+    assert agent_id_from_env({contract.AGENT_ID.name: "agent-2"}) == 2
+    with pytest.raises(ValueError, match=f"{contract.BUS_BASE_PORT.name}='x': not an integer"):
+        PeerAddressing.from_env({contract.BUS_BASE_PORT.name: "x"})
     with pytest.raises(ValueError, match="placeholders"):
         PeerAddressing(pattern="tcp://h:{nope}")
 

@@ -71,7 +71,7 @@ def _np_softplus(x: np.ndarray) -> np.ndarray:
 
 
 def test_two_hop_policy_on_a_line_graph_matches_numpy_reference():
-    """0 - 1 - 2 (0 and 2 out of range): features of every agent == a numpy re-implementation of DESIGN.md."""
+    """0 - 1 - 2 (0 and 2 out of range): features of every agent == a numpy re-implementation of docs/algorithms.md."""
     channel = DGATChannel(ChannelConfig(name="dgat", message_dim=5, dgat={"hops": 2}))
     team = build_team(channel, 3, seed=7)
     rng = np.random.default_rng(0)

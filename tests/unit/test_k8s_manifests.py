@@ -15,7 +15,7 @@ import yaml
 
 from comm_bus.addressing import PeerAddressing, agent_id_from_env
 from learner_service.gossip_addressing import gossip_addressing
-from marlmesh import cli
+from marlmesh import cli, contract
 from marlmesh.config import load_config, validate
 from marlmesh.deploy import k8s
 
@@ -24,15 +24,10 @@ K8S = ROOT / "k8s"
 TREES = {"base": K8S / "base", "local": K8S / "overlays" / "local", "edge": K8S / "overlays" / "edge"}
 K8S_VERSION = "1.30.0"
 """Oldest Kubernetes the manifests target (native gRPC probes and NetworkPolicy endPort are GA there)."""
-CODE_FILES = [
-    "comm_bus/addressing.py",
-    "agent_service/__main__.py",
-    "env_service/__main__.py",
-    "learner_service/__main__.py",
-    "learner_service/gossip_addressing.py",
-    "marlmesh/process.py",
-    "marlmesh/serving.py",
-]
+ROLES = {"env": contract.Role.ENV, "agent": contract.Role.AGENT, "learner": contract.Role.LEARNER}
+"""The process each container runs."""
+GRPC_PORTS = {"env": contract.ENV_PORT, "agent": contract.AGENT_PORT, "learner": contract.LEARNER_PORT}
+"""The variable that sets each container's gRPC port."""
 
 
 def kubectl() -> str | None:
@@ -131,18 +126,19 @@ def test_identity_and_peers_resolve_like_the_code_parses_them(agents: int) -> No
         pod = f"{sts_name}-{i}"  # StatefulSet pod names: <name>-<ordinal>
         agent_env = pod_env(containers(sts)["agent"], pod)
         assert agent_id_from_env(agent_env) == i
-        assert int(agent_env["MARLMESH_NUM_AGENTS"]) == agents
+        assert contract.NUM_AGENTS.integer(agent_env) == agents
         addressing = PeerAddressing.from_env(agent_env)
         for j in range(agents):
             # the peer address must be the DNS name the headless Service gives pod j
             assert addressing.peer_address(j) == f"tcp://{sts_name}-{j}.{svc_name}:{addressing.base_port + j}"
         bind_host = addressing.bind_address(i).removeprefix("tcp://").rsplit(":", 1)[0]
         assert not ipaddress.ip_address(bind_host).is_loopback, "the bus must bind a non-loopback address in pods"
-        host, port = agent_env["MARLMESH_ENV_ADDR"].rsplit(":", 1)
+        host, port = agent_env[contract.ENV_ADDR.name].rsplit(":", 1)
         assert (host, int(port)) == (env_svc["metadata"]["name"], env_port)
         learner_env = pod_env(containers(sts)["learner"], pod)
         assert agent_id_from_env(learner_env) == i
-        assert agent_env["MARLMESH_LEARNER_ADDR"] == f"127.0.0.1:{learner_env['MARLMESH_LEARNER_PORT']}"
+        learner_port = contract.LEARNER_PORT.integer(learner_env)
+        assert contract.LEARNER_ADDR.value(agent_env) == f"127.0.0.1:{learner_port}"
         gossip = gossip_addressing(learner_env)  # learners reach each other's gossip socket by pod DNS name
         for j in range(agents):
             assert gossip.peer_address(j) == f"tcp://{sts_name}-{j}.{svc_name}:{gossip.base_port + j}"
@@ -156,17 +152,14 @@ def test_identity_and_peers_resolve_like_the_code_parses_them(agents: int) -> No
     egress = [
         (p["port"], p.get("endPort", p["port"])) for rule in mesh["spec"]["egress"] for p in rule.get("ports", [])
     ]
-    for container, var in (("agent", "MARLMESH_BUS_BASE_PORT"), ("learner", "MARLMESH_GOSSIP_BASE_PORT")):
-        base = int(pod_env(containers(sts)[container], "x-0")[var])
+    for container, var in (("agent", contract.BUS_BASE_PORT), ("learner", contract.GOSSIP_BASE_PORT)):
+        base = var.integer(pod_env(containers(sts)[container], "x-0"))
         for allowed in (ranges, egress):
-            assert any(lo <= base and base + agents - 1 <= hi for lo, hi in allowed), f"{var} ports not admitted"
+            assert any(lo <= base and base + agents - 1 <= hi for lo, hi in allowed), f"{var.name} ports not admitted"
 
 
 def test_every_container_uses_only_variables_the_code_reads_and_probes_its_grpc_port() -> None:
-    code = "".join((ROOT / f).read_text() for f in CODE_FILES)
-    readme = (ROOT / "README.md").read_text()
     docs = k8s.build_kustomization(TREES["base"]) + k8s.build_kustomization(TREES["edge"])
-    port_vars = {"env": "MARLMESH_ENV_PORT", "agent": "MARLMESH_AGENT_PORT", "learner": "MARLMESH_LEARNER_PORT"}
     seen = 0
     for doc in docs:
         if doc["kind"] not in ("Deployment", "StatefulSet"):
@@ -174,11 +167,10 @@ def test_every_container_uses_only_variables_the_code_reads_and_probes_its_grpc_
         for name, c in containers(doc).items():
             env = pod_env(c, "agents-0")
             for var in env:
-                if var.startswith("MARLMESH_"):
-                    assert f'"{var}"' in code, f"{name}: {var} is set but no service reads it"
-                    assert var in readme, f"{var} is not documented in README.md"
-            assert env["MARLMESH_HOST"] == "0.0.0.0", f"{name}: gRPC must bind all interfaces in a pod"
-            grpc_port = int(env[port_vars[name]])
+                if var.startswith(contract.PREFIX):
+                    assert ROLES[name] in contract.by_name(var).read_by, f"{name}: {var} is set but {name} ignores it"
+            assert contract.HOST.value(env) == "0.0.0.0", f"{name}: gRPC must bind all interfaces in a pod"
+            grpc_port = GRPC_PORTS[name].integer(env)
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 assert c[probe]["grpc"]["port"] == grpc_port, f"{name}.{probe}"
             sc = c["securityContext"]
@@ -189,6 +181,37 @@ def test_every_container_uses_only_variables_the_code_reads_and_probes_its_grpc_
         pod_sc = doc["spec"]["template"]["spec"]["securityContext"]
         assert pod_sc["runAsNonRoot"] and pod_sc["seccompProfile"]["type"] == "RuntimeDefault"
     assert seen == 3 + 2  # base: env, agent, learner; edge: env, agent
+
+
+def test_every_marlmesh_variable_in_the_yaml_and_the_rendered_manifests_is_declared_in_the_contract() -> None:
+    declared = {v.name for v in contract.VARIABLES}
+    pattern = re.compile(rf"\b{contract.PREFIX}[A-Z0-9_]*[A-Z0-9]")
+    for path in sorted(K8S.rglob("*.yaml")):
+        undeclared = set(pattern.findall(path.read_text())) - declared
+        assert not undeclared, (
+            f"{path.relative_to(ROOT)} uses {sorted(undeclared)}, not declared in marlmesh/contract.py"
+        )
+    config = load_config(None, ["runtime.tls.enabled=true", "runtime.tls.keys_dir=/keys"])
+    for overlay in (None, *k8s.OVERLAYS):
+        used = set(pattern.findall(k8s.dump_manifests(k8s.render(config, 3, overlay=overlay))))
+        assert used and used <= declared, f"overlay {overlay}: {sorted(used - declared)} not declared in the contract"
+
+
+def test_the_base_manifests_use_the_contracts_default_ports() -> None:
+    docs = k8s.build_kustomization(TREES["base"])
+    ports = {
+        contract.ENV_PORT.name: contract.DEFAULT_ENV_PORT,
+        contract.AGENT_PORT.name: contract.DEFAULT_AGENT_PORT,
+        contract.LEARNER_PORT.name: contract.DEFAULT_LEARNER_PORT,
+        contract.BUS_BASE_PORT.name: contract.DEFAULT_BUS_BASE_PORT,
+        contract.GOSSIP_BASE_PORT.name: contract.DEFAULT_GOSSIP_BASE_PORT,
+    }
+    seen = {}
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            for c in containers(doc).values():
+                seen.update({k: int(v) for k, v in pod_env(c, "agents-0").items() if k in ports})
+    assert seen == ports
 
 
 def test_edge_overlay_runs_onnx_agents_without_learner() -> None:

@@ -1,4 +1,4 @@
-"""Link emulation semantics (DESIGN.md "Link emulation"), on the emulator and through real buses."""
+"""Link emulation semantics (docs/link-emulation.md), on the emulator and through real buses."""
 
 import math
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from agent_service.runtime import OnnxRuntime, TorchRuntime, read_manifest, sample_numpy
+from agent_service.runtime import OnnxRuntime, read_manifest, sample_numpy
 from marlmesh import plugins
 from marlmesh.config import load_config
 from marlmesh.deploy.export import export_policy, policy_specs, write_manifest
+from marlmesh.policies.torch_runtime import TorchRuntime
 from marlmesh.spaces import SpaceSpec
 
 TOL = 1e-4

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent_service.runtime import TorchRuntime
 from marlmesh import plugins, tensors
 from marlmesh.bench.edge import decide
 from marlmesh.config import load_config
 from marlmesh.deploy.export import policy_specs
+from marlmesh.policies.torch_runtime import TorchRuntime
 
 
 def _wire(array: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from comm_bus.security import CurveKeys
-from marlmesh import cli, control_token, tls
+from marlmesh import cli, contract, control_token, tls
 from marlmesh.config import ConfigError, load_config
 from marlmesh.deploy import k8s
 from marlmesh.deploy.certs import generate_tls
@@ -39,13 +39,17 @@ def test_file_precedence_flags_then_config_files_then_keys_dir() -> None:
     config = _tls_config("runtime.tls.keys_dir=/k", "runtime.tls.cert_file=/c/{name}.pem")
     files = tls.resolve_files(config, "agent-2", {"key": "/flag/agent-{id}.key"}, agent=2)
     assert (files.ca, files.cert, files.key) == (Path("/k/ca.crt"), Path("/c/agent-2.pem"), Path("/flag/agent-2.key"))
-    assert files.sources == {"ca": "runtime.tls.keys_dir", "cert": "runtime.tls.cert_file", "key": "MARLMESH_TLS_KEY"}
-    assert files.env() == {
-        "MARLMESH_TLS_CA": "/k/ca.crt",
-        "MARLMESH_TLS_CERT": "/c/agent-2.pem",
-        "MARLMESH_TLS_KEY": "/flag/agent-2.key",
+    assert files.sources == {
+        "ca": "runtime.tls.keys_dir",
+        "cert": "runtime.tls.cert_file",
+        "key": contract.TLS_KEY.name,
     }
-    with pytest.raises(ConfigError, match=r"MARLMESH_TLS_CERT.*\{id\}.*env is not an agent"):
+    assert files.env() == {
+        contract.TLS_CA.name: "/k/ca.crt",
+        contract.TLS_CERT.name: "/c/agent-2.pem",
+        contract.TLS_KEY.name: "/flag/agent-2.key",
+    }
+    with pytest.raises(ConfigError, match=rf"{contract.TLS_CERT.name}.*\{{id\}}.*env is not an agent"):
         tls.resolve_files(config, "env", {"cert": "/x/agent-{id}.crt"})
 
 
@@ -58,9 +62,9 @@ def test_bad_files_fail_naming_the_setting(keys: Path, tmp_path: Path) -> None:
         tls.load_identity(config, "agent-7")
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("hello")
-    with pytest.raises(ConfigError, match=r"MARLMESH_TLS_CA: .*garbage\.pem is not a PEM CA certificate"):
+    with pytest.raises(ConfigError, match=rf"{contract.TLS_CA.name}: .*garbage\.pem is not a PEM CA certificate"):
         tls.load_identity(config, "env", {"ca": str(garbage)})
-    with pytest.raises(ConfigError, match=r"MARLMESH_TLS_KEY: .*env\.tls\.key is not the private key of"):
+    with pytest.raises(ConfigError, match=rf"{contract.TLS_KEY.name}: .*env\.tls\.key is not the private key of"):
         tls.load_identity(config, "agent-0", {"key": str(keys / "env.tls.key")})
     other = tmp_path / "other"
     generate_tls(other, 1)
@@ -102,11 +106,11 @@ def test_control_token_sources(tmp_path: Path) -> None:
     token = control_token.write_new_token(path)
     assert path.stat().st_mode & 0o777 == 0o600 and len(token) >= control_token.MIN_TOKEN_CHARS
     assert control_token.load_token(None, {}) is None
-    assert control_token.load_token(None, {"MARLMESH_CONTROL_TOKEN_FILE": str(path)}) == token
-    assert control_token.load_token(str(path), {"MARLMESH_CONTROL_TOKEN": "e" * 20}) == "e" * 20
-    with pytest.raises(ValueError, match="MARLMESH_CONTROL_TOKEN: .*at least 16"):
-        control_token.load_token(None, {"MARLMESH_CONTROL_TOKEN": "short"})
-    with pytest.raises(ValueError, match="MARLMESH_CONTROL_TOKEN_FILE: cannot read"):
+    assert control_token.load_token(None, {contract.CONTROL_TOKEN_FILE.name: str(path)}) == token
+    assert control_token.load_token(str(path), {contract.CONTROL_TOKEN.name: "e" * 20}) == "e" * 20
+    with pytest.raises(ValueError, match=f"{contract.CONTROL_TOKEN.name}: .*at least 16"):
+        control_token.load_token(None, {contract.CONTROL_TOKEN.name: "short"})
+    with pytest.raises(ValueError, match=f"{contract.CONTROL_TOKEN_FILE.name}: cannot read"):
         control_token.load_token(str(tmp_path / "missing"), {})
 
 
@@ -114,7 +118,7 @@ def test_control_token_sources(tmp_path: Path) -> None:
 def test_k8s_render_mounts_the_tls_secret_and_points_each_container_at_its_identity(overlay: str | None) -> None:
     config = load_config(None, ["runtime.tls.enabled=true", "runtime.tls.keys_dir=/local/keys"])
     docs = k8s.render(config, 3, overlay=overlay)
-    readme = (ROOT / "README.md").read_text()
+    reference = (ROOT / "docs" / "services.md").read_text()
     seen = set()
     for doc in docs:
         kubernetes_validate.validate(doc, "1.30.0", strict=True)
@@ -132,12 +136,12 @@ def test_k8s_render_mounts_the_tls_secret_and_points_each_container_at_its_ident
             assert (str(files.ca), str(files.cert), str(files.key)) == (
                 "/etc/marlmesh/tls/ca.crt", f"{expected}.tls.crt", f"{expected}.tls.key"
             )  # fmt: skip
-            assert env["MARLMESH_CONTROL_TOKEN_FILE"] == "/etc/marlmesh/tls/control.token"
+            assert env[contract.CONTROL_TOKEN_FILE.name] == "/etc/marlmesh/tls/control.token"
             assert {"name": "tls", "mountPath": "/etc/marlmesh/tls", "readOnly": True} in c["volumeMounts"]
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 assert "grpc" not in c[probe] and c[probe]["tcpSocket"]["port"] > 0, "kubelet gRPC probes cannot do TLS"
             for var in (*tls.ENV_VARS.values(), control_token.TOKEN_FILE_ENV):
-                assert var in readme, f"{var} is not documented in README.md"
+                assert f"| `{var}` |" in reference, f"{var} is not in the table of docs/services.md"
             seen.add(c["name"])
     assert seen == ({"env", "agent"} if overlay else {"env", "agent", "learner"})
     for doc in k8s.render(load_config(None), 3, overlay=overlay):  # TLS off: nothing mounted or set
@@ -145,7 +149,7 @@ def test_k8s_render_mounts_the_tls_secret_and_points_each_container_at_its_ident
             pod = doc["spec"]["template"]["spec"]
             assert all(v["name"] != "tls" for v in pod["volumes"])
             assert all("grpc" in c["livenessProbe"] for c in pod["containers"])
-            assert not [v for c in pod["containers"] for v in c["env"] if v["name"].startswith("MARLMESH_TLS")]
+            assert not [v for c in pod["containers"] for v in c["env"] if v["name"] in tls.ENV_VARS.values()]
 
 
 @pytest.mark.parametrize("token", [None, "a-control-token-of-some-length"])

@@ -1,0 +1,388 @@
+"""``marlmesh train --launcher inprocess``: the same run in one process, for experiments.
+
+The env (the env service's :class:`~env_service.node.EnvNode`, B copies), every agent's staged policy and every
+agent's learner (the learner service's :class:`~learner_service.node.LearnerNode`, built by the configured
+algorithm plugin) run in this process. Per env step it runs the one staged loop (:mod:`marlmesh.staged_loop`)
+for all N agents over an in-process exchange (:func:`comm_bus.exchange.local_exchange`): the agents' buses on an
+in-memory hub, so the links are emulated by the same code as on the mesh (link model, sim clock, lifespan,
+drop causes, quantization, range, fate trace). Each learner sees only its own agent's fragments; there is no
+central critic (``mappo-central``, the CENTRALIZED REFERENCE, has its own single-process trainer).
+
+Weights are taken up in lockstep: when the agents' fragments are full, each learner trains on its agent's
+fragment (the N learners side by side in threads) and the agent acts with the new version from that step on
+(``train.weight_sync: lockstep`` on the mesh).
+The run stops at :func:`marlmesh.lockstep.final_tick` or ``train.max_wall_seconds``. Under the sim clock a
+lockstep run gives the same bus trace and byte-identical weights as the mesh launcher with the same config and
+seed. It writes the mesh's run directory (``config.yaml``, ``metrics.jsonl``, ``checkpoints/``,
+``bus_trace.bin``, ``summary.json`` with ``launcher: inprocess``) and evaluates the saved policies the same way
+(env service and agent processes).
+
+Not supported here (the config is refused at start, naming the key): the wall clock (``bus.clock``), process
+faults (``faults`` of kind ``kill``), DG-MAPPO reward sharing and gossip (they exchange over the learners' and
+agents' own bus endpoints, which this launcher does not run).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from marlmesh.config import Config, ConfigError, dump_config
+
+LAUNCHER = "inprocess"
+
+
+def check_inprocess(config: Config) -> None:
+    """Refuse settings the in-process launcher cannot honour.
+
+    Raises:
+        ConfigError: Naming the key and what to do instead.
+    """
+    hint = "; run it with --launcher mesh"
+    if config.bus.clock != "sim":
+        raise ConfigError(
+            f"config key 'bus.clock': the in-process launcher runs every agent in one thread and needs the sim "
+            f"clock, got {config.bus.clock!r} (--set bus.clock=sim){hint}"
+        )
+    for i, fault in enumerate(config.faults):
+        if fault.kind not in ("partition", "degrade"):
+            raise ConfigError(
+                f"config key 'faults.{i}': fault kind {fault.kind!r} acts on processes, and the in-process "
+                f"launcher has none{hint}"
+            )
+    dgmappo = config.algo.dgmappo
+    for key, part in (("reward_sharing", dgmappo.reward_sharing), ("gossip", dgmappo.gossip)):
+        if part.enabled:
+            raise ConfigError(
+                f"config key 'algo.dgmappo.{key}.enabled': {key} runs over the processes' own bus endpoints, "
+                f"which the in-process launcher does not have{hint}"
+            )
+
+
+class InProcessTeam:
+    """The env, N agents and their N learners of one run, stepped together in this process.
+
+    Args:
+        config: The run's config.
+        run_dir: Checkpoints go to ``run_dir/checkpoints/agent-<i>`` and bus fate records to
+            ``run_dir/traces/`` (None: neither, e.g. for benchmarks).
+    """
+
+    def __init__(self, config: Config, run_dir: Path | None) -> None:
+        import torch
+
+        from agent_service.node import AgentCounters
+        from comm_bus.exchange import local_exchange
+        from comm_bus.faults import LinkFaults
+        from learner_service.node import LearnerNode
+        from marlmesh import plugins
+        from marlmesh.centralized.joint_env import JointEnv
+        from marlmesh.lockstep import final_tick
+        from marlmesh.policies.torch_runtime import TorchRuntime, sampler_seed
+        from marlmesh.rollout import RolloutRecorder
+
+        torch.set_num_threads(config.train.torch_threads)
+        self.config = config
+        self.joint = JointEnv(config, seed=config.seed, num_envs=config.env.num_envs)
+        self.num_agents = n = self.joint.num_agents
+        self.num_envs = self.joint.num_envs
+        self.channel = plugins.load("channels", config.channel.name)(config.channel)
+        specs = self.joint.specs
+        ckpt = None if run_dir is None else run_dir / "checkpoints"
+        self.learners = [
+            LearnerNode(config, spec, None if ckpt is None else ckpt / f"agent-{i}") for i, spec in enumerate(specs)
+        ]
+        self.runtimes = {
+            i: TorchRuntime(self.channel.build_policy(spec), seed=sampler_seed(config.seed, i))
+            for i, spec in enumerate(specs)
+        }
+        self.counters = [AgentCounters() for _ in range(n)]
+        for i in range(n):
+            self._take_up_weights(i)
+        self.recorders = [
+            RolloutRecorder(
+                config.train.rollout_steps,
+                self.num_envs,
+                spec.obs_shape,
+                spec.action_space,
+                self.channel.rounds,
+                n,
+                spec.message_dim,
+            )
+            for spec in specs
+        ]
+        if run_dir is not None and config.bus.trace.enabled:
+            (run_dir / "traces").mkdir(parents=True, exist_ok=True)
+        self.exchange = (
+            local_exchange(
+                n,
+                config=config.bus,
+                seed=config.seed,
+                rounds=self.channel.rounds,
+                max_frame_bytes=config.runtime.max_message_bytes,
+                trace_path=None if run_dir is None else (lambda i: run_dir / "traces" / f"train-agent-{i}.rec"),
+                faults=LinkFaults.from_config(config.faults),
+            )
+            if self.channel.rounds > 0
+            else None
+        )
+        self.final_tick = final_tick(config.train.total_env_steps, self.num_envs, config.train.rollout_steps)
+        self.finished = False
+        self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="learner")
+
+    def _take_up_weights(self, i: int) -> None:
+        """Act with learner ``i``'s newest published version (as an agent loads the weights it receives)."""
+        counters = self.counters[i]
+        newer = self.learners[i].wait_newer(counters.policy_version, 0.0)
+        if newer is not None:
+            self.runtimes[i].load_params(newer.params)
+            counters.policy_version = newer.version
+            counters.weights_loaded += 1
+
+    @property
+    def env_steps(self) -> int:
+        """Single-env steps so far, summed over the B copies."""
+        return self.joint.env_steps
+
+    def step(self) -> None:
+        """One env step of every agent: the staged loop, lockstep training on full fragments, act, env step."""
+        from marlmesh.staged_loop import act, communicate, restage
+
+        views = dict(enumerate(self.joint.views))
+        staged = communicate(self.channel, self.runtimes, views, self.exchange, num_agents=self.num_agents)
+        assert staged is not None  # no stop event: every round completes
+        for i, mine in staged.items():
+            self.counters[i].count_rounds(mine)
+        if self.recorders[0].full:  # every agent's fragment fills at the same step
+            for i, learner in enumerate(self.learners):
+                learner.submit(i, self.recorders[i].finish(views[i].obs, staged[i].inboxes))
+            # the learners share nothing: they train side by side (torch releases the GIL in its kernels)
+            list(self._pool.map(lambda learner: learner.train_next(timeout=0.0), self.learners))
+            for i in range(self.num_agents):
+                self._take_up_weights(i)
+                staged[i].state = restage(self.runtimes[i], views[i].obs, staged[i].inboxes)
+        if views[0].tick >= self.final_tick:
+            self.finished = True
+            return
+        actions = []
+        for i, runtime in self.runtimes.items():
+            action, logp, out = act(runtime, staged[i], deterministic=False)
+            self.recorders[i].add_decision(
+                views[i].obs, staged[i].inboxes, action, logp, out.value, self.counters[i].policy_version
+            )
+            actions.append(action)
+        for i, nxt in enumerate(self.joint.step(actions)):
+            self.recorders[i].add_outcome(nxt.reward, nxt.terminated, nxt.truncated, nxt.final_obs, nxt.cost)
+            self.counters[i].steps += 1
+            self.counters[i].env_steps += self.num_envs
+
+    def agent_stats(self) -> list[dict[str, object]]:
+        """Every agent's counters, with the keys an agent process writes to its stats file."""
+        out = []
+        for i, c in enumerate(self.counters):
+            bus = None if self.exchange is None else self.exchange.buses[i]
+            learner = self.learners[i]
+            out.append(
+                {
+                    "role": "agent",
+                    "agent_id": i,
+                    "pid": os.getpid(),
+                    "runtime": "torch",
+                    **c.as_dict(self.channel.rounds),
+                    "finished": self.finished,
+                    "bus": None if bus is None else bus.totals.as_dict(),
+                    "bus_trace": None if bus is None else bus.trace_status(),
+                    "fragments_created": learner.fragments_received,
+                    "fragments_sent": learner.fragments_received,
+                    "fragments_dropped": {},
+                    "weights_versions_received": c.weights_loaded,
+                }
+            )
+        return out
+
+    def learner_stats(self) -> list[dict[str, object]]:
+        """Every learner's status, with the keys a learner process writes to its stats file."""
+        return [
+            {"role": "learner", "agent_id": i, "pid": os.getpid(), **learner.status()}
+            for i, learner in enumerate(self.learners)
+        ]
+
+    def close(self) -> None:
+        """Close the exchange (and its trace files), the learners and the env copies."""
+        if self.exchange is not None:
+            self.exchange.close()
+        self._pool.shutdown(wait=True)
+        for learner in self.learners:
+            learner.close()
+        self.joint.close()
+
+
+class _Metrics:
+    """``metrics.jsonl`` records and the console progress line, as the mesh launcher writes them."""
+
+    def __init__(self, team: InProcessTeam, path: Path, out: TextIO) -> None:
+        self.team = team
+        self.file = open(path, "a")  # noqa: SIM115 (closed in close())
+        self.out = out
+        self.returns: collections.deque[float] = collections.deque(maxlen=100)
+        self.collisions: collections.deque[float] = collections.deque(maxlen=100)
+        self.next_seq = 0
+        self.episodes = 0
+        self.start = time.monotonic()
+        self.last_print = -1e9
+
+    def record(self) -> None:
+        from marlmesh.launch.train import progress_line
+
+        node = self.team.joint.node
+        stats = node.stats(episodes_from=self.next_seq, max_episodes=10_000)
+        for ep in stats.recent:
+            self.returns.append(ep.return_sum)
+            if not np.isnan(ep.collisions):
+                self.collisions.append(ep.collisions)
+            self.next_seq = max(self.next_seq, ep.seq + 1)
+        self.episodes = stats.episodes
+        elapsed = time.monotonic() - self.start
+        rec: dict[str, object] = {
+            "wall_seconds": round(elapsed, 3),
+            "env_steps": self.team.env_steps,
+            "steps_per_second": round(self.team.env_steps / max(elapsed, 1e-9), 1),
+            "episodes": stats.episodes,
+            "return_sum_recent_mean": float(np.mean(self.returns)) if self.returns else None,
+            "return_sum_recent_std": float(np.std(self.returns)) if self.returns else None,
+            "collisions_recent_mean": float(np.mean(self.collisions)) if self.collisions else None,
+            "default_actions": {},
+            "learners": [
+                {
+                    "agent_id": i,
+                    "version": learner.version,
+                    "samples_trained": learner.samples_trained,
+                    "fragments_received": learner.fragments_received,
+                    "fragments_dropped": dict(learner.dropped),
+                    **{k: round(v, 6) for k, v in learner.last_stats.items()},
+                }
+                for i, learner in enumerate(self.team.learners)
+            ],
+        }
+        self.file.write(json.dumps(rec) + "\n")
+        self.file.flush()
+        if elapsed - self.last_print >= 10.0 or self.team.finished:
+            self.out.write(f"[{LAUNCHER}] {progress_line(rec, len(self.returns), self.team.config)}\n")
+            self.out.flush()
+            self.last_print = elapsed
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def train_inprocess(
+    config: Config, run_dir: Path, out: TextIO = sys.stdout, evaluate: bool = True
+) -> dict[str, object]:
+    """Train in this process, evaluate and write ``summary.json`` (the mesh's contract); returns the summary.
+
+    SIGINT/SIGTERM stop after the current step and still write a summary (status ``interrupted``).
+
+    Raises:
+        ConfigError: If the config needs the mesh (see :func:`check_inprocess`).
+    """
+    from marlmesh import plugins
+    from marlmesh.launch.train import (
+        bus_summary,
+        config_summary,
+        evaluate_into,
+        merge_bus_trace,
+        train,
+        write_summary,
+    )
+    from marlmesh.lockstep import reproducibility
+    from marlmesh.stop_signals import StopSignals
+
+    if getattr(plugins.load("algos", config.algo.name), "centralized", False):  # already one process
+        return train(config, run_dir, out, evaluate)
+    check_inprocess(config)
+    if config.train.weight_sync != "lockstep":
+        out.write("note: the in-process launcher takes up weights in lockstep (train.weight_sync=lockstep)\n")
+        config = config.model_copy(deep=True)
+        config.train.weight_sync = "lockstep"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "plots").mkdir(exist_ok=True)
+    config_path = run_dir / "config.yaml"
+    config_path.write_text(dump_config(config))
+    out.write(
+        f"marlmesh train: run directory {run_dir}\n"
+        f"launcher {LAUNCHER}: env, {config.algo.name} agents and learners in one process (for experiments; "
+        "the mesh is --launcher mesh)\n"
+    )
+    out.flush()
+    stop = StopSignals()
+    start = time.monotonic()
+    team = InProcessTeam(config, run_dir)
+    metrics = _Metrics(team, run_dir / "metrics.jsonl", out)
+    budget = config.train.max_wall_seconds
+    interval = config.runtime.progress_interval_s
+    next_record = interval
+    try:
+        while not stop.event.is_set() and not team.finished:
+            if budget is not None and time.monotonic() - start >= budget:
+                out.write(f"wall-clock budget of {budget:.0f}s reached\n")
+                break
+            team.step()
+            if team.finished or time.monotonic() - start >= next_record:
+                metrics.record()
+                next_record += interval
+    finally:
+        metrics.close()
+        team.close()
+        stop.restore()
+    agent_stats, learner_stats = team.agent_stats(), team.learner_stats()
+    bus = {**bus_summary(agent_stats), "trace": merge_bus_trace(config, run_dir, agent_stats)}
+    interrupted = stop.event.is_set()
+    summary: dict[str, object] = {
+        "run_dir": str(run_dir),
+        "launcher": LAUNCHER,
+        "status": "interrupted" if interrupted else "trained",
+        "signal": stop.signal_name,
+        "env_steps": team.env_steps,
+        "episodes": metrics.episodes,
+        "wall_seconds": round(time.monotonic() - start, 2),
+        "train_return_sum_recent_mean": float(np.mean(metrics.returns)) if metrics.returns else None,
+        "processes": [{"role": LAUNCHER, "agent_id": -1, "pid": os.getpid()}],
+        "exit_codes": {},
+        "ports": {},
+        "restarts": {},
+        "restart_events": [],
+        "replaced_processes": [],
+        "faults": [],
+        "bus": bus,
+        "reproducibility": reproducibility(
+            config,
+            round_timeouts=int(bus["dropped"].get("round_timeout", 0)),
+            default_actions=0,
+            fragments_lost=0,
+            restarts=0,
+            stopped_early=not team.finished,
+        ),
+        "agents": agent_stats,
+        "learners": learner_stats,
+        "config": config_summary(config),
+    }
+    if evaluate and not interrupted:
+        evaluate_into(summary, config, config_path, run_dir, out)
+    write_summary(run_dir, summary)
+    try:
+        from marlmesh.launch.plotting import plot_run
+
+        plot_run(run_dir)
+    except ImportError:  # matplotlib is in the train extra
+        pass
+    out.write(f"summary: {run_dir / 'summary.json'}\n")
+    out.flush()
+    return summary
