@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from marlmesh.launch.mesh import Mesh
-    from marlmesh.launch.train import Progress
+    from marlmesh.launch.progress import Progress
 
 HELP = "run a real mesh for M minutes: steps, restarts, fragment accounting, memory growth"
 

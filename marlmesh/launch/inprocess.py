@@ -240,7 +240,7 @@ class _Metrics:
         self.last_print = -1e9
 
     def record(self) -> None:
-        from marlmesh.launch.train import progress_line
+        from marlmesh.launch.progress import progress_line
 
         node = self.team.joint.node
         stats = node.stats(episodes_from=self.next_seq, max_episodes=10_000)
@@ -294,18 +294,18 @@ def train_inprocess(
         ConfigError: If the config needs the mesh (see :func:`check_inprocess`).
     """
     from marlmesh import plugins
-    from marlmesh.launch.train import (
+    from marlmesh.launch.summary import (
         bus_summary,
         config_summary,
         evaluate_into,
         merge_bus_trace,
-        train,
         write_summary,
     )
+    from marlmesh.launch.train import train
     from marlmesh.lockstep import reproducibility
     from marlmesh.stop_signals import StopSignals
 
-    if getattr(plugins.load("algos", config.algo.name), "centralized", False):  # already one process
+    if plugins.load("algos", config.algo.name).centralized:  # already one process
         return train(config, run_dir, out, evaluate)
     check_inprocess(config)
     if config.train.weight_sync != "lockstep":

@@ -2,7 +2,7 @@
 
 import math
 
-from marlmesh.launch.train import progress
+from marlmesh.launch.progress import progress
 
 
 def test_step_budget_when_it_comes_first():
