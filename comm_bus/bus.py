@@ -104,7 +104,7 @@ class Bus:
         self._env_steps = 0  # tick * B of the message being sent: when scheduled faults hold
         self.emulator = (
             None
-            if getattr(self.link_model, "ideal", False) and not self.faults
+            if self.link_model.ideal and not self.faults
             else LinkEmulator(
                 agent_index,
                 self._link_params,
