@@ -199,9 +199,10 @@ class AgentNode:
             timeout_s=self.config.runtime.startup_timeout_s if self._joining else None,
             stop=self._stop,
         )
-        if staged is None or self._stop.is_set():
-            return
         mine = staged[self.index]
+        if mine.interrupted or self._stop.is_set():  # shutting down: what went out still counts
+            self.counters.rounds_sent += mine.rounds_sent
+            return
         self.counters.count_rounds(mine)
         inboxes = mine.inboxes
         if self.recorder is not None and self.recorder.full:

@@ -68,6 +68,7 @@ class StagedStep:
         sent_rows: Per round, ``[B]`` bool: the env copies it sent (all but a gated channel's closed rows).
         rejected: Messages its channel rejected as malformed.
         rounds_sent: Rounds in which its message went out to at least one peer.
+        interrupted: The process began shutting down during a round; the step ends there, unfinished.
     """
 
     state: Any
@@ -76,6 +77,7 @@ class StagedStep:
     sent_rows: list[np.ndarray] = field(default_factory=list)
     rejected: int = 0
     rounds_sent: int = 0
+    interrupted: bool = False
 
 
 def send_rows(channel: Channel, outbox: np.ndarray) -> np.ndarray | None:
@@ -101,7 +103,7 @@ def communicate(
     num_agents: int,
     timeout_s: float | None = None,
     stop: threading.Event | None = None,
-) -> dict[int, StagedStep] | None:
+) -> dict[int, StagedStep]:
     """Run the stages of every agent in ``runtimes`` up to acting (steps 1-2 of the module docstring).
 
     Args:
@@ -114,7 +116,8 @@ def communicate(
         stop: Set when the process shuts down.
 
     Returns:
-        Agent index -> its :class:`StagedStep`; None if ``stop`` was set during a round.
+        Agent index -> its :class:`StagedStep` (``interrupted`` if ``stop`` was set during a round: the step
+        ends there, its rounds so far counted).
     """
     steps: dict[int, StagedStep] = {}
     outbox: dict[int, np.ndarray | None] = {}
@@ -150,7 +153,9 @@ def communicate(
                 i, tick=views[i].tick, round=k, channel=channel.name, expected=peers[i], timeout_s=timeout_s, stop=stop
             )
             if stop is not None and stop.is_set():  # shutting down: peers that left will never send this round
-                return None
+                for step in steps.values():
+                    step.interrupted = True
+                return steps
             msgs, mask, rejected = channel.inbox(received, batch, num_agents)
             steps[i].rejected += rejected
             steps[i].inboxes.append((msgs, mask))

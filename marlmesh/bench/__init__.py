@@ -47,6 +47,48 @@ def emit(ns: argparse.Namespace, result: dict[str, Any]) -> int:
     return 0
 
 
+def run_in_work_dir(
+    ns: argparse.Namespace,
+    prefix: str,
+    run: Callable[[argparse.Namespace, Any, Path, Callable[[str], None]], dict[str, Any]],
+    config: Any,
+    summary_keys: tuple[str, ...],
+) -> int:
+    """Run a mesh benchmark in ``--run-dir`` (or a temp dir), print its summary and :func:`emit` the result.
+
+    Progress lines go to stdout, or to stderr with ``--json`` (so the last stdout line is the JSON).
+
+    Args:
+        ns: The parsed flags (``run_dir``, ``json``, ``out``).
+        prefix: Temp dir prefix.
+        run: ``(ns, config, root, log) -> result``.
+        config: The benchmark's config.
+        summary_keys: Result fields printed without ``--json`` (those present).
+
+    Returns:
+        0, or 1 (the error printed) if a mesh process failed.
+    """
+    import sys
+
+    from marlmesh.launch.mesh import MeshError
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr if ns.json else sys.stdout, flush=True)
+
+    try:
+        with work_dir(ns.run_dir, prefix) as root:
+            result = run(ns, config, root, log)
+    except MeshError as exc:
+        print(f"marlmesh: error: {exc}", file=sys.stderr)
+        return 1
+    if not ns.json:
+        width = max(len(k) for k in summary_keys)
+        for key in summary_keys:
+            if key in result:
+                print(f"{key:>{width}}: {result[key]}")
+    return emit(ns, result)
+
+
 @contextlib.contextmanager
 def work_dir(run_dir: Path | None, prefix: str) -> Iterator[Path]:
     """``run_dir`` if given (kept), else a temporary directory removed on exit."""

@@ -31,9 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from marlmesh.bench import emit, work_dir
+from marlmesh.bench import run_in_work_dir
 from marlmesh.config import Config, ConfigError, load_config
-from marlmesh.launch.mesh import MeshError
 
 PAUSE_OVERHEAD_S = 0.5
 """Warm-up of the single process inside each pause of the mesh (seconds)."""
@@ -176,24 +175,12 @@ def main(ns: argparse.Namespace) -> int:
         print(f"marlmesh: error: {exc}", file=sys.stderr)
         return 2
 
-    def log(line: str) -> None:
-        print(line, file=sys.stderr if ns.json else sys.stdout, flush=True)
-
-    try:
-        with work_dir(ns.run_dir, "marlmesh-e2e-") as root:
-            result = run(ns, config, root, log)
-    except MeshError as exc:
-        print(f"marlmesh: error: {exc}", file=sys.stderr)
-        return 1
-    if not ns.json:
-        for key in (
-            "distributed_steps_per_s",
-            "single_process_steps_per_s",
-            "ratio",
-            "learning_steps_per_s",
-            "ratio_learning",
-            "load_average",
-        ):
-            if key in result:
-                print(f"{key:>28}: {result[key]}")
-    return emit(ns, result)
+    keys = (
+        "distributed_steps_per_s",
+        "single_process_steps_per_s",
+        "ratio",
+        "learning_steps_per_s",
+        "ratio_learning",
+        "load_average",
+    )
+    return run_in_work_dir(ns, "marlmesh-e2e-", run, config, keys)

@@ -27,9 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from marlmesh.bench import emit, work_dir
+from marlmesh.bench import run_in_work_dir
 from marlmesh.config import Config, ConfigError, load_config
-from marlmesh.launch.mesh import MeshError
 
 DEFAULT_CONFIG = "configs/default.yaml"
 PAUSE_DEADLINE_FACTOR = 3.0
@@ -191,16 +190,5 @@ def main(ns: argparse.Namespace) -> int:
         print(f"marlmesh: error: {exc}", file=sys.stderr)
         return 2
 
-    def log(line: str) -> None:
-        print(line, file=sys.stderr if ns.json else sys.stdout, flush=True)
-
-    try:
-        with work_dir(ns.run_dir, "marlmesh-sim-") as root:
-            result = run(ns, config, root, log)
-    except MeshError as exc:
-        print(f"marlmesh: error: {exc}", file=sys.stderr)
-        return 1
-    if not ns.json:
-        for key in ("mesh_steps_per_s", "inprocess_steps_per_s", "ratio", "trace_identical", "weights_identical"):
-            print(f"{key:>22}: {result[key]}")
-    return emit(ns, result)
+    keys = ("mesh_steps_per_s", "inprocess_steps_per_s", "ratio", "trace_identical", "weights_identical")
+    return run_in_work_dir(ns, "marlmesh-sim-", run, config, keys)

@@ -62,7 +62,6 @@ class SingleProcessRollout:
         n = self.num_agents
         views = {i: StepView(self.tick, self.obs[i], range(n)) for i in range(n)}
         staged = communicate(self.channel, dict(enumerate(self.runtimes)), views, self.exchange, num_agents=n)
-        assert staged is not None
         self.tick += 1
         deterministic = self.config.eval.deterministic
         return [act(rt, staged[i], deterministic)[0] for i, rt in enumerate(self.runtimes)]

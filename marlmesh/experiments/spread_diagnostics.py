@@ -151,7 +151,6 @@ def diagnose(
             else:
                 views = {i: StepView(tick, batch[i], range(n)) for i in range(n)}
                 staged = communicate(channel, dict(enumerate(actors)), views, exchange, num_agents=n)
-                assert staged is not None
                 acts = [act(actor, staged[i], deterministic=True)[0][0] for i, actor in enumerate(actors)]
                 tick += 1
             obs, rewards, _, _, _ = env.step({a: _env_action(x) for a, x in zip(agents, acts, strict=True)})

@@ -178,7 +178,6 @@ def run_stages(
     finally:
         if inner is not None:
             inner.close()
-    assert staged is not None
     dists, values = [], []
     for i in range(n):
         dist, value = team[i].act(staged[i].state, [_t(x) for x in staged[i].inboxes])
