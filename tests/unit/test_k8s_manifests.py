@@ -108,7 +108,7 @@ def test_monitoring_kustomization_builds_and_dashboard_queries_real_metrics() ->
 
 
 def _metric_sources() -> list[str]:
-    return ["comm_bus/metrics.py", "agent_service/__main__.py", "env_service/__main__.py"]
+    return ["comm_bus/metrics.py", "agent_service/__main__.py", "env_service/metrics.py", "learner_service/metrics.py"]
 
 
 # -- what the manifests set is what the code reads -------------------------------------------------------
