@@ -14,7 +14,7 @@ import math
 import threading
 
 import numpy as np
-from prometheus_client import Counter, Gauge
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from env_service.node import MAX_EPISODE_HISTORY, EnvNode, EpisodeRecord
 
@@ -26,23 +26,41 @@ EPISODES = Counter("marlmesh_env_episodes", "Finished episodes")
 DEFAULT_ACTIONS = Counter("marlmesh_env_default_actions", "Default actions given at the barrier", ["agent"])
 LATE_ACTIONS = Counter("marlmesh_env_late_actions", "Actions that arrived for an old tick", ["agent"])
 LIVE_AGENTS = Gauge("marlmesh_env_live_agents", "Agents joined and stepping")
-TEAM_RETURN = Gauge(
-    "marlmesh_env_team_episode_return_mean",
-    f"Sum of all agents' episode returns, mean over the last {EPISODE_WINDOW} finished episodes",
-)
-AGENT_RETURN = Gauge(
-    "marlmesh_env_episode_return_mean",
-    f"One agent's episode return, mean over the last {EPISODE_WINDOW} finished episodes",
-    ["agent"],
-)
-EPISODE_LENGTH = Gauge(
-    "marlmesh_env_episode_length_steps_mean", f"Episode length in steps, mean over the last {EPISODE_WINDOW} episodes"
-)
-COLLISIONS = Gauge(
-    "marlmesh_env_episode_collisions_mean",
-    f"Agent-agent collisions per episode, mean over the last {EPISODE_WINDOW} episodes (envs that report them)",
-)
-EPISODES_IN_WINDOW = Gauge("marlmesh_env_episode_window_episodes", "Finished episodes behind the windowed means")
+
+
+class EpisodeGauges:
+    """The windowed-mean episode gauges, registered when the first episode ends (absent before, not 0).
+
+    Args:
+        registry: Where they are registered.
+    """
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        w = EPISODE_WINDOW
+        self.team_return = Gauge(
+            "marlmesh_env_team_episode_return_mean",
+            f"Sum of all agents' episode returns, mean over the last {w} finished episodes",
+            registry=registry,
+        )
+        self.agent_return = Gauge(
+            "marlmesh_env_episode_return_mean",
+            f"One agent's episode return, mean over the last {w} finished episodes",
+            ["agent"],
+            registry=registry,
+        )
+        self.length = Gauge(
+            "marlmesh_env_episode_length_steps_mean",
+            f"Episode length in steps, mean over the last {w} finished episodes",
+            registry=registry,
+        )
+        self.collisions = Gauge(
+            "marlmesh_env_episode_collisions_mean",
+            f"Agent-agent collisions per episode, mean over the last {w} finished episodes (envs that report them)",
+            registry=registry,
+        )
+        self.episodes = Gauge(
+            "marlmesh_env_episode_window_episodes", "Finished episodes behind the windowed means", registry=registry
+        )
 
 
 class EpisodeWindow:
@@ -50,26 +68,32 @@ class EpisodeWindow:
 
     Args:
         size: Episodes kept.
+        registry: Where the gauges are registered (on the first episode).
     """
 
-    def __init__(self, size: int = EPISODE_WINDOW) -> None:
+    def __init__(self, size: int = EPISODE_WINDOW, registry: CollectorRegistry = REGISTRY) -> None:
         self.episodes: collections.deque[EpisodeRecord] = collections.deque(maxlen=size)
+        self._registry = registry
+        self._gauges: EpisodeGauges | None = None
 
     def add(self, episodes: list[EpisodeRecord]) -> None:
         """Take newly finished episodes and set the gauges (nothing is set before the first episode)."""
         if not episodes:
             return
+        if self._gauges is None:
+            self._gauges = EpisodeGauges(self._registry)
+        g = self._gauges
         self.episodes.extend(episodes)
         window = list(self.episodes)
         returns = np.array([e.agent_returns for e in window], dtype=np.float64)
-        TEAM_RETURN.set(float(returns.sum(axis=1).mean()))
+        g.team_return.set(float(returns.sum(axis=1).mean()))
         for agent, mean in enumerate(returns.mean(axis=0)):
-            AGENT_RETURN.labels(agent=str(agent)).set(float(mean))
-        EPISODE_LENGTH.set(float(np.mean([e.length for e in window])))
+            g.agent_return.labels(agent=str(agent)).set(float(mean))
+        g.length.set(float(np.mean([e.length for e in window])))
         collisions = [e.collisions for e in window if not math.isnan(e.collisions)]
         if collisions:
-            COLLISIONS.set(float(np.mean(collisions)))
-        EPISODES_IN_WINDOW.set(len(window))
+            g.collisions.set(float(np.mean(collisions)))
+        g.episodes.set(len(window))
 
 
 def export_metrics(node: EnvNode, stop: threading.Event, period_s: float = 1.0) -> None:

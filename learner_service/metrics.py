@@ -31,6 +31,12 @@ LAST_UPDATE_GAUGES: dict[str, tuple[str, str]] = {
 }
 """Update statistics exported as gauges; a key the algorithm does not report leaves its gauge absent."""
 
+REJECT_CAUSES = ("invalid", "bad_tensor", "wrong_agent", "closed")
+"""Causes of ``marlmesh_learner_fragments_rejected_total`` (exported at 0 from the start)."""
+
+DROP_CAUSES = ("superseded", "shutdown")
+"""Causes of ``marlmesh_learner_fragments_dropped_total`` (exported at 0 from the start)."""
+
 GRAD_NORM_PREFIX = "grad_norm_"
 """Stats keys ``grad_norm_<group>`` become ``marlmesh_learner_grad_norm{group=...}`` (norm before clipping)."""
 
@@ -61,13 +67,13 @@ class LearnerMetrics:
         )
         self.rejected = Counter(
             "marlmesh_learner_fragments_rejected",
-            "Rollout fragments refused, by cause (invalid, bad_tensor, wrong_agent, closed)",
+            "Rollout fragments refused, by cause",
             ["agent", "cause"],
             registry=registry,
         )
         self.dropped = Counter(
             "marlmesh_learner_fragments_dropped",
-            "Accepted fragments dropped untrained, by cause (superseded, shutdown)",
+            "Accepted fragments dropped untrained, by cause",
             ["agent", "cause"],
             registry=registry,
         )
@@ -129,6 +135,10 @@ class AgentLearnerMetrics:
         self._gossip: tuple[Counter, Counter, Counter] | None = None  # labelled on first use: only where gossip runs
         self._last: dict[str, Gauge] = {}
         self._grad: dict[str, Gauge] = {}
+        for cause in REJECT_CAUSES:  # known label values start at 0, so rate() sees the first one
+            metrics.rejected.labels(agent=agent, cause=cause)
+        for cause in DROP_CAUSES:
+            metrics.dropped.labels(agent=agent, cause=cause)
 
     def published(self, version: int) -> None:
         """A weights version is published (also called at start, with the resumed version)."""
