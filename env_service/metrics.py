@@ -53,14 +53,22 @@ class EpisodeGauges:
             f"Episode length in steps, mean over the last {w} finished episodes",
             registry=registry,
         )
-        self.collisions = Gauge(
-            "marlmesh_env_episode_collisions_mean",
-            f"Agent-agent collisions per episode, mean over the last {w} finished episodes (envs that report them)",
-            registry=registry,
-        )
+        self._registry = registry
+        self._collisions: Gauge | None = None
         self.episodes = Gauge(
             "marlmesh_env_episode_window_episodes", "Finished episodes behind the windowed means", registry=registry
         )
+
+    @property
+    def collisions(self) -> Gauge:
+        """The collisions gauge, registered on first use (envs that report no collisions export none)."""
+        if self._collisions is None:
+            self._collisions = Gauge(
+                "marlmesh_env_episode_collisions_mean",
+                f"Agent-agent collisions per episode, mean over the last {EPISODE_WINDOW} finished episodes",
+                registry=self._registry,
+            )
+        return self._collisions
 
 
 class EpisodeWindow:
