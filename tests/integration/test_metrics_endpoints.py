@@ -21,6 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.service_procs import MARLMESH, ROOT, SMOKE
 
+pytestmark = pytest.mark.integration
+
 DASHBOARD = ROOT / "k8s" / "monitoring" / "grafana-dashboard.json"
 TEAM_RETURN = "marlmesh_env_team_episode_return_mean"
 DEADLINE_S = 240.0
