@@ -12,9 +12,8 @@ import os
 import threading
 import time
 
-from prometheus_client import Counter, Gauge
-
 from env_service.env_workers import EnvWorkerError
+from env_service.metrics import export_metrics
 from env_service.node import EnvNode
 from env_service.servicer import EnvServicer
 from marlmesh import contract, process
@@ -24,34 +23,6 @@ from marlmesh.v1 import env_pb2_grpc
 
 ROLE = "env_service"
 log = logging.getLogger(ROLE)
-
-ENV_STEPS = Counter("marlmesh_env_steps", "Single-env steps summed over the B copies")
-EPISODES = Counter("marlmesh_env_episodes", "Finished episodes")
-DEFAULT_ACTIONS = Counter("marlmesh_env_default_actions", "Default actions given at the barrier", ["agent"])
-LATE_ACTIONS = Counter("marlmesh_env_late_actions", "Actions that arrived for an old tick", ["agent"])
-LIVE_AGENTS = Gauge("marlmesh_env_live_agents", "Agents joined and stepping")
-
-
-def _export_metrics(node: EnvNode, stop: threading.Event, period_s: float = 1.0) -> None:
-    """Mirror the node's counters into Prometheus (keeps the stepping path free of metric calls)."""
-    seen_steps, seen_eps = 0, 0
-    seen_default: dict[int, int] = {}
-    seen_late: dict[int, int] = {}
-    while True:
-        s = node.stats(episodes_from=1 << 62, max_episodes=0)
-        ENV_STEPS.inc(s.env_steps - seen_steps)
-        EPISODES.inc(s.episodes - seen_eps)
-        seen_steps, seen_eps = s.env_steps, s.episodes
-        for counts, seen, metric in (
-            (s.default_actions, seen_default, DEFAULT_ACTIONS),
-            (s.late_actions, seen_late, LATE_ACTIONS),
-        ):
-            for agent, n in counts.items():
-                metric.labels(agent=str(agent)).inc(n - seen.get(agent, 0))
-                seen[agent] = n
-        LIVE_AGENTS.set(len(s.live_agents))
-        if stop.wait(period_s):
-            return
 
 
 def parser() -> argparse.ArgumentParser:
@@ -122,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(ns.metrics_port, addr=host)
-    threading.Thread(target=_export_metrics, args=(node, stop), name="metrics", daemon=True).start()
+    threading.Thread(target=export_metrics, args=(node, stop), name="metrics", daemon=True).start()
     process.write_port_file(ns.port_file, server.port)
     log.info(
         "env %s up on %s:%d%s: %d agents %s, B=%d, seed %d (built in %.1fs)",

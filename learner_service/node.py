@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from learner_service.metrics import LearnerMetrics
 from marlmesh import plugins
 from marlmesh.checkpoint import load_latest, quarantine, remove_partial_writes, save_checkpoint
 from marlmesh.config import Config
@@ -58,6 +59,7 @@ class LearnerNode:
         queue_limit: Fragments waiting for training before the oldest is dropped.
         gossip: Gossip endpoint; every ``gossip.period`` updates the parameters are mixed with the neighbour
             learners' before they are published (see :mod:`learner_service.gossip`).
+        metrics: Prometheus instruments (default: the process-wide ones, :meth:`LearnerMetrics.default`).
     """
 
     def __init__(
@@ -67,8 +69,10 @@ class LearnerNode:
         checkpoint_dir: Path | None,
         queue_limit: int = 2,
         gossip: Gossip | None = None,
+        metrics: LearnerMetrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = (metrics or LearnerMetrics.default()).for_agent(spec.agent_index)
         self.gossip = gossip
         """Parameter mixing with neighbour learners after updates (``algo.dgmappo.gossip``), or None."""
         self.spec = spec
@@ -98,6 +102,7 @@ class LearnerNode:
         if checkpoint_dir is not None:
             self._resume(checkpoint_dir)
         self._published = WeightsVersion(self.version, policy_params(self.policy))
+        self.metrics.published(self.version)
 
     def _resume(self, directory: Path) -> None:
         for partial in remove_partial_writes(directory):
@@ -167,21 +172,33 @@ class LearnerNode:
         except ValueError as exc:
             return self._reject("invalid", str(exc))
         with self._cond:
+            self.metrics.accepted()
             if self._closed:  # closed while validating: never queue after close (would go unaccounted)
-                self.dropped["shutdown"] += 1
+                self._drop("shutdown")
                 return True, ""
             if len(self._queue) >= self._queue_limit:
                 self._queue.popleft()
-                self.dropped["superseded"] += 1
+                self._drop("superseded")
             self._queue.append(columns)
             self._cond.notify_all()
         return True, ""
 
+    def _drop(self, cause: str, count: int = 1) -> None:
+        """Count accepted fragments dropped untrained (caller holds the lock)."""
+        self.dropped[cause] += count
+        self.metrics.dropped(cause, count)
+
     def _reject(self, cause: str, reason: str) -> tuple[bool, str]:
         with self._cond:
             self.dropped[cause] += 1
+        self.metrics.rejected(cause)
         log.warning("rejected fragment: %s", reason)
         return False, reason
+
+    def reject_undecodable(self, reason: str) -> None:
+        """Count a fragment that arrived but could not even be decoded (the servicer refuses it)."""
+        self.count_received()
+        self._reject("bad_tensor", reason)
 
     def wait_newer(self, have_version: int, timeout: float) -> WeightsVersion | None:
         """The published weights if newer than ``have_version`` (waits up to ``timeout`` seconds)."""
@@ -215,6 +232,7 @@ class LearnerNode:
             self.last_stats = stats
             self._published = WeightsVersion(self.version, params)
             self._cond.notify_all()
+        self.metrics.updated(stats, self.version, stats["update_seconds"])
         if self.checkpoint_dir is not None:
             self.save_checkpoint()
         log.info(
@@ -254,8 +272,13 @@ class LearnerNode:
 
         assert self.gossip is not None
         own = policy_params(self.policy)
-        mixed = self.gossip.mix(own, heard_neighbours(columns, self.spec.agent_index, self.spec.num_agents))
+        g, totals = self.gossip, self.gossip.bus.totals
+        before = (g.counters["rounds"], totals.bytes_sent, totals.bytes_received)
+        mixed = g.mix(own, heard_neighbours(columns, self.spec.agent_index, self.spec.num_agents))
         load_policy_params(self.policy, mixed)
+        self.metrics.gossiped(
+            g.counters["rounds"] - before[0], totals.bytes_sent - before[1], totals.bytes_received - before[2]
+        )
 
     def save_checkpoint(self) -> Path | None:
         """Write the current state as an atomic checkpoint."""
@@ -304,7 +327,7 @@ class LearnerNode:
         """Wake every waiter; no more training. Fragments still queued are counted as dropped (``shutdown``)."""
         with self._cond:
             if self._queue:
-                self.dropped["shutdown"] += len(self._queue)
+                self._drop("shutdown", len(self._queue))
                 self._queue.clear()
             self._closed = True
             self._cond.notify_all()

@@ -37,8 +37,7 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
         try:
             columns = tensors.decode_named(request.columns, what="RolloutFragment.columns")
         except tensors.TensorError as exc:
-            self._node.count_received()
-            self._node.dropped["bad_tensor"] += 1
+            self._node.reject_undecodable(str(exc))
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         accepted, reason = self._node.submit(
             request.agent_index,

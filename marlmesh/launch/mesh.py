@@ -75,7 +75,7 @@ class Proc:
     stats_file: Path
     port: int = 0
     metrics_port: int = 0
-    """Prometheus port (agents and env; 0 = none), kept across restarts (``marlmesh top`` reads it)."""
+    """Prometheus port (0 = none), kept across restarts (``marlmesh top`` reads it)."""
     module: str = ""
     args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -301,6 +301,7 @@ class Mesh:
         learner_addr = {}
         if self.mode == "train":
             gossip_env = self._gossip_env(host)
+            learner_metrics = free_port_block(host, self.num_agents)
             learners = [
                 self._spawn(
                     "learner",
@@ -313,11 +314,15 @@ class Mesh:
                         self.env_address,
                         "--checkpoint-dir",
                         str(self.checkpoint_dir(i)),
+                        "--metrics-port",
+                        str(learner_metrics + i),
                     ],
                     gossip_env,
                 )
                 for i in range(self.num_agents)
             ]
+            for lp in learners:
+                lp.metrics_port = learner_metrics + lp.agent_id
             for lp in learners:
                 learner_addr[lp.agent_id] = f"{host}:{self._await_port(lp, timeout)}"
         self.bus_base_port = free_port_block(host, self.num_agents)

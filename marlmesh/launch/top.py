@@ -24,6 +24,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 SCRAPE_TIMEOUT_S = 2.0
+TABLE_ROLES = ("agent", "env")
+"""Roles the table shows (a learner's port exports no steps or messages; Prometheus scrapes it)."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Reading:
 
 
 def targets_from_run_dir(run_dir: Path, host: str = "127.0.0.1") -> list[Target]:
-    """Every process of ``RUN_DIR/processes.json`` that has a metrics port.
+    """Every agent and env process of ``RUN_DIR/processes.json`` that has a metrics port.
 
     Raises:
         ValueError: If the file is missing or malformed, or no process has a metrics port.
@@ -64,7 +66,7 @@ def targets_from_run_dir(run_dir: Path, host: str = "127.0.0.1") -> list[Target]
     found = [
         Target(str(p["name"]), str(p["role"]), f"http://{host}:{int(p['metrics_port'])}/metrics")
         for p in table
-        if isinstance(p, dict) and int(p.get("metrics_port") or 0) > 0
+        if isinstance(p, dict) and p.get("role") in TABLE_ROLES and int(p.get("metrics_port") or 0) > 0
     ]
     if not found:
         raise ValueError(f"{path} lists no process with a metrics_port (started by an older marlmesh?)")

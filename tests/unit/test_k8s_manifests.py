@@ -101,14 +101,14 @@ def test_monitoring_kustomization_builds_and_dashboard_queries_real_metrics() ->
     cm = docs[("ConfigMap", "marlmesh-grafana-dashboard")]
     kubernetes_validate.validate(cm, K8S_VERSION, strict=True)
     dash = json.loads(cm["data"]["marlmesh.json"])
-    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))  # rows have none
     for metric in re.findall(r"marlmesh_[a-z_]+", exprs):
         base = re.sub(r"_(total|bucket)$", "", metric)
         assert any(f'"{base}"' in (ROOT / f).read_text() for f in _metric_sources()), f"{metric} is not exported"
 
 
 def _metric_sources() -> list[str]:
-    return ["comm_bus/metrics.py", "agent_service/__main__.py", "env_service/__main__.py"]
+    return ["comm_bus/metrics.py", "agent_service/__main__.py", "env_service/metrics.py", "learner_service/metrics.py"]
 
 
 # -- what the manifests set is what the code reads -------------------------------------------------------
