@@ -26,6 +26,7 @@ from marlmesh.rollout import validate_columns
 
 if TYPE_CHECKING:
     from learner_service.gossip import Gossip
+    from marlmesh.tensorboard import ScalarLog
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class LearnerNode:
         queue_limit: Fragments waiting for training before the oldest is dropped.
         gossip: Gossip endpoint; every ``gossip.period`` updates the parameters are mixed with the neighbour
             learners' before they are published (see :mod:`learner_service.gossip`).
+        scalars: Where each update's statistics go as TensorBoard scalars (``learner/<stat>`` at step
+            :attr:`updates`), or None. The caller closes it once training stopped.
     """
 
     def __init__(
@@ -67,9 +70,11 @@ class LearnerNode:
         checkpoint_dir: Path | None,
         queue_limit: int = 2,
         gossip: Gossip | None = None,
+        scalars: ScalarLog | None = None,
     ) -> None:
         self.config = config
         self.gossip = gossip
+        self.scalars = scalars
         """Parameter mixing with neighbour learners after updates (``algo.dgmappo.gossip``), or None."""
         self.spec = spec
         self.checkpoint_dir = checkpoint_dir
@@ -215,6 +220,9 @@ class LearnerNode:
             self.last_stats = stats
             self._published = WeightsVersion(self.version, params)
             self._cond.notify_all()
+            step, totals = self.updates, {"version": self.version, "samples_trained": self.samples_trained}
+        if self.scalars is not None:
+            self.scalars.scalars("learner", {**stats, **totals}, step)
         if self.checkpoint_dir is not None:
             self.save_checkpoint()
         log.info(
