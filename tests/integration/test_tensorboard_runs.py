@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from service_procs import train
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from service_procs import read_scalars, train
 
 pytestmark = pytest.mark.integration
 
@@ -22,13 +21,6 @@ LEARNER_TAGS = {
     "learner/version",
     "learner/samples_trained",
 }
-
-
-def read_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar tag of one TensorBoard run folder -> its ``(step, value)`` points."""
-    acc = EventAccumulator(str(run))
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def assert_increasing(points: list[tuple[int, float]], tag: str) -> None:
