@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= configs/default.yaml
 
-.PHONY: install train test lint proto clean
+.PHONY: install train test lint proto image clean
 
 install: $(STAMP)
 
@@ -35,6 +35,23 @@ lint: install
 ## Regenerate the protobuf/gRPC code in marlmesh/v1 from proto/marlmesh/v1 (committed; a test checks drift).
 proto: install
 	$(BIN)/python -m marlmesh.protogen
+
+## Build both images, marlmesh:train and marlmesh:edge (the Dockerfile's build arguments; docs/deployment.md).
+## Offline: make image BASE_IMAGE=local/python:bookworm TORCH_INDEX_URL= PIP_NO_INDEX=1 (wheels in docker/wheels).
+IMAGE ?= marlmesh
+BASE_IMAGE ?= python:3.11-slim
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+WHEELS ?= docker/wheels
+PIP_INDEX_URL ?=
+PIP_NO_INDEX ?=
+DOCKER ?= docker
+IMAGE_ARGS = --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) \
+	--build-arg WHEELS=$(WHEELS) $(if $(PIP_INDEX_URL),--build-arg PIP_INDEX_URL=$(PIP_INDEX_URL)) \
+	$(if $(PIP_NO_INDEX),--build-arg PIP_NO_INDEX=$(PIP_NO_INDEX))
+
+image:
+	$(DOCKER) build --target train -t $(IMAGE):train $(IMAGE_ARGS) .
+	$(DOCKER) build --target edge -t $(IMAGE):edge $(IMAGE_ARGS) .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .import_linter_cache

@@ -1,4 +1,7 @@
-"""Entry point: ``python -m learner_service --config C --agent-id I --env-addr HOST:PORT [--checkpoint-dir D]``."""
+"""Entry point: ``python -m learner_service --config C --agent-id I --env-addr HOST:PORT [--checkpoint-dir D]``.
+
+``--tensorboard-dir T`` writes every update's statistics as TensorBoard scalars into ``T``.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from marlmesh.config import Config
 from marlmesh.plugins import PluginError
 from marlmesh.policy_spec import policy_spec_for
 from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_server
+from marlmesh.tensorboard import ScalarLog
 from marlmesh.v1 import learner_pb2_grpc
 
 if TYPE_CHECKING:
@@ -53,6 +57,13 @@ def parser() -> argparse.ArgumentParser:
         "checkpoint folder of this agent; resumes from the newest valid one",
         type=Path,
     )
+    process.variable_arg(
+        p,
+        ROLE,
+        contract.TENSORBOARD_DIR,
+        "TensorBoard folder of this learner (update statistics by update); default: none written",
+        type=Path,
+    )
     return p
 
 
@@ -74,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = policy_spec_for(env_spec, agent, config)
         gossip = _gossip(config, agent, spec.num_agents)
-        node = LearnerNode(config, spec, ns.checkpoint_dir, gossip=gossip)
+        scalars = None if ns.tensorboard_dir is None else ScalarLog(ns.tensorboard_dir)
+        node = LearnerNode(config, spec, ns.checkpoint_dir, gossip=gossip, scalars=scalars)
     except (ValueError, PluginError, RuntimeError) as exc:
         process.fail(ROLE, str(exc))
     stop = threading.Event()
@@ -129,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer.join(timeout=30)
     if gossip is not None and not trainer.is_alive():  # zmq sockets: closed by the thread that is done with them
         gossip.close()
+    if scalars is not None:
+        scalars.close()
     server.stop(grace=1.0)
     if node.updates:
         node.save_checkpoint()

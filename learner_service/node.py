@@ -27,6 +27,7 @@ from marlmesh.rollout import validate_columns
 
 if TYPE_CHECKING:
     from learner_service.gossip import Gossip
+    from marlmesh.tensorboard import ScalarLog
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class LearnerNode:
         gossip: Gossip endpoint; every ``gossip.period`` updates the parameters are mixed with the neighbour
             learners' before they are published (see :mod:`learner_service.gossip`).
         metrics: Prometheus instruments (default: the process-wide ones, :meth:`LearnerMetrics.default`).
+        scalars: Where each update's statistics go as TensorBoard scalars (``learner/<stat>`` at step
+            :attr:`updates`), or None. The caller closes it once training stopped.
     """
 
     def __init__(
@@ -70,11 +73,13 @@ class LearnerNode:
         queue_limit: int = 2,
         gossip: Gossip | None = None,
         metrics: LearnerMetrics | None = None,
+        scalars: ScalarLog | None = None,
     ) -> None:
         self.config = config
         self.metrics = (metrics or LearnerMetrics.default()).for_agent(spec.agent_index)
         self.gossip = gossip
         """Parameter mixing with neighbour learners after updates (``algo.dgmappo.gossip``), or None."""
+        self.scalars = scalars
         self.spec = spec
         self.checkpoint_dir = checkpoint_dir
         self.channel = plugins.load("channels", config.channel.name)(config.channel)
@@ -232,7 +237,10 @@ class LearnerNode:
             self.last_stats = stats
             self._published = WeightsVersion(self.version, params)
             self._cond.notify_all()
+            step, totals = self.updates, {"version": self.version, "samples_trained": self.samples_trained}
         self.metrics.updated(stats, self.version, stats["update_seconds"])
+        if self.scalars is not None:
+            self.scalars.scalars("learner", {**stats, **totals}, step)
         if self.checkpoint_dir is not None:
             self.save_checkpoint()
         log.info(

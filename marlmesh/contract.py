@@ -370,6 +370,15 @@ LEARNER_PORT = Variable(
     flag="--port",
     kind=Kind.PORT,
 )
+TENSORBOARD_DIR = Variable(
+    "MARLMESH_TENSORBOARD_DIR",
+    "TensorBoard folder of this learner: its update statistics are written there as event files by update "
+    "(unset: none are written; `marlmesh train` passes `RUN_DIR/tensorboard/learner-<i>` when "
+    "`train.tensorboard` is on).",
+    read_by=_LEARNER,
+    flag="--tensorboard-dir",
+    kind=Kind.PATH,
+)
 GOSSIP_BASE_PORT = Variable(
     "MARLMESH_GOSSIP_BASE_PORT",
     "Gossip port of learner 0 (`algo.dgmappo.gossip`); learner i uses base + i.",

@@ -22,6 +22,10 @@ class TrainConfig(StrictModel):
     """Checkpoints kept per agent (older ones are deleted)."""
     torch_threads: int = Field(1, ge=1)
     """torch intra-op threads per process (many processes share few cores)."""
+    tensorboard: bool = True
+    """Write TensorBoard event files under ``RUN_DIR/tensorboard/``: each learner's update statistics by update
+    (``learner-<i>/``) and the team's return and evaluation by env step (``team/``); ``tensorboard --logdir
+    runs/`` shows them. ``false``: none are written."""
     weight_sync: Literal["async", "lockstep"] = "async"
     """How an agent picks up its learner's weights. ``async``: the newest version that has arrived, between
     steps, never waiting (learners and agents overlap; runs are not repeatable). ``lockstep``: synchronous

@@ -4,7 +4,9 @@ The run directory has the same layout and ``summary.json`` contract as a decentr
 (:mod:`marlmesh.launch.train`): ``config.yaml``, ``metrics.jsonl``, ``checkpoints/agent-<i>/`` (each actor, in the
 learners' checkpoint format, so ``marlmesh eval``/``export`` work unchanged), ``checkpoints/central-critic/``,
 ``summary.json`` with ``eval.*`` from the usual evaluation (env service + N agent processes, each acting on its
-own observation). The summary says ``centralized: true`` and ``label: "CENTRALIZED REFERENCE"``.
+own observation), and with ``train.tensorboard`` ``tensorboard/team/`` plus ``tensorboard/central-trainer/`` (the
+trainer's update statistics as ``learner/*`` by update). The summary says ``centralized: true`` and
+``label: "CENTRALIZED REFERENCE"``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from marlmesh.checkpoint import load_latest, save_checkpoint
 from marlmesh.config import Config, ConfigError, dump_config
 from marlmesh.launch.summary import bus_summary, config_summary, evaluate_into, write_summary
 from marlmesh.stop_signals import StopSignals
+from marlmesh.tensorboard import ScalarLog, team_log, tensorboard_root
+
+TRAINER_RUN = "central-trainer"
+"""TensorBoard run (folder under ``RUN_DIR/tensorboard``) of the central trainer's update statistics."""
 
 
 def check_central(config: Config) -> None:
@@ -102,6 +108,8 @@ def train_central(config: Config, run_dir: Path, out: TextIO = sys.stdout, evalu
     next_seq, last_print = 0, 0.0
     budget = config.train.max_wall_seconds
     stats: dict[str, float] = {}
+    board = team_log(config.train.tensorboard, run_dir)
+    trainer_log = ScalarLog(tensorboard_root(run_dir) / TRAINER_RUN) if config.train.tensorboard else None
     try:
         with open(run_dir / "metrics.jsonl", "a") as metrics:
             while not interrupted.is_set() and env.env_steps < config.train.total_env_steps:
@@ -129,6 +137,9 @@ def train_central(config: Config, run_dir: Path, out: TextIO = sys.stdout, evalu
                 }
                 metrics.write(json.dumps(rec) + "\n")
                 metrics.flush()
+                if board is not None and trainer_log is not None:
+                    board.record(rec)
+                    trainer_log.scalars("learner", {**stats, "version": trainer.updates}, trainer.updates)
                 if elapsed - last_print >= 10.0 or env.env_steps >= config.train.total_env_steps:
                     ret = rec["return_sum_recent_mean"]
                     out.write(
@@ -142,6 +153,8 @@ def train_central(config: Config, run_dir: Path, out: TextIO = sys.stdout, evalu
         episodes = env.node.stats(0, 0).episodes
         env.close()
         stop.restore()
+        if trainer_log is not None:
+            trainer_log.close()
     if trainer.updates == 0:  # evaluation needs a saved policy, even of an interrupted run
         _save(trainer, run_dir, config, env.env_steps)
     summary: dict[str, object] = {
@@ -164,9 +177,15 @@ def train_central(config: Config, run_dir: Path, out: TextIO = sys.stdout, evalu
         "learners": [{"role": "central-trainer", "version": trainer.updates, "last_losses": stats}],
         "config": {**config_summary(config), "centralized": True},
     }
-    if evaluate and not interrupted.is_set():
-        note = " (decentralized execution: each agent process acts on its own observation)"
-        evaluate_into(summary, config, config_path, run_dir, out, note)
+    try:
+        if evaluate and not interrupted.is_set():
+            note = " (decentralized execution: each agent process acts on its own observation)"
+            evaluate_into(summary, config, config_path, run_dir, out, note)
+            if board is not None:
+                board.evaluation(summary["eval"], env.env_steps)
+    finally:
+        if board is not None:
+            board.close()
     write_summary(run_dir, summary)
     out.write(f"{BANNER}\nsummary: {run_dir / 'summary.json'}\n")
     out.flush()

@@ -13,7 +13,7 @@ fragment (the N learners side by side in threads) and the agent acts with the ne
 (``train.weight_sync: lockstep`` on the mesh).
 The run stops at :func:`marlmesh.lockstep.final_tick` or ``train.max_wall_seconds``. Under the sim clock a
 lockstep run gives the same bus trace and byte-identical weights as the mesh launcher with the same config and
-seed. It writes the mesh's run directory (``config.yaml``, ``metrics.jsonl``, ``checkpoints/``,
+seed. It writes the mesh's run directory (``config.yaml``, ``metrics.jsonl``, ``checkpoints/``, ``tensorboard/``,
 ``bus_trace.bin``, ``summary.json`` with ``launcher: inprocess``) and evaluates the saved policies the same way
 (env service and agent processes).
 
@@ -36,6 +36,7 @@ from typing import TextIO
 import numpy as np
 
 from marlmesh.config import Config, ConfigError, dump_config
+from marlmesh.tensorboard import TeamLog
 
 LAUNCHER = "inprocess"
 
@@ -72,8 +73,9 @@ class InProcessTeam:
 
     Args:
         config: The run's config.
-        run_dir: Checkpoints go to ``run_dir/checkpoints/agent-<i>`` and bus fate records to
-            ``run_dir/traces/`` (None: neither, e.g. for benchmarks).
+        run_dir: Checkpoints go to ``run_dir/checkpoints/agent-<i>``, bus fate records to ``run_dir/traces/``
+            and, with ``train.tensorboard``, each learner's scalars to ``run_dir/tensorboard/learner-<i>``
+            (None: none of them, e.g. for benchmarks).
     """
 
     def __init__(self, config: Config, run_dir: Path | None) -> None:
@@ -88,6 +90,7 @@ class InProcessTeam:
         from marlmesh.lockstep import final_tick
         from marlmesh.policies.torch_runtime import TorchRuntime, sampler_seed
         from marlmesh.rollout import RolloutRecorder
+        from marlmesh.tensorboard import ScalarLog, learner_run, tensorboard_root
 
         torch.set_num_threads(config.train.torch_threads)
         self.config = config
@@ -97,8 +100,14 @@ class InProcessTeam:
         self.channel = plugins.load("channels", config.channel.name)(config.channel)
         specs = self.joint.specs
         ckpt = None if run_dir is None else run_dir / "checkpoints"
+        self.scalar_logs = (
+            [ScalarLog(tensorboard_root(run_dir) / learner_run(i)) for i in range(n)]
+            if run_dir is not None and config.train.tensorboard
+            else [None] * n
+        )
         self.learners = [
-            LearnerNode(config, spec, None if ckpt is None else ckpt / f"agent-{i}") for i, spec in enumerate(specs)
+            LearnerNode(config, spec, None if ckpt is None else ckpt / f"agent-{i}", scalars=self.scalar_logs[i])
+            for i, spec in enumerate(specs)
         ]
         self.runtimes = {
             i: TorchRuntime(self.channel.build_policy(spec), seed=sampler_seed(config.seed, i))
@@ -221,14 +230,21 @@ class InProcessTeam:
         self._pool.shutdown(wait=True)
         for learner in self.learners:
             learner.close()
+        for log in self.scalar_logs:
+            if log is not None:
+                log.close()
         self.joint.close()
 
 
 class _Metrics:
-    """``metrics.jsonl`` records and the console progress line, as the mesh launcher writes them."""
+    """``metrics.jsonl`` records and the console progress line, as the mesh launcher writes them.
 
-    def __init__(self, team: InProcessTeam, path: Path, out: TextIO) -> None:
+    Every record also goes to ``team_log`` as TensorBoard scalars, if given.
+    """
+
+    def __init__(self, team: InProcessTeam, path: Path, out: TextIO, team_log: TeamLog | None) -> None:
         self.team = team
+        self.team_log = team_log
         self.file = open(path, "a")  # noqa: SIM115 (closed in close())
         self.out = out
         self.returns: collections.deque[float] = collections.deque(maxlen=100)
@@ -273,6 +289,8 @@ class _Metrics:
         }
         self.file.write(json.dumps(rec) + "\n")
         self.file.flush()
+        if self.team_log is not None:
+            self.team_log.record(rec)
         if elapsed - self.last_print >= 10.0 or self.team.finished:
             self.out.write(f"[{LAUNCHER}] {progress_line(rec, len(self.returns), self.team.config)}\n")
             self.out.flush()
@@ -303,6 +321,7 @@ def train_inprocess(
     from marlmesh.launch.train import train
     from marlmesh.lockstep import reproducibility
     from marlmesh.stop_signals import StopSignals
+    from marlmesh.tensorboard import team_log
 
     if plugins.load("algos", config.algo.name).centralized:  # already one process
         return train(config, run_dir, out, evaluate)
@@ -324,7 +343,8 @@ def train_inprocess(
     stop = StopSignals()
     start = time.monotonic()
     team = InProcessTeam(config, run_dir)
-    metrics = _Metrics(team, run_dir / "metrics.jsonl", out)
+    board = team_log(config.train.tensorboard, run_dir)
+    metrics = _Metrics(team, run_dir / "metrics.jsonl", out, board)
     budget = config.train.max_wall_seconds
     interval = config.runtime.progress_interval_s
     next_record = interval
@@ -373,8 +393,14 @@ def train_inprocess(
         "learners": learner_stats,
         "config": config_summary(config),
     }
-    if evaluate and not interrupted:
-        evaluate_into(summary, config, config_path, run_dir, out)
+    try:
+        if evaluate and not interrupted:
+            evaluate_into(summary, config, config_path, run_dir, out)
+            if board is not None:
+                board.evaluation(summary["eval"], team.env_steps)
+    finally:
+        if board is not None:
+            board.close()
     write_summary(run_dir, summary)
     try:
         from marlmesh.launch.plotting import plot_run

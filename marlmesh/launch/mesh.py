@@ -29,6 +29,7 @@ from marlmesh.config import Config, ConfigError
 from marlmesh.errors import MeshError
 from marlmesh.ports import free_port_block
 from marlmesh.serving import grpc_options, wait_healthy
+from marlmesh.tensorboard import learner_run, tensorboard_root
 from marlmesh.v1 import env_pb2, env_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -316,6 +317,7 @@ class Mesh:
                         str(self.checkpoint_dir(i)),
                         "--metrics-port",
                         str(learner_metrics + i),
+                        *self._tensorboard_args(i),
                     ],
                     gossip_env,
                 )
@@ -372,6 +374,12 @@ class Mesh:
     def checkpoint_dir(self, agent_id: int) -> Path:
         """Checkpoint folder of one agent."""
         return self.run_dir / "checkpoints" / f"agent-{agent_id}"
+
+    def _tensorboard_args(self, agent_id: int) -> list[str]:
+        """A learner's ``--tensorboard-dir`` (``RUN_DIR/tensorboard/learner-<i>``) when ``train.tensorboard``."""
+        if not self.config.train.tensorboard:
+            return []
+        return ["--tensorboard-dir", str(tensorboard_root(self.run_dir) / learner_run(agent_id))]
 
     # -- watch -------------------------------------------------------------------------------------
     def check_alive(self) -> None:

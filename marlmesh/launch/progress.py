@@ -14,6 +14,7 @@ import numpy as np
 
 from marlmesh.config import Config
 from marlmesh.launch.mesh import Mesh
+from marlmesh.tensorboard import TeamLog
 from marlmesh.v1 import env_pb2, learner_pb2, learner_pb2_grpc
 
 
@@ -62,10 +63,21 @@ def progress_line(rec: dict[str, object], episodes_in_mean: int, config: Config)
 
 
 class Progress:
-    """Polls the env and the learners, writes ``metrics.jsonl`` and prints a progress line."""
+    """Polls the env and the learners, writes ``metrics.jsonl`` and prints a progress line.
 
-    def __init__(self, mesh: Mesh, config: Config, metrics_path: Path, out: TextIO) -> None:
+    Args:
+        mesh: The running mesh.
+        config: The run's config.
+        metrics_path: ``metrics.jsonl``, appended to.
+        out: Console.
+        team_log: Also writes every record there as TensorBoard scalars (None: not).
+    """
+
+    def __init__(
+        self, mesh: Mesh, config: Config, metrics_path: Path, out: TextIO, team_log: TeamLog | None = None
+    ) -> None:
         self.mesh = mesh
+        self.team_log = team_log
         self.config = config
         self.out = out
         self.tty = out.isatty()
@@ -141,6 +153,8 @@ class Progress:
         }
         self.metrics.write(json.dumps(rec) + "\n")
         self.metrics.flush()
+        if self.team_log is not None:
+            self.team_log.record(rec)
         self._print(rec)
         return rec
 

@@ -7,6 +7,7 @@ Run directory layout::
     RUN_DIR/logs/            one log per process
     RUN_DIR/checkpoints/     agent-<i>/ckpt-<version>.pt (atomic, checksummed)
     RUN_DIR/plots/           learning curves (``marlmesh plot``)
+    RUN_DIR/tensorboard/     learner-<i>/ and team/ event files (``train.tensorboard``; marlmesh.tensorboard)
     RUN_DIR/summary.json     the contract fields (docs/runs.md)
 """
 
@@ -41,6 +42,7 @@ from marlmesh.launch.summary import (
 from marlmesh.launch.supervise import Supervisor
 from marlmesh.lockstep import reproducibility, uses_lockstep
 from marlmesh.stop_signals import StopSignals
+from marlmesh.tensorboard import TeamLog, team_log
 
 
 def check_plugins(config: Config) -> None:
@@ -117,9 +119,39 @@ def train(
     out.flush()
     start = time.monotonic()
     run = _MeshRun(Mesh(config, config_path, run_dir, "train", "train", config.seed, config.env.num_envs))
+    team = team_log(config.train.tensorboard, run_dir)
+    try:
+        summary = _train_and_evaluate(run, config, config_path, run_dir, stop, start, out, evaluate, on_tick, team)
+    finally:
+        if team is not None:
+            team.close()
+    write_summary(run_dir, summary)
+    _plot(run_dir)
+    out.write(f"summary: {run_dir / 'summary.json'}\n")
+    out.flush()
+    return summary
+
+
+def _train_and_evaluate(
+    run: _MeshRun,
+    config: Config,
+    config_path: Path,
+    run_dir: Path,
+    stop: StopSignals,
+    start: float,
+    out: TextIO,
+    evaluate: bool,
+    on_tick: Callable[[Mesh, Progress], bool] | None,
+    team: TeamLog | None,
+) -> dict[str, object]:
+    """Run the mesh to its end, stop it and evaluate; returns the summary (not yet written).
+
+    Raises:
+        MeshError: If a process fails for good (a summary with ``status: failed`` is written first).
+    """
     failure: MeshError | None = None
     try:
-        _start(run, config, run_dir, out)
+        _start(run, config, run_dir, out, team)
         _run_until_done(run, config, stop.event, start, out, on_tick)
     except MeshError as exc:
         failure = exc
@@ -133,10 +165,8 @@ def train(
         raise failure
     if evaluate and not stop.event.is_set():
         evaluate_into(summary, config, config_path, run_dir, out)
-    write_summary(run_dir, summary)
-    _plot(run_dir)
-    out.write(f"summary: {run_dir / 'summary.json'}\n")
-    out.flush()
+        if team is not None:
+            team.evaluation(summary["eval"], int(summary["env_steps"]))
     return summary
 
 
@@ -162,8 +192,10 @@ def _write_run_dir(config: Config, run_dir: Path) -> Path:
     return config_path
 
 
-def _start(run: _MeshRun, config: Config, run_dir: Path, out: TextIO) -> None:
+def _start(run: _MeshRun, config: Config, run_dir: Path, out: TextIO, team: TeamLog | None) -> None:
     """Start every process, then the progress poller, the supervisor, the fault schedule and lockstep's end check.
+
+    ``team`` (None: none) receives every progress record as TensorBoard scalars.
 
     Raises:
         MeshError: If a process does not come up.
@@ -175,7 +207,7 @@ def _start(run: _MeshRun, config: Config, run_dir: Path, out: TextIO) -> None:
         f"(pids {', '.join(str(p['pid']) for p in mesh.processes())}); logs in {run_dir / 'logs'}\n"
     )
     out.flush()
-    run.progress = Progress(mesh, config, run_dir / "metrics.jsonl", out)
+    run.progress = Progress(mesh, config, run_dir / "metrics.jsonl", out, team)
     run.supervisor = Supervisor(mesh, config.runtime.restart, config.runtime.startup_timeout_s, out)
     run.faults = FaultSchedule(config, mesh, run.supervisor)
     if uses_lockstep(config):  # the agents stop at the exact final tick; the run ends when all did

@@ -73,6 +73,15 @@ def train(
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
+def read_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of one TensorBoard run folder -> its ``(step, value)`` points (TensorBoard's own reader)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
 def alive(pid: int) -> bool:
     """True while a process with this pid exists."""
     try:

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from service_procs import smoke_train
+from service_procs import read_scalars, smoke_train
 
 pytestmark = pytest.mark.integration
 
@@ -30,3 +30,10 @@ def test_mappo_central_trains_on_the_smoke_budget_and_writes_the_summary(tmp_pat
     assert list((run / "checkpoints" / "central-critic").glob("ckpt-*.pt"))
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert lines and lines[-1]["env_steps"] >= 2400
+    # TensorBoard: the trainer's update statistics by update, the team's return and the evaluation by env step
+    trainer = read_scalars(run / "tensorboard" / "central-trainer")
+    assert {"learner/policy_loss", "learner/value_loss", "learner/entropy", "learner/lr"} <= set(trainer)
+    assert [s for s, _ in trainer["learner/version"]] == list(range(1, len(lines) + 1))
+    team = read_scalars(run / "tensorboard" / "team")
+    assert [s for s, _ in team["team/episodes"]] == [rec["env_steps"] for rec in lines]
+    assert [s for s, _ in team["eval/return_sum_mean"]] == [summary["env_steps"]]

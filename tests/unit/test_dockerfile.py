@@ -1,9 +1,12 @@
-"""The Dockerfile: a train and an edge target, non-root, the torch pin of pyproject, no torch on the edge."""
+"""The Dockerfile and ``make image``: a train and an edge target, non-root, the torch pin of pyproject, no torch on
+the edge, the base image and the torch source as build arguments (no image is built here)."""
 
 from __future__ import annotations
 
 import ast
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,8 +62,52 @@ def test_train_image_pins_the_cpu_torch_of_pyproject() -> None:
     pin = next(d for d in extra("train") if d.startswith("torch"))
     all_stages = stages()
     build = " ".join(all_stages[copied_from("train", all_stages)])
-    torch_first = build.index(f"pip install {pin} --index-url https://download.pytorch.org/whl/cpu")
-    assert torch_first < build.index("pip install '.[train]'"), "torch must come from the CPU index first"
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in build, "the CPU index is the default"
+    torch_first = build.index(f'pip install {pin} ${{TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}}')
+    assert torch_first < build.index("pip install '.[train]'"), "torch must come from its source first"
+
+
+def test_the_base_image_and_the_wheel_folder_are_build_arguments() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    before_first_stage = text[: text.index("\nFROM ")]
+    assert "\nARG BASE_IMAGE=python:3.11-slim\n" in before_first_stage
+    assert "# syntax=" not in text, "a syntax line makes BuildKit pull a frontend image (no offline build)"
+    all_stages = stages()
+    assert all_stages["base"][0] == "FROM ${BASE_IMAGE}"
+    for target in ("train", "edge"):
+        assert parents(target, all_stages)[-1] == "base", target
+    source = all_stages["source"]
+    assert {"ARG WHEELS=docker/wheels", "COPY ${WHEELS} /wheels", "ENV PIP_FIND_LINKS=/wheels"} <= set(source)
+    assert (ROOT / "docker" / "wheels").is_dir()
+    for builder in ("build-train", "build-edge"):
+        assert {"ARG PIP_INDEX_URL", "ARG PIP_NO_INDEX"} <= set(all_stages[builder]), builder
+        assert "source" in parents(builder, all_stages), builder
+
+
+def make_image(*overrides: str) -> list[str]:
+    """The commands ``make -n image`` would run."""
+    res = subprocess.run(
+        ["make", "-n", "image", *overrides], capture_output=True, text=True, cwd=ROOT, check=True, timeout=30
+    )
+    return res.stdout.splitlines()
+
+
+def test_make_image_builds_both_targets_with_the_build_arguments() -> None:
+    default = make_image()
+    assert [shlex.split(c)[:5] for c in default] == [
+        ["docker", "build", "--target", "train", "-t"],
+        ["docker", "build", "--target", "edge", "-t"],
+    ]
+    for command in default:
+        args = shlex.split(command)
+        assert "BASE_IMAGE=python:3.11-slim" in args and "WHEELS=docker/wheels" in args
+        assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in args
+        assert not any(a.startswith("PIP_") for a in args)
+    offline = make_image("BASE_IMAGE=local/python:bookworm", "TORCH_INDEX_URL=", "PIP_NO_INDEX=1", "IMAGE=m")
+    assert [shlex.split(c)[5] for c in offline] == ["m:train", "m:edge"]
+    for command in offline:
+        args = shlex.split(command)
+        assert {"BASE_IMAGE=local/python:bookworm", "TORCH_INDEX_URL=", "PIP_NO_INDEX=1"} <= set(args)
 
 
 def test_edge_image_never_installs_torch() -> None:
