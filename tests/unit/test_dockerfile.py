@@ -4,6 +4,7 @@ the edge, the base image and the torch source as build arguments (no image is bu
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shlex
 import subprocess
@@ -85,9 +86,16 @@ def test_the_base_image_and_the_wheel_folder_are_build_arguments() -> None:
 
 
 def make_image(*overrides: str) -> list[str]:
-    """The commands ``make -n image`` would run."""
+    """The commands ``make -n image`` would run (also when the suite itself runs under ``make test``)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     res = subprocess.run(
-        ["make", "-n", "image", *overrides], capture_output=True, text=True, cwd=ROOT, check=True, timeout=30
+        ["make", "--no-print-directory", "-n", "image", *overrides],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        timeout=30,
+        env=env,
     )
     return res.stdout.splitlines()
 
