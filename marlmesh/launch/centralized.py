@@ -25,8 +25,8 @@ from marlmesh.centralized import BANNER, CENTRALIZED_LABEL
 from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.centralized.mappo import CentralMAPPO
 from marlmesh.checkpoint import load_latest, save_checkpoint
-from marlmesh.config import Config, ConfigError, dump_config
-from marlmesh.launch.summary import bus_summary, config_summary, evaluate_into, write_summary
+from marlmesh.config import Config, ConfigError
+from marlmesh.launch.summary import bus_summary, config_summary, evaluate_into, write_run_dir, write_summary
 from marlmesh.stop_signals import StopSignals
 from marlmesh.tensorboard import ScalarLog, team_log, tensorboard_root
 
@@ -91,10 +91,7 @@ def train_central(config: Config, run_dir: Path, out: TextIO = sys.stdout, evalu
         ConfigError: If the config uses mesh-only settings (see :func:`check_central`).
     """
     check_central(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "plots").mkdir(exist_ok=True)
-    config_path = run_dir / "config.yaml"
-    config_path.write_text(dump_config(config))
+    config_path = write_run_dir(config, run_dir)
     torch.set_num_threads(config.train.torch_threads)
     out.write(f"marlmesh train: run directory {run_dir}\n{BANNER}\n")
     out.flush()

@@ -24,7 +24,6 @@ agents' own bus endpoints, which this launcher does not run).
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import sys
@@ -33,9 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
-
-from marlmesh.config import Config, ConfigError, dump_config
+from marlmesh.config import Config, ConfigError
+from marlmesh.launch.progress import EpisodeWindow, progress_line
 from marlmesh.tensorboard import TeamLog
 
 LAUNCHER = "inprocess"
@@ -247,23 +245,15 @@ class _Metrics:
         self.team_log = team_log
         self.file = open(path, "a")  # noqa: SIM115 (closed in close())
         self.out = out
-        self.returns: collections.deque[float] = collections.deque(maxlen=100)
-        self.collisions: collections.deque[float] = collections.deque(maxlen=100)
-        self.next_seq = 0
+        self.window = EpisodeWindow()
         self.episodes = 0
         self.start = time.monotonic()
         self.last_print = -1e9
 
     def record(self) -> None:
-        from marlmesh.launch.progress import progress_line
-
         node = self.team.joint.node
-        stats = node.stats(episodes_from=self.next_seq, max_episodes=10_000)
-        for ep in stats.recent:
-            self.returns.append(ep.return_sum)
-            if not np.isnan(ep.collisions):
-                self.collisions.append(ep.collisions)
-            self.next_seq = max(self.next_seq, ep.seq + 1)
+        stats = node.stats(episodes_from=self.window.next_seq, max_episodes=10_000)
+        self.window.add(stats.recent)
         self.episodes = stats.episodes
         elapsed = time.monotonic() - self.start
         rec: dict[str, object] = {
@@ -271,9 +261,7 @@ class _Metrics:
             "env_steps": self.team.env_steps,
             "steps_per_second": round(self.team.env_steps / max(elapsed, 1e-9), 1),
             "episodes": stats.episodes,
-            "return_sum_recent_mean": float(np.mean(self.returns)) if self.returns else None,
-            "return_sum_recent_std": float(np.std(self.returns)) if self.returns else None,
-            "collisions_recent_mean": float(np.mean(self.collisions)) if self.collisions else None,
+            **self.window.fields(),
             "default_actions": {},
             "learners": [
                 {
@@ -292,7 +280,7 @@ class _Metrics:
         if self.team_log is not None:
             self.team_log.record(rec)
         if elapsed - self.last_print >= 10.0 or self.team.finished:
-            self.out.write(f"[{LAUNCHER}] {progress_line(rec, len(self.returns), self.team.config)}\n")
+            self.out.write(f"[{LAUNCHER}] {progress_line(rec, len(self.window.returns), self.team.config)}\n")
             self.out.flush()
             self.last_print = elapsed
 
@@ -316,6 +304,8 @@ def train_inprocess(
         config_summary,
         evaluate_into,
         merge_bus_trace,
+        plot_curves,
+        write_run_dir,
         write_summary,
     )
     from marlmesh.launch.train import train
@@ -330,10 +320,7 @@ def train_inprocess(
         out.write("note: the in-process launcher takes up weights in lockstep (train.weight_sync=lockstep)\n")
         config = config.model_copy(deep=True)
         config.train.weight_sync = "lockstep"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "plots").mkdir(exist_ok=True)
-    config_path = run_dir / "config.yaml"
-    config_path.write_text(dump_config(config))
+    config_path = write_run_dir(config, run_dir)
     out.write(
         f"marlmesh train: run directory {run_dir}\n"
         f"launcher {LAUNCHER}: env, {config.algo.name} agents and learners in one process (for experiments; "
@@ -372,7 +359,7 @@ def train_inprocess(
         "env_steps": team.env_steps,
         "episodes": metrics.episodes,
         "wall_seconds": round(time.monotonic() - start, 2),
-        "train_return_sum_recent_mean": float(np.mean(metrics.returns)) if metrics.returns else None,
+        "train_return_sum_recent_mean": metrics.window.fields()["return_sum_recent_mean"],
         "processes": [{"role": LAUNCHER, "agent_id": -1, "pid": os.getpid()}],
         "exit_codes": {},
         "ports": {},
@@ -402,12 +389,7 @@ def train_inprocess(
         if board is not None:
             board.close()
     write_summary(run_dir, summary)
-    try:
-        from marlmesh.launch.plotting import plot_run
-
-        plot_run(run_dir)
-    except ImportError:  # matplotlib is in the train extra
-        pass
+    plot_curves(run_dir)
     out.write(f"summary: {run_dir / 'summary.json'}\n")
     out.flush()
     return summary

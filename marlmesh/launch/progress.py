@@ -6,8 +6,9 @@ import collections
 import json
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import grpc
 import numpy as np
@@ -62,6 +63,37 @@ def progress_line(rec: dict[str, object], episodes_in_mean: int, config: Config)
     )
 
 
+class EpisodeWindow:
+    """The last 100 finished episodes a launcher has read from the env's statistics, for its progress records.
+
+    Attributes:
+        next_seq: The sequence number of the first episode not read yet (``episodes_from`` of the next read).
+        returns: Summed returns of the last 100 episodes.
+        collisions: Collisions of the last 100 episodes that report them.
+    """
+
+    def __init__(self) -> None:
+        self.next_seq = 0
+        self.returns: collections.deque[float] = collections.deque(maxlen=100)
+        self.collisions: collections.deque[float] = collections.deque(maxlen=100)
+
+    def add(self, recent: Iterable[Any]) -> None:
+        """Take in newly finished episodes (each with ``seq``, ``return_sum`` and ``collisions``, NaN if none)."""
+        for ep in recent:
+            self.returns.append(ep.return_sum)
+            if not np.isnan(ep.collisions):
+                self.collisions.append(ep.collisions)
+            self.next_seq = max(self.next_seq, ep.seq + 1)
+
+    def fields(self) -> dict[str, float | None]:
+        """The ``return_sum_recent_*`` and ``collisions_recent_mean`` fields of a ``metrics.jsonl`` record."""
+        return {
+            "return_sum_recent_mean": float(np.mean(self.returns)) if self.returns else None,
+            "return_sum_recent_std": float(np.std(self.returns)) if self.returns else None,
+            "collisions_recent_mean": float(np.mean(self.collisions)) if self.collisions else None,
+        }
+
+
 class Progress:
     """Polls the env and the learners, writes ``metrics.jsonl`` and prints a progress line.
 
@@ -88,9 +120,7 @@ class Progress:
             for p in mesh.procs
             if p.role == "learner"
         }
-        self.next_seq = 0
-        self.returns: collections.deque[float] = collections.deque(maxlen=100)
-        self.collisions: collections.deque[float] = collections.deque(maxlen=100)
+        self.window = EpisodeWindow()
         self.start = time.monotonic()
         self.last_print = 0.0
         self.env_steps = 0
@@ -105,7 +135,7 @@ class Progress:
         raw_steps, raw_episodes = self._env_raw
         if stats.env_steps < raw_steps:
             self._env_offset = (self._env_offset[0] + raw_steps, self._env_offset[1] + raw_episodes)
-            self.next_seq = 0
+            self.window.next_seq = 0
         self._env_raw = (stats.env_steps, stats.episodes)
         self.env_steps = self._env_offset[0] + stats.env_steps
         self.episodes = self._env_offset[1] + stats.episodes
@@ -115,14 +145,10 @@ class Progress:
         """One progress tick; returns the metrics record."""
         timeout = self.config.runtime.rpc_timeout_s
         stats = self.env.GetStats(
-            env_pb2.StatsRequest(episodes_from=self.next_seq, max_episodes=10_000), timeout=timeout
+            env_pb2.StatsRequest(episodes_from=self.window.next_seq, max_episodes=10_000), timeout=timeout
         )
         self._follow_env_restart(stats)
-        for ep in stats.recent:
-            self.returns.append(ep.return_sum)
-            if not np.isnan(ep.collisions):
-                self.collisions.append(ep.collisions)
-            self.next_seq = max(self.next_seq, ep.seq + 1)
+        self.window.add(stats.recent)
         learners = []
         for agent_id, stub in sorted(self.learners.items()):
             try:
@@ -145,9 +171,7 @@ class Progress:
             "env_steps": self.env_steps,
             "steps_per_second": round(stats.steps_per_second, 1),
             "episodes": self.episodes,
-            "return_sum_recent_mean": float(np.mean(self.returns)) if self.returns else None,
-            "return_sum_recent_std": float(np.std(self.returns)) if self.returns else None,
-            "collisions_recent_mean": float(np.mean(self.collisions)) if self.collisions else None,
+            **self.window.fields(),
             "default_actions": self._default_actions(stats),
             "learners": learners,
         }
@@ -163,7 +187,7 @@ class Progress:
         return self.default_actions
 
     def _print(self, rec: dict[str, object]) -> None:
-        line = progress_line(rec, len(self.returns), self.config)
+        line = progress_line(rec, len(self.window.returns), self.config)
         if self.tty:
             self.out.write("\r\033[K" + line)
             self.out.flush()

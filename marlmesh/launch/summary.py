@@ -13,8 +13,27 @@ from typing import TextIO
 
 import numpy as np
 
-from marlmesh.config import Config
+from marlmesh.config import Config, dump_config
 from marlmesh.launch.evaluate import evaluate_run, format_eval_table
+
+
+def write_run_dir(config: Config, run_dir: Path) -> Path:
+    """Create the run directory with ``plots/`` and the resolved ``config.yaml``; returns the config's path."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "plots").mkdir(exist_ok=True)
+    config_path = run_dir / "config.yaml"
+    config_path.write_text(dump_config(config))
+    return config_path
+
+
+def plot_curves(run_dir: Path) -> None:
+    """Write the learning curves into ``RUN_DIR/plots`` (skipped without matplotlib, which is in the train extra)."""
+    try:
+        from marlmesh.launch.plotting import plot_run
+
+        plot_run(run_dir)
+    except ImportError:
+        pass
 
 
 def read_stats(run_dir: Path, tag: str) -> list[dict[str, object]]:

@@ -25,7 +25,7 @@ import grpc
 import numpy as np
 
 from marlmesh import plugins
-from marlmesh.config import Config, dump_config
+from marlmesh.config import Config
 from marlmesh.launch.faults import FaultSchedule, check_supported
 from marlmesh.launch.lockstep_end import LockstepEnd
 from marlmesh.launch.mesh import Mesh, MeshError
@@ -36,7 +36,9 @@ from marlmesh.launch.summary import (
     evaluate_into,
     gossip_summary,
     merge_bus_trace,
+    plot_curves,
     read_stats,
+    write_run_dir,
     write_summary,
 )
 from marlmesh.launch.supervise import Supervisor
@@ -113,7 +115,7 @@ def train(
 
         return train_central(config, run_dir, out, evaluate)
     check_supported(config)
-    config_path = _write_run_dir(config, run_dir)
+    config_path = write_run_dir(config, run_dir)
     stop = StopSignals()
     out.write(f"marlmesh train: run directory {run_dir}\n")
     out.flush()
@@ -126,7 +128,7 @@ def train(
         if team is not None:
             team.close()
     write_summary(run_dir, summary)
-    _plot(run_dir)
+    plot_curves(run_dir)
     out.write(f"summary: {run_dir / 'summary.json'}\n")
     out.flush()
     return summary
@@ -181,15 +183,6 @@ class _MeshRun:
     lockstep_end: LockstepEnd | None = None
     reached_end: bool = False
     """The run got to its end (env-step budget or lockstep's final tick), not stopped early."""
-
-
-def _write_run_dir(config: Config, run_dir: Path) -> Path:
-    """Create the run directory with ``plots/`` and the resolved ``config.yaml``; returns the config's path."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "plots").mkdir(exist_ok=True)
-    config_path = run_dir / "config.yaml"
-    config_path.write_text(dump_config(config))
-    return config_path
 
 
 def _start(run: _MeshRun, config: Config, run_dir: Path, out: TextIO, team: TeamLog | None) -> None:
@@ -286,7 +279,9 @@ def _summarize(
         "env_steps": progress.env_steps if progress else 0,
         "episodes": progress.episodes if progress else 0,
         "wall_seconds": round(train_seconds, 2),
-        "train_return_sum_recent_mean": float(np.mean(progress.returns)) if progress and progress.returns else None,
+        "train_return_sum_recent_mean": float(np.mean(progress.window.returns))
+        if progress and progress.window.returns
+        else None,
         "processes": processes,
         "exit_codes": codes,
         "ports": run.mesh.bound_ports(),
@@ -309,16 +304,6 @@ def _summarize(
         "learners": learner_stats,
         "config": config_summary(config),
     }
-
-
-def _plot(run_dir: Path) -> None:
-    """Write the learning curves into ``RUN_DIR/plots`` (skipped without matplotlib, which is in the train extra)."""
-    try:
-        from marlmesh.launch.plotting import plot_run
-
-        plot_run(run_dir)
-    except ImportError:
-        pass
 
 
 def _restarts(processes: list[dict[str, object]], supervisor: Supervisor | None) -> dict[str, int]:
