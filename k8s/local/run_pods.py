@@ -1,6 +1,6 @@
 """Run rendered marlmesh manifests as Docker containers that stand in for the pods, without a cluster.
 
-Usage (as a user who may run ``docker``)::
+Usage, as root (the state folder under ``--state-dir`` is given to the pods' user, as ``fsGroup`` would)::
 
     marlmesh k8s render -c configs/dgmappo.yaml --agents 3 --out /tmp/mesh
     python k8s/local/run_pods.py up /tmp/mesh --prometheus-config /tmp/mesh-prometheus.yml
@@ -34,7 +34,9 @@ from pathlib import Path
 import yaml
 
 LABEL = "io.marlmesh.local-pods"
-"""Label on every container and the network ``up`` creates; ``down`` removes what carries it."""
+"""Label (value: the prefix) on every container and the network ``up`` creates; ``down`` removes what carries it."""
+HOLDER = f"{LABEL}.holder"
+"""Label of the containers that only hold a pod's network namespace (``sleep`` as PID 1 ignores SIGTERM)."""
 WORKLOADS = ("Deployment", "StatefulSet")
 Files = dict[str, bytes]
 
@@ -171,7 +173,7 @@ def _user(pod: Pod, container: dict) -> tuple[int | None, int | None]:
 
 def infra_args(pod: Pod, *, prefix: str) -> list[str]:
     """``docker run`` of the container that holds ``pod``'s network namespace, DNS names and published ports."""
-    args = ["docker", "run", "-d", "--name", f"{prefix}-{pod.name}", "--label", f"{LABEL}={prefix}"]
+    args = ["docker", "run", "-d", "--name", f"{prefix}-{pod.name}", "--label", f"{LABEL}={prefix}", "--label", HOLDER]
     args += ["--network", prefix, "--hostname", pod.name, "--read-only", "--cap-drop", "ALL", "--user", "65534:65534"]
     for alias in pod.aliases:
         args += ["--network-alias", alias]
@@ -283,15 +285,21 @@ def up(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _containers(prefix: str, *filters: str) -> list[str]:
+    command = ["docker", "ps", "-aq", "--filter", f"label={LABEL}={prefix}"]
+    for extra in filters:
+        command += ["--filter", extra]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()
+
+
 def down(ns: argparse.Namespace) -> int:
-    """Remove the containers and the network of ``--prefix`` and its state folder."""
-    listed = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={LABEL}={ns.prefix}"], check=True, capture_output=True, text=True
-    )
-    ids = listed.stdout.split()
-    if ids:  # SIGTERM first, SIGKILL after the pods' usual grace period, as kubelet does
-        subprocess.run(["docker", "stop", "-t", str(ns.grace_seconds), *ids], check=False, stdout=subprocess.DEVNULL)
-        subprocess.run(["docker", "rm", "-f", *ids], check=True, stdout=subprocess.DEVNULL)
+    """Stop and remove the containers and the network of ``--prefix``, and its state folder."""
+    processes = set(_containers(ns.prefix)) - set(_containers(ns.prefix, f"label={HOLDER}"))
+    if processes:  # SIGTERM first, SIGKILL after the grace period, as kubelet does
+        subprocess.run(["docker", "stop", "-t", str(ns.grace_seconds), *processes], check=False, capture_output=True)
+    everything = _containers(ns.prefix)
+    if everything:
+        subprocess.run(["docker", "rm", "-f", *everything], check=True, capture_output=True)
     subprocess.run(["docker", "network", "rm", ns.prefix], check=False, capture_output=True)
     shutil.rmtree(ns.state_dir / ns.prefix, ignore_errors=True)
     return 0

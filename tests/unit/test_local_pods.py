@@ -93,3 +93,15 @@ def test_dry_run_prints_commands_and_writes_a_prometheus_config(
         j["static_configs"][0]["labels"]["container"] + "@" + j["static_configs"][0]["labels"]["pod"] for j in jobs
     }
     assert targets == {"env@env-0", *(f"{c}@agents-{i}" for c in ("agent", "learner") for i in range(3))}
+
+
+def test_a_mount_inside_a_read_only_volume_gets_its_mountpoint_made(tmp_path: Path) -> None:
+    docs = k8s.render_file(ROOT / "configs" / "dgmappo.yaml", 3)
+    k8s.enable_tls(docs)  # the Secret at /etc/marlmesh/tls, inside the ConfigMap at /etc/marlmesh
+    pod = next(p for p in run_pods.plan_pods(docs, 19100) if p.name == "agents-0")
+    assert set(run_pods._nested_mountpoints(pod, tmp_path)) == {tmp_path / "configMap" / "marlmesh-config" / "tls"}
+    learner = next(c for c in pod.spec["containers"] if c["name"] == "learner")
+    mounts = _flag_values(
+        run_pods.container_args(pod, learner, prefix="t", namespace="m", sources={}, state_dir=tmp_path), "-v"
+    )
+    assert f"{tmp_path}/secret/marlmesh-tls:/etc/marlmesh/tls:ro" in mounts
