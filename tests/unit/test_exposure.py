@@ -140,8 +140,8 @@ def test_env_service_on_all_interfaces_without_tls_refuses_to_start(tmp_path: Pa
     assert not (tmp_path / "port").exists()
 
 
-def test_env_service_with_runtime_insecure_starts_and_warns(tmp_path: Path) -> None:
-    proc = _env_service(tmp_path, "--set", "runtime.insecure=true", "--set", "env.num_envs=1")
+def _started_and_stopped(tmp_path: Path, proc: subprocess.Popen) -> str:
+    """Wait for the port file, stop the process, return its stderr (it must have exited 0)."""
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "port").exists():
@@ -152,6 +152,12 @@ def test_env_service_with_runtime_insecure_starts_and_warns(tmp_path: Path) -> N
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+    return err
+
+
+def test_env_service_with_runtime_insecure_starts_and_warns(tmp_path: Path) -> None:
+    proc = _env_service(tmp_path, "--set", "runtime.insecure=true", "--set", "env.num_envs=1")
+    err = _started_and_stopped(tmp_path, proc)
     warning = [line for line in err.splitlines() if "WARNING" in line and "runtime.insecure=true" in line]
     assert warning and "PLAINTEXT" in warning[0], err
 
@@ -182,3 +188,13 @@ def test_metrics_endpoint_serves_https_with_the_process_certificate_and_requires
     anonymous = ssl.create_default_context(cafile=str(keys / "ca.crt"))
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         urllib.request.urlopen(url, context=anonymous, timeout=10).read()
+
+
+def test_env_service_on_all_interfaces_with_mtls_starts_without_curve(tmp_path: Path) -> None:
+    """The env has no bus socket: mTLS alone is what it needs off loopback."""
+    from marlmesh.deploy.certs import generate_tls
+
+    generate_tls(tmp_path / "keys", 1)
+    tls_on = ["--set", "runtime.tls.enabled=true", "--set", f"runtime.tls.keys_dir={tmp_path / 'keys'}"]
+    err = _started_and_stopped(tmp_path, _env_service(tmp_path, *tls_on, "--set", "env.num_envs=1"))
+    assert "error" not in err and "runtime.insecure=true" not in err, err
