@@ -28,7 +28,7 @@ from marlmesh import contract, process
 from marlmesh.env_client import EnvClient
 from marlmesh.lockstep import FINISHED
 from marlmesh.plugins import PluginError
-from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_server
+from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_metrics, start_server
 
 ROLE = "agent_service"
 log = logging.getLogger(ROLE)
@@ -207,9 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         token=token,
     )
     if ns.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(ns.metrics_port, addr=host)
+        start_metrics(ns.metrics_port, host, tls_identity)
     process.write_port_file(ns.port_file, server.port)
     log.info(
         "agent %d up (mode %s, channel %s, B=%d, control %s:%d)",
@@ -256,4 +254,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    process.exit_promptly(main())
+    process.exit_promptly(process.run(ROLE, main))

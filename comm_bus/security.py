@@ -155,7 +155,11 @@ def release(context: zmq.Context) -> None:
     auth.stop()
 
 
-def secret_manifest(directory: Path, agents: int, name: str = "marlmesh-bus-keys", namespace: str = "marlmesh") -> str:
+SECRET_NAME = "marlmesh-bus-keys"
+"""Name of the Kubernetes Secret holding every agent's CURVE key files."""
+
+
+def secret_manifest(directory: Path, agents: int, name: str = SECRET_NAME, namespace: str = "marlmesh") -> str:
     """A Kubernetes Secret holding every agent's key files (mount it at ``bus.security.keys_dir``).
 
     Every agent pod mounts the whole Secret and reads its own ``agent-<i>.key_secret`` (a StatefulSet cannot

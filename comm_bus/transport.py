@@ -22,6 +22,7 @@ import zmq
 
 from comm_bus import security
 from comm_bus.addressing import PeerAddressing
+from marlmesh import exposure
 from marlmesh.config.bus import BusConfig
 
 
@@ -70,6 +71,8 @@ class ZmqTransport:
     Raises:
         RuntimeError: If the bus address cannot be bound.
         ValueError: If CURVE keys are missing or invalid.
+        ExposureError: If a bind or peer address is not loopback while CURVE and ``runtime.insecure`` are off
+            (:mod:`marlmesh.exposure`).
     """
 
     can_wait = True
@@ -83,6 +86,10 @@ class ZmqTransport:
         max_frame_bytes: int,
         context: zmq.Context | None = None,
     ) -> None:
+        bind = addressing.bind_address(agent_index)
+        peers = {peer: addressing.peer_address(peer) for peer in range(num_agents) if peer != agent_index}
+        for address, verb in ((bind, "bind"), *((a, "dial") for a in peers.values())):
+            exposure.require(exposure.Surface.BUS, address, secured=config.security.curve, verb=verb)
         self._ctx = context or zmq.Context.instance()
         self._pull = self._ctx.socket(zmq.PULL)
         self._pull.setsockopt(zmq.LINGER, 0)
@@ -99,23 +106,20 @@ class ZmqTransport:
                 raise
             security.secure_sockets(self._ctx, self._keys, self._pull, self.auth_counts)
         self.authenticated = self._keys is not None
-        bind = addressing.bind_address(agent_index)
         try:
             self._pull.bind(bind)
         except zmq.ZMQError as exc:
             self._pull.close()
             raise RuntimeError(f"bus: cannot bind {bind}: {exc}") from None
         self._push: dict[int, zmq.Socket] = {}
-        for peer in range(num_agents):
-            if peer == agent_index:
-                continue
+        for peer, address in peers.items():
             sock = self._ctx.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.setsockopt(zmq.SNDTIMEO, int(config.round_timeout_ms))
             if self._keys is not None:
                 security.secure_client(self._keys, sock, peer)
-            sock.connect(addressing.peer_address(peer))
+            sock.connect(address)
             self._push[peer] = sock
         self._poller = zmq.Poller()
         self._poller.register(self._pull, zmq.POLLIN)

@@ -18,7 +18,7 @@ from env_service.node import EnvNode
 from env_service.servicer import EnvServicer
 from marlmesh import contract, process
 from marlmesh.plugins import PluginError
-from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_server
+from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_metrics, start_server
 from marlmesh.v1 import env_pb2_grpc
 
 ROLE = "env_service"
@@ -90,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         process.fail(ROLE, str(exc))
     if ns.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(ns.metrics_port, addr=host)
+        start_metrics(ns.metrics_port, host, tls_identity)
     threading.Thread(target=export_metrics, args=(node, stop), name="metrics", daemon=True).start()
     process.write_port_file(ns.port_file, server.port)
     log.info(
@@ -138,4 +136,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(process.run(ROLE, main))

@@ -19,7 +19,7 @@ from marlmesh import contract, process
 from marlmesh.config import Config
 from marlmesh.plugins import PluginError
 from marlmesh.policy_spec import policy_spec_for
-from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_server
+from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_metrics, start_server
 from marlmesh.tensorboard import ScalarLog
 from marlmesh.v1 import learner_pb2_grpc
 
@@ -112,9 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         token=token,
     )
     if ns.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(ns.metrics_port, addr=host)
+        start_metrics(ns.metrics_port, host, tls_identity)
     process.write_port_file(ns.port_file, server.port)
     log.info(
         "learner of agent %d listening on %s:%d (version %d, resumed from %d, %d corrupt checkpoint(s) skipped)",
@@ -162,4 +160,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    process.exit_promptly(main())
+    process.exit_promptly(process.run(ROLE, main))

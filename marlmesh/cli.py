@@ -26,6 +26,7 @@ def _error(message: str, code: int = 2) -> int:
 
 def cmd_train(ns: argparse.Namespace) -> int:
     """``marlmesh train``."""
+    from marlmesh.exposure import check_launcher
     from marlmesh.launch.faults import check_supported
     from marlmesh.launch.inprocess import check_inprocess, train_inprocess
     from marlmesh.launch.mesh import MeshError
@@ -37,6 +38,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
         check_plugins(config)
         check_supported(config)
         check_tls(config)
+        check_launcher(config)
         if ns.launcher == "inprocess":
             check_inprocess(config)
     except (ConfigError, PluginError) as exc:
@@ -55,6 +57,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
 
 def cmd_eval(ns: argparse.Namespace) -> int:
     """``marlmesh eval RUN_DIR``."""
+    from marlmesh.exposure import check_launcher
     from marlmesh.launch.evaluate import evaluate_run, format_eval_table
     from marlmesh.launch.mesh import MeshError
 
@@ -66,6 +69,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         return _error(f"{run_dir / 'checkpoints'} not found: the run saved no policy")
     try:
         config = load_config(config_path)
+        check_launcher(config)
     except ConfigError as exc:
         return _error(str(exc))
     episodes = ns.episodes or config.eval.episodes

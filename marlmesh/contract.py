@@ -172,7 +172,8 @@ HOST = Variable(
 )
 METRICS_PORT = Variable(
     "MARLMESH_METRICS_PORT",
-    "Port of the Prometheus `/metrics` endpoint; 0 = no endpoint.",
+    "Port of the Prometheus `/metrics` endpoint (HTTPS with a client certificate of the run's CA when "
+    "`runtime.tls` is on); 0 = no endpoint.",
     read_by=_SERVICES,
     set_by=frozenset({Role.K8S}),
     default="0",

@@ -14,12 +14,13 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
 
-from marlmesh import contract, control_token, tls
+from marlmesh import contract, control_token, exposure, tls
 from marlmesh.config import Config, ConfigError, load_config
 from marlmesh.serving import grpc_options
 from marlmesh.v1 import env_pb2, env_pb2_grpc
@@ -104,6 +105,10 @@ def security_or_fail(
 ) -> tuple[tls.TlsIdentity | None, str | None]:
     """This process's TLS identity (None: plaintext) and control token (None: none), or exit with the reason.
 
+    Also sets the process's exposure policy from ``runtime.insecure`` (a WARNING when on) and refuses a
+    plaintext gRPC server or metrics endpoint on a non-loopback ``--host`` before anything starts
+    (:mod:`marlmesh.exposure`; the bus and every dial are checked where they happen).
+
     Args:
         role: Prefix of the error line.
         ns: Parsed flags (``--tls-*``, ``--control-token-file``).
@@ -115,8 +120,26 @@ def security_or_fail(
         identity = tls.load_identity(
             config.runtime.tls, name, {"ca": ns.tls_ca, "cert": ns.tls_cert, "key": ns.tls_key}, agent
         )
+        exposure.set_insecure(config.runtime.insecure, name)
+        host = ns.host or config.runtime.host
+        exposure.require(exposure.Surface.GRPC, f"{host}:{ns.port}", secured=identity is not None)
+        if ns.metrics_port:
+            exposure.require(exposure.Surface.METRICS, f"{host}:{ns.metrics_port}", secured=identity is not None)
         return identity, control_token.load_token(ns.control_token_file)
     except ValueError as exc:  # ConfigError is a ValueError
+        fail(role, str(exc))
+
+
+def run(role: str, main: Callable[[], int]) -> int:
+    """Run a service's ``main``; an address it may not bind or dial in plaintext ends it with the one-line error.
+
+    Args:
+        role: Prefix of the error line.
+        main: The service's main function.
+    """
+    try:
+        return main()
+    except exposure.ExposureError as exc:
         fail(role, str(exc))
 
 

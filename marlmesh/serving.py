@@ -23,7 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import marlmesh
-from marlmesh import contract, control_token, tls
+from marlmesh import contract, control_token, exposure, tls
 from marlmesh.rpc_guard import guarded
 from marlmesh.v1 import control_pb2, control_pb2_grpc
 
@@ -208,6 +208,33 @@ def start_server(
     out = Server(server=server, port=bound, health=health_servicer, control=control)
     out.set_serving(True)
     return out
+
+
+def start_metrics(port: int, host: str, tls_identity: tls.TlsIdentity | None = None) -> None:
+    """Serve this process's Prometheus ``/metrics`` on ``host:port`` (a daemon thread).
+
+    With mTLS on (``tls_identity``) the endpoint speaks HTTPS with the process's own certificate and requires
+    a client certificate of the run's CA (the scraper's, e.g. ``prometheus`` from ``marlmesh keys gen``);
+    otherwise plain HTTP, which off loopback needs ``runtime.insecure`` (:mod:`marlmesh.exposure`).
+
+    Raises:
+        ExposureError: If ``host`` is not loopback, mTLS is off and ``runtime.insecure`` is off.
+    """
+    from prometheus_client import start_http_server
+
+    files = None if tls_identity is None else tls_identity.files
+    exposure.require(exposure.Surface.METRICS, f"{host}:{port}", secured=files is not None)
+    if files is None:
+        start_http_server(port, addr=host)
+        return
+    start_http_server(
+        port,
+        addr=host,
+        certfile=str(files.cert),
+        keyfile=str(files.key),
+        client_cafile=str(files.ca),
+        client_auth_required=True,
+    )
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

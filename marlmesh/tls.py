@@ -29,7 +29,7 @@ from pathlib import Path
 
 import grpc
 
-from marlmesh import contract
+from marlmesh import contract, exposure
 from marlmesh.config import Config, ConfigError, TlsConfig
 
 ENV_VARS = {"ca": contract.TLS_CA.name, "cert": contract.TLS_CERT.name, "key": contract.TLS_KEY.name}
@@ -120,6 +120,7 @@ class TlsIdentity:
         cert: PEM certificate chain of this process.
         key: PEM private key of this process.
         server_name: Name checked in every server's certificate.
+        files: Where the three PEM files are (the Prometheus endpoint serves TLS from them).
     """
 
     name: str
@@ -127,6 +128,7 @@ class TlsIdentity:
     cert: bytes
     key: bytes
     server_name: str
+    files: TlsFiles | None = None
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """TLS server credentials that require and verify a client certificate."""
@@ -200,7 +202,7 @@ def load_identity(
         return None
     ca, cert, key = (_read(files, kind) for kind in ("ca", "cert", "key"))
     _check_chain(files, ca, cert, key)
-    return TlsIdentity(name=name, ca=ca, cert=cert, key=key, server_name=config.server_name)
+    return TlsIdentity(name=name, ca=ca, cert=cert, key=key, server_name=config.server_name, files=files)
 
 
 def child_env(config: TlsConfig, name: str, agent: int = -1) -> dict[str, str]:
@@ -227,7 +229,13 @@ def check_tls(config: Config) -> None:
 
 
 def open_channel(address: str, options: list[tuple[str, object]], tls: TlsIdentity | None = None) -> grpc.Channel:
-    """A client channel to ``address``: TLS with this process's certificate when ``tls`` is set, else plaintext."""
+    """A client channel to ``address``: TLS with this process's certificate when ``tls`` is set, else plaintext.
+
+    Raises:
+        ExposureError: If ``address`` is not loopback, ``tls`` is None and ``runtime.insecure`` is off
+            (:mod:`marlmesh.exposure`).
+    """
+    exposure.require(exposure.Surface.GRPC, address, secured=tls is not None, verb="dial")
     if tls is None:
         return grpc.insecure_channel(address, options=options)
     return grpc.secure_channel(
@@ -236,7 +244,12 @@ def open_channel(address: str, options: list[tuple[str, object]], tls: TlsIdenti
 
 
 def add_port(server: grpc.Server, address: str, tls: TlsIdentity | None = None) -> int:
-    """Bind ``server`` to ``address`` (mTLS when ``tls`` is set); returns the bound port (0 = failed)."""
+    """Bind ``server`` to ``address`` (mTLS when ``tls`` is set); returns the bound port (0 = failed).
+
+    Raises:
+        ExposureError: If ``address`` is not loopback, ``tls`` is None and ``runtime.insecure`` is off.
+    """
+    exposure.require(exposure.Surface.GRPC, address, secured=tls is not None)
     if tls is None:
         return server.add_insecure_port(address)
     return server.add_secure_port(address, tls.server_credentials())

@@ -74,3 +74,8 @@ class RuntimeConfig(StrictModel):
     """Restart policy of crashed processes (local launcher)."""
     tls: TlsConfig = Field(default_factory=TlsConfig)
     """Mutual TLS on every gRPC connection (off by default)."""
+    insecure: bool = False
+    """Allow plaintext off loopback: without it a process that binds or dials an address outside 127.0.0.0/8 and
+    ::1 (``0.0.0.0``, a pod IP, a DNS name) refuses to start unless gRPC has mTLS (``runtime.tls.enabled``) and
+    the bus CURVE (``bus.security.curve``). When true every process logs a WARNING at start and
+    ``summary.json`` records ``config.insecure: true``."""

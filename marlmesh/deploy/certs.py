@@ -1,7 +1,8 @@
 """A private CA and one certificate per process for gRPC mTLS (``marlmesh keys gen``; needs ``cryptography``).
 
 Files in the keys dir: ``ca.crt`` / ``ca.key`` (the CA; ``ca.key`` never leaves the folder), and
-``<name>.tls.crt`` / ``<name>.tls.key`` for ``env``, ``launcher``, ``agent-<i>`` and ``learner-<i>``. Every process
+``<name>.tls.crt`` / ``<name>.tls.key`` for ``env``, ``launcher``, ``agent-<i>``, ``learner-<i>`` and ``prometheus``
+(the scraper's client certificate for the HTTPS metrics endpoints). Every process
 is both a server and a client, so each certificate is valid for both (extended key usage serverAuth and
 clientAuth); its common name is the identity and its subject alternative names are the DNS name
 ``server_name`` (what clients check, ``runtime.tls.server_name``), ``localhost`` and ``127.0.0.1``.
@@ -22,9 +23,13 @@ CA_KEY = "ca.key"
 """File name of the CA's private key (kept out of the Kubernetes Secret)."""
 
 
+PROMETHEUS = "prometheus"
+"""Identity of the metrics scraper (a client certificate of the run's CA; no marlmesh process uses it)."""
+
+
 def identities(agents: int) -> list[str]:
-    """Every identity of a mesh of ``agents`` agents: env, launcher, then agent-<i> and learner-<i>."""
-    return ["env", LAUNCHER, *(f"{role}-{i}" for i in range(agents) for role in ("agent", "learner"))]
+    """Every identity of a mesh of ``agents`` agents: env, launcher, agent-<i> and learner-<i>, prometheus."""
+    return ["env", LAUNCHER, *(f"{role}-{i}" for i in range(agents) for role in ("agent", "learner")), PROMETHEUS]
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -150,6 +155,8 @@ def generate_tls(directory: Path, agents: int, *, server_name: str = "marlmesh",
 
 TLS_SECRET = "marlmesh-tls"
 """Name of the Kubernetes Secret holding the CA certificate, every pod identity and the control token."""
+PROMETHEUS_SECRET = "marlmesh-prometheus-tls"
+"""Name of the Kubernetes Secret with the scraper's certificate (``ca.crt``, ``tls.crt``, ``tls.key``)."""
 CONTROL_TOKEN = "control.token"
 """File name of the control token in a keys dir (and in the Secret)."""
 
@@ -166,7 +173,7 @@ def tls_secret_manifest(directory: Path, agents: int, namespace: str = "marlmesh
 
     import yaml
 
-    names = [n for n in identities(agents) if n != LAUNCHER]
+    names = [n for n in identities(agents) if n not in (LAUNCHER, PROMETHEUS)]
     files = [directory / CA_CERT, *(p for n in names for p in (cert_path(directory, n), key_path(directory, n)))]
     files.append(directory / CONTROL_TOKEN)
     doc = {
@@ -175,5 +182,30 @@ def tls_secret_manifest(directory: Path, agents: int, namespace: str = "marlmesh
         "metadata": {"name": TLS_SECRET, "namespace": namespace},
         "type": "Opaque",
         "data": {p.name: base64.b64encode(p.read_bytes()).decode() for p in files},
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def prometheus_secret_manifest(directory: Path, namespace: str = "marlmesh") -> str:
+    """The Secret :data:`PROMETHEUS_SECRET`: the CA certificate and the ``prometheus`` certificate and key.
+
+    ``k8s/monitoring/podmonitor.yaml`` scrapes the HTTPS metrics endpoints with it (a Prometheus without the
+    operator mounts it and sets ``tls_config`` the same way, see ``k8s/README.md``).
+    """
+    import base64
+
+    import yaml
+
+    files = {
+        CA_CERT: directory / CA_CERT,
+        "tls.crt": cert_path(directory, PROMETHEUS),
+        "tls.key": key_path(directory, PROMETHEUS),
+    }
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": PROMETHEUS_SECRET, "namespace": namespace},
+        "type": "Opaque",
+        "data": {k: base64.b64encode(p.read_bytes()).decode() for k, p in files.items()},
     }
     return yaml.safe_dump(doc, sort_keys=False)

@@ -10,9 +10,13 @@ on metadata, ``configMapGenerator`` with files and ``disableNameSuffixHash``, an
 - the agents StatefulSet gets ``replicas: N`` and ``MARLMESH_NUM_AGENTS=N``;
 - every pod template gets a ``marlmesh.io/config-sha256`` annotation, so a changed config rolls the pods;
 - with ``--overlay edge --policy-dir DIR``, the exported policy becomes the ConfigMap ``marlmesh-policy``;
-- with ``runtime.tls.enabled``, every pod mounts the Secret ``marlmesh-tls`` (``marlmesh keys gen``) at
-  ``/etc/marlmesh/tls``, every container gets ``MARLMESH_TLS_CA/CERT/KEY`` of its identity and
-  ``MARLMESH_CONTROL_TOKEN_FILE``, and the gRPC probes become TCP probes (kubelet gRPC probes cannot do TLS).
+- secure by default (every pod binds ``0.0.0.0``, see :mod:`marlmesh.exposure`): the rendered config turns on
+  ``runtime.tls`` and ``bus.security.curve``; every pod mounts the Secret ``marlmesh-tls`` (``marlmesh keys
+  gen``) at ``/etc/marlmesh/tls``, every container gets ``MARLMESH_TLS_CA/CERT/KEY`` of its identity and
+  ``MARLMESH_CONTROL_TOKEN_FILE``, the gRPC probes become TCP probes (kubelet gRPC probes cannot do TLS) and
+  the Prometheus annotations say ``https``; agent and learner containers mount the Secret
+  ``marlmesh-bus-keys`` at ``/etc/marlmesh/bus-keys`` (CURVE for the bus and gossip). ``--insecure`` (or
+  ``runtime.insecure: true``) renders neither and sets ``runtime.insecure: true`` in the config.
 
 A test checks that :func:`build_kustomization` and ``kubectl kustomize`` produce the same objects.
 """
@@ -28,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from comm_bus.security import SECRET_NAME as BUS_SECRET
 from marlmesh import contract, control_token, tls
 from marlmesh.config import Config, dump_config, load_config
 from marlmesh.deploy.certs import CONTROL_TOKEN, TLS_SECRET
@@ -43,6 +48,10 @@ AGENTS = "agents"
 CONFIG_ANNOTATION = "marlmesh.io/config-sha256"
 TLS_MOUNT = "/etc/marlmesh/tls"
 """Where pods mount the Secret ``marlmesh-tls`` when ``runtime.tls.enabled``."""
+BUS_KEYS_MOUNT = "/etc/marlmesh/bus-keys"
+"""Where agent and learner containers mount the Secret ``marlmesh-bus-keys`` (``bus.security.keys_dir``)."""
+CURVE_CONTAINERS = ("agent", "learner")
+"""Containers with bus or gossip sockets (they need the CURVE keys)."""
 TLS_IDENTITIES = {"env": "env", "agent": "agent-{id}", "learner": "learner-{id}"}
 """TLS identity of each container (``{id}`` is resolved by the process from its agent index)."""
 MAX_CONFIGMAP_BYTES = 1_000_000
@@ -241,16 +250,60 @@ def _set_env(container: Manifest, name: str, value: str) -> None:
     container.setdefault("env", []).append({"name": name, "value": value})
 
 
+def _pod_specs(docs: list[Manifest]) -> Iterable[Manifest]:
+    for doc in docs:
+        template = doc.get("spec", {}).get("template")
+        if doc.get("kind") in ("Deployment", "StatefulSet") and template is not None:
+            yield template
+
+
+def secure_config(config: Config, insecure: bool) -> Config:
+    """The config the pods get: mTLS and CURVE on with the mounted Secrets' paths, or ``runtime.insecure: true``.
+
+    Args:
+        config: The run's config.
+        insecure: ``--insecure``: render without mTLS and CURVE (unless the config turns them on itself).
+    """
+    data = config.model_dump(mode="json")
+    if insecure or config.runtime.insecure:
+        data["runtime"]["insecure"] = True
+    else:
+        data["runtime"]["tls"].update(enabled=True)
+        data["bus"]["security"].update(curve=True)
+    if data["runtime"]["tls"]["enabled"]:  # in a pod MARLMESH_TLS_* point at the mounted Secret
+        data["runtime"]["tls"].update(keys_dir=TLS_MOUNT, ca_file=None, cert_file=None, key_file=None)
+    if data["bus"]["security"]["curve"]:
+        data["bus"]["security"]["keys_dir"] = BUS_KEYS_MOUNT
+    return Config.model_validate(data)
+
+
+def enable_curve(docs: list[Manifest]) -> None:
+    """Mount the CURVE key Secret into every agent and learner container at :data:`BUS_KEYS_MOUNT`."""
+    for template in _pod_specs(docs):
+        spec = template["spec"]
+        users = [c for c in spec["containers"] if c["name"] in CURVE_CONTAINERS]
+        if not users:
+            continue
+        spec.setdefault("volumes", []).append(
+            {"name": "bus-keys", "secret": {"secretName": BUS_SECRET, "defaultMode": 0o440}}
+        )
+        for container in users:
+            container.setdefault("volumeMounts", []).append(
+                {"name": "bus-keys", "mountPath": BUS_KEYS_MOUNT, "readOnly": True}
+            )
+
+
 def enable_tls(docs: list[Manifest]) -> None:
     """Mount the TLS Secret into every marlmesh pod and point each container at its identity's files.
 
     kubelet's native gRPC probes speak plaintext only, so each one becomes a TCP probe on the same port (the
-    port is bound only once the process is up, which is what the startup probe waits for).
+    port is bound only once the process is up, which is what the startup probe waits for). The metrics endpoint
+    then serves HTTPS (client certificate required), so the ``prometheus.io/scheme`` annotation says ``https``.
     """
-    for doc in docs:
-        template = doc.get("spec", {}).get("template")
-        if doc.get("kind") not in ("Deployment", "StatefulSet") or template is None:
-            continue
+    for template in _pod_specs(docs):
+        annotations = template.setdefault("metadata", {}).setdefault("annotations", {})
+        if "prometheus.io/scrape" in annotations:
+            annotations["prometheus.io/scheme"] = "https"
         spec = template["spec"]
         spec.setdefault("volumes", []).append(
             {"name": "tls", "secret": {"secretName": TLS_SECRET, "defaultMode": 0o440}}
@@ -312,8 +365,9 @@ def render(
     overlay: str | None = None,
     policy_dir: Path | None = None,
     k8s_dir: Path = DEFAULT_K8S_DIR,
+    insecure: bool = False,
 ) -> list[Manifest]:
-    """Manifests for ``config`` with ``agents`` agent pods.
+    """Manifests for ``config`` with ``agents`` agent pods (mTLS and CURVE on unless ``insecure``).
 
     Args:
         config: The run's config (``env.kwargs.N`` is fitted to ``agents``).
@@ -321,6 +375,8 @@ def render(
         overlay: None for the base, or one of :data:`OVERLAYS`.
         policy_dir: Edge overlay only: an exported policy folder to ship as the ``marlmesh-policy`` ConfigMap.
         k8s_dir: The kustomize tree (default: ``k8s/`` of this checkout).
+        insecure: Render without mTLS and CURVE and with ``runtime.insecure: true`` (also when the config
+            says ``runtime.insecure: true``).
 
     Raises:
         RenderError: Naming what to fix.
@@ -339,7 +395,7 @@ def render(
     source = k8s_dir / "base" if overlay is None else k8s_dir / "overlays" / overlay
     if not source.is_dir():
         raise RenderError(f"{source} not found: run from a marlmesh checkout or pass --k8s-dir")
-    fitted = fit_config(config, agents)
+    fitted = secure_config(fit_config(config, agents), insecure)
     docs = build_kustomization(source)
     text = dump_config(fitted)
     digest = hashlib.sha256(text.encode()).hexdigest()
@@ -356,6 +412,8 @@ def render(
             template.setdefault("metadata", {}).setdefault("annotations", {})[CONFIG_ANNOTATION] = digest
     if fitted.runtime.tls.enabled:
         enable_tls(docs)
+    if fitted.bus.security.curve:
+        enable_curve(docs)
     if policy_dir is not None:
         docs.append(policy_configmap(policy_dir, cm["metadata"].get("namespace"), agents))
     return docs
@@ -400,6 +458,11 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--overlay", choices=OVERLAYS, default=None, help="apply an overlay (default: the base)")
     r.add_argument("--policy-dir", type=Path, default=None, help="edge: exported policy to ship as a ConfigMap")
     r.add_argument("--k8s-dir", type=Path, default=DEFAULT_K8S_DIR, help="kustomize tree (default: ./k8s)")
+    r.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no mTLS, no CURVE: plaintext gRPC and bus between pods (sets runtime.insecure: true)",
+    )
     r.set_defaults(func=cmd_render)
 
 
@@ -411,10 +474,25 @@ def cmd_render(ns: Any) -> int:
 
     try:
         config = load_config(ns.config, ns.set)
-        docs = render(config, ns.agents, overlay=ns.overlay, policy_dir=ns.policy_dir, k8s_dir=ns.k8s_dir)
+        docs = render(
+            config, ns.agents, overlay=ns.overlay, policy_dir=ns.policy_dir, k8s_dir=ns.k8s_dir, insecure=ns.insecure
+        )
     except (ConfigError, RenderError) as exc:
         print(f"marlmesh: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    cm = yaml.safe_load(_find(docs, "ConfigMap", CONFIG_MAP)["data"]["config.yaml"])
+    if cm["runtime"]["insecure"]:
+        print(
+            "marlmesh: warning: rendered with runtime.insecure: true: gRPC and bus traffic between pods is "
+            "plaintext and unauthenticated unless runtime.tls / bus.security turn them on",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"marlmesh: mTLS and CURVE on: create the Secrets {TLS_SECRET} and {BUS_SECRET} first with "
+            "'marlmesh keys gen KEYS --agents N' and 'kubectl apply -f KEYS/secret.yaml'",
+            file=sys.stderr,
+        )
     if ns.out is None:
         sys.stdout.write(dump_manifests(docs))
     else:

@@ -1,8 +1,8 @@
 """``marlmesh keys gen DIR --agents N``: bus CURVE keys, gRPC mTLS certificates, a token, Kubernetes Secrets.
 
 CURVE key pairs per agent (the bus), a CA and one certificate per process (``runtime.tls``), the control
-token (``Control.Shutdown``), and ``DIR/secret.yaml`` with the Secrets ``marlmesh-bus-keys`` and
-``marlmesh-tls``.
+token (``Control.Shutdown``), and ``DIR/secret.yaml`` with the Secrets ``marlmesh-bus-keys``, ``marlmesh-tls``
+and ``marlmesh-prometheus-tls`` (what ``marlmesh k8s render`` mounts; ``kubectl apply -f DIR/secret.yaml``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from comm_bus.security import generate_keys, secret_manifest
 from marlmesh.control_token import write_new_token
-from marlmesh.deploy.certs import CONTROL_TOKEN, generate_tls, tls_secret_manifest
+from marlmesh.deploy.certs import CONTROL_TOKEN, generate_tls, prometheus_secret_manifest, tls_secret_manifest
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,6 +40,7 @@ def main(ns: argparse.Namespace) -> int:
             write_new_token(token)
             written.append(token)
         manifests.append(tls_secret_manifest(ns.directory, ns.agents, namespace=ns.namespace))
+        manifests.append(prometheus_secret_manifest(ns.directory, namespace=ns.namespace))
     manifest = ns.directory / "secret.yaml"
     manifest.write_text("---\n".join(manifests))
     manifest.chmod(0o600)
@@ -48,7 +49,7 @@ def main(ns: argparse.Namespace) -> int:
     print(manifest)
     print(
         f"use: --set bus.security.curve=true --set bus.security.keys_dir={ns.directory} "
-        f"(Kubernetes: kubectl apply -f {manifest})"
+        f"(Kubernetes: kubectl apply -f {manifest}, then 'marlmesh k8s render' mounts the Secrets)"
     )
     if not ns.no_tls:
         print(f"     --set runtime.tls.enabled=true --set runtime.tls.keys_dir={ns.directory}")

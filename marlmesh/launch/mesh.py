@@ -24,7 +24,7 @@ from pathlib import Path
 
 import grpc
 
-from marlmesh import contract, control_token, tls
+from marlmesh import contract, control_token, exposure, tls
 from marlmesh.config import Config, ConfigError
 from marlmesh.errors import MeshError
 from marlmesh.ports import free_port_block
@@ -136,15 +136,16 @@ class Mesh:
         return tls.open_channel(address, grpc_options(self.config.runtime.max_message_bytes), self.tls_identity)
 
     def _prepare_security(self, names: list[tuple[str, int]]) -> None:
-        """Check the TLS files of every identity in ``names`` before any of them starts.
+        """Check the exposure policy and the TLS files of every identity in ``names`` before any of them starts.
 
         Raises:
-            MeshError: Naming the setting whose file is missing or wrong.
+            MeshError: Naming the setting whose file is missing or wrong, or a plaintext non-loopback host.
         """
         settings = self.config.runtime.tls
         # the run's token file, never a token the launcher happens to have in its own environment
         token_env = {control_token.TOKEN_FILE_ENV: str(self.control_token_file), control_token.TOKEN_ENV: ""}
         try:
+            exposure.check_launcher(self.config)
             for role, agent in names:
                 name = tls.identity_name(role, agent)
                 if role == tls.LAUNCHER:

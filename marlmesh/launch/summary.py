@@ -123,7 +123,7 @@ def merge_bus_trace(config: Config, run_dir: Path, agent_stats: list[dict[str, o
 
 
 def config_summary(config: Config) -> dict[str, object]:
-    """``config`` of the summary: env, algo, channel, B, seed and weight sync."""
+    """``config`` of the summary: env, algo, channel, B, seed, weight sync and ``runtime.insecure``."""
     return {
         "env": config.env.name,
         "algo": config.algo.name,
@@ -131,6 +131,7 @@ def config_summary(config: Config) -> dict[str, object]:
         "num_envs": config.env.num_envs,
         "seed": config.seed,
         "weight_sync": config.train.weight_sync,
+        "insecure": config.runtime.insecure,
     }
 
 

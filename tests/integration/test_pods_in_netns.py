@@ -1,9 +1,11 @@
 """ "Pods on one machine": env + 3 agents, each in its own network namespace joined by veth links to a bridge,
-started with exactly the variables the (edge overlay) manifests set, complete an evaluation.
+started with exactly the variables the (edge overlay) manifests set, complete an evaluation, secured as rendered
+(mTLS on gRPC, CURVE on the bus, keys from ``marlmesh keys gen``) since every pod binds a non-loopback address.
 
 DNS is what a cluster would give: ``ip netns exec`` bind-mounts ``/etc/netns/<ns>/hosts`` over ``/etc/hosts``,
 so ``env`` and ``agents-<i>.agents`` resolve inside each namespace. Only ``MARLMESH_CONFIG`` points at a
-temporary copy of the ConfigMap's content (a pod mounts it at /etc/marlmesh). Needs root and ``ip netns``;
+temporary copy of the ConfigMap's content (a pod mounts it at /etc/marlmesh), and the Secrets' mount paths
+become the folder ``marlmesh keys gen`` wrote. Needs root and ``ip netns``;
 skipped with the reason otherwise.
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from marlmesh import contract
+from marlmesh import cli, contract
 from marlmesh.config import load_config
 from marlmesh.deploy import k8s
 from marlmesh.deploy.edge import export_initial_policies, stop_processes
@@ -35,10 +37,13 @@ def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
 
-def pod_env(container: dict, pod_name: str) -> dict[str, str]:
+def pod_env(container: dict, pod_name: str, mounts: dict[str, str] | None = None) -> dict[str, str]:
+    """The container's variables in pod ``pod_name``; paths under a Secret mount point become local folders."""
     env = {}
     for var in container.get("env", []):
         env[var["name"]] = var.get("value", pod_name)
+    for mount, local in (mounts or {}).items():
+        env = {k: v.replace(mount, local) for k, v in env.items()}
     return env
 
 
@@ -98,7 +103,15 @@ def test_env_and_three_agent_pods_in_namespaces_complete_an_evaluation(tmp_path:
     agents, episodes = 3, 6
     config = load_config(None, ["channel.name=broadcast", "channel.message_dim=8", "env.num_envs=2"])
     docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s.render(config, agents, overlay="edge")}
-    (tmp_path / "config.yaml").write_text(docs[("ConfigMap", k8s.CONFIG_MAP)]["data"]["config.yaml"])
+    keys = tmp_path / "keys"  # what the Secrets hold
+    assert cli.main(["keys", "gen", str(keys), "--agents", str(agents)]) == 0
+    mounts = {k8s.TLS_MOUNT: str(keys), k8s.BUS_KEYS_MOUNT: str(keys)}
+    text = docs[("ConfigMap", k8s.CONFIG_MAP)]["data"]["config.yaml"]
+    for mount, local in mounts.items():
+        text = text.replace(mount, local)
+    (tmp_path / "config.yaml").write_text(text)
+    secured = load_config(tmp_path / "config.yaml")
+    assert secured.runtime.tls.enabled and secured.bus.security.curve and not secured.runtime.insecure
     export_initial_policies(load_config(tmp_path / "config.yaml"), tmp_path / "policy", seed=3)
     env_dep, sts = docs[("Deployment", "env")], docs[("StatefulSet", "agents")]
     env_svc = docs[("Service", "env")]["metadata"]["name"]
@@ -114,7 +127,7 @@ def test_env_and_three_agent_pods_in_namespaces_complete_an_evaluation(tmp_path:
 
     def launch(pod: str, container: dict, log: Path, extra: list[str]) -> subprocess.Popen:
         ns, _ = netns.pods[pod]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **pod_env(container, pod)}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **pod_env(container, pod, mounts)}
         env[contract.CONFIG.name] = str(tmp_path / "config.yaml")
         if "--policy-dir" in container.get("args", []):  # the ConfigMap volume's mount path -> our export
             args = list(container["args"])
@@ -140,9 +153,11 @@ def test_env_and_three_agent_pods_in_namespaces_complete_an_evaluation(tmp_path:
             procs.append(launch(pod, agent_container, tmp_path / f"agent-{i}.log", ["--stats-file", str(stats)]))
         env_ns = netns.pods["env-pod"][0]
         port = contract.ENV_PORT.integer(pod_env(env_container, "env-pod"))
-        probe = (
-            "import sys; from marlmesh.env_client import EnvClient; "
-            f"c = EnvClient('127.0.0.1:{port}', timeout_s=5); print(c.stats(max_episodes=1).episodes)"
+        probe = (  # over mTLS as the launcher identity
+            "from marlmesh import tls; from marlmesh.config import load_config; "
+            "from marlmesh.env_client import EnvClient; "
+            f"i = tls.load_identity(load_config({str(tmp_path / 'config.yaml')!r}).runtime.tls, 'launcher'); "
+            f"c = EnvClient('127.0.0.1:{port}', timeout_s=5, tls_identity=i); print(c.stats(max_episodes=1).episodes)"
         )
         deadline = time.monotonic() + 240
         done = 0

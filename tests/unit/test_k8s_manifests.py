@@ -15,8 +15,8 @@ import yaml
 
 from comm_bus.addressing import PeerAddressing, agent_id_from_env
 from learner_service.gossip_addressing import gossip_addressing
-from marlmesh import cli, contract
-from marlmesh.config import load_config, validate
+from marlmesh import cli, contract, exposure
+from marlmesh.config import Config, load_config, validate
 from marlmesh.deploy import k8s
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -290,3 +290,91 @@ def test_json_patch_reports_missing_paths() -> None:
     assert doc == {"spec": {"a": [2, 3]}}
     with pytest.raises(k8s.RenderError, match="does not exist"):
         k8s.json_patch(doc, {"op": "replace", "path": "/spec/b", "value": 1})
+
+
+# -- secure by default ------------------------------------------------------------------------------------
+def _rendered_config(docs: dict) -> Config:
+    return validate(yaml.safe_load(docs[("ConfigMap", k8s.CONFIG_MAP)]["data"]["config.yaml"]))
+
+
+@pytest.mark.parametrize("overlay", [None, "edge"])
+def test_render_turns_on_mtls_and_curve_and_mounts_the_secrets_by_default(overlay: str | None) -> None:
+    docs = by_key(k8s.render(load_config(ROOT / "configs" / "smoke.yaml"), 3, overlay=overlay))
+    config = _rendered_config(docs)
+    assert config.runtime.tls.enabled and config.runtime.tls.keys_dir == k8s.TLS_MOUNT
+    assert config.bus.security.curve and config.bus.security.keys_dir == k8s.BUS_KEYS_MOUNT
+    assert not config.runtime.insecure
+    seen = set()
+    for doc in docs.values():
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        if doc["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        template = doc["spec"]["template"]
+        assert template["metadata"]["annotations"]["prometheus.io/scheme"] == "https"
+        volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+        assert volumes["tls"]["secret"]["secretName"] == "marlmesh-tls"
+        for name, c in containers(doc).items():
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert mounts[k8s.TLS_MOUNT] == "tls"
+            env = pod_env(c, "agents-1")
+            assert env[contract.TLS_CERT.name].startswith(k8s.TLS_MOUNT)
+            if name in ("agent", "learner"):  # bus and gossip sockets: CURVE keys from the bus Secret
+                assert volumes["bus-keys"]["secret"]["secretName"] == "marlmesh-bus-keys"
+                assert mounts[k8s.BUS_KEYS_MOUNT] == "bus-keys"
+            else:
+                assert k8s.BUS_KEYS_MOUNT not in mounts
+            # every address the container binds or dials passes the exposure policy with the rendered config
+            host = contract.HOST.value(env)
+            assert not exposure.is_loopback(host)
+            assert (
+                exposure.refusal(exposure.Surface.GRPC, host, secured=config.runtime.tls.enabled, insecure=False)
+                is None
+            )
+            if name == "agent":
+                addressing = PeerAddressing.from_env(env)
+                for address in (addressing.bind_address(1), addressing.peer_address(0)):
+                    assert not exposure.is_loopback(address)
+                    assert exposure.refusal(exposure.Surface.BUS, address, secured=True, insecure=False) is None
+            seen.add(name)
+    assert seen == ({"env", "agent"} if overlay else {"env", "agent", "learner"})
+
+
+def test_the_raw_base_would_refuse_to_start_without_render() -> None:
+    """kubectl apply -k k8s/base without the render: plaintext on 0.0.0.0, so every process refuses to start."""
+    config = load_config(TREES["base"] / "config.yaml")
+    assert not config.runtime.tls.enabled and not config.runtime.insecure
+    assert exposure.refusal(exposure.Surface.GRPC, "0.0.0.0:50051", secured=False, insecure=False) is not None
+
+
+def test_render_insecure_renders_without_secrets_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m"
+    assert cli.main(["k8s", "render", "--agents", "3", "--insecure", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "runtime.insecure: true" in err and "plaintext" in err
+    kust = yaml.safe_load((out / "kustomization.yaml").read_text())
+    docs = by_key([yaml.safe_load((out / f).read_text()) for f in kust["resources"]])
+    config = _rendered_config(docs)
+    assert config.runtime.insecure and not config.runtime.tls.enabled and not config.bus.security.curve
+    for doc in docs.values():
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            assert {v["name"] for v in doc["spec"]["template"]["spec"]["volumes"]} & {"tls", "bus-keys"} == set()
+            assert "prometheus.io/scheme" not in doc["spec"]["template"]["metadata"]["annotations"]
+    # the config key does the same as the flag
+    same = by_key(k8s.render(load_config(None, ["runtime.insecure=true"]), 3))
+    assert _rendered_config(same).runtime.insecure and not _rendered_config(same).bus.security.curve
+    assert cli.main(["k8s", "render", "--agents", "3", "--out", str(tmp_path / "s")]) == 0
+    assert "mTLS and CURVE on" in capsys.readouterr().err
+
+
+def test_podmonitor_scrapes_https_with_the_scraper_secret() -> None:
+    from marlmesh.deploy.certs import PROMETHEUS_SECRET
+
+    monitor = by_key(k8s.build_kustomization(K8S / "monitoring"))[("PodMonitor", "marlmesh")]
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        assert endpoint["scheme"] == "https"
+        tls_config = endpoint["tlsConfig"]
+        assert tls_config["serverName"] == load_config(None).runtime.tls.server_name
+        assert tls_config["keySecret"]["name"] == PROMETHEUS_SECRET
+        assert {tls_config["ca"]["secret"]["name"], tls_config["cert"]["secret"]["name"]} == {PROMETHEUS_SECRET}

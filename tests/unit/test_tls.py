@@ -74,25 +74,28 @@ def test_bad_files_fail_naming_the_setting(keys: Path, tmp_path: Path) -> None:
         )
 
 
-def test_keys_gen_writes_curve_keys_certificates_token_and_two_secrets(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_keys_gen_writes_curve_keys_certificates_token_and_three_secrets(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     d = tmp_path / "keys"
     assert cli.main(["keys", "gen", str(d), "--agents", "2", "--namespace", "ns1"]) == 0
     assert "runtime.tls.keys_dir" in capsys.readouterr().out
     CurveKeys.load(d, 1, 2)  # the bus keys are intact next to the TLS files
-    for name in ("env", "launcher", "agent-0", "agent-1", "learner-0", "learner-1"):
+    for name in ("env", "launcher", "agent-0", "agent-1", "learner-0", "learner-1", "prometheus"):
         assert (d / f"{name}.tls.key").stat().st_mode & 0o777 == 0o600
         assert tls.load_identity(_tls_config(f"runtime.tls.keys_dir={d}"), name) is not None
     assert (d / "ca.key").stat().st_mode & 0o777 == 0o600
     token = control_token.load_token(str(d / "control.token"))
     docs = list(yaml.safe_load_all((d / "secret.yaml").read_text()))
-    assert [doc["metadata"]["name"] for doc in docs] == ["marlmesh-bus-keys", "marlmesh-tls"]
+    assert [doc["metadata"]["name"] for doc in docs] == ["marlmesh-bus-keys", "marlmesh-tls", "marlmesh-prometheus-tls"]
     secret = docs[1]
     assert secret["metadata"]["namespace"] == "ns1"
     assert set(secret["data"]) == {
         "ca.crt",
         "control.token",
         *(f"{n}.tls.{ext}" for n in ("env", "agent-0", "agent-1", "learner-0", "learner-1") for ext in ("crt", "key")),
-    }, "no CA key and no launcher key in the cluster"
+    }, "no CA key, no launcher key and no scraper key in the pods' Secret"
+    scraper = docs[2]["data"]
+    assert set(scraper) == {"ca.crt", "tls.crt", "tls.key"} and scraper["ca.crt"] == secret["data"]["ca.crt"]
+    assert base64.b64decode(scraper["tls.crt"]) == (d / "prometheus.tls.crt").read_bytes()
     assert base64.b64decode(secret["data"]["control.token"]).decode().strip() == token
     for doc in docs:
         kubernetes_validate.validate(doc, "1.30.0", strict=True)
@@ -144,7 +147,7 @@ def test_k8s_render_mounts_the_tls_secret_and_points_each_container_at_its_ident
                 assert f"| `{var}` |" in reference, f"{var} is not in the table of docs/services.md"
             seen.add(c["name"])
     assert seen == ({"env", "agent"} if overlay else {"env", "agent", "learner"})
-    for doc in k8s.render(load_config(None), 3, overlay=overlay):  # TLS off: nothing mounted or set
+    for doc in k8s.render(load_config(None), 3, overlay=overlay, insecure=True):  # nothing mounted or set
         if doc["kind"] in ("Deployment", "StatefulSet"):
             pod = doc["spec"]["template"]["spec"]
             assert all(v["name"] != "tls" for v in pod["volumes"])
