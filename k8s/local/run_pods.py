@@ -51,6 +51,8 @@ class Pod:
     claims: list[str] = field(default_factory=list)
     metrics: list[tuple[str, int, int]] = field(default_factory=list)
     """(container, container port, host port) of every metrics port."""
+    scheme: str = "http"
+    """How its metrics are scraped (the template's ``prometheus.io/scheme``: ``https`` when the render secured it)."""
 
 
 def load_objects(paths: list[Path]) -> list[dict]:
@@ -84,13 +86,14 @@ def plan_pods(objects: list[dict], metrics_port_base: int) -> list[Pod]:
     for workload in (o for o in objects if o["kind"] in WORKLOADS):
         name, spec = workload["metadata"]["name"], workload["spec"]
         labels = spec["template"].get("metadata", {}).get("labels", {})
+        scheme = spec["template"].get("metadata", {}).get("annotations", {}).get("prometheus.io/scheme", "http")
         selected_by = [
             s["metadata"]["name"]
             for s in services
             if s["spec"].get("selector") and s["spec"]["selector"].items() <= labels.items()
         ]
         for ordinal in range(spec.get("replicas", 1)):
-            pod = Pod(f"{name}-{ordinal}", list(selected_by), spec["template"]["spec"])
+            pod = Pod(f"{name}-{ordinal}", list(selected_by), spec["template"]["spec"], scheme=scheme)
             if workload["kind"] == "StatefulSet":
                 pod.aliases.append(f"{pod.name}.{spec['serviceName']}")
                 pod.claims = [c["metadata"]["name"] for c in spec.get("volumeClaimTemplates", [])]
@@ -217,18 +220,38 @@ def container_args(
     return [*args, container["image"], *command[1:], *container.get("args", [])]
 
 
-def prometheus_config(pods: list[Pod], interval: str) -> str:
-    """A Prometheus configuration that scrapes every published metrics port, labelled by pod and container."""
-    jobs = [
-        {
-            "job_name": f"{pod.name}-{container}",
-            "static_configs": [
-                {"targets": [f"127.0.0.1:{host_port}"], "labels": {"pod": pod.name, "container": container}}
-            ],
-        }
-        for pod in pods
-        for container, _, host_port in pod.metrics
-    ]
+def prometheus_config(pods: list[Pod], interval: str, keys_dir: Path | None = None) -> str:
+    """A Prometheus configuration that scrapes every published metrics port, labelled by pod and container.
+
+    Pods whose metrics are served over HTTPS (a secured render) are scraped with the ``prometheus`` certificate
+    of ``keys_dir`` (``marlmesh keys gen``), which their endpoints require.
+
+    Raises:
+        SystemExit: If a pod needs HTTPS and no ``keys_dir`` was given.
+    """
+    jobs = []
+    for pod in pods:
+        for container, _, host_port in pod.metrics:
+            job: dict = {
+                "job_name": f"{pod.name}-{container}",
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{host_port}"], "labels": {"pod": pod.name, "container": container}}
+                ],
+            }
+            if pod.scheme == "https":
+                if keys_dir is None:
+                    raise SystemExit(
+                        f"pod {pod.name} serves its metrics over HTTPS with client certificates: pass --scrape-keys "
+                        "DIR (the folder of 'marlmesh keys gen', which holds the prometheus certificate)"
+                    )
+                job["scheme"] = "https"
+                job["tls_config"] = {
+                    "ca_file": str((keys_dir / "ca.crt").resolve()),
+                    "cert_file": str((keys_dir / "prometheus.tls.crt").resolve()),
+                    "key_file": str((keys_dir / "prometheus.tls.key").resolve()),
+                    "server_name": "marlmesh",
+                }
+            jobs.append(job)
     return yaml.safe_dump({"global": {"scrape_interval": interval}, "scrape_configs": jobs}, sort_keys=False)
 
 
@@ -265,6 +288,7 @@ def up(ns: argparse.Namespace) -> int:
     namespace = next((o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"), "default")
     sources = volume_sources(objects)
     state_dir = ns.state_dir / ns.prefix
+    scrape = None if ns.prometheus_config is None else prometheus_config(pods, ns.scrape_interval, ns.scrape_keys)
     commands = [["docker", "network", "create", "--label", f"{LABEL}={ns.prefix}", ns.prefix]]
     for pod in pods:
         commands.append(infra_args(pod, prefix=ns.prefix))
@@ -278,10 +302,10 @@ def up(ns: argparse.Namespace) -> int:
         if not ns.dry_run:
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     if ns.prometheus_config is not None:
-        ns.prometheus_config.write_text(prometheus_config(pods, ns.scrape_interval))
+        ns.prometheus_config.write_text(scrape)
     for pod in pods:
         for container, port, host_port in pod.metrics:
-            print(f"{pod.name}/{container} metrics :{port} -> http://127.0.0.1:{host_port}/metrics")
+            print(f"{pod.name}/{container} metrics :{port} -> {pod.scheme}://127.0.0.1:{host_port}/metrics")
     return 0
 
 
@@ -318,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--metrics-port-base", type=int, default=19100, help="first host port of the metrics ports")
     start.add_argument("--prometheus-config", type=Path, default=None, help="write a Prometheus config here")
     start.add_argument("--scrape-interval", default="15s", help="its scrape interval (default 15s)")
+    start.add_argument(
+        "--scrape-keys", type=Path, default=None, help="'marlmesh keys gen' folder: scrape HTTPS metrics with its certs"
+    )
     start.add_argument("--dry-run", action="store_true", help="print the docker commands, run nothing")
     start.set_defaults(func=up)
     stop = sub.add_parser("down", help="stop and remove the containers, the network and the state folder")

@@ -60,6 +60,8 @@ def test_a_container_keeps_command_env_user_mounts_and_read_only_root(rendered: 
     assert _flag_values(args, "-v") == [
         "/s/configMap/marlmesh-config:/etc/marlmesh:ro",
         "/s/claims/checkpoints-agents-1:/var/lib/marlmesh/checkpoints",
+        "/s/secret/marlmesh-tls:/etc/marlmesh/tls:ro",  # the render secures every pod by default
+        "/s/secret/marlmesh-bus-keys:/etc/marlmesh/bus-keys:ro",
     ]
     assert _flag_values(args, "--tmpfs") == ["/tmp:rw,size=64m,mode=1777"]
     assert args[args.index("--entrypoint") + 1 :] == ["python", "marlmesh:train", "-m", "learner_service"]
@@ -84,7 +86,9 @@ def test_dry_run_prints_commands_and_writes_a_prometheus_config(
 ) -> None:
     prom = tmp_path / "prometheus.yml"
     argv = ["--state-dir", str(tmp_path / "state"), "up", str(rendered), "--dry-run", "--prometheus-config", str(prom)]
-    assert run_pods.main(argv) == 0
+    with pytest.raises(SystemExit, match="--scrape-keys"):  # the secured render's metrics need a client cert
+        run_pods.main(argv)
+    assert run_pods.main([*argv, "--scrape-keys", "/keys"]) == 0
     commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("+ docker")]
     assert len(commands) == 1 + 4 + 7  # the network, one holder per pod, env + 3 x (agent, learner)
     assert not (tmp_path / "state").exists()
@@ -93,13 +97,16 @@ def test_dry_run_prints_commands_and_writes_a_prometheus_config(
         j["static_configs"][0]["labels"]["container"] + "@" + j["static_configs"][0]["labels"]["pod"] for j in jobs
     }
     assert targets == {"env@env-0", *(f"{c}@agents-{i}" for c in ("agent", "learner") for i in range(3))}
+    assert {j["scheme"] for j in jobs} == {"https"}
+    assert {j["tls_config"]["cert_file"] for j in jobs} == {"/keys/prometheus.tls.crt"}
 
 
 def test_a_mount_inside_a_read_only_volume_gets_its_mountpoint_made(tmp_path: Path) -> None:
+    # the Secrets at /etc/marlmesh/tls and /etc/marlmesh/bus-keys, inside the ConfigMap at /etc/marlmesh
     docs = k8s.render_file(ROOT / "configs" / "dgmappo.yaml", 3)
-    k8s.enable_tls(docs)  # the Secret at /etc/marlmesh/tls, inside the ConfigMap at /etc/marlmesh
     pod = next(p for p in run_pods.plan_pods(docs, 19100) if p.name == "agents-0")
-    assert set(run_pods._nested_mountpoints(pod, tmp_path)) == {tmp_path / "configMap" / "marlmesh-config" / "tls"}
+    config_dir = tmp_path / "configMap" / "marlmesh-config"
+    assert set(run_pods._nested_mountpoints(pod, tmp_path)) == {config_dir / "tls", config_dir / "bus-keys"}
     learner = next(c for c in pod.spec["containers"] if c["name"] == "learner")
     mounts = _flag_values(
         run_pods.container_args(pod, learner, prefix="t", namespace="m", sources={}, state_dir=tmp_path), "-v"
