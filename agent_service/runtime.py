@@ -155,6 +155,10 @@ class OnnxRuntime:
         """Exported graphs are frozen."""
         raise RuntimeError("the onnx runtime acts with frozen exported graphs; re-export to change weights")
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """None: exported graphs are frozen."""
+        return {}
+
 
 def __getattr__(name: str) -> Any:
     """``TorchRuntime`` on first use only, so that importing this module never imports torch."""
