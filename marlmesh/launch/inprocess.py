@@ -315,6 +315,7 @@ def train_inprocess(
         evaluate_into,
         merge_bus_trace,
         plot_curves,
+        rejected_summary,
         write_run_dir,
         write_summary,
     )
@@ -386,6 +387,7 @@ def train_inprocess(
             restarts=0,
             stopped_early=not team.finished,
         ),
+        "rejected": rejected_summary(agent_stats, learner_stats),
         "agents": agent_stats,
         "learners": learner_stats,
         "config": config_summary(config),
