@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 from prometheus_client import Counter, Gauge
 
 from agent_service.learner_link import LearnerLink
@@ -46,8 +47,12 @@ def _load_eval_params(role: str, directory: Path | None) -> tuple[int, dict]:
     if found is None:
         process.fail(role, f"no valid checkpoint in {directory}")
     payload, path = found
+    params = {k: v.numpy() for k, v in payload["policy"].items()}
+    bad = sorted(k for k, v in params.items() if not np.isfinite(v).all())
+    if bad:
+        process.fail(role, f"checkpoint {path} has non-finite weights in {bad[:5]}; refusing to act with it")
     log.info("acting with %s (version %d)", path, payload["version"])
-    return int(payload["version"]), {k: v.numpy() for k, v in payload["policy"].items()}
+    return int(payload["version"]), params
 
 
 def _onnx_runtime_factory(ns, config, agent: int):  # noqa: ANN001, ANN202
@@ -148,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout_s=rpc,
             max_message_bytes=config.runtime.max_message_bytes,
             tls_identity=tls_identity,
+            await_layout=True,
         )
     elif ns.runtime == "torch":
         initial = _load_eval_params(ROLE, ns.checkpoint_dir)
@@ -199,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             counters=lambda: {
                 "steps": node.counters.steps,
                 "policy_version": node.counters.policy_version,
+                "weights_rejected": sum(node.counters.weights_rejected.values()),
                 FINISHED: float(node.finished),
             },
         ),

@@ -14,13 +14,23 @@ import threading
 
 import grpc
 import numpy as np
+from prometheus_client import Counter
 
 from marlmesh import tensors
 from marlmesh.serving import grpc_options
 from marlmesh.tls import TlsIdentity, open_channel
 from marlmesh.v1 import learner_pb2, learner_pb2_grpc
+from marlmesh.weights_check import WEIGHTS_REJECT_CAUSES, WeightsError, check_weights
 
 log = logging.getLogger(__name__)
+
+WEIGHTS_REJECTED = Counter(
+    "marlmesh_agent_weights_rejected",
+    "Weights versions this agent refused (kept acting with its own), by cause",
+    ["cause"],
+)
+for _cause in WEIGHTS_REJECT_CAUSES:  # known label values start at 0
+    WEIGHTS_REJECTED.labels(cause=_cause)
 
 
 class LearnerLink:
@@ -33,6 +43,9 @@ class LearnerLink:
         max_message_bytes: gRPC message size bound.
         queue_limit: Fragments waiting to be sent before the oldest is dropped.
         tls_identity: Dial with mutual TLS as this identity (None: plaintext).
+        await_layout: Take no weights until :meth:`expect_layout` gave the policy's parameter shapes (an agent
+            process builds its policy after opening the link); False: check float32 and finite values only until
+            then.
     """
 
     def __init__(
@@ -44,6 +57,7 @@ class LearnerLink:
         max_message_bytes: int,
         queue_limit: int = 2,
         tls_identity: TlsIdentity | None = None,
+        await_layout: bool = False,
     ) -> None:
         self.address = address
         self.agent_index = agent_index
@@ -64,6 +78,13 @@ class LearnerLink:
         ``unsent_at_close`` (still queued or in flight when the agent stopped)."""
         self._closing = threading.Event()
         self.versions_received = 0
+        """Weights versions received and accepted."""
+        self.weights_rejected: collections.Counter[str] = collections.Counter(dict.fromkeys(WEIGHTS_REJECT_CAUSES, 0))
+        """Weights versions refused before use, by cause (:data:`~marlmesh.weights_check.WEIGHTS_REJECT_CAUSES`)."""
+        self._shapes: dict[str, tuple[int, ...]] | None = None
+        self._layout_known = threading.Event()
+        if not await_layout:
+            self._layout_known.set()
         self._fragment_id = 0
         self._threads = [
             threading.Thread(target=self._send_loop, name="push-rollouts", daemon=True),
@@ -147,8 +168,56 @@ class LearnerLink:
             log.warning("learner rejected fragment %d: %s", frag_id, ack.reason)
 
     # -- weights -----------------------------------------------------------------------------------
+    def expect_layout(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Check every weights version against the policy's parameter ``shapes`` (name -> shape) from now on.
+
+        With ``await_layout`` the link takes no weights before this call; otherwise versions received before
+        it were checked for float32 and finite values only.
+        """
+        with self._lock:
+            self._shapes = dict(shapes)
+        self._layout_known.set()
+
+    def _accept(self, version: int, params: dict[str, np.ndarray]) -> bool:
+        """Check a received version; count and log (once per cause) a refused one."""
+        shapes = self._shapes or {k: np.shape(v) for k, v in params.items()}
+        try:
+            check_weights(params, shapes)
+        except WeightsError as exc:
+            self._refuse(exc.cause, version, str(exc))
+            return False
+        return True
+
+    def _refuse(self, cause: str, version: int, reason: str) -> None:
+        with self._lock:
+            self.weights_rejected[cause] += 1
+            first = self.weights_rejected[cause] == 1
+            self._new_weights.notify_all()  # a lockstep wait for this version ends
+        WEIGHTS_REJECTED.labels(cause=cause).inc()
+        if first:
+            log.warning(
+                "refused weights version %d from %s (%s): %s; acting on with the current version (further %s "
+                "refusals are counted, not logged)",
+                version,
+                self.address,
+                cause,
+                reason,
+                cause,
+            )
+        else:
+            log.debug("refused weights version %d (%s): %s", version, cause, reason)
+
+    @property
+    def weights_refused(self) -> int:
+        """Weights versions refused so far, all causes."""
+        with self._lock:
+            return sum(self.weights_rejected.values())
+
     def _watch_loop(self) -> None:
         have = -1
+        while not self._layout_known.wait(0.5):
+            if self._stop.is_set():
+                return
         while not self._stop.is_set():
             try:
                 stream = self._stub.WatchWeights(
@@ -156,13 +225,10 @@ class LearnerLink:
                     wait_for_ready=True,
                 )
                 for msg in stream:
-                    params = tensors.decode_named(msg.params, what="Weights.params")
-                    with self._lock:
-                        self._latest = (msg.version, params)
-                        self._new_weights.notify_all()
-                    have = msg.version
-                    self.versions_received += 1
-                    self._have_first.set()
+                    have = max(have, msg.version)  # a refused version is not asked for again
+                    if self._take(msg):
+                        self.versions_received += 1
+                        self._have_first.set()
                     if self._stop.is_set():
                         stream.cancel()
                         return
@@ -170,9 +236,24 @@ class LearnerLink:
                 if self._stop.is_set():
                     return
                 log.info("weights stream from %s ended (%s); reconnecting", self.address, exc.code().name)
-            except tensors.TensorError as exc:
-                log.warning("bad weights from learner: %s", exc)
             self._stop.wait(0.5)
+
+    def _take(self, msg: learner_pb2.Weights) -> bool:
+        """Decode and check one weights message; keep it as the newest if it passes."""
+        if msg.agent_index != self.agent_index:
+            self._refuse("wrong_agent", msg.version, f"weights of agent {msg.agent_index}, not {self.agent_index}")
+            return False
+        try:
+            params = tensors.decode_named(msg.params, what="Weights.params")
+        except tensors.TensorError as exc:
+            self._refuse("undecodable", msg.version, str(exc))
+            return False
+        if not self._accept(msg.version, params):
+            return False
+        with self._lock:
+            self._latest = (msg.version, params)
+            self._new_weights.notify_all()
+        return True
 
     def wait_first_weights(self, timeout: float) -> bool:
         """Block until the first weights version arrived (the learner's initial or resumed parameters)."""
@@ -185,18 +266,25 @@ class LearnerLink:
         return latest if latest is not None and latest[0] > have_version else None
 
     def wait_newer_weights(
-        self, have_version: int, timeout: float, lost_before: int | None = None
+        self,
+        have_version: int,
+        timeout: float,
+        lost_before: int | None = None,
+        refused_before: int | None = None,
     ) -> tuple[int, dict[str, np.ndarray]] | None:
         """Block until weights newer than ``have_version`` arrived; None if they did not within ``timeout``.
 
         With ``lost_before``, the wait also ends (None) as soon as more than that many fragments were dropped
-        on this side (the fragment whose weights were awaited never reached the learner).
+        on this side (the fragment whose weights were awaited never reached the learner); with
+        ``refused_before``, as soon as more than that many weights versions were refused (the awaited version
+        was poisoned).
         """
 
         def done() -> bool:
             newer = self._latest is not None and self._latest[0] > have_version
             lost = lost_before is not None and sum(self.fragments_dropped.values()) > lost_before
-            return newer or lost
+            refused = refused_before is not None and sum(self.weights_rejected.values()) > refused_before
+            return newer or lost or refused
 
         with self._new_weights:
             self._new_weights.wait_for(done, timeout)

@@ -31,6 +31,7 @@ from marlmesh.policy_runtime import PolicyRuntime
 from marlmesh.policy_spec import PolicySpec, policy_spec_for
 from marlmesh.rollout import RolloutRecorder
 from marlmesh.staged_loop import StagedStep, act, communicate, restage
+from marlmesh.weights_check import WEIGHTS_REJECT_CAUSES
 
 if TYPE_CHECKING:
     from agent_service.reward_sharing import RewardSharing
@@ -55,6 +56,10 @@ class AgentCounters:
     heard_rows_per_round: collections.Counter[int] = field(default_factory=collections.Counter)
     """Round k -> message rows (sender x env copy) received and accepted in that round, summed over steps."""
     fragments_discarded: collections.Counter[str] = field(default_factory=collections.Counter)
+    weights_rejected: collections.Counter[str] = field(
+        default_factory=lambda: collections.Counter(dict.fromkeys(WEIGHTS_REJECT_CAUSES, 0))
+    )
+    """Weights versions refused before use, by cause (:data:`~marlmesh.weights_check.WEIGHTS_REJECT_CAUSES`)."""
 
     def count_rounds(self, step: StagedStep) -> None:
         """Add one step's communication: rounds sent, messages rejected, rows heard per round."""
@@ -76,6 +81,7 @@ class AgentCounters:
             "rounds_sent": self.rounds_sent,
             "heard_rows_per_round": [self.heard_rows_per_round[k] for k in range(rounds)],
             "fragments_discarded": dict(self.fragments_discarded),
+            "weights_rejected": dict(self.weights_rejected),
         }
 
 
@@ -126,6 +132,9 @@ class AgentNode:
             self.runtime: PolicyRuntime = TorchRuntime(policy, seed=sampler_seed(config.seed, agent_index))
         else:
             self.runtime = make_runtime(self.spec)
+        if learner is not None:  # refuse weights that do not fit this policy before the agent ever sees them
+            learner.expect_layout(self.runtime.param_shapes())
+            self.counters.weights_rejected = learner.weights_rejected
         self.bus = make_bus(self.spec.num_agents, self.channel.rounds) if self.channel.rounds > 0 else None
         self.exchange = None if self.bus is None else BusExchange({agent_index: self.bus})
         self.recorder = (

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from agent_service.onnx_weights import non_finite_tensors
 from marlmesh.policy_runtime import ActOutput, NpInbox, PolicyRuntime
 from marlmesh.spaces import SpaceSpec
 
@@ -110,6 +111,12 @@ class OnnxRuntime:
             raw = (self.policy_dir / info["file"]).read_bytes()
             if hashlib.sha256(raw).hexdigest() != info["sha256"]:
                 raise ValueError(f"{self.policy_dir / info['file']}: sha256 mismatch with manifest.json; re-export")
+            bad = non_finite_tensors(raw)
+            if bad:
+                raise ValueError(
+                    f"{self.policy_dir / info['file']}: non-finite weights in {bad[:5]}; refusing to act with them "
+                    "(re-export from a good checkpoint)"
+                )
             self._sessions[stage] = ort.InferenceSession(raw, opts, providers=["CPUExecutionProvider"])
             self._outputs[stage] = [o["name"] for o in info["outputs"]]
             # the exporter drops inputs a stage does not use, so feed only what each graph declares
@@ -154,6 +161,10 @@ class OnnxRuntime:
     def load_params(self, params: Mapping[str, np.ndarray]) -> None:
         """Exported graphs are frozen."""
         raise RuntimeError("the onnx runtime acts with frozen exported graphs; re-export to change weights")
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """None: exported graphs are frozen."""
+        return {}
 
 
 def __getattr__(name: str) -> Any:

@@ -79,6 +79,7 @@ class LockstepWeights:
         self.end_tick = end_tick
         self.timeout_s = timeout_s
         self._lost_seen = 0  # one fragment in flight at a time: a drop beyond this is the one just pushed
+        self._refused_seen = 0  # weights versions refused so far: one beyond this is the version awaited
 
     def between_steps(self, have_version: int) -> Params | None:
         """Never: versions change only right after a push."""
@@ -88,18 +89,27 @@ class LockstepWeights:
         """Wait for the version after ``have_version`` (the learner's update on the fragment just pushed).
 
         Returns None (acting on with the current version) if the fragment was dropped on the way (counted in
-        the link's ``fragments_dropped``; the run is then no longer exact).
+        the link's ``fragments_dropped``) or the version that came back was refused (``weights_rejected``);
+        the run is then no longer exact.
 
         Raises:
             TimeoutError: If it does not arrive within ``timeout_s``.
         """
-        got = self.learner.wait_newer_weights(have_version, self.timeout_s, lost_before=self._lost_seen)
-        lost = self.learner.fragments_lost
+        got = self.learner.wait_newer_weights(
+            have_version, self.timeout_s, lost_before=self._lost_seen, refused_before=self._refused_seen
+        )
+        lost, refused = self.learner.fragments_lost, self.learner.weights_refused
         if got is None and lost > self._lost_seen:
-            self._lost_seen = lost
+            self._lost_seen, self._refused_seen = lost, refused
             log.warning("lockstep: the fragment was dropped before training; acting on with version %d", have_version)
             return None
-        self._lost_seen = lost
+        if got is None and refused > self._refused_seen:
+            self._lost_seen, self._refused_seen = lost, refused
+            log.warning(
+                "lockstep: the weights trained on the fragment were refused; acting on with version %d", have_version
+            )
+            return None
+        self._lost_seen, self._refused_seen = lost, refused
         if got is None:
             raise TimeoutError(
                 f"lockstep: learner at {self.learner.address} did not publish weights version {have_version + 1} "

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from marlmesh.rollout import FRAGMENT_REJECT_CAUSES
+
 _UPDATE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 LAST_UPDATE_GAUGES: dict[str, tuple[str, str]] = {
@@ -31,11 +33,19 @@ LAST_UPDATE_GAUGES: dict[str, tuple[str, str]] = {
 }
 """Update statistics exported as gauges; a key the algorithm does not report leaves its gauge absent."""
 
-REJECT_CAUSES = ("invalid", "bad_tensor", "wrong_agent", "closed")
-"""Causes of ``marlmesh_learner_fragments_rejected_total`` (exported at 0 from the start)."""
+REJECT_CAUSES = ("wrong_agent", "bad_tensor", "closed", *FRAGMENT_REJECT_CAUSES)
+"""Causes of ``marlmesh_learner_fragments_rejected_total`` (exported at 0 from the start): ``wrong_agent`` (the
+fragment claims another agent), ``bad_tensor`` (undecodable tensors), ``closed`` (the learner is stopping), and
+the column checks of :data:`marlmesh.rollout.FRAGMENT_REJECT_CAUSES`."""
 
-DROP_CAUSES = ("superseded", "shutdown")
-"""Causes of ``marlmesh_learner_fragments_dropped_total`` (exported at 0 from the start)."""
+DROP_CAUSES = ("superseded", "shutdown", "non_finite_update")
+"""Causes of ``marlmesh_learner_fragments_dropped_total`` (exported at 0 from the start): ``superseded`` (the
+queue was full), ``shutdown`` (still queued at close), ``non_finite_update`` (its update was rolled back)."""
+
+UPDATE_REJECT_CAUSES = ("non_finite_loss", "non_finite_grad", "non_finite_params")
+"""Causes of ``marlmesh_learner_updates_rejected_total`` (exported at 0 from the start): an update whose loss
+(or a loss statistic) was non-finite, whose gradient norm was, or that left non-finite parameters (also after
+gossip mixing); the learner restored its last good parameters and optimizer state and published nothing."""
 
 GRAD_NORM_PREFIX = "grad_norm_"
 """Stats keys ``grad_norm_<group>`` become ``marlmesh_learner_grad_norm{group=...}`` (norm before clipping)."""
@@ -74,6 +84,12 @@ class LearnerMetrics:
         self.dropped = Counter(
             "marlmesh_learner_fragments_dropped",
             "Accepted fragments dropped untrained, by cause",
+            ["agent", "cause"],
+            registry=registry,
+        )
+        self.updates_rejected = Counter(
+            "marlmesh_learner_updates_rejected",
+            "Updates rolled back (last good parameters and optimizer state kept, nothing published), by cause",
             ["agent", "cause"],
             registry=registry,
         )
@@ -139,6 +155,8 @@ class AgentLearnerMetrics:
             metrics.rejected.labels(agent=agent, cause=cause)
         for cause in DROP_CAUSES:
             metrics.dropped.labels(agent=agent, cause=cause)
+        for cause in UPDATE_REJECT_CAUSES:
+            metrics.updates_rejected.labels(agent=agent, cause=cause)
 
     def published(self, version: int) -> None:
         """A weights version is published (also called at start, with the resumed version)."""
@@ -155,6 +173,10 @@ class AgentLearnerMetrics:
     def dropped(self, cause: str, count: int = 1) -> None:
         """Accepted fragments were dropped without training."""
         self._m.dropped.labels(agent=self._agent, cause=cause).inc(count)
+
+    def update_rejected(self, cause: str) -> None:
+        """An update was rolled back (cause from :data:`UPDATE_REJECT_CAUSES`)."""
+        self._m.updates_rejected.labels(agent=self._agent, cause=cause).inc()
 
     def updated(self, stats: Mapping[str, float], version: int, seconds: float) -> None:
         """An update ran: its statistics (keys as :meth:`LearnerNode.train_next` fills them) and duration."""

@@ -8,7 +8,9 @@ oldest is dropped (counted as ``superseded``), so an agent is never blocked by a
 from __future__ import annotations
 
 import collections
+import copy
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -18,12 +20,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from learner_service.metrics import LearnerMetrics
+from learner_service.metrics import REJECT_CAUSES, UPDATE_REJECT_CAUSES, LearnerMetrics
+from learner_service.ppo import NonFiniteUpdate
 from marlmesh import plugins
 from marlmesh.checkpoint import load_latest, quarantine, remove_partial_writes, save_checkpoint
 from marlmesh.config import Config
 from marlmesh.policy_spec import PolicySpec
-from marlmesh.rollout import validate_columns
+from marlmesh.rollout import FragmentError, validate_columns
 
 if TYPE_CHECKING:
     from learner_service.gossip import Gossip
@@ -99,6 +102,10 @@ class LearnerNode:
         self.checkpoints_corrupt = 0
         """Checkpoints found corrupt or partial at start (moved aside as ``*.corrupt``)."""
         self.dropped: collections.Counter[str] = collections.Counter()
+        """Fragments refused (causes of :data:`~learner_service.metrics.REJECT_CAUSES`) or accepted and dropped
+        untrained (:data:`~learner_service.metrics.DROP_CAUSES`)."""
+        self.updates_rejected: collections.Counter[str] = collections.Counter()
+        """Updates rolled back, by cause (:data:`~learner_service.metrics.UPDATE_REJECT_CAUSES`)."""
         self.last_stats: dict[str, float] = {}
         self._queue: collections.deque[dict[str, np.ndarray]] = collections.deque()
         self._queue_limit = queue_limit
@@ -158,24 +165,18 @@ class LearnerNode:
                 "wrong_agent", f"fragment of agent {agent_index} sent to learner {self.spec.agent_index}"
             )
         try:
-            t, _ = validate_columns(
+            validate_columns(
                 columns,
                 obs_shape=self.spec.obs_shape,
                 action_space=self.spec.action_space,
                 rounds=self.channel.rounds,
                 num_agents=self.spec.num_agents,
                 message_dim=self.spec.message_dim,
+                num_steps=num_steps,
+                version_range=version_range,
             )
-            versions = columns["policy_version"]
-            if num_steps is not None and num_steps != t:
-                raise ValueError(f"num_steps {num_steps} does not match the columns' {t} steps")
-            if version_range is not None and version_range != (int(versions.min()), int(versions.max())):
-                raise ValueError(
-                    f"policy versions {list(version_range)} in the header do not match the columns' "
-                    f"{[int(versions.min()), int(versions.max())]}"
-                )
-        except ValueError as exc:
-            return self._reject("invalid", str(exc))
+        except FragmentError as exc:
+            return self._reject(exc.cause, str(exc))
         with self._cond:
             self.metrics.accepted()
             if self._closed:  # closed while validating: never queue after close (would go unaccounted)
@@ -194,10 +195,15 @@ class LearnerNode:
         self.metrics.dropped(cause, count)
 
     def _reject(self, cause: str, reason: str) -> tuple[bool, str]:
+        """Count a refused fragment; the first of each cause is logged as a warning, the others at debug level."""
         with self._cond:
             self.dropped[cause] += 1
+            first = self.dropped[cause] == 1
         self.metrics.rejected(cause)
-        log.warning("rejected fragment: %s", reason)
+        if first:
+            log.warning("rejected fragment (%s): %s; further ones of this cause are counted, not logged", cause, reason)
+        else:
+            log.debug("rejected fragment (%s): %s", cause, reason)
         return False, reason
 
     def reject_undecodable(self, reason: str) -> None:
@@ -214,17 +220,34 @@ class LearnerNode:
 
     # -- training thread ---------------------------------------------------------------------------
     def train_next(self, timeout: float) -> bool:
-        """Train on the next queued fragment (waits up to ``timeout``); returns whether an update ran."""
+        """Train on the next queued fragment (waits up to ``timeout``); returns whether a new version was published.
+
+        An update whose loss statistics or resulting parameters are non-finite is rolled back: the last good
+        parameters and optimizer state are restored, nothing is published, and the update and its fragment are
+        counted (``updates_rejected``, ``fragments_dropped["non_finite_update"]``).
+        """
         with self._cond:
             if not self._cond.wait_for(lambda: self._queue or self._closed, timeout) or self._closed:
                 return False
             columns = self._queue.popleft()
         start = time.perf_counter()
-        lr = self.learner.set_progress(self.budget_fraction())
-        stats = self.learner.update(columns)
-        stats["lr"] = lr
-        if self.gossip is not None and (self.updates + 1) % self.gossip.period == 0:
-            self._mix(columns)
+        good = self._snapshot()
+        try:
+            lr = self.learner.set_progress(self.budget_fraction())
+            stats = self.learner.update(columns)
+            stats["lr"] = lr
+            if self.gossip is not None and (self.updates + 1) % self.gossip.period == 0:
+                self._mix(columns)
+            cause, detail = self._non_finite(stats), ""
+        except NonFiniteUpdate as exc:
+            cause, detail = exc.cause, str(exc)
+        except Exception:  # e.g. a distribution refusing NaN parameters a previous minibatch stepped into
+            if self._params_finite():
+                raise
+            cause, detail = "non_finite_params", "the update raised on non-finite parameters"
+        if cause is not None:
+            self._roll_back(good, cause, detail)
+            return False
         lag = float(self.version - columns["policy_version"].min())
         params = policy_params(self.policy)
         with self._cond:
@@ -254,6 +277,38 @@ class LearnerNode:
             stats["update_seconds"],
         )
         return True
+
+    def _snapshot(self) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+        """Copies of the policy's state and the optimizer's state (what a rolled-back update restores)."""
+        policy = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+        return policy, copy.deepcopy(self.learner.optimizer.state_dict())
+
+    def _params_finite(self) -> bool:
+        return all(bool(torch.isfinite(v).all()) for v in self.policy.state_dict().values() if v.is_floating_point())
+
+    def _non_finite(self, stats: dict[str, float]) -> str | None:
+        """The cause an update must be rolled back for (non-finite statistics or parameters), or None."""
+        if not all(math.isfinite(v) for v in stats.values()):
+            return "non_finite_loss"
+        return None if self._params_finite() else "non_finite_params"
+
+    def _roll_back(self, good: tuple[dict[str, torch.Tensor], dict[str, object]], cause: str, detail: str) -> None:
+        """Restore the last good parameters and optimizer state; count the update and its fragment; publish nothing."""
+        self.policy.load_state_dict(good[0])
+        self.learner.optimizer.load_state_dict(good[1])
+        with self._cond:
+            self.updates_rejected[cause] += 1
+            self._drop("non_finite_update")
+            total = sum(self.updates_rejected.values())
+        self.metrics.update_rejected(cause)
+        log.error(
+            "update rejected (%s: %s): kept version %d and its optimizer state, published nothing "
+            "(%d updates rejected so far)",
+            cause,
+            detail or "non-finite statistics",
+            self.version,
+            total,
+        )
 
     def budget_fraction(self) -> float:
         """Share of the run's budget used so far (drives ``algo.ppo.anneal_lr``).
@@ -314,6 +369,8 @@ class LearnerNode:
                 "fragments_received": self.fragments_received,
                 "fragments_trained": self.fragments_trained,
                 "fragments_dropped": dict(self.dropped),
+                "fragments_rejected": {cause: self.dropped[cause] for cause in REJECT_CAUSES},
+                "updates_rejected": {cause: self.updates_rejected[cause] for cause in UPDATE_REJECT_CAUSES},
                 "resumed_from_version": self.resumed_from_version,
                 "checkpoints_corrupt": self.checkpoints_corrupt,
                 "queued": len(self._queue),

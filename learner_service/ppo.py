@@ -134,6 +134,19 @@ def normalized_advantages(adv: torch.Tensor, cfg: PPOConfig) -> torch.Tensor:
     return adv
 
 
+class NonFiniteUpdate(ArithmeticError):
+    """An update met a non-finite loss or gradient norm; it stopped before the optimizer step.
+
+    Args:
+        cause: ``non_finite_loss`` or ``non_finite_grad``.
+        message: What was non-finite.
+    """
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 def _inboxes(cols: dict[str, torch.Tensor], rounds: int, prefix: str = "") -> list[Inbox]:
     out = []
     for k in range(rounds):
@@ -268,7 +281,12 @@ class PPOLearner:
         return ppo_loss(logp, batch["logp"][idx], adv, value, batch["ret"][idx], ent, self.cfg, self.value_scale())
 
     def update(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
-        """One PPO update (epochs x minibatches) on a validated fragment; returns mean loss statistics."""
+        """One PPO update (epochs x minibatches) on a validated fragment; returns mean loss statistics.
+
+        Raises:
+            NonFiniteUpdate: At the first minibatch whose loss or gradient norm is non-finite (before its
+                optimizer step; earlier minibatches have stepped: the caller restores its snapshot).
+        """
         cols = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
         batch = self.prepare_batch(cols)
         n = batch["obs"].shape[0]
@@ -276,9 +294,14 @@ class PPOLearner:
         count = 0
         for idx in minibatch_indices(n, self.cfg, self._gen):
             loss, stats = self.minibatch_loss(batch, idx)
+            if not torch.isfinite(loss):
+                raise NonFiniteUpdate("non_finite_loss", f"loss {float(loss.detach())} (minibatch {count}): {stats}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            stats.update(self.clip_gradients())
+            norms = self.clip_gradients()
+            if not all(np.isfinite(v) for v in norms.values()):
+                raise NonFiniteUpdate("non_finite_grad", f"gradient norms {norms} (minibatch {count})")
+            stats.update(norms)
             self.optimizer.step()
             for key, val in stats.items():
                 totals[key] = totals.get(key, 0.0) + val

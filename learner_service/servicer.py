@@ -96,4 +96,5 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
             fragments_trained=s["fragments_trained"],
             resumed_from_version=s["resumed_from_version"],
             checkpoints_corrupt=s["checkpoints_corrupt"],
+            updates_rejected=s["updates_rejected"],
         )

@@ -61,3 +61,7 @@ class PolicyRuntime(Protocol):
     def load_params(self, params: Mapping[str, np.ndarray]) -> None:
         """Swap in new parameters (training runtimes only)."""
         ...
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every parameter :meth:`load_params` expects (empty for frozen runtimes)."""
+        ...

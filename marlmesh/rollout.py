@@ -139,6 +139,41 @@ class RolloutRecorder:
         return out
 
 
+FRAGMENT_REJECT_CAUSES = (
+    "bad_columns",
+    "bad_shape",
+    "bad_dtype",
+    "non_finite",
+    "action_out_of_range",
+    "mask_out_of_range",
+    "bad_version",
+)
+"""Why :func:`validate_columns` refuses a fragment (:attr:`FragmentError.cause`).
+
+``bad_columns``: a column is missing or unexpected (e.g. another channel's round count); ``bad_shape``: a
+column's shape differs from the spec (obs shape, message_dim, N, T/B disagreeing between columns or with the
+header, an empty fragment); ``bad_dtype``: a column has the wrong dtype kind (float, int, bool);
+``non_finite``: NaN or inf in a float column; ``action_out_of_range``: a discrete action outside ``[0, n)``;
+``mask_out_of_range``: an inbox mask value outside ``[0, 1]``; ``bad_version``: a negative policy version,
+versions that decrease within the fragment, or a header version range the columns contradict.
+
+Box actions are not range-checked: the Gaussian policy samples outside the box (the env clips what it
+applies) and PPO needs the sampled, unclipped action to recompute its log-probability."""
+
+
+class FragmentError(ValueError):
+    """A fragment that must not be trained on.
+
+    Args:
+        cause: One of :data:`FRAGMENT_REJECT_CAUSES`.
+        message: What is wrong, naming the column.
+    """
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 def validate_columns(
     cols: dict[str, np.ndarray],
     *,
@@ -147,14 +182,29 @@ def validate_columns(
     rounds: int,
     num_agents: int,
     message_dim: int,
+    num_steps: int | None = None,
+    version_range: tuple[int, int] | None = None,
 ) -> tuple[int, int]:
     """Check a received fragment's columns; return ``(T, B)``.
 
+    Args:
+        cols: The decoded columns.
+        obs_shape: Shape of one observation.
+        action_space: The agent's action space.
+        rounds: Communication rounds of the channel.
+        num_agents: N.
+        message_dim: M.
+        num_steps: T as a header states it (checked when given).
+        version_range: ``(min, max)`` policy version as a header states it (checked when given).
+
     Raises:
-        ValueError: Naming the first missing, extra or mis-shaped column.
+        FragmentError: Naming the first missing, extra, mis-shaped, mis-typed or out-of-range column, with
+            its cause (:data:`FRAGMENT_REJECT_CAUSES`).
     """
-    if "obs" not in cols or cols["obs"].ndim < 2:
-        raise ValueError("column 'obs' missing or without [T, B] leading dims")
+    if "obs" not in cols:
+        raise FragmentError("bad_columns", "column 'obs' missing")
+    if cols["obs"].ndim < 2:
+        raise FragmentError("bad_shape", "column 'obs' without [T, B] leading dims")
     t, b = cols["obs"].shape[:2]
     act_shape = () if action_space.kind == "discrete" else tuple(action_space.shape)
     want: dict[str, tuple[tuple[int, ...], str]] = {
@@ -170,28 +220,49 @@ def validate_columns(
         "policy_version": ((t,), "i"),
         BOOT + "obs": ((b, *obs_shape), "f"),
     }
+    masks = []
     for k in range(rounds):
         for prefix, lead in (("", (t, b)), (BOOT, (b,))):
             mk, kk = inbox_keys(k, prefix)
             want[mk] = ((*lead, num_agents, message_dim), "f")
             want[kk] = ((*lead, num_agents), "f")
+            masks.append(kk)
     missing = sorted(set(want) - set(cols))
     extra = sorted(set(cols) - set(want))
     if missing or extra:
-        raise ValueError(f"fragment columns: missing {missing}, unexpected {extra}")
+        raise FragmentError("bad_columns", f"fragment columns: missing {missing}, unexpected {extra}")
     for name, (shape, kind) in want.items():
         arr = cols[name]
-        if tuple(arr.shape) != shape or arr.dtype.kind != kind:
-            raise ValueError(f"column {name!r}: got {arr.dtype}{list(arr.shape)}, expected kind {kind!r} {list(shape)}")
-        if kind == "f" and not np.isfinite(arr).all():
-            raise ValueError(f"column {name!r}: non-finite values")
+        if tuple(arr.shape) != shape:
+            raise FragmentError("bad_shape", f"column {name!r}: got shape {list(arr.shape)}, expected {list(shape)}")
+        if arr.dtype.kind != kind:
+            raise FragmentError("bad_dtype", f"column {name!r}: got dtype {arr.dtype}, expected kind {kind!r}")
     if t == 0 or b == 0:
-        raise ValueError("empty fragment")
+        raise FragmentError("bad_shape", "empty fragment")
+    if num_steps is not None and num_steps != t:
+        raise FragmentError("bad_shape", f"num_steps {num_steps} does not match the columns' {t} steps")
+    for name, (_, kind) in want.items():
+        if kind == "f" and not np.isfinite(cols[name]).all():
+            raise FragmentError("non_finite", f"column {name!r}: non-finite values")
     action = cols["action"]
     if action_space.kind == "discrete" and (action.min() < 0 or action.max() >= action_space.n):
-        raise ValueError(
-            f"column 'action': discrete actions must be in [0, {action_space.n}), got {action.min()}..{action.max()}"
+        raise FragmentError(
+            "action_out_of_range",
+            f"column 'action': discrete actions must be in [0, {action_space.n}), got {action.min()}..{action.max()}",
         )
-    if cols["policy_version"].min() < 0:
-        raise ValueError("column 'policy_version': versions must be >= 0")
+    for name in masks:
+        mask = cols[name]
+        if mask.size and (mask.min() < 0.0 or mask.max() > 1.0):
+            raise FragmentError("mask_out_of_range", f"column {name!r}: mask values must be in [0, 1]")
+    versions = cols["policy_version"]
+    if versions.min() < 0:
+        raise FragmentError("bad_version", "column 'policy_version': versions must be >= 0")
+    if (np.diff(versions) < 0).any():
+        raise FragmentError("bad_version", "column 'policy_version': versions decrease within the fragment")
+    if version_range is not None and tuple(version_range) != (int(versions.min()), int(versions.max())):
+        raise FragmentError(
+            "bad_version",
+            f"policy versions {list(version_range)} in the header do not match the columns' "
+            f"{[int(versions.min()), int(versions.max())]}",
+        )
     return t, b

@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 
 HELP = "run a real mesh for M minutes: steps, restarts, fragment accounting, memory growth"
 
-LEARNER_SIDE_LOSSES = ("superseded", "shutdown")
-"""Learner drop reasons of fragments it had accepted. Its other reasons (``invalid``, ``wrong_agent``,
-``bad_tensor``, ``closed``) are refusals the agent counts too (``rejected`` / ``push_failed``)."""
+LEARNER_SIDE_LOSSES = ("superseded", "shutdown", "non_finite_update")
+"""Learner drop reasons of fragments it had accepted. Its other reasons (``wrong_agent``, ``bad_tensor``,
+``closed`` and the column checks of :data:`marlmesh.rollout.FRAGMENT_REJECT_CAUSES`) are refusals the agent
+counts too (``rejected`` / ``push_failed``)."""
 
 
 def rss_bytes(pid: int) -> int | None:

@@ -230,7 +230,7 @@ def export_run(run_dir: Path, out_dir: Path, fmt: str = "onnx") -> Path:
     """Export the newest checkpoint of every agent of a run; returns the manifest path.
 
     Raises:
-        ExportError: If the run has no config or an agent has no valid checkpoint.
+        ExportError: If the run has no config, or an agent has no valid checkpoint or one with non-finite weights.
     """
     from marlmesh import plugins
     from marlmesh.checkpoint import load_latest
@@ -253,7 +253,10 @@ def export_run(run_dir: Path, out_dir: Path, fmt: str = "onnx") -> Path:
         found = load_latest(ckpt_dir)
         if found is None:
             raise ExportError(f"no valid checkpoint in {ckpt_dir}: train the run first ('marlmesh train')")
-        payload, _ = found
+        payload, path = found
+        bad = sorted(k for k, v in payload["policy"].items() if v.is_floating_point() and not v.isfinite().all())
+        if bad:
+            raise ExportError(f"checkpoint {path} has non-finite weights in {bad[:5]}; export an earlier checkpoint")
         policy = channel.build_policy(spec)
         policy.load_state_dict(payload["policy"])
         entries.append(export_policy(policy, spec, out_dir, policy_version=int(payload["version"])))

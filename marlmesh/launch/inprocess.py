@@ -25,6 +25,7 @@ agents' own bus endpoints, which this launcher does not run).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -35,6 +36,9 @@ from typing import TextIO
 from marlmesh.config import Config, ConfigError
 from marlmesh.launch.progress import EpisodeWindow, progress_line
 from marlmesh.tensorboard import TeamLog
+from marlmesh.weights_check import WeightsError, check_weights
+
+log = logging.getLogger(__name__)
 
 LAUNCHER = "inprocess"
 
@@ -150,6 +154,12 @@ class InProcessTeam:
         counters = self.counters[i]
         newer = self.learners[i].wait_newer(counters.policy_version, 0.0)
         if newer is not None:
+            try:  # the learner never publishes non-finite parameters; checked as an agent process checks them
+                check_weights(newer.params, self.runtimes[i].param_shapes())
+            except WeightsError as exc:
+                counters.weights_rejected[exc.cause] += 1
+                log.error("agent %d refused weights version %d: %s", i, newer.version, exc)
+                return
             self.runtimes[i].load_params(newer.params)
             counters.policy_version = newer.version
             counters.weights_loaded += 1
@@ -228,9 +238,9 @@ class InProcessTeam:
         self._pool.shutdown(wait=True)
         for learner in self.learners:
             learner.close()
-        for log in self.scalar_logs:
-            if log is not None:
-                log.close()
+        for scalar_log in self.scalar_logs:
+            if scalar_log is not None:
+                scalar_log.close()
         self.joint.close()
 
 
@@ -305,6 +315,7 @@ def train_inprocess(
         evaluate_into,
         merge_bus_trace,
         plot_curves,
+        rejected_summary,
         write_run_dir,
         write_summary,
     )
@@ -376,6 +387,7 @@ def train_inprocess(
             restarts=0,
             stopped_early=not team.finished,
         ),
+        "rejected": rejected_summary(agent_stats, learner_stats),
         "agents": agent_stats,
         "learners": learner_stats,
         "config": config_summary(config),

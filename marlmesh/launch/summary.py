@@ -97,6 +97,30 @@ def gossip_summary(learner_stats: list[dict[str, object]]) -> dict[str, object]:
     return {"gossip": out}
 
 
+def rejected_summary(
+    agent_stats: list[dict[str, object]], learner_stats: list[dict[str, object]]
+) -> dict[str, dict[str, int]]:
+    """``rejected``: poison refused before use, summed over processes, cause -> count.
+
+    ``fragments``: fragments the learners refused (``fragments_rejected``); ``updates``: updates the learners
+    rolled back (``updates_rejected``); ``weights``: weights versions the agents refused (``weights_rejected``).
+    Every cause a process reports is listed, also at 0.
+    """
+
+    def total(stats: list[dict[str, object]], key: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for st in stats:
+            for cause, n in dict(st.get(key) or {}).items():
+                out[cause] = out.get(cause, 0) + int(n)
+        return out
+
+    return {
+        "fragments": total(learner_stats, "fragments_rejected"),
+        "updates": total(learner_stats, "updates_rejected"),
+        "weights": total(agent_stats, "weights_rejected"),
+    }
+
+
 def merge_bus_trace(config: Config, run_dir: Path, agent_stats: list[dict[str, object]]) -> dict[str, object] | None:
     """Merge the agents' fate records into ``RUN_DIR/bus_trace.bin``; returns the ``bus.trace`` summary."""
     from comm_bus.trace import merge_traces

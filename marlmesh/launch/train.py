@@ -38,6 +38,7 @@ from marlmesh.launch.summary import (
     merge_bus_trace,
     plot_curves,
     read_stats,
+    rejected_summary,
     write_run_dir,
     write_summary,
 )
@@ -300,6 +301,7 @@ def _summarize(
             restarts=sum(restarts.values()),
             stopped_early=not run.reached_end,
         ),
+        "rejected": rejected_summary(agent_stats, learner_stats),
         "agents": agent_stats,
         "learners": learner_stats,
         "config": config_summary(config),

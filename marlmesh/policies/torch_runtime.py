@@ -95,3 +95,7 @@ class TorchRuntime:
     def load_params(self, params: Mapping[str, np.ndarray]) -> None:
         """Load a state dict given as numpy arrays."""
         self.policy.load_state_dict({k: self._torch.from_numpy(np.array(v)) for k, v in params.items()})
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every entry of the policy's state dict."""
+        return {k: tuple(v.shape) for k, v in self.policy.state_dict().items()}

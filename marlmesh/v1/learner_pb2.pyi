@@ -58,7 +58,7 @@ class LearnerStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LearnerStatus(_message.Message):
-    __slots__ = ("agent_index", "version", "updates", "samples_trained", "fragments_received", "fragments_dropped", "last_losses", "fragments_trained", "resumed_from_version", "checkpoints_corrupt")
+    __slots__ = ("agent_index", "version", "updates", "samples_trained", "fragments_received", "fragments_dropped", "last_losses", "fragments_trained", "resumed_from_version", "checkpoints_corrupt", "updates_rejected")
     class FragmentsDroppedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,13 @@ class LearnerStatus(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class UpdatesRejectedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     AGENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPDATES_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +90,7 @@ class LearnerStatus(_message.Message):
     FRAGMENTS_TRAINED_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTS_CORRUPT_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_REJECTED_FIELD_NUMBER: _ClassVar[int]
     agent_index: int
     version: int
     updates: int
@@ -93,4 +101,5 @@ class LearnerStatus(_message.Message):
     fragments_trained: int
     resumed_from_version: int
     checkpoints_corrupt: int
-    def __init__(self, agent_index: _Optional[int] = ..., version: _Optional[int] = ..., updates: _Optional[int] = ..., samples_trained: _Optional[int] = ..., fragments_received: _Optional[int] = ..., fragments_dropped: _Optional[_Mapping[str, int]] = ..., last_losses: _Optional[_Mapping[str, float]] = ..., fragments_trained: _Optional[int] = ..., resumed_from_version: _Optional[int] = ..., checkpoints_corrupt: _Optional[int] = ...) -> None: ...
+    updates_rejected: _containers.ScalarMap[str, int]
+    def __init__(self, agent_index: _Optional[int] = ..., version: _Optional[int] = ..., updates: _Optional[int] = ..., samples_trained: _Optional[int] = ..., fragments_received: _Optional[int] = ..., fragments_dropped: _Optional[_Mapping[str, int]] = ..., last_losses: _Optional[_Mapping[str, float]] = ..., fragments_trained: _Optional[int] = ..., resumed_from_version: _Optional[int] = ..., checkpoints_corrupt: _Optional[int] = ..., updates_rejected: _Optional[_Mapping[str, int]] = ...) -> None: ...

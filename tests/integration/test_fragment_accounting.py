@@ -73,4 +73,4 @@ def test_sent_trained_and_dropped_add_up():
     assert acc["unaccounted"] == 0, acc
     assert acc["sent_and_accepted"] + sum(acc["refused_by_learners"].values()) == acc["received_by_learners"]
     if "agent:rejected" in acc["dropped"]:  # the bad fragment may have been replaced in the agent's queue
-        assert acc["refused_by_learners"] == {"invalid": 1}
+        assert acc["refused_by_learners"] == {"action_out_of_range": 1}

@@ -57,6 +57,9 @@ def test_inprocess_launcher_reproduces_the_mesh(tmp_path, algo, channel):
     for run in (mesh, inproc):
         assert run["reproducibility"] == {"exact": True, "broken_by": []}
         assert run["env_steps"] == 800
+        assert set(run["rejected"]) == {"fragments", "updates", "weights"}  # every cause listed, none hit
+        assert all(part and not any(part.values()) for part in run["rejected"].values()), run["rejected"]
+    assert inproc["rejected"] == mesh["rejected"]
     # the links did something: every constraint of the config shows in the drop causes
     dropped = mesh["bus"]["dropped"]
     assert dropped.get("loss", 0) > 0 and dropped.get("out_of_range", 0) > 0, dropped

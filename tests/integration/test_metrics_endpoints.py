@@ -120,6 +120,21 @@ def test_learners_export_their_agents_last_update(scrapes: Scrapes) -> None:
         assert by_name["marlmesh_learner_update_duration_seconds_count"].value >= 2
 
 
+def test_poison_counters_are_exported_at_zero_for_every_cause(scrapes: Scrapes) -> None:
+    from learner_service.metrics import REJECT_CAUSES, UPDATE_REJECT_CAUSES
+    from marlmesh.weights_check import WEIGHTS_REJECT_CAUSES
+
+    for role, series in (
+        ("learner", {"marlmesh_learner_fragments_rejected_total": REJECT_CAUSES}),
+        ("learner", {"marlmesh_learner_updates_rejected_total": UPDATE_REJECT_CAUSES}),
+        ("agent", {"marlmesh_agent_weights_rejected_total": WEIGHTS_REJECT_CAUSES}),
+    ):
+        for i in range(3):
+            got = {(x.name, x.labels.get("cause")): x.value for x in _samples(scrapes.texts[f"{role}-{i}"])}
+            for name, causes in series.items():
+                assert {cause: got.get((name, cause)) for cause in causes} == dict.fromkeys(causes, 0.0), (role, i)
+
+
 def test_team_return_moves_during_training(scrapes: Scrapes) -> None:
     returns = scrapes.team_returns
     assert len(set(returns)) >= 2 and all(r < 0 for r in returns), returns  # simple_spread: distances are costs

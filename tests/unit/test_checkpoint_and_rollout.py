@@ -68,3 +68,65 @@ def test_validate_columns_names_the_problem():
     bad = {k: v for k, v in cols.items() if k != "logp"}
     with pytest.raises(ValueError, match="missing \\['logp'\\]"):
         validate_columns(bad, **kw)
+
+
+def _poisoned(cols, cause):
+    """One fragment per rejection cause (all start from a valid one)."""
+    c = dict(cols)
+    if cause == "bad_columns":
+        c["inbox.1.msg"] = c["inbox.0.msg"]  # another channel's round count
+    elif cause == "bad_shape":
+        c["inbox.0.msg"] = np.zeros((3, 2, 3, 4), np.float32)  # message_dim 4, not 5
+    elif cause == "bad_dtype":
+        c["reward"] = c["reward"].astype(np.int64)
+    elif cause == "non_finite":
+        c["obs"] = c["obs"].copy()
+        c["obs"][1, 0, 2] = np.inf
+    elif cause == "action_out_of_range":
+        c["action"] = np.full((3, 2), 5, np.int64)
+    elif cause == "mask_out_of_range":
+        c["boot.inbox.0.mask"] = np.full((2, 3), 2.0, np.float32)
+    elif cause == "bad_version":
+        c["policy_version"] = np.array([3, 2, 3], np.int64)
+    return c
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [
+        "bad_columns",
+        "bad_shape",
+        "bad_dtype",
+        "non_finite",
+        "action_out_of_range",
+        "mask_out_of_range",
+        "bad_version",
+    ],
+)
+def test_validate_columns_names_each_cause(cause):
+    from marlmesh.rollout import FRAGMENT_REJECT_CAUSES, FragmentError
+
+    rec, space = _recorder()
+    cols = _fill(rec, np.zeros(2, np.int64))
+    kw = dict(obs_shape=(4,), action_space=space, rounds=1, num_agents=3, message_dim=5)
+    with pytest.raises(FragmentError) as err:
+        validate_columns(_poisoned(cols, cause), **kw)
+    assert err.value.cause == cause and cause in FRAGMENT_REJECT_CAUSES
+
+
+def test_validate_columns_checks_the_header_and_leaves_box_actions_unbounded():
+    from marlmesh.rollout import FragmentError
+
+    rec, space = _recorder()
+    cols = _fill(rec, np.zeros(2, np.int64))
+    kw = dict(obs_shape=(4,), action_space=space, rounds=1, num_agents=3, message_dim=5)
+    with pytest.raises(FragmentError, match="num_steps 4") as err:
+        validate_columns(cols, num_steps=4, **kw)
+    assert err.value.cause == "bad_shape"
+    with pytest.raises(FragmentError, match="header") as err:
+        validate_columns(cols, version_range=(6, 7), **kw)
+    assert err.value.cause == "bad_version"
+    assert validate_columns(cols, num_steps=3, version_range=(7, 7), **kw) == (3, 2)
+    box_rec, box = _recorder("box")
+    wide = _fill(box_rec, np.full((2, 2), 3.0, np.float32))  # a Gaussian sample outside the box [-1, 1]
+    assert validate_columns(wide, **dict(kw, action_space=box)) == (3, 2)

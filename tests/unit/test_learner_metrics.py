@@ -7,7 +7,7 @@ import torch
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from learner_service.metrics import LearnerMetrics
+from learner_service.metrics import DROP_CAUSES, REJECT_CAUSES, UPDATE_REJECT_CAUSES, LearnerMetrics
 from learner_service.node import LearnerNode
 from marlmesh import plugins
 from marlmesh.testing.channels import make_spec
@@ -57,6 +57,20 @@ def test_updates_and_fragments_set_the_agents_series() -> None:
     assert groups == {k.removeprefix("grad_norm_") for k in node.last_stats if k.startswith("grad_norm_")} != set()
     # series of features this run does not use stay absent
     assert not any(name.startswith(("marlmesh_learner_gossip", "marlmesh_learner_lagrange")) for name, _ in got)
+
+
+def test_every_cause_is_exported_at_zero_from_the_start() -> None:
+    registry = CollectorRegistry()
+    LearnerNode(_config("broadcast"), _spec("discrete", agent=0), None, metrics=LearnerMetrics(registry))
+    got = _samples(registry)
+    for name, causes in (
+        ("marlmesh_learner_fragments_rejected_total", REJECT_CAUSES),
+        ("marlmesh_learner_fragments_dropped_total", DROP_CAUSES),
+        ("marlmesh_learner_updates_rejected_total", UPDATE_REJECT_CAUSES),
+    ):
+        for cause in causes:
+            assert got[(name, (("agent", "0"), ("cause", cause)))] == 0, (name, cause)
+    assert "invalid" not in REJECT_CAUSES and {"non_finite", "bad_shape", "bad_dtype"} <= set(REJECT_CAUSES)
 
 
 def test_co2po_reports_its_multiplier_and_hazard_loss() -> None:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from learner_service.metrics import UPDATE_REJECT_CAUSES
 from learner_service.node import LearnerNode
 from marlmesh import plugins
 from marlmesh.config import load_config
@@ -119,7 +120,7 @@ def test_learner_rejects_another_agents_fragment_and_bad_columns():
     bad["obs"] = bad["obs"][:, :, :3]
     accepted, reason = node.submit(1, bad)
     assert not accepted and "obs" in reason
-    assert node.dropped == {"wrong_agent": 1, "invalid": 1}
+    assert node.dropped == {"wrong_agent": 1, "bad_shape": 1}
     assert node.submit(1, cols) == (True, "")
     assert node.train_next(timeout=1.0) and node.version == 1
 
@@ -130,3 +131,28 @@ def test_channel_plugins_build_policies_for_heterogeneous_specs():
         for kind in ("discrete", "box"):
             policy = channel.build_policy(_spec(kind))
             assert policy.rounds == channel.rounds
+
+
+def test_update_with_non_finite_loss_is_rolled_back_and_the_next_one_trains():
+    """Huge but finite rewards overflow the advantages: the learner keeps its version, parameters and Adam state."""
+    node = LearnerNode(_config("broadcast"), _spec("discrete"), checkpoint_dir=None)
+    rng = np.random.default_rng(5)
+    assert node.submit(0, _bandit_fragment(node, rng, "discrete")) == (True, "")
+    assert node.train_next(timeout=1.0) and node.version == 1
+    params = {k: v.clone() for k, v in node.policy.state_dict().items()}
+    adam = {k: s["exp_avg"].clone() for k, s in node.learner.optimizer.state_dict()["state"].items()}
+    huge = _bandit_fragment(node, rng, "discrete")
+    huge["reward"] = np.full_like(huge["reward"], 3e38)
+    assert node.submit(0, huge) == (True, "")
+    assert not node.train_next(timeout=1.0)
+    assert node.version == 1 and node.updates == 1 and node.wait_newer(0, 0.0).version == 1
+    for k, v in node.policy.state_dict().items():
+        assert torch.equal(v, params[k]), k
+    for k, s in node.learner.optimizer.state_dict()["state"].items():
+        assert torch.equal(s["exp_avg"], adam[k])
+    status = node.status()
+    assert set(status["updates_rejected"]) == set(UPDATE_REJECT_CAUSES)
+    assert sum(status["updates_rejected"].values()) == 1
+    assert status["fragments_dropped"] == {"non_finite_update": 1}
+    assert node.submit(0, _bandit_fragment(node, rng, "discrete")) == (True, "")
+    assert node.train_next(timeout=1.0) and node.version == 2

@@ -22,6 +22,7 @@ class FakeLink:
     def __init__(self) -> None:
         self.latest: tuple[int, dict] | None = None
         self.fragments_lost = 0
+        self.weights_refused = 0
         self.cond = threading.Condition()
 
     def publish(self, version: int) -> None:
@@ -37,9 +38,20 @@ class FakeLink:
             self.fragments_lost += 1
             self.cond.notify_all()
 
-    def wait_newer_weights(self, have: int, timeout: float, lost_before: int | None = None):  # noqa: ANN201
+    def refuse(self) -> None:
         with self.cond:
-            self.cond.wait_for(lambda: self.newer_weights(have) or self.fragments_lost > (lost_before or 0), timeout)
+            self.weights_refused += 1
+            self.cond.notify_all()
+
+    def wait_newer_weights(  # noqa: ANN201
+        self, have: int, timeout: float, lost_before: int | None = None, refused_before: int | None = None
+    ):
+        def done() -> bool:
+            lost = self.fragments_lost > (lost_before or 0)
+            return bool(self.newer_weights(have)) or lost or self.weights_refused > (refused_before or 0)
+
+        with self.cond:
+            self.cond.wait_for(done, timeout)
         return self.newer_weights(have)
 
 
@@ -85,6 +97,16 @@ def test_lockstep_acts_on_with_its_version_when_the_fragment_was_dropped():
     assert sync.after_push(0) is None and time.monotonic() - start < 2.0
     threading.Timer(0.05, link.publish, args=(1,)).start()  # the next fragment is trained: back in step
     assert sync.after_push(0)[0] == 1
+
+
+def test_lockstep_acts_on_with_its_version_when_the_awaited_weights_were_refused():
+    link = FakeLink()
+    link.publish(0)
+    sync = LockstepWeights(link, end_tick=10, timeout_s=30.0)  # a missed refusal would raise after 30 s
+    threading.Timer(0.05, link.refuse).start()  # version 1 arrived poisoned: the link refused it
+    assert sync.after_push(0) is None
+    threading.Timer(0.05, link.publish, args=(2,)).start()  # the next good version is taken up
+    assert sync.after_push(0)[0] == 2
 
 
 def test_async_takes_the_newest_version_between_steps_and_never_ends_the_run():

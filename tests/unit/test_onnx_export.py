@@ -201,3 +201,50 @@ def test_export_command_exports_a_run(tmp_path: Path) -> None:
     np.testing.assert_allclose(out, TorchRuntime(policies[2]).encode(obs)[1], atol=TOL)
     (run / "checkpoints" / "agent-1" / "ckpt-0000000041.pt").unlink()
     assert cli.main(["export", str(run), "--out", str(tmp_path / "out2")]) == 2
+
+
+def test_graphs_with_non_finite_weights_are_refused(tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from agent_service.onnx_weights import non_finite_tensors
+
+    config, channel, specs, policies = export_case(CASES["broadcast-discrete"], tmp_path)
+    with torch.no_grad():
+        next(policies[1].actor.parameters())[0, 0] = float("nan")
+    entries = [export_policy(p, s, tmp_path, policy_version=7) for p, s in zip(policies, specs, strict=True)]
+    write_manifest(tmp_path, config, channel, entries)  # a consistent manifest: only the weights are bad
+    OnnxRuntime(tmp_path, 0)
+    with pytest.raises(ValueError, match="non-finite weights"):
+        OnnxRuntime(tmp_path, 1)
+    found = {}
+    for entry in entries[:2]:  # the wire walker agrees with the onnx package on every graph
+        for stage in entry["stages"].values():
+            raw = (tmp_path / stage["file"]).read_bytes()
+            model = onnx.load_from_string(raw)
+            tensors = [*model.graph.initializer]
+            tensors += [a.t for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+            want = [t.name for t in tensors if t.data_type == 1 and not np.isfinite(numpy_helper.to_array(t)).all()]
+            assert non_finite_tensors(raw) == want
+            found[stage["file"]] = want
+    assert not any(want for file, want in found.items() if file.startswith("agent-0"))
+    assert any(want for file, want in found.items() if file.startswith("agent-1"))
+
+
+def test_export_refuses_a_checkpoint_with_non_finite_weights(tmp_path: Path) -> None:
+    from marlmesh.checkpoint import save_checkpoint
+    from marlmesh.config import dump_config
+    from marlmesh.deploy.export import ExportError, export_run
+
+    config = load_config(None, CASES["none-discrete"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(config))
+    channel = plugins.load("channels", "none")(config.channel)
+    for i, spec in enumerate(policy_specs(config)):
+        state = channel.build_policy(spec).state_dict()
+        if i == 2:
+            state[next(iter(state))].view(-1)[0] = float("inf")
+        save_checkpoint(run / "checkpoints" / f"agent-{i}", 3, {"version": 3, "policy": state}, 2)
+    with pytest.raises(ExportError, match="agent-2.*non-finite weights"):
+        export_run(run, tmp_path / "out")
