@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from marlmesh import contract
 from marlmesh.deploy import k8s
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ def test_a_container_keeps_command_env_user_mounts_and_read_only_root(rendered: 
     assert "--read-only" in args and _flag_values(args, "--cap-drop") == ["ALL"]
     assert _flag_values(args, "--cpus") == ["2.0"] and _flag_values(args, "--memory") == ["2g"]
     env = dict(e.split("=", 1) for e in _flag_values(args, "-e"))
-    assert env["MARLMESH_AGENT_ID"] == "agents-1"  # the downward API's metadata.name
+    assert env[contract.AGENT_ID.name] == "agents-1"  # the downward API's metadata.name
     assert set(env) == {v["name"] for v in learner["env"]}
     assert _flag_values(args, "-v") == [
         "/s/configMap/marlmesh-config:/etc/marlmesh:ro",
