@@ -27,6 +27,7 @@ from comm_bus.bus import Bus
 from comm_bus.faults import LinkFaults
 from marlmesh import contract, process
 from marlmesh.env_client import EnvClient
+from marlmesh.ledger import FragmentLedger
 from marlmesh.lockstep import FINISHED
 from marlmesh.plugins import PluginError
 from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_metrics, start_server
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             tls_identity=tls_identity,
             await_layout=True,
         )
+        learner.on_fragment_change = FragmentLedger(ns.stats_file, learner.fragment_counts).write
     elif ns.runtime == "torch":
         initial = _load_eval_params(ROLE, ns.checkpoint_dir)
 

@@ -11,6 +11,7 @@ import collections
 import logging
 import queue
 import threading
+from collections.abc import Callable
 
 import grpc
 import numpy as np
@@ -76,6 +77,9 @@ class LearnerLink:
         """Fragments lost on this side, by reason: ``agent_queue_full`` (the learner fell behind),
         ``push_failed`` (learner unreachable), ``rejected`` (the learner refused it, INVALID_ARGUMENT),
         ``unsent_at_close`` (still queued or in flight when the agent stopped)."""
+        self._in_flight = 0
+        self.on_fragment_change: Callable[[], None] | None = None
+        """Called after every change of the fragment counters (the agent records its fragment ledger)."""
         self._closing = threading.Event()
         self.versions_received = 0
         """Weights versions received and accepted."""
@@ -99,10 +103,35 @@ class LearnerLink:
         """Fragments handed to :meth:`push` (each ends up sent or in ``fragments_dropped``)."""
         return self._fragment_id
 
+    def fragment_counts(self) -> dict[str, object]:
+        """The fragment counters, read together (the agent's fragment ledger).
+
+        ``fragments_created``, ``fragments_sent``, ``fragments_dropped`` (by reason) and ``fragments_in_flight``
+        (1 while a push waits for the learner's answer).
+        """
+        with self._lock:
+            return {
+                "fragments_created": self._fragment_id,
+                "fragments_sent": self.fragments_sent,
+                "fragments_dropped": dict(self.fragments_dropped),
+                "fragments_in_flight": self._in_flight,
+            }
+
+    def _set_in_flight(self, n: int) -> None:
+        with self._lock:
+            self._in_flight = n
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_fragment_change is not None:
+            self.on_fragment_change()
+
     def push(self, columns: dict[str, np.ndarray]) -> None:
         """Queue a fragment; if the queue is full the oldest waiting fragment is dropped (counted)."""
-        self._fragment_id += 1
-        item = (self._fragment_id, columns)
+        with self._lock:
+            self._fragment_id += 1
+            item = (self._fragment_id, columns)
+        self._changed()
         while True:
             try:
                 self._outbox.put_nowait(item)
@@ -114,10 +143,14 @@ class LearnerLink:
                 except queue.Empty:
                     pass
 
-    def _drop(self, reason: str, count: int = 1) -> None:
+    def _drop(self, reason: str, count: int = 1, settles_push: bool = False) -> None:
+        """Count ``count`` fragments dropped for ``reason`` (``settles_push``: the push in flight ended so)."""
         with self._lock:
             self.fragments_dropped[reason] += count
+            if settles_push:
+                self._in_flight = 0
             self._new_weights.notify_all()  # a lockstep wait for this fragment's weights ends
+        self._changed()
 
     @property
     def fragments_lost(self) -> int:
@@ -145,26 +178,29 @@ class LearnerLink:
             max_policy_version=int(versions.max()),
             columns=tensors.encode_named(cols),
         )
+        self._set_in_flight(1)
         try:
             ack = self._stub.PushRollout(req, timeout=self._timeout, wait_for_ready=True)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                self._drop("rejected")
+                self._drop("rejected", settles_push=True)
                 log.warning("learner rejected fragment %d: %s", frag_id, exc.details())
             elif self._closing.is_set():
-                self._drop("unsent_at_close")
+                self._drop("unsent_at_close", settles_push=True)
             else:
-                self._drop("push_failed")
+                self._drop("push_failed", settles_push=True)
                 log.warning("fragment %d not delivered to learner: %s", frag_id, exc.code().name)
             return
         except ValueError:  # the channel was closed under us by close()
-            self._drop("unsent_at_close")
+            self._drop("unsent_at_close", settles_push=True)
             return
         if ack.accepted:
             with self._lock:
                 self.fragments_sent += 1
+                self._in_flight = 0
+            self._changed()
         else:
-            self._drop("rejected")
+            self._drop("rejected", settles_push=True)
             log.warning("learner rejected fragment %d: %s", frag_id, ack.reason)
 
     # -- weights -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from learner_service.node import LearnerNode
 from learner_service.servicer import LearnerServicer
 from marlmesh import contract, process
 from marlmesh.config import Config
+from marlmesh.ledger import FragmentLedger
 from marlmesh.plugins import PluginError
 from marlmesh.policy_spec import policy_spec_for
 from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_metrics, start_server
@@ -43,6 +44,12 @@ def _gossip(config: Config, agent: int, num_agents: int) -> Gossip | None:
     from learner_service.gossip import Gossip
 
     return Gossip(cfg, config.bus, agent, num_agents, gossip_addressing(), seed=config.seed)
+
+
+def _fragment_counts(node: LearnerNode) -> dict[str, object]:
+    """The learner's fragment ledger: received, trained and dropped by cause (refusals included)."""
+    status = node.status()
+    return {k: status[k] for k in ("fragments_received", "fragments_trained", "fragments_dropped", "version")}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -91,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         process.fail(ROLE, str(exc))
     stop = threading.Event()
     install_signal_handlers(stop)
-    servicer = LearnerServicer(node, stop)
+    ledger = FragmentLedger(ns.stats_file, lambda: _fragment_counts(node))
+    servicer = LearnerServicer(node, stop, on_fragment=ledger.write)
     server = start_server(
         host=host,
         port=ns.port,
@@ -128,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.is_set():
             try:
                 node.train_next(timeout=0.5)
+                ledger.write()  # trained, or dropped by a rolled-back update
             except Exception:  # a bad update must not take the process down silently
                 log.exception("update failed; stopping")
                 stop.set()
@@ -137,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     stop.wait()
     node.close()
     trainer.join(timeout=30)
+    ledger.write()
     if gossip is not None and not trainer.is_alive():  # zmq sockets: closed by the thread that is done with them
         gossip.close()
     if scalars is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from collections.abc import Callable
 
 import grpc
 
@@ -20,12 +21,14 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
     """PushRollout / WatchWeights / GetStatus.
 
     A rejected fragment is answered ``INVALID_ARGUMENT`` with the reason (and counted in the node's
-    ``fragments_dropped``); other rejected requests are counted in :attr:`rejected` by method.
+    ``fragments_dropped``); other rejected requests are counted in :attr:`rejected` by method. ``on_fragment``
+    is called after each fragment was accepted or refused, before the answer (the learner records its ledger).
     """
 
-    def __init__(self, node: LearnerNode, stop: threading.Event) -> None:
+    def __init__(self, node: LearnerNode, stop: threading.Event, on_fragment: Callable[[], None] | None = None) -> None:
         self._node = node
         self._stop = stop
+        self._on_fragment = on_fragment or (lambda: None)
         self._cache: tuple[int, learner_pb2.Weights] | None = None
         self._cache_lock = threading.Lock()
         self.rejected: collections.Counter[str] = collections.Counter()
@@ -38,6 +41,7 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
             columns = tensors.decode_named(request.columns, what="RolloutFragment.columns")
         except tensors.TensorError as exc:
             self._node.reject_undecodable(str(exc))
+            self._on_fragment()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         accepted, reason = self._node.submit(
             request.agent_index,
@@ -45,6 +49,7 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
             num_steps=request.num_steps,
             version_range=(request.min_policy_version, request.max_policy_version),
         )
+        self._on_fragment()  # before the answer: an acknowledged fragment is always in the ledger
         if not accepted:
             status = grpc.StatusCode.UNAVAILABLE if self._node.closed else grpc.StatusCode.INVALID_ARGUMENT
             context.abort(status, reason)

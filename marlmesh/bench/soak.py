@@ -87,31 +87,65 @@ class MemorySampler:
         return out
 
 
+def _incarnations(record: dict[str, object]) -> list[dict[str, object]]:
+    """The ledgers of a process's earlier incarnations, then its final counters."""
+    earlier = [e for e in record.get("earlier_incarnations") or [] if isinstance(e, dict)]
+    return [*earlier, record]
+
+
+def _counts(record: dict[str, object], key: str) -> collections.Counter[str]:
+    return collections.Counter({str(k): int(v) for k, v in (record.get(key) or {}).items()})
+
+
 def fragment_accounting(summary: dict[str, object]) -> dict[str, object]:
-    """Where every rollout fragment went, from the agents' and learners' final counters.
+    """Where every rollout fragment went, from the agents' and learners' counters over all their incarnations.
 
     ``created == trained + sum(dropped)`` when nothing is lost unaccounted (``unaccounted`` is the
-    difference). Counters of a killed process incarnation die with it, so after kills the balance is only
-    as good as the surviving counters (``complete`` says whether any process was restarted).
+    difference). A killed process's counters come from its fragment ledger (:mod:`marlmesh.ledger`); what it
+    still held when it died is counted as ``agent:lost_in_kill`` (created, not yet sent or dropped) or
+    ``learner:lost_in_kill`` (received, not yet trained or dropped). A push in flight when its agent was
+    killed may or may not have reached the learner: ``in_flight_at_kill`` counts those, so
+    ``0 <= unaccounted <= in_flight_at_kill``. ``complete`` says whether every earlier incarnation of a
+    restarted process left its ledger.
     """
     agents = [a for a in summary.get("agents", []) if isinstance(a, dict)]
     learners = [lr for lr in summary.get("learners", []) if isinstance(lr, dict)]
-    created = sum(int(a.get("fragments_created", 0)) for a in agents)
-    sent = sum(int(a.get("fragments_sent", 0)) for a in agents)
-    trained = sum(int(lr.get("fragments_trained", 0)) for lr in learners)
+    created = sent = trained = received = in_flight_at_kill = 0
     dropped: collections.Counter[str] = collections.Counter()
-    for a in agents:
-        for reason, n in (a.get("fragments_dropped") or {}).items():
-            dropped[f"agent:{reason}"] += int(n)
     refused: collections.Counter[str] = collections.Counter()
+    for a in agents:
+        for inc in _incarnations(a):
+            inc_dropped = _counts(inc, "fragments_dropped")
+            created += int(inc.get("fragments_created", 0))
+            sent += int(inc.get("fragments_sent", 0))
+            for reason, n in inc_dropped.items():
+                dropped[f"agent:{reason}"] += n
+            if inc is not a:  # a killed incarnation: what it created and never sent nor dropped died with it
+                held = int(inc.get("fragments_created", 0)) - int(inc.get("fragments_sent", 0)) - inc_dropped.total()
+                pushing = int(inc.get("fragments_in_flight", 0))  # reached the learner or not: unknown here
+                in_flight_at_kill += pushing
+                dropped["agent:lost_in_kill"] += max(held - pushing, 0)
     for lr in learners:
-        for reason, n in (lr.get("fragments_dropped") or {}).items():
-            if reason in LEARNER_SIDE_LOSSES:
-                dropped[f"learner:{reason}"] += int(n)
-            else:
-                refused[reason] += int(n)
-    received = sum(int(lr.get("fragments_received", 0)) for lr in learners)
-    restarts = summary.get("restarts") or {}
+        for inc in _incarnations(lr):
+            inc_dropped = _counts(inc, "fragments_dropped")
+            received += int(inc.get("fragments_received", 0))
+            trained += int(inc.get("fragments_trained", 0))
+            for reason, n in inc_dropped.items():
+                if reason in LEARNER_SIDE_LOSSES:
+                    dropped[f"learner:{reason}"] += n
+                else:
+                    refused[reason] += n
+            if inc is not lr:  # a killed incarnation: its queue died with it
+                held = (
+                    int(inc.get("fragments_received", 0)) - int(inc.get("fragments_trained", 0)) - inc_dropped.total()
+                )
+                dropped["learner:lost_in_kill"] += max(held, 0)
+    dropped = +dropped  # zero counts (a kill that held nothing) are left out
+    restarts = {str(k): int(v) for k, v in (summary.get("restarts") or {}).items()}
+    ledgers = {
+        f"{rec.get('role')}-{rec.get('agent_id')}": len(rec.get("earlier_incarnations") or [])
+        for rec in (*agents, *learners)
+    }
     return {
         "created": created,
         "sent_and_accepted": sent,
@@ -121,7 +155,8 @@ def fragment_accounting(summary: dict[str, object]) -> dict[str, object]:
         "dropped": dict(sorted(dropped.items())),
         "dropped_total": sum(dropped.values()),
         "unaccounted": created - trained - sum(dropped.values()),
-        "complete": not any(int(v) for v in restarts.values()),
+        "in_flight_at_kill": in_flight_at_kill,
+        "complete": all(ledgers.get(name, 0) >= n for name, n in restarts.items() if name in ledgers),
     }
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import grpc
 
-from marlmesh import contract, control_token, exposure, tls
+from marlmesh import contract, control_token, exposure, ledger, tls
 from marlmesh.config import Config, ConfigError
 from marlmesh.errors import MeshError
 from marlmesh.ports import free_port_block
@@ -226,6 +226,7 @@ class Mesh:
         """
         if proc.popen.poll() is None:
             raise MeshError(f"cannot restart {proc.name} (pid {proc.popen.pid}): it is still running")
+        ledger.retire(proc.stats_file, len(proc.previous_pids))
         proc.previous_pids.append(proc.popen.pid)
         proc.port_file.unlink(missing_ok=True)
         with open(proc.log_path, "ab") as logf:

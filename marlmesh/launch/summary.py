@@ -13,6 +13,7 @@ from typing import TextIO
 
 import numpy as np
 
+from marlmesh import ledger
 from marlmesh.config import Config, dump_config
 from marlmesh.launch.evaluate import evaluate_run, format_eval_table
 
@@ -37,13 +38,21 @@ def plot_curves(run_dir: Path) -> None:
 
 
 def read_stats(run_dir: Path, tag: str) -> list[dict[str, object]]:
-    """The ``RUN_DIR/stats/<tag>-*.json`` records the processes wrote at exit (unreadable ones skipped)."""
+    """The ``RUN_DIR/stats/<tag>-*.json`` records the processes wrote at exit (unreadable ones skipped).
+
+    A process that was restarted also gets ``earlier_incarnations``: the fragment ledgers of its incarnations
+    that exited (:mod:`marlmesh.ledger`).
+    """
     out = []
     for path in sorted((run_dir / "stats").glob(f"{tag}-*.json")):
         try:
-            out.append(json.loads(path.read_text()))
+            record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
+        earlier = ledger.retired_ledgers(path)
+        if earlier:
+            record["earlier_incarnations"] = earlier
+        out.append(record)
     return out
 
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from service_procs import MARLMESH, ROOT, alive
 
+from marlmesh.bench.soak import fragment_accounting
 from marlmesh.launch.supervise import TICK_JUMP, newest_checkpoint_version
 
 pytestmark = pytest.mark.integration
@@ -89,6 +90,11 @@ def test_kill9_agent_and_learner_are_restarted_and_the_learner_resumes_its_check
     agent1 = next(a for a in summary["agents"] if a["agent_id"] == 1)
     assert agent1["steps"] > 0 and agent1["policy_version"] >= 1
     assert {p["pid"] for p in summary["replaced_processes"]} == {pids["agent-1"], pids["learner-0"]}
+    # every fragment is trained, dropped with a cause, or counted as held by a killed process (its ledger)
+    assert len(agent1["earlier_incarnations"]) == 1 and len(learner0["earlier_incarnations"]) == 1
+    acc = fragment_accounting(summary)
+    assert acc["complete"] and acc["trained"] > 0
+    assert 0 <= acc["unaccounted"] <= acc["in_flight_at_kill"], acc
 
 
 def test_fault_schedule_kills_an_agent_and_the_env_and_restarts_them(tmp_path):
