@@ -30,11 +30,15 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from marlmesh.config import Config, ConfigError
 from marlmesh.launch.progress import EpisodeWindow, progress_line
 from marlmesh.tensorboard import TeamLog
+
+if TYPE_CHECKING:
+    from marlmesh.policy_runtime import PolicyRuntime
+    from marlmesh.policy_spec import PolicySpec
 
 LAUNCHER = "inprocess"
 
@@ -66,6 +70,25 @@ def check_inprocess(config: Config) -> None:
             )
 
 
+def agent_runtime(config: Config, channel: Any, spec: PolicySpec) -> PolicyRuntime:
+    """The runtime an agent of the mesh acts with in training (``train.agent_runtime``), its sampler seeded alike.
+
+    ``onnx``: the graphs its learner would hand out (:func:`~marlmesh.policies.onnx_export.training_graphs`),
+    the weights fed in; ``torch``: the channel's torch policy.
+    """
+    from marlmesh.policy_runtime import sampler_seed
+
+    seed = sampler_seed(config.seed, spec.agent_index)
+    if config.train.agent_runtime == "onnx":
+        from agent_service.runtime import OnnxRuntime
+        from marlmesh.policies.onnx_export import training_graphs
+
+        return OnnxRuntime.from_graphs(training_graphs(channel, spec), seed=seed, threads=config.train.torch_threads)
+    from marlmesh.policies.torch_runtime import TorchRuntime
+
+    return TorchRuntime(channel.build_policy(spec), seed=seed)
+
+
 class InProcessTeam:
     """The env, N agents and their N learners of one run, stepped together in this process.
 
@@ -86,7 +109,6 @@ class InProcessTeam:
         from marlmesh import plugins
         from marlmesh.centralized.joint_env import JointEnv
         from marlmesh.lockstep import final_tick
-        from marlmesh.policies.torch_runtime import TorchRuntime, sampler_seed
         from marlmesh.rollout import RolloutRecorder
         from marlmesh.tensorboard import ScalarLog, learner_run, tensorboard_root
 
@@ -107,10 +129,7 @@ class InProcessTeam:
             LearnerNode(config, spec, None if ckpt is None else ckpt / f"agent-{i}", scalars=self.scalar_logs[i])
             for i, spec in enumerate(specs)
         ]
-        self.runtimes = {
-            i: TorchRuntime(self.channel.build_policy(spec), seed=sampler_seed(config.seed, i))
-            for i, spec in enumerate(specs)
-        }
+        self.runtimes = {i: agent_runtime(config, self.channel, spec) for i, spec in enumerate(specs)}
         self.counters = [AgentCounters() for _ in range(n)]
         for i in range(n):
             self._take_up_weights(i)
@@ -201,7 +220,7 @@ class InProcessTeam:
                     "role": "agent",
                     "agent_id": i,
                     "pid": os.getpid(),
-                    "runtime": "torch",
+                    "runtime": self.config.train.agent_runtime,
                     **c.as_dict(self.channel.rounds),
                     "finished": self.finished,
                     "bus": None if bus is None else bus.totals.as_dict(),

@@ -35,6 +35,7 @@ train:
   total_env_steps: 800
   rollout_steps: 50
   weight_sync: lockstep
+  agent_runtime: {runtime}
 runtime:
   progress_interval_s: 0.5
 """
@@ -47,16 +48,25 @@ def _train(config: Path, run_dir: Path, launcher: str) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-@pytest.mark.parametrize(("algo", "channel"), [("dgmappo", "dgat"), ("co2po", "blackboard"), ("mfppo", "meanfield")])
-def test_inprocess_launcher_reproduces_the_mesh(tmp_path, algo, channel):
+@pytest.mark.parametrize(
+    ("algo", "channel", "runtime"),
+    [
+        ("dgmappo", "dgat", "torch"),
+        ("co2po", "blackboard", "torch"),
+        ("mfppo", "meanfield", "torch"),
+        ("dgmappo", "dgat", "onnx"),  # agents acting over their learners' graphs, without torch
+    ],
+)
+def test_inprocess_launcher_reproduces_the_mesh(tmp_path, algo, channel, runtime):
     config = tmp_path / "config.yaml"
-    config.write_text(CONFIG.format(algo=algo, channel=channel))
+    config.write_text(CONFIG.format(algo=algo, channel=channel, runtime=runtime))
     mesh = _train(config, tmp_path / "mesh", "mesh")
     inproc = _train(config, tmp_path / "inprocess", "inprocess")
     assert (mesh["launcher"], inproc["launcher"]) == ("mesh", "inprocess")
     for run in (mesh, inproc):
         assert run["reproducibility"] == {"exact": True, "broken_by": []}
         assert run["env_steps"] == 800
+        assert {a["runtime"] for a in run["agents"]} == {runtime}
     # the links did something: every constraint of the config shows in the drop causes
     dropped = mesh["bus"]["dropped"]
     assert dropped.get("loss", 0) > 0 and dropped.get("out_of_range", 0) > 0, dropped
