@@ -6,7 +6,8 @@ algorithm plugin) run in this process. Per env step it runs the one staged loop 
 for all N agents over an in-process exchange (:func:`comm_bus.exchange.local_exchange`): the agents' buses on an
 in-memory hub, so the links are emulated by the same code as on the mesh (link model, sim clock, lifespan,
 drop causes, quantization, range, fate trace). Each learner sees only its own agent's fragments; there is no
-central critic (``mappo-central``, the CENTRALIZED REFERENCE, has its own single-process trainer).
+central critic (``mappo-central``, the CENTRALIZED REFERENCE, has its own single-process trainer). The agents
+act with the policy runtime ``train.agent_runtime`` names, as the mesh's agent processes do (:func:`agent_runtime`).
 
 Weights are taken up in lockstep: when the agents' fragments are full, each learner trains on its agent's
 fragment (the N learners side by side in threads) and the agent acts with the new version from that step on
