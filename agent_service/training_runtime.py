@@ -8,11 +8,16 @@ same numpy sampler and seed as the torch runtime, so both act alike on the same 
 
 from __future__ import annotations
 
+import logging
+import time
+
 from agent_service.learner_link import LearnerLink
 from agent_service.runtime import OnnxRuntime
 from marlmesh.config import Config
 from marlmesh.policy_runtime import sampler_seed
 from marlmesh.policy_spec import PolicySpec
+
+log = logging.getLogger(__name__)
 
 
 def learner_graphs_runtime(learner: LearnerLink, spec: PolicySpec, config: Config) -> OnnxRuntime:
@@ -22,7 +27,14 @@ def learner_graphs_runtime(learner: LearnerLink, spec: PolicySpec, config: Confi
         RuntimeError: If the learner does not hand out its graphs within ``runtime.startup_timeout_s``.
         ValueError: If the graphs are malformed or for another agent, observation or action space.
     """
+    start = time.monotonic()
     graphs = learner.policy_graphs(config.runtime.startup_timeout_s)
+    log.info(
+        "acting with the onnx runtime over learner %s's graphs (%d bytes, in %.2fs)",
+        learner.address,
+        sum(len(b) for b in graphs.files.values()),
+        time.monotonic() - start,
+    )
     if graphs.agent_index != spec.agent_index:
         raise ValueError(f"learner at {learner.address} sent the graphs of agent {graphs.agent_index}")
     runtime = OnnxRuntime.from_graphs(
