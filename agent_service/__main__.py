@@ -4,12 +4,14 @@ Identity and peers come from flags or the ``MARLMESH_*`` environment variables (
 :mod:`marlmesh.contract`), so a local process and a Kubernetes pod run the same code path.
 ``--mode eval --checkpoint-dir D`` acts with a saved policy and no learner.
 ``--runtime onnx --policy-dir D`` (implies eval mode) acts from graphs written by ``marlmesh export`` with
-numpy + onnxruntime only: torch is never imported (the ``edge`` install).
+numpy + onnxruntime only: torch is never imported (the ``edge`` install). A training agent does without torch
+too with the config's ``train.agent_runtime: onnx`` (:mod:`agent_service.training_runtime`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -22,6 +24,7 @@ from prometheus_client import Counter, Gauge
 from agent_service.learner_link import LearnerLink
 from agent_service.node import AgentNode
 from agent_service.runtime import OnnxRuntime, PolicyRuntime, read_manifest
+from agent_service.training_runtime import learner_graphs_runtime
 from comm_bus.addressing import PeerAddressing
 from comm_bus.bus import Bus
 from comm_bus.faults import LinkFaults
@@ -30,6 +33,7 @@ from marlmesh.env_client import EnvClient
 from marlmesh.ledger import FragmentLedger
 from marlmesh.lockstep import FINISHED
 from marlmesh.plugins import PluginError
+from marlmesh.policy_runtime import sampler_seed
 from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_metrics, start_server
 
 ROLE = "agent_service"
@@ -60,7 +64,9 @@ def _onnx_runtime_factory(ns, config, agent: int):  # noqa: ANN001, ANN202
     """Check the exported policy folder now (clear error before joining the env); build the runtime later."""
     if ns.mode == "train":
         process.fail(
-            ROLE, f"--runtime onnx acts from frozen exported graphs: use --mode eval (or {contract.MODE.name}=eval)"
+            ROLE,
+            f"--runtime onnx acts from frozen exported graphs: use --mode eval (or {contract.MODE.name}=eval); "
+            "a training agent acts without torch with the config key train.agent_runtime=onnx",
         )
     if ns.policy_dir is None:
         process.fail(
@@ -118,13 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("agent", agent)
     tls_identity, token = process.security_or_fail(ROLE, ns, config, f"agent-{agent}", agent)
     make_runtime = None
+    onnx_training = ns.mode == "train" and ns.runtime == "torch" and config.train.agent_runtime == "onnx"
     if ns.runtime == "onnx":
         make_runtime = _onnx_runtime_factory(ns, config, agent)
-    else:
+    elif not onnx_training:
         import torch
 
         torch.set_num_threads(config.train.torch_threads)
-        torch.manual_seed(config.seed * 7919 + 104_729 + agent)  # action sampling uses torch's RNG
+        torch.manual_seed(sampler_seed(config.seed, agent))  # the policy's initial (never acted with) parameters
     try:
         addressing = PeerAddressing.from_env()
     except ValueError as exc:
@@ -157,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             await_layout=True,
         )
         learner.on_fragment_change = FragmentLedger(ns.stats_file, learner.fragment_counts).write
+        if onnx_training:
+            make_runtime = functools.partial(learner_graphs_runtime, learner, config=config)
     elif ns.runtime == "torch":
         initial = _load_eval_params(ROLE, ns.checkpoint_dir)
 
@@ -194,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{contract.NUM_AGENTS.name}={expected} but the env at {ns.env_addr} has {node.spec.num_agents} agents; "
             "make the agent count (StatefulSet replicas) match the config's env",
         )
-    if isinstance(node.runtime, OnnxRuntime):
+    if ns.runtime == "onnx":  # an exported policy's version
         node.counters.policy_version = node.runtime.policy_version
     server = start_server(
         host=host,
@@ -253,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                 "role": "agent",
                 "agent_id": agent,
                 "pid": os.getpid(),
-                "runtime": ns.runtime,
+                "runtime": "onnx" if isinstance(node.runtime, OnnxRuntime) else "torch",
                 "torch_imported": "torch" in sys.modules,
                 **node.summary(),
             },

@@ -18,6 +18,7 @@ import numpy as np
 from prometheus_client import Counter
 
 from marlmesh import tensors
+from marlmesh.policy_runtime import PolicyGraphs
 from marlmesh.serving import grpc_options
 from marlmesh.tls import TlsIdentity, open_channel
 from marlmesh.v1 import learner_pb2, learner_pb2_grpc
@@ -326,6 +327,23 @@ class LearnerLink:
             self._new_weights.wait_for(done, timeout)
             latest = self._latest
         return latest if latest is not None and latest[0] > have_version else None
+
+    # -- policy graphs ---------------------------------------------------------------------------------
+    def policy_graphs(self, timeout: float) -> PolicyGraphs:
+        """This agent's policy graphs with the parameters as inputs (``train.agent_runtime: onnx``).
+
+        Raises:
+            RuntimeError: If the learner did not answer within ``timeout`` or refused.
+            ValueError: If its answer is malformed.
+        """
+        request = learner_pb2.PolicyGraphsRequest(agent_index=self.agent_index)
+        try:
+            msg = self._stub.GetPolicyGraphs(request, timeout=timeout, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            raise RuntimeError(
+                f"no policy graphs from learner at {self.address} ({exc.code().name}: {exc.details()})"
+            ) from None
+        return PolicyGraphs.from_proto(msg)
 
     def close(self, flush_timeout: float = 5.0) -> None:
         """Send what is queued (up to ``flush_timeout``), then stop both threads.

@@ -1,4 +1,8 @@
-"""The edge policy runtime: :class:`OnnxRuntime` runs the graphs written by ``marlmesh export``, never torch.
+"""The torch-free policy runtime: :class:`OnnxRuntime` runs staged ONNX graphs with numpy + onnxruntime.
+
+On the edge it acts from the frozen graphs written by ``marlmesh export``; in training
+(``train.agent_runtime: onnx``) from its learner's :class:`~marlmesh.policy_runtime.PolicyGraphs`, whose
+parameters are graph inputs fed from every weights version the agent receives.
 
 The agent's loop sees every runtime as a :class:`~marlmesh.policy_runtime.PolicyRuntime` (the protocol, with
 :class:`~marlmesh.policy_runtime.ActOutput`); :class:`~marlmesh.policies.torch_runtime.TorchRuntime` runs a torch
@@ -17,41 +21,12 @@ from typing import Any
 import numpy as np
 
 from agent_service.onnx_weights import non_finite_tensors
-from marlmesh.policy_runtime import ActOutput, NpInbox, PolicyRuntime
+from marlmesh.policy_runtime import ActOutput, NpInbox, PolicyGraphs, PolicyRuntime, sample_numpy
 from marlmesh.spaces import SpaceSpec
 
 MANIFEST = "manifest.json"
 FORMAT = "marlmesh-onnx"
 FORMAT_VERSION = 1
-
-
-def sample_numpy(
-    params: Mapping[str, np.ndarray], space: SpaceSpec, deterministic: bool, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sample actions from distribution parameters in numpy: ``(action, log_prob)``.
-
-    Discrete: ``params["logits"]`` (log-probabilities up to a constant). Box: diagonal Normal ``mean``/``std``.
-    """
-    if space.kind == "discrete":
-        logits = np.asarray(params["logits"], np.float64)
-        logp_all = logits - _logsumexp(logits)
-        if deterministic:
-            action = logp_all.argmax(-1)
-        else:
-            gumbel = -np.log(-np.log(rng.uniform(np.finfo(np.float64).tiny, 1.0, size=logits.shape)))
-            action = (logp_all + gumbel).argmax(-1)
-        logp = np.take_along_axis(logp_all, action[:, None], axis=-1)[:, 0]
-        return action.astype(np.int64), logp.astype(np.float32)
-    mean = np.asarray(params["mean"], np.float32)
-    std = np.asarray(params["std"], np.float32)
-    flat = mean if deterministic else mean + std * rng.standard_normal(mean.shape).astype(np.float32)
-    logp = (-((flat - mean) ** 2) / (2 * std**2) - np.log(std) - 0.5 * np.log(2 * np.pi)).sum(-1)
-    return flat.reshape(flat.shape[0], *space.shape).astype(np.float32), logp.astype(np.float32)
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    m = x.max(-1, keepdims=True)
-    return m + np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
 def read_manifest(policy_dir: Path) -> dict[str, Any]:
@@ -73,7 +48,7 @@ def read_manifest(policy_dir: Path) -> dict[str, Any]:
 
 
 class OnnxRuntime:
-    """Runs one agent's exported stage graphs with onnxruntime (numpy + onnxruntime only; no torch).
+    """Runs one agent's stage graphs with onnxruntime (numpy + onnxruntime only; no torch).
 
     Args:
         policy_dir: Folder written by ``marlmesh export``.
@@ -86,46 +61,95 @@ class OnnxRuntime:
     """
 
     def __init__(self, policy_dir: Path, agent_index: int, seed: int = 0, threads: int = 1) -> None:
-        import onnxruntime as ort
-
         self.policy_dir = Path(policy_dir)
         self.manifest = read_manifest(self.policy_dir)
         agents = {int(a["index"]): a for a in self.manifest["agents"]}
         if agent_index not in agents:
             raise ValueError(f"{self.policy_dir} has no policy for agent {agent_index} (has {sorted(agents)})")
-        self.entry = agents[agent_index]
-        self.rounds = int(self.manifest["channel"]["rounds"])
-        self.policy_version = int(self.entry.get("policy_version", -1))
+        entry = agents[agent_index]
+        files = {info["file"]: (self.policy_dir / info["file"]).read_bytes() for info in entry["stages"].values()}
+        self._setup(entry, files, int(self.manifest["channel"]["rounds"]), seed, threads, str(self.policy_dir))
+
+    @classmethod
+    def from_graphs(cls, graphs: PolicyGraphs, seed: int = 0, threads: int = 1) -> OnnxRuntime:
+        """A runtime over a learner's graphs (parameters as inputs): it acts once :meth:`load_params` gave weights.
+
+        Raises:
+            ValueError: If a graph does not match its sha256 or does not load.
+        """
+        runtime = cls.__new__(cls)
+        runtime.policy_dir = None
+        runtime.manifest = None
+        runtime._setup(graphs.entry, graphs.files, graphs.rounds, seed, threads, f"agent {graphs.agent_index}'s graphs")
+        return runtime
+
+    def _setup(
+        self, entry: dict[str, Any], files: Mapping[str, bytes], rounds: int, seed: int, threads: int, where: str
+    ) -> None:
+        import onnxruntime as ort
+
+        self.entry = entry
+        self.rounds = rounds
+        self.policy_version = int(entry.get("policy_version", -1))
         self.action_space = SpaceSpec(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in self.entry["action_space"].items()}
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in entry["action_space"].items()}
         )
-        self.obs_shape = tuple(self.entry["obs_shape"])
+        self.obs_shape = tuple(entry["obs_shape"])
         self._rng = np.random.default_rng(seed)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # parameters kept as graph inputs are expected, not worth a warning each
         self._sessions = {}
         self._outputs: dict[str, list[str]] = {}
         self._inputs: dict[str, set[str]] = {}
-        for stage, info in self.entry["stages"].items():
-            raw = (self.policy_dir / info["file"]).read_bytes()
+        self._weight_names: dict[str, dict[str, str]] = {}
+        """Stage -> graph input name -> parameter name, for graphs whose parameters are inputs."""
+        self._weights: dict[str, dict[str, np.ndarray]] | None = None
+        """Stage -> feeds of the parameters loaded last (None: none yet)."""
+        for stage, info in entry["stages"].items():
+            raw = files[info["file"]]
             if hashlib.sha256(raw).hexdigest() != info["sha256"]:
-                raise ValueError(f"{self.policy_dir / info['file']}: sha256 mismatch with manifest.json; re-export")
+                raise ValueError(f"{where}: {info['file']}: sha256 mismatch with the manifest; re-export")
             bad = non_finite_tensors(raw)
             if bad:
                 raise ValueError(
-                    f"{self.policy_dir / info['file']}: non-finite weights in {bad[:5]}; refusing to act with them "
+                    f"{where}: {info['file']}: non-finite weights in {bad[:5]}; refusing to act with them "
                     "(re-export from a good checkpoint)"
                 )
             self._sessions[stage] = ort.InferenceSession(raw, opts, providers=["CPUExecutionProvider"])
             self._outputs[stage] = [o["name"] for o in info["outputs"]]
             # the exporter drops inputs a stage does not use, so feed only what each graph declares
             self._inputs[stage] = {i.name for i in self._sessions[stage].get_inputs()}
-        self._state_keys = list(self.entry["state_keys"])
+            if "weights" in info:
+                self._weight_names[stage] = dict(info["weights"])
+        self._weight_shapes = {
+            i.name: tuple(i.shape)
+            for session in self._sessions.values()
+            for i in session.get_overridable_initializers()
+        }
+        """Parameter input name -> its shape (parameters are initializers a feed overrides)."""
+        for stage, names in self._weight_names.items():
+            if set(names) - set(self._weight_shapes):
+                raise ValueError(
+                    f"{where}: stage {stage} has no parameter inputs {sorted(set(names) - set(self._weight_shapes))}"
+                )
+        self._state_keys = list(entry["state_keys"])
+        self._entry_params: dict[str, list[int]] = dict(entry.get("params", {})) if self._weight_names else {}
+
+    @property
+    def takes_weights(self) -> bool:
+        """Whether the graphs take their parameters as inputs (a learner's graphs), so :meth:`load_params` works."""
+        return bool(self._weight_names)
 
     def _run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         wanted = self._inputs[stage]
-        values = self._sessions[stage].run(self._outputs[stage], {k: v for k, v in feeds.items() if k in wanted})
+        feeds = {k: v for k, v in feeds.items() if k in wanted}
+        if self.takes_weights:
+            if self._weights is None:
+                raise RuntimeError("the onnx runtime has no weights yet: load_params() the learner's first version")
+            feeds.update(self._weights.get(stage, {}))
+        values = self._sessions[stage].run(self._outputs[stage], feeds)
         return dict(zip(self._outputs[stage], values, strict=True))
 
     @staticmethod
@@ -159,12 +183,30 @@ class OnnxRuntime:
         return sample_numpy(out.params, self.action_space, deterministic, self._rng)
 
     def load_params(self, params: Mapping[str, np.ndarray]) -> None:
-        """Exported graphs are frozen."""
-        raise RuntimeError("the onnx runtime acts with frozen exported graphs; re-export to change weights")
+        """Act with ``params`` (named float32 arrays, as the learner publishes them) from the next stage on.
+
+        Raises:
+            RuntimeError: If the graphs are frozen (``marlmesh export``).
+            ValueError: If a parameter the graphs take is missing or has another shape.
+        """
+        if not self.takes_weights:
+            raise RuntimeError("the onnx runtime acts with frozen exported graphs; re-export to change weights")
+        weights: dict[str, dict[str, np.ndarray]] = {}
+        for stage, names in self._weight_names.items():
+            feeds = {}
+            for name, key in names.items():
+                if key not in params:
+                    raise ValueError(f"weights have no parameter {key!r} (stage {stage} takes it)")
+                value = feeds[name] = np.array(params[key], np.float32, order="C", copy=None)  # keeps 0-d ones
+                if value.shape != self._weight_shapes[name]:
+                    want = list(self._weight_shapes[name])
+                    raise ValueError(f"parameter {key!r} has shape {list(value.shape)}, the graphs take {want}")
+            weights[stage] = feeds
+        self._weights = weights
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """None: exported graphs are frozen."""
-        return {}
+        """Name -> shape of every parameter of a published weights version (empty: frozen exported graphs)."""
+        return {key: tuple(shape) for key, shape in self._entry_params.items()}
 
 
 def __getattr__(name: str) -> Any:

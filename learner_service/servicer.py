@@ -10,6 +10,7 @@ from collections.abc import Callable
 import grpc
 
 from learner_service.node import LearnerNode, WeightsVersion
+from learner_service.policy_graphs import PolicyGraphsSource
 from marlmesh import tensors
 from marlmesh.rpc_guard import guarded
 from marlmesh.v1 import learner_pb2, learner_pb2_grpc
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
-    """PushRollout / WatchWeights / GetStatus.
+    """PushRollout / WatchWeights / GetStatus / GetPolicyGraphs.
 
     A rejected fragment is answered ``INVALID_ARGUMENT`` with the reason (and counted in the node's
     ``fragments_dropped``); other rejected requests are counted in :attr:`rejected` by method. ``on_fragment``
@@ -31,6 +32,7 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
         self._on_fragment = on_fragment or (lambda: None)
         self._cache: tuple[int, learner_pb2.Weights] | None = None
         self._cache_lock = threading.Lock()
+        self._graphs = PolicyGraphsSource(node.channel, node.spec)
         self.rejected: collections.Counter[str] = collections.Counter()
         self.internal_errors: collections.Counter[str] = collections.Counter()
 
@@ -67,12 +69,7 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
     @guarded
     def WatchWeights(self, request, context):  # noqa: N802
         """Stream every new weights version until the client goes away or the server stops."""
-        if request.agent_index != self._node.spec.agent_index:
-            self.rejected["WatchWeights"] += 1
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"learner of agent {self._node.spec.agent_index} cannot serve agent {request.agent_index}",
-            )
+        self._check_agent("WatchWeights", request.agent_index, context)
         if request.have_version < -1:
             self.rejected["WatchWeights"] += 1
             context.abort(
@@ -85,6 +82,24 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
             if w is not None:
                 yield self._encoded(w)
                 have = w.version
+
+    def _check_agent(self, method: str, agent_index: int, context: grpc.ServicerContext) -> None:
+        """Abort with ``INVALID_ARGUMENT`` (counted) unless the request is for this learner's agent."""
+        if agent_index != self._node.spec.agent_index:
+            self.rejected[method] += 1
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"learner of agent {self._node.spec.agent_index} cannot serve agent {agent_index}",
+            )
+
+    @guarded
+    def GetPolicyGraphs(self, request, context):  # noqa: N802
+        """The agent's policy graphs with the parameters as inputs (exported on the first request)."""
+        self._check_agent("GetPolicyGraphs", request.agent_index, context)
+        try:
+            return self._graphs.message()
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
 
     @guarded
     def GetStatus(self, request, context):  # noqa: N802

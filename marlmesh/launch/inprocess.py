@@ -6,7 +6,8 @@ algorithm plugin) run in this process. Per env step it runs the one staged loop 
 for all N agents over an in-process exchange (:func:`comm_bus.exchange.local_exchange`): the agents' buses on an
 in-memory hub, so the links are emulated by the same code as on the mesh (link model, sim clock, lifespan,
 drop causes, quantization, range, fate trace). Each learner sees only its own agent's fragments; there is no
-central critic (``mappo-central``, the CENTRALIZED REFERENCE, has its own single-process trainer).
+central critic (``mappo-central``, the CENTRALIZED REFERENCE, has its own single-process trainer). The agents
+act with the policy runtime ``train.agent_runtime`` names, as the mesh's agent processes do (:func:`agent_runtime`).
 
 Weights are taken up in lockstep: when the agents' fragments are full, each learner trains on its agent's
 fragment (the N learners side by side in threads) and the agent acts with the new version from that step on
@@ -31,7 +32,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from marlmesh.config import Config, ConfigError
 from marlmesh.launch.progress import EpisodeWindow, progress_line
@@ -39,6 +40,10 @@ from marlmesh.tensorboard import TeamLog
 from marlmesh.weights_check import WeightsError, check_weights
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from marlmesh.policy_runtime import PolicyRuntime
+    from marlmesh.policy_spec import PolicySpec
 
 LAUNCHER = "inprocess"
 
@@ -70,6 +75,25 @@ def check_inprocess(config: Config) -> None:
             )
 
 
+def agent_runtime(config: Config, channel: Any, spec: PolicySpec) -> PolicyRuntime:
+    """The runtime an agent of the mesh acts with in training (``train.agent_runtime``), its sampler seeded alike.
+
+    ``onnx``: the graphs its learner would hand out (:func:`~marlmesh.policies.onnx_export.training_graphs`),
+    the weights fed in; ``torch``: the channel's torch policy.
+    """
+    from marlmesh.policy_runtime import sampler_seed
+
+    seed = sampler_seed(config.seed, spec.agent_index)
+    if config.train.agent_runtime == "onnx":
+        from agent_service.runtime import OnnxRuntime
+        from marlmesh.policies.onnx_export import training_graphs
+
+        return OnnxRuntime.from_graphs(training_graphs(channel, spec), seed=seed, threads=config.train.torch_threads)
+    from marlmesh.policies.torch_runtime import TorchRuntime
+
+    return TorchRuntime(channel.build_policy(spec), seed=seed)
+
+
 class InProcessTeam:
     """The env, N agents and their N learners of one run, stepped together in this process.
 
@@ -90,7 +114,6 @@ class InProcessTeam:
         from marlmesh import plugins
         from marlmesh.centralized.joint_env import JointEnv
         from marlmesh.lockstep import final_tick
-        from marlmesh.policies.torch_runtime import TorchRuntime, sampler_seed
         from marlmesh.rollout import RolloutRecorder
         from marlmesh.tensorboard import ScalarLog, learner_run, tensorboard_root
 
@@ -111,10 +134,7 @@ class InProcessTeam:
             LearnerNode(config, spec, None if ckpt is None else ckpt / f"agent-{i}", scalars=self.scalar_logs[i])
             for i, spec in enumerate(specs)
         ]
-        self.runtimes = {
-            i: TorchRuntime(self.channel.build_policy(spec), seed=sampler_seed(config.seed, i))
-            for i, spec in enumerate(specs)
-        }
+        self.runtimes = {i: agent_runtime(config, self.channel, spec) for i, spec in enumerate(specs)}
         self.counters = [AgentCounters() for _ in range(n)]
         for i in range(n):
             self._take_up_weights(i)
@@ -211,7 +231,7 @@ class InProcessTeam:
                     "role": "agent",
                     "agent_id": i,
                     "pid": os.getpid(),
-                    "runtime": "torch",
+                    "runtime": self.config.train.agent_runtime,
                     **c.as_dict(self.channel.rounds),
                     "finished": self.finished,
                     "bus": None if bus is None else bus.totals.as_dict(),

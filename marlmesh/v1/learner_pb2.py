@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from marlmesh.v1 import tensor_pb2 as marlmesh_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19marlmesh/v1/learner.proto\x12\x0bmarlmesh.v1\x1a\x18marlmesh/v1/tensor.proto\"\xc5\x01\n\x0fRolloutFragment\x12\x13\n\x0b\x61gent_index\x18\x01 \x01(\x05\x12\x13\n\x0b\x66ragment_id\x18\x02 \x01(\x04\x12\x12\n\nfirst_tick\x18\x03 \x01(\x03\x12\x11\n\tnum_steps\x18\x04 \x01(\x05\x12\x1a\n\x12min_policy_version\x18\x05 \x01(\x03\x12\x1a\n\x12max_policy_version\x18\x06 \x01(\x03\x12)\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x18.marlmesh.v1.NamedTensor\"<\n\x07PushAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"@\n\x13WatchWeightsRequest\x12\x13\n\x0b\x61gent_index\x18\x01 \x01(\x05\x12\x14\n\x0chave_version\x18\x02 \x01(\x03\"Y\n\x07Weights\x12\x13\n\x0b\x61gent_index\x18\x01 \x01(\x05\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12(\n\x06params\x18\x03 \x03(\x0b\x32\x18.marlmesh.v1.NamedTensor\"\x16\n\x14LearnerStatusRequest\"\xce\x04\n\rLearnerStatus\x12\x13\n\x0b\x61gent_index\x18\x01 \x01(\x05\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07updates\x18\x03 \x01(\x03\x12\x17\n\x0fsamples_trained\x18\x04 \x01(\x03\x12\x1a\n\x12\x66ragments_received\x18\x05 \x01(\x03\x12K\n\x11\x66ragments_dropped\x18\x06 \x03(\x0b\x32\x30.marlmesh.v1.LearnerStatus.FragmentsDroppedEntry\x12?\n\x0blast_losses\x18\x07 \x03(\x0b\x32*.marlmesh.v1.LearnerStatus.LastLossesEntry\x12\x19\n\x11\x66ragments_trained\x18\x08 \x01(\x03\x12\x1c\n\x14resumed_from_version\x18\t \x01(\x03\x12\x1b\n\x13\x63heckpoints_corrupt\x18\n \x01(\x03\x12I\n\x10updates_rejected\x18\x0b \x03(\x0b\x32/.marlmesh.v1.LearnerStatus.UpdatesRejectedEntry\x1a\x37\n\x15\x46ragmentsDroppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x31\n\x0fLastLossesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14UpdatesRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xe9\x01\n\x0eLearnerService\x12\x41\n\x0bPushRollout\x12\x1c.marlmesh.v1.RolloutFragment\x1a\x14.marlmesh.v1.PushAck\x12H\n\x0cWatchWeights\x12 .marlmesh.v1.WatchWeightsRequest\x1a\x14.marlmesh.v1.Weights0\x01\x12J\n\tGetStatus\x12!.marlmesh.v1.LearnerStatusRequest\x1a\x1a.marlmesh.v1.LearnerStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19marlmesh/v1/learner.proto\x12\x0bmarlmesh.v1\x1a\x18marlmesh/v1/tensor.proto\"\xc5\x01\n\x0fRolloutFragment\x12\x13\n\x0b\x61gent_index\x18\x01 \x01(\x05\x12\x13\n\x0b\x66ragment_id\x18\x02 \x01(\x04\x12\x12\n\nfirst_tick\x18\x03 \x01(\x03\x12\x11\n\tnum_steps\x18\x04 \x01(\x05\x12\x1a\n\x12min_policy_version\x18\x05 \x01(\x03\x12\x1a\n\x12max_policy_version\x18\x06 \x01(\x03\x12)\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x18.marlmesh.v1.NamedTensor\"<\n\x07PushAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"@\n\x13WatchWeightsRequest\x12\x13\n\x0b\x61gent_index\x18\x01 \x01(\x05\x12\x14\n\x0chave_version\x18\x02 \x01(\x03\"Y\n\x07Weights\x12\x13\n\x0b\x61gent_index\x18\x01 \x01(\x05\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12(\n\x06params\x18\x03 \x03(\x0b\x32\x18.marlmesh.v1.NamedTensor\"*\n\x13PolicyGraphsRequest\x12\x13\n\x0b\x61gent_index\x18\x01 \x01(\x05\"\xaa\x01\n\x0cPolicyGraphs\x12\x13\n\x0b\x61gent_index\x18\x01 \x01(\x05\x12\x0e\n\x06rounds\x18\x02 \x01(\x05\x12\x12\n\nentry_json\x18\x03 \x01(\t\x12\x33\n\x05\x66iles\x18\x04 \x03(\x0b\x32$.marlmesh.v1.PolicyGraphs.FilesEntry\x1a,\n\nFilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\x16\n\x14LearnerStatusRequest\"\xce\x04\n\rLearnerStatus\x12\x13\n\x0b\x61gent_index\x18\x01 \x01(\x05\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07updates\x18\x03 \x01(\x03\x12\x17\n\x0fsamples_trained\x18\x04 \x01(\x03\x12\x1a\n\x12\x66ragments_received\x18\x05 \x01(\x03\x12K\n\x11\x66ragments_dropped\x18\x06 \x03(\x0b\x32\x30.marlmesh.v1.LearnerStatus.FragmentsDroppedEntry\x12?\n\x0blast_losses\x18\x07 \x03(\x0b\x32*.marlmesh.v1.LearnerStatus.LastLossesEntry\x12\x19\n\x11\x66ragments_trained\x18\x08 \x01(\x03\x12\x1c\n\x14resumed_from_version\x18\t \x01(\x03\x12\x1b\n\x13\x63heckpoints_corrupt\x18\n \x01(\x03\x12I\n\x10updates_rejected\x18\x0b \x03(\x0b\x32/.marlmesh.v1.LearnerStatus.UpdatesRejectedEntry\x1a\x37\n\x15\x46ragmentsDroppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x31\n\x0fLastLossesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14UpdatesRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xb9\x02\n\x0eLearnerService\x12\x41\n\x0bPushRollout\x12\x1c.marlmesh.v1.RolloutFragment\x1a\x14.marlmesh.v1.PushAck\x12H\n\x0cWatchWeights\x12 .marlmesh.v1.WatchWeightsRequest\x1a\x14.marlmesh.v1.Weights0\x01\x12J\n\tGetStatus\x12!.marlmesh.v1.LearnerStatusRequest\x1a\x1a.marlmesh.v1.LearnerStatus\x12N\n\x0fGetPolicyGraphs\x12 .marlmesh.v1.PolicyGraphsRequest\x1a\x19.marlmesh.v1.PolicyGraphsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'marlmesh.v1.learner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_POLICYGRAPHS_FILESENTRY']._loaded_options = None
+  _globals['_POLICYGRAPHS_FILESENTRY']._serialized_options = b'8\001'
   _globals['_LEARNERSTATUS_FRAGMENTSDROPPEDENTRY']._loaded_options = None
   _globals['_LEARNERSTATUS_FRAGMENTSDROPPEDENTRY']._serialized_options = b'8\001'
   _globals['_LEARNERSTATUS_LASTLOSSESENTRY']._loaded_options = None
@@ -46,16 +48,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHWEIGHTSREQUEST']._serialized_end=394
   _globals['_WEIGHTS']._serialized_start=396
   _globals['_WEIGHTS']._serialized_end=485
-  _globals['_LEARNERSTATUSREQUEST']._serialized_start=487
-  _globals['_LEARNERSTATUSREQUEST']._serialized_end=509
-  _globals['_LEARNERSTATUS']._serialized_start=512
-  _globals['_LEARNERSTATUS']._serialized_end=1102
-  _globals['_LEARNERSTATUS_FRAGMENTSDROPPEDENTRY']._serialized_start=940
-  _globals['_LEARNERSTATUS_FRAGMENTSDROPPEDENTRY']._serialized_end=995
-  _globals['_LEARNERSTATUS_LASTLOSSESENTRY']._serialized_start=997
-  _globals['_LEARNERSTATUS_LASTLOSSESENTRY']._serialized_end=1046
-  _globals['_LEARNERSTATUS_UPDATESREJECTEDENTRY']._serialized_start=1048
-  _globals['_LEARNERSTATUS_UPDATESREJECTEDENTRY']._serialized_end=1102
-  _globals['_LEARNERSERVICE']._serialized_start=1105
-  _globals['_LEARNERSERVICE']._serialized_end=1338
+  _globals['_POLICYGRAPHSREQUEST']._serialized_start=487
+  _globals['_POLICYGRAPHSREQUEST']._serialized_end=529
+  _globals['_POLICYGRAPHS']._serialized_start=532
+  _globals['_POLICYGRAPHS']._serialized_end=702
+  _globals['_POLICYGRAPHS_FILESENTRY']._serialized_start=658
+  _globals['_POLICYGRAPHS_FILESENTRY']._serialized_end=702
+  _globals['_LEARNERSTATUSREQUEST']._serialized_start=704
+  _globals['_LEARNERSTATUSREQUEST']._serialized_end=726
+  _globals['_LEARNERSTATUS']._serialized_start=729
+  _globals['_LEARNERSTATUS']._serialized_end=1319
+  _globals['_LEARNERSTATUS_FRAGMENTSDROPPEDENTRY']._serialized_start=1157
+  _globals['_LEARNERSTATUS_FRAGMENTSDROPPEDENTRY']._serialized_end=1212
+  _globals['_LEARNERSTATUS_LASTLOSSESENTRY']._serialized_start=1214
+  _globals['_LEARNERSTATUS_LASTLOSSESENTRY']._serialized_end=1263
+  _globals['_LEARNERSTATUS_UPDATESREJECTEDENTRY']._serialized_start=1265
+  _globals['_LEARNERSTATUS_UPDATESREJECTEDENTRY']._serialized_end=1319
+  _globals['_LEARNERSERVICE']._serialized_start=1322
+  _globals['_LEARNERSERVICE']._serialized_end=1635
 # @@protoc_insertion_point(module_scope)

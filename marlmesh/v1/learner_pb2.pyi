@@ -53,6 +53,31 @@ class Weights(_message.Message):
     params: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.NamedTensor]
     def __init__(self, agent_index: _Optional[int] = ..., version: _Optional[int] = ..., params: _Optional[_Iterable[_Union[_tensor_pb2.NamedTensor, _Mapping]]] = ...) -> None: ...
 
+class PolicyGraphsRequest(_message.Message):
+    __slots__ = ("agent_index",)
+    AGENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    agent_index: int
+    def __init__(self, agent_index: _Optional[int] = ...) -> None: ...
+
+class PolicyGraphs(_message.Message):
+    __slots__ = ("agent_index", "rounds", "entry_json", "files")
+    class FilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    AGENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_JSON_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    agent_index: int
+    rounds: int
+    entry_json: str
+    files: _containers.ScalarMap[str, bytes]
+    def __init__(self, agent_index: _Optional[int] = ..., rounds: _Optional[int] = ..., entry_json: _Optional[str] = ..., files: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+
 class LearnerStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -49,6 +49,11 @@ class LearnerServiceStub:
                 request_serializer=marlmesh_dot_v1_dot_learner__pb2.LearnerStatusRequest.SerializeToString,
                 response_deserializer=marlmesh_dot_v1_dot_learner__pb2.LearnerStatus.FromString,
                 _registered_method=True)
+        self.GetPolicyGraphs = channel.unary_unary(
+                '/marlmesh.v1.LearnerService/GetPolicyGraphs',
+                request_serializer=marlmesh_dot_v1_dot_learner__pb2.PolicyGraphsRequest.SerializeToString,
+                response_deserializer=marlmesh_dot_v1_dot_learner__pb2.PolicyGraphs.FromString,
+                _registered_method=True)
 
 
 class LearnerServiceServicer:
@@ -73,6 +78,14 @@ class LearnerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPolicyGraphs(self, request, context):
+        """This agent's policy stages as ONNX graphs with the parameters as inputs (train.agent_runtime: onnx): the
+        agent acts by feeding every Weights version into them, without torch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LearnerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +103,11 @@ def add_LearnerServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=marlmesh_dot_v1_dot_learner__pb2.LearnerStatusRequest.FromString,
                     response_serializer=marlmesh_dot_v1_dot_learner__pb2.LearnerStatus.SerializeToString,
+            ),
+            'GetPolicyGraphs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicyGraphs,
+                    request_deserializer=marlmesh_dot_v1_dot_learner__pb2.PolicyGraphsRequest.FromString,
+                    response_serializer=marlmesh_dot_v1_dot_learner__pb2.PolicyGraphs.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +191,33 @@ class LearnerService:
             '/marlmesh.v1.LearnerService/GetStatus',
             marlmesh_dot_v1_dot_learner__pb2.LearnerStatusRequest.SerializeToString,
             marlmesh_dot_v1_dot_learner__pb2.LearnerStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicyGraphs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marlmesh.v1.LearnerService/GetPolicyGraphs',
+            marlmesh_dot_v1_dot_learner__pb2.PolicyGraphsRequest.SerializeToString,
+            marlmesh_dot_v1_dot_learner__pb2.PolicyGraphs.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,7 @@ train:
   total_env_steps: 800
   rollout_steps: 50
   weight_sync: lockstep
+  agent_runtime: {runtime}
 runtime:
   progress_interval_s: 0.5
 """
@@ -47,10 +48,18 @@ def _train(config: Path, run_dir: Path, launcher: str) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-@pytest.mark.parametrize(("algo", "channel"), [("dgmappo", "dgat"), ("co2po", "blackboard"), ("mfppo", "meanfield")])
-def test_inprocess_launcher_reproduces_the_mesh(tmp_path, algo, channel):
+@pytest.mark.parametrize(
+    ("algo", "channel", "runtime"),
+    [
+        ("dgmappo", "dgat", "torch"),
+        ("co2po", "blackboard", "torch"),
+        ("mfppo", "meanfield", "torch"),
+        ("dgmappo", "dgat", "onnx"),  # agents acting over their learners' graphs, without torch
+    ],
+)
+def test_inprocess_launcher_reproduces_the_mesh(tmp_path, algo, channel, runtime):
     config = tmp_path / "config.yaml"
-    config.write_text(CONFIG.format(algo=algo, channel=channel))
+    config.write_text(CONFIG.format(algo=algo, channel=channel, runtime=runtime))
     mesh = _train(config, tmp_path / "mesh", "mesh")
     inproc = _train(config, tmp_path / "inprocess", "inprocess")
     assert (mesh["launcher"], inproc["launcher"]) == ("mesh", "inprocess")
@@ -59,6 +68,7 @@ def test_inprocess_launcher_reproduces_the_mesh(tmp_path, algo, channel):
         assert run["env_steps"] == 800
         assert set(run["rejected"]) == {"fragments", "updates", "weights"}  # every cause listed, none hit
         assert all(part and not any(part.values()) for part in run["rejected"].values()), run["rejected"]
+        assert {a["runtime"] for a in run["agents"]} == {runtime}
     assert inproc["rejected"] == mesh["rejected"]
     # the links did something: every constraint of the config shows in the drop causes
     dropped = mesh["bus"]["dropped"]
