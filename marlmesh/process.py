@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from marlmesh import contract, control_token, tls
+from marlmesh import contract, control_token, ports, tls
 from marlmesh.config import Config, ConfigError, load_config
 from marlmesh.serving import grpc_options
 from marlmesh.v1 import env_pb2, env_pb2_grpc
@@ -86,8 +86,16 @@ def base_parser(role: str, description: str, port: contract.Variable) -> argpars
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     variable_arg(p, role, contract.HOST, "bind address")
     variable_arg(p, role, port, f"gRPC port; default {port.default}, 0 = pick a free one", type=int)
-    p.add_argument("--port-file", type=Path, default=None, help="write the bound gRPC port here")
-    variable_arg(p, role, contract.METRICS_PORT, "Prometheus port, 0 = off", type=int)
+    p.add_argument(
+        "--port-file", type=Path, default=None, help="write every bound port here (JSON) once the process is up"
+    )
+    variable_arg(
+        p,
+        role,
+        contract.METRICS_PORT,
+        f"Prometheus port, 0 = off, {contract.AUTO_PORT} = OS-assigned",
+        type=port_or_auto,
+    )
     p.add_argument("--stats-file", type=Path, default=None, help="write final counters (JSON) here on exit")
     for var, what in (
         (contract.TLS_CA, "CA certificate"),
@@ -150,13 +158,24 @@ def parse_agent_id(role: str, raw: str | None, num_agents: int | None = None) ->
     return index
 
 
-def write_port_file(path: Path | None, port: int) -> None:
-    """Atomically write the bound port for whoever started us with port 0."""
-    if path is None:
-        return
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(str(port))
-    os.replace(tmp, path)
+def port_or_auto(raw: str) -> int | str:
+    """A ``--metrics-port`` value: a port number, or :data:`contract.AUTO_PORT` (the OS assigns one)."""
+    return raw if raw == contract.AUTO_PORT else int(raw)
+
+
+def start_metrics(port: int | str, host: str) -> int:
+    """Serve Prometheus ``/metrics`` on ``host:port``; returns the bound port (0: ``port`` 0, no endpoint).
+
+    Args:
+        port: A port, 0 (no endpoint) or :data:`contract.AUTO_PORT` (a port the OS assigns).
+        host: Address to bind.
+    """
+    if port == 0:
+        return 0
+    from prometheus_client import start_http_server
+
+    server, _ = start_http_server(0 if port == contract.AUTO_PORT else int(port), addr=host)
+    return int(server.server_port)
 
 
 def exit_promptly(code: int) -> NoReturn:
@@ -178,12 +197,8 @@ def exit_promptly(code: int) -> NoReturn:
 
 def write_json(path: Path | None, data: dict[str, Any]) -> None:
     """Atomically write a JSON document."""
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
+    if path is not None:
+        ports.write_text_atomically(path, json.dumps(data, indent=2, default=float))
 
 
 def fetch_env_spec(
