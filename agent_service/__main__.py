@@ -28,8 +28,9 @@ from agent_service.training_runtime import learner_graphs_runtime
 from comm_bus.addressing import PeerAddressing
 from comm_bus.bus import Bus
 from comm_bus.faults import LinkFaults
-from marlmesh import contract, process
+from marlmesh import contract, ports, process
 from marlmesh.env_client import EnvClient
+from marlmesh.errors import MeshError
 from marlmesh.ledger import FragmentLedger
 from marlmesh.lockstep import FINISHED
 from marlmesh.plugins import PluginError
@@ -224,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         tls_identity=tls_identity,
         token=token,
     )
-    if ns.metrics_port:
-        start_metrics(ns.metrics_port, host, tls_identity)
-    process.write_port_file(ns.port_file, server.port)
+    bound = {ports.GRPC: server.port, ports.METRICS: start_metrics(ns.metrics_port, host, tls_identity)}
+    if node.bus is not None and node.bus.bound_port is not None:
+        bound[ports.BUS] = node.bus.bound_port
+    ports.write_port_file(ns.port_file, bound)
     log.info(
         "agent %d up (mode %s, channel %s, B=%d, control %s:%d)",
         agent,
@@ -238,7 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     code = 0
     try:
-        if learner is not None:
+        if node.bus is not None and not addressing.dialable:
+            peers = ports.wait_peer_table(
+                Path(str(addressing.peer_table)), node.spec.num_agents, config.runtime.startup_timeout_s, stop
+            )
+            if peers is not None:  # None: stopped while waiting
+                node.bus.dial_peers(peers)
+        if learner is not None and not stop.is_set():
             node.wait_for_weights(config.runtime.startup_timeout_s)
 
         def on_step(n: AgentNode) -> None:
@@ -250,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         node.run(stop, on_step)
         if node.finished:  # lockstep: idle at the final tick until the launcher has seen every agent finish
             stop.wait()
-    except (TimeoutError, ConnectionError) as exc:
+    except (TimeoutError, ConnectionError, MeshError) as exc:
         log.error("%s", exc)
         code = 3
     finally:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -389,6 +389,27 @@ class Bus:
             self.totals.dropped[cause] += count
             self.metrics.dropped.labels(cause).inc(count)
 
+    @property
+    def bound_port(self) -> int | None:
+        """TCP port of this endpoint's socket (None: not a ZeroMQ TCP transport)."""
+        return self.transport.bound_port if isinstance(self.transport, ZmqTransport) else None
+
+    def dial_peers(self, ports: Sequence[int]) -> None:
+        """Dial every peer at its port from the peer table (when :attr:`addressing` waited for one).
+
+        Args:
+            ports: Every agent's bound port, index ``i`` at position ``i``.
+
+        Raises:
+            RuntimeError: If the transport is not ZeroMQ or the peers were dialled already.
+        """
+        if not isinstance(self.transport, ZmqTransport) or self.addressing is None:
+            raise RuntimeError("only a ZeroMQ bus endpoint dials peers")
+        if len(ports) != self.num_agents:
+            raise ValueError(f"peer table lists {len(ports)} ports for {self.num_agents} agents")
+        self.addressing = self.addressing.with_peer_ports(ports)
+        self.transport.dial(self.addressing)
+
     def latest_heard(self, src: int, channel: str) -> tuple[int, int] | None:
         """The newest ``(tick, round)`` whose frame arrived from ``src`` on ``channel`` (None: nothing yet)."""
         return self._heard.get((src, channel))
@@ -410,3 +431,25 @@ class Bus:
         self.transport.close()
         if self.trace is not None:
             self.trace.close()
+
+
+def dial_each_other(buses: Sequence[Bus]) -> None:
+    """Dial every endpoint of ``buses`` (endpoint ``i`` is agent ``i``, all in this process) to the others' ports."""
+    ports = [int(b.bound_port or 0) for b in buses]
+    for b in buses:
+        b.dial_peers(ports)
+
+
+def local_buses(num_agents: int, make: Callable[[int, PeerAddressing], Bus]) -> list[Bus]:
+    """N bus endpoints in this process on ports the OS assigns on 127.0.0.1, dialled to each other.
+
+    Every endpoint binds first; once all have bound, each dials the others (the in-process form of the
+    launcher's peer table).
+
+    Args:
+        num_agents: N.
+        make: Builds endpoint ``i`` on the addressing it is given (``(i, addressing) -> Bus``).
+    """
+    buses = [make(i, PeerAddressing.os_assigned()) for i in range(num_agents)]
+    dial_each_other(buses)
+    return buses

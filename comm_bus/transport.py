@@ -60,6 +60,10 @@ class Transport(Protocol):
 class ZmqTransport:
     """One agent's ZeroMQ sockets: a PULL socket it binds and a PUSH socket per peer.
 
+    The PULL socket is bound at once (port 0 in the bind address: a port the OS assigns, see :attr:`bound_port`).
+    The PUSH sockets dial the peers at once when their addresses are known, else on :meth:`dial` (the peer
+    table is read after every endpoint has bound, see :class:`~comm_bus.addressing.PeerAddressing`).
+
     Args:
         agent_index: This agent.
         num_agents: N (one PUSH socket per other agent).
@@ -87,9 +91,8 @@ class ZmqTransport:
         context: zmq.Context | None = None,
     ) -> None:
         bind = addressing.bind_address(agent_index)
-        peers = {peer: addressing.peer_address(peer) for peer in range(num_agents) if peer != agent_index}
-        for address, verb in ((bind, "bind"), *((a, "dial") for a in peers.values())):
-            exposure.require(exposure.Surface.BUS, address, secured=config.security.curve, verb=verb)
+        self._curve = config.security.curve
+        exposure.require(exposure.Surface.BUS, bind, secured=self._curve, verb="bind")
         self._ctx = context or zmq.Context.instance()
         self._pull = self._ctx.socket(zmq.PULL)
         self._pull.setsockopt(zmq.LINGER, 0)
@@ -111,18 +114,40 @@ class ZmqTransport:
         except zmq.ZMQError as exc:
             self._pull.close()
             raise RuntimeError(f"bus: cannot bind {bind}: {exc}") from None
+        endpoint = self._pull.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.bound_port: int | None = int(endpoint.rsplit(":", 1)[1]) if endpoint.startswith("tcp://") else None
+        """The TCP port the PULL socket bound (None for ipc:// and inproc:// addresses)."""
+        self._index = agent_index
+        self._num_agents = num_agents
+        self._send_timeout_ms = int(config.round_timeout_ms)
         self._push: dict[int, zmq.Socket] = {}
-        for peer, address in peers.items():
+        self._poller = zmq.Poller()
+        self._poller.register(self._pull, zmq.POLLIN)
+        if addressing.dialable:
+            self.dial(addressing)
+
+    def dial(self, addressing: PeerAddressing) -> None:
+        """Connect one PUSH socket to every peer at the addresses ``addressing`` gives.
+
+        Raises:
+            RuntimeError: If the peers were dialled already or ``addressing`` lacks their ports.
+            ExposureError: If a peer address is not loopback while CURVE and ``runtime.insecure`` are off.
+        """
+        if self._push:
+            raise RuntimeError("bus: the peers were dialled already")
+        for peer in range(self._num_agents):
+            if peer == self._index:
+                continue
+            address = addressing.peer_address(peer)
+            exposure.require(exposure.Surface.BUS, address, secured=self._curve, verb="dial")
             sock = self._ctx.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 100_000)
-            sock.setsockopt(zmq.SNDTIMEO, int(config.round_timeout_ms))
+            sock.setsockopt(zmq.SNDTIMEO, self._send_timeout_ms)
             if self._keys is not None:
                 security.secure_client(self._keys, sock, peer)
             sock.connect(address)
             self._push[peer] = sock
-        self._poller = zmq.Poller()
-        self._poller.register(self._pull, zmq.POLLIN)
 
     def reaches(self, peer: int) -> bool:
         """Whether a PUSH socket to ``peer`` exists."""

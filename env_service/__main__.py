@@ -16,7 +16,7 @@ from env_service.env_workers import EnvWorkerError
 from env_service.metrics import export_metrics
 from env_service.node import EnvNode
 from env_service.servicer import EnvServicer
-from marlmesh import contract, process
+from marlmesh import contract, ports, process
 from marlmesh.plugins import PluginError
 from marlmesh.serving import Identity, install_signal_handlers, setup_logging, start_metrics, start_server
 from marlmesh.v1 import env_pb2_grpc
@@ -89,10 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except RuntimeError as exc:
         process.fail(ROLE, str(exc))
-    if ns.metrics_port:
-        start_metrics(ns.metrics_port, host, tls_identity)
+    metrics_port = start_metrics(ns.metrics_port, host, tls_identity)
     threading.Thread(target=export_metrics, args=(node, stop), name="metrics", daemon=True).start()
-    process.write_port_file(ns.port_file, server.port)
+    ports.write_port_file(ns.port_file, {ports.GRPC: server.port, ports.METRICS: metrics_port})
     log.info(
         "env %s up on %s:%d%s: %d agents %s, B=%d, seed %d (built in %.1fs)",
         config.env.name,

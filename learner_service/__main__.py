@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 from learner_service.gossip_addressing import gossip_addressing
 from learner_service.node import LearnerNode
 from learner_service.servicer import LearnerServicer
-from marlmesh import contract, process
+from marlmesh import contract, ports, process
 from marlmesh.config import Config
+from marlmesh.errors import MeshError
 from marlmesh.ledger import FragmentLedger
 from marlmesh.plugins import PluginError
 from marlmesh.policy_spec import policy_spec_for
@@ -119,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         tls_identity=tls_identity,
         token=token,
     )
-    if ns.metrics_port:
-        start_metrics(ns.metrics_port, host, tls_identity)
-    process.write_port_file(ns.port_file, server.port)
+    bound = {ports.GRPC: server.port, ports.METRICS: start_metrics(ns.metrics_port, host, tls_identity)}
+    if gossip is not None and gossip.bus.bound_port is not None:
+        bound[ports.GOSSIP] = gossip.bus.bound_port
+    ports.write_port_file(ns.port_file, bound)
     log.info(
         "learner of agent %d listening on %s:%d (version %d, resumed from %d, %d corrupt checkpoint(s) skipped)",
         agent,
@@ -141,6 +143,18 @@ def main(argv: list[str] | None = None) -> int:
                 log.exception("update failed; stopping")
                 stop.set()
 
+    code = 0
+    if gossip is not None and not gossip.bus.addressing.dialable:
+        try:
+            peers = ports.wait_peer_table(
+                Path(str(gossip.bus.addressing.peer_table)), spec.num_agents, config.runtime.startup_timeout_s, stop
+            )
+        except MeshError as exc:
+            log.error("%s", exc)
+            code, peers = 3, None
+            stop.set()
+        if peers is not None:  # None: stopped while waiting
+            gossip.bus.dial_peers(peers)
     trainer = threading.Thread(target=train_loop, name="trainer", daemon=True)
     trainer.start()
     stop.wait()
@@ -166,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     log.info("learner of agent %d stopped at version %d", agent, node.version)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

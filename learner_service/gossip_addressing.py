@@ -1,8 +1,8 @@
 """Where learners' gossip sockets live (environment variables, like the agents' bus addressing).
 
-``MARLMESH_GOSSIP_BASE_PORT``, ``MARLMESH_GOSSIP_PATTERN`` and ``MARLMESH_GOSSIP_BIND`` (declared with their
-defaults in :mod:`marlmesh.contract`) play the roles of the bus variables; on Kubernetes the pattern is
-``tcp://agents-{id}.agents:{port}``.
+``MARLMESH_GOSSIP_BASE_PORT``, ``MARLMESH_GOSSIP_PATTERN``, ``MARLMESH_GOSSIP_BIND`` and
+``MARLMESH_GOSSIP_PEER_TABLE`` (declared with their defaults in :mod:`marlmesh.contract`) play the roles of the
+bus variables; on Kubernetes the pattern is ``tcp://agents-{id}.agents:{port}``.
 """
 
 from __future__ import annotations
@@ -26,4 +26,5 @@ def gossip_addressing(environ: Mapping[str, str] | None = None) -> PeerAddressin
         port_var=contract.GOSSIP_BASE_PORT,
         pattern_var=contract.GOSSIP_PATTERN,
         bind_var=contract.GOSSIP_BIND,
+        table_var=contract.GOSSIP_PEER_TABLE,
     )

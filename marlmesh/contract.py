@@ -42,6 +42,8 @@ LOCAL_HOST = "127.0.0.1"
 """Where a process looks for its peers and servers when nothing else is configured."""
 LOCAL_ENDPOINT_PATTERN = f"tcp://{LOCAL_HOST}:{{port}}"
 """Default ZeroMQ address template of the bus and the gossip sockets (``{port}`` is base port + id)."""
+AUTO_PORT = "auto"
+"""``MARLMESH_METRICS_PORT`` value for a port the OS assigns (reported in the ``--port-file``)."""
 
 BEGIN_MARKER = "<!-- contract:begin -->"
 """Line that opens the generated block in a Markdown page."""
@@ -96,7 +98,8 @@ class Variable:
         default: The value a reader uses when it is unset or empty (None: no value).
         flag: The command-line flag that overrides it, if any.
         kind: What it holds.
-        choices: The allowed values of a :attr:`Kind.CHOICE` variable.
+        choices: The allowed values of a :attr:`Kind.CHOICE` variable; for a port, words accepted besides a
+            number (``auto``).
     """
 
     name: str
@@ -115,7 +118,8 @@ class Variable:
             environ: Variables to read (default: the process environment).
 
         Raises:
-            ContractError: If the value is not a port, an integer or one of the choices its kind needs.
+            ContractError: If the value is not a port, an integer or one of the choices its kind needs (a port
+                variable with choices also accepts those words, e.g. ``auto``).
         """
         env = os.environ if environ is None else environ
         raw = env.get(self.name) or self.default
@@ -139,7 +143,7 @@ class Variable:
         """Raise :class:`ContractError` naming this variable if ``raw`` is not a valid value of its kind."""
         if self.kind is Kind.CHOICE and raw not in self.choices:
             raise ContractError(f"{self.name}={raw!r}: expected one of {', '.join(self.choices)}")
-        if self.kind in (Kind.PORT, Kind.INTEGER):
+        if self.kind in (Kind.PORT, Kind.INTEGER) and raw not in self.choices:
             try:
                 number = int(raw)
             except ValueError:
@@ -173,12 +177,14 @@ HOST = Variable(
 METRICS_PORT = Variable(
     "MARLMESH_METRICS_PORT",
     "Port of the Prometheus `/metrics` endpoint (HTTPS with a client certificate of the run's CA when "
-    "`runtime.tls` is on); 0 = no endpoint.",
+    "`runtime.tls` is on); 0 = no endpoint; `auto` = a port the OS assigns, reported in the `--port-file` (the "
+    "launcher's choice).",
     read_by=_SERVICES,
     set_by=frozenset({Role.K8S}),
     default="0",
     flag="--metrics-port",
     kind=Kind.PORT,
+    choices=(AUTO_PORT,),
 )
 TLS_CA = Variable(
     "MARLMESH_TLS_CA",
@@ -303,7 +309,7 @@ LEARNER_ADDR = Variable(
 PEER_PATTERN = Variable(
     "MARLMESH_PEER_PATTERN",
     "ZeroMQ address of agent `{id}`'s bus socket; `{port}` is `MARLMESH_BUS_BASE_PORT` + id (on Kubernetes "
-    "`tcp://agents-{id}.agents:{port}`).",
+    "`tcp://agents-{id}.agents:{port}`), or agent `{id}`'s entry of `MARLMESH_PEER_TABLE` when that is set.",
     read_by=_AGENT,
     set_by=_ALL_STARTERS,
     default=LOCAL_ENDPOINT_PATTERN,
@@ -311,7 +317,8 @@ PEER_PATTERN = Variable(
 )
 BUS_BIND = Variable(
     "MARLMESH_BUS_BIND",
-    "Address this agent's bus socket binds (same placeholders).",
+    "Address this agent's bus socket binds (same placeholders); port 0 (`tcp://127.0.0.1:0`) = a port the OS "
+    "assigns, reported in the `--port-file`.",
     read_by=_AGENT,
     set_by=_ALL_STARTERS,
     default=LOCAL_ENDPOINT_PATTERN,
@@ -319,11 +326,21 @@ BUS_BIND = Variable(
 )
 BUS_BASE_PORT = Variable(
     "MARLMESH_BUS_BASE_PORT",
-    "Bus port of agent 0; agent i uses base + i.",
+    "Bus port of agent 0; agent i uses base + i (fixed ports: Kubernetes; unused with `MARLMESH_PEER_TABLE`).",
     read_by=_AGENT,
-    set_by=_ALL_STARTERS,
+    set_by=frozenset({Role.K8S}),
     default=str(DEFAULT_BUS_BASE_PORT),
     kind=Kind.PORT,
+)
+PEER_TABLE = Variable(
+    "MARLMESH_PEER_TABLE",
+    'File listing every agent\'s bound bus port (`{"ports": [p0, p1, ...]}`), written by the launcher once '
+    "every agent reported its port: the agent binds, reports, waits for the file (up to "
+    "`runtime.startup_timeout_s`) and dials peer `{id}` at `MARLMESH_PEER_PATTERN` with `{port}` from it "
+    "(unset: fixed ports, base + id).",
+    read_by=_AGENT,
+    set_by=frozenset({Role.LAUNCHER, Role.EDGE}),
+    kind=Kind.PATH,
 )
 BUS_TRACE = Variable(
     "MARLMESH_BUS_TRACE",
@@ -382,15 +399,17 @@ TENSORBOARD_DIR = Variable(
 )
 GOSSIP_BASE_PORT = Variable(
     "MARLMESH_GOSSIP_BASE_PORT",
-    "Gossip port of learner 0 (`algo.dgmappo.gossip`); learner i uses base + i.",
+    "Gossip port of learner 0 (`algo.dgmappo.gossip`); learner i uses base + i (unused with "
+    "`MARLMESH_GOSSIP_PEER_TABLE`).",
     read_by=_LEARNER,
-    set_by=frozenset({Role.LAUNCHER, Role.K8S}),
+    set_by=frozenset({Role.K8S}),
     default=str(DEFAULT_GOSSIP_BASE_PORT),
     kind=Kind.PORT,
 )
 GOSSIP_PATTERN = Variable(
     "MARLMESH_GOSSIP_PATTERN",
-    "ZeroMQ address of learner `{id}`'s gossip socket; `{port}` is `MARLMESH_GOSSIP_BASE_PORT` + id.",
+    "ZeroMQ address of learner `{id}`'s gossip socket; `{port}` is `MARLMESH_GOSSIP_BASE_PORT` + id, or "
+    "learner `{id}`'s entry of `MARLMESH_GOSSIP_PEER_TABLE` when that is set.",
     read_by=_LEARNER,
     set_by=frozenset({Role.LAUNCHER, Role.K8S}),
     default=LOCAL_ENDPOINT_PATTERN,
@@ -398,11 +417,20 @@ GOSSIP_PATTERN = Variable(
 )
 GOSSIP_BIND = Variable(
     "MARLMESH_GOSSIP_BIND",
-    "Address this learner's gossip socket binds (same placeholders).",
+    "Address this learner's gossip socket binds (same placeholders; port 0 = OS-assigned, reported in the "
+    "`--port-file`).",
     read_by=_LEARNER,
     set_by=frozenset({Role.LAUNCHER, Role.K8S}),
     default=LOCAL_ENDPOINT_PATTERN,
     kind=Kind.ENDPOINT,
+)
+GOSSIP_PEER_TABLE = Variable(
+    "MARLMESH_GOSSIP_PEER_TABLE",
+    "Like `MARLMESH_PEER_TABLE`, for the learners' gossip sockets (the launcher writes it once every learner "
+    "reported its gossip port).",
+    read_by=_LEARNER,
+    set_by=frozenset({Role.LAUNCHER}),
+    kind=Kind.PATH,
 )
 
 VARIABLES: tuple[Variable, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Variable))
@@ -461,7 +489,7 @@ def markdown() -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for v in VARIABLES:
-        kind = " \\| ".join(f"`{c}`" for c in v.choices) if v.kind is Kind.CHOICE else v.kind.value
+        kind = " \\| ".join([*([] if v.kind is Kind.CHOICE else [v.kind.value]), *(f"`{c}`" for c in v.choices)])
         lines.append(
             f"| `{v.name}` | {_roles(v.read_by)} | {_roles(v.set_by)} | {_code(v.flag)} | {_code(v.default)} "
             f"| {kind} | {v.meaning} |"

@@ -1,108 +1,120 @@
-"""Picking free TCP ports for the processes a launcher starts (bus sockets, Prometheus endpoints, gRPC).
+"""Port files and peer tables: how processes started on one machine learn each other's OS-assigned ports.
 
-A port is chosen here and bound later by another process, so two things can take it in between:
+Every listener a local launcher starts binds port 0 and the kernel assigns a free port, so no port is ever
+chosen by one process and bound by another (two meshes started at once cannot race for the same port):
 
-* **an outgoing connection** of any process on the host, which gets an *ephemeral* port. The search therefore
-  stays below the kernel's ephemeral range (``/proc/sys/net/ipv4/ip_local_port_range``, 32768-60999 on
-  Linux by default), where the kernel never hands out ports on its own;
-* **another launcher** on the same host (``marlmesh sweep --parallel 2``, tests running side by side), which
-  probes the same free ports. Every block handed out is therefore *reserved* for :data:`RESERVATION_SECONDS`
-  with a file created atomically in :func:`reservation_dir`; other launchers skip reserved ports.
+* **port file** (``--port-file``): a process writes every port it bound, once all its listeners are up, as
+  one JSON object, e.g. ``{"grpc": 41871, "metrics": 40333, "bus": 39211}``. The launcher reads it with
+  :func:`read_port_file`; the file's existence says the process is up.
+* **peer table** (``MARLMESH_PEER_TABLE``, ``MARLMESH_GOSSIP_PEER_TABLE``): the bus and gossip sockets of N
+  processes dial each other, but their ports are known only after every one has bound. Each process binds,
+  reports its port in its port file and waits (:func:`wait_peer_table`) for the table the launcher writes once
+  it has all N ports (:func:`write_peer_table`): ``{"ports": [p0, p1, ...]}``, the port of index ``i`` at
+  position ``i``.
+
+Both files are written atomically (a temporary file renamed over the target), so a reader never sees half a
+file. Fixed ports (``MARLMESH_BUS_BASE_PORT`` + index on Kubernetes) need neither.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import random
-import socket
-import tempfile
+import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from marlmesh.errors import MeshError
 
-RESERVATION_SECONDS = 120.0
-"""How long a handed-out port is skipped by other launchers (time enough for the child to bind it)."""
+GRPC = "grpc"
+"""Port-file key of the gRPC server."""
+METRICS = "metrics"
+"""Port-file key of the Prometheus endpoint."""
+BUS = "bus"
+"""Port-file key of an agent's bus socket."""
+GOSSIP = "gossip"
+"""Port-file key of a learner's gossip socket."""
 
-_FALLBACK_EPHEMERAL_LOW = 32768
-_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-
-
-class PortError(MeshError):
-    """No block of free ports could be found."""
-
-
-def ephemeral_low() -> int:
-    """Lowest port the kernel hands out to outgoing connections (32768 when the range cannot be read)."""
-    try:
-        return int(_RANGE_FILE.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return _FALLBACK_EPHEMERAL_LOW
+POLL_S = 0.05
+"""How often :func:`wait_peer_table` looks for the table."""
 
 
-def port_is_free(host: str, port: int) -> bool:
-    """True if ``host:port`` can be bound for TCP right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
+class PeerTableTimeout(MeshError, TimeoutError):
+    """The peer table did not appear in time; the message names the file."""
 
 
-def reservation_dir() -> Path:
-    """Directory of the reservation files (one per reserved port, shared by every launcher of this user)."""
-    path = Path(tempfile.gettempdir()) / f"marlmesh-ports-{os.getuid()}"
-    path.mkdir(mode=0o700, exist_ok=True)
-    return path
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path`` (readers never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
-def _reserve(port: int, now: float) -> bool:
-    """Take the reservation of ``port`` (True), unless another launcher holds a fresh one (False)."""
-    path = reservation_dir() / str(port)
-    if _create(path):
-        return True
-    try:
-        if now - path.stat().st_mtime < RESERVATION_SECONDS:
-            return False
-        path.unlink()  # a stale reservation: its launcher bound the port long ago or died
-    except FileNotFoundError:
-        pass
-    return _create(path)  # False if another launcher took it between the unlink and here
-
-
-def _create(path: Path) -> bool:
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except FileExistsError:
-        return False
-    return True
-
-
-def free_port_block(host: str, count: int, low: int = 20000, high: int | None = None, tries: int = 200) -> int:
-    """First port of ``count`` consecutive ports on ``host`` that are free now and reserved for the caller.
+def write_port_file(path: Path | None, ports: Mapping[str, int]) -> None:
+    """Atomically write the ports a process bound (nothing when ``path`` is None).
 
     Args:
-        host: Address the ports will be bound on.
-        count: Block length.
-        low: Lowest port to consider.
-        high: One past the highest port to consider; default: the start of the kernel's ephemeral range.
-        tries: Random block positions probed before giving up.
+        path: The ``--port-file``.
+        ports: Listener name (:data:`GRPC`, :data:`METRICS`, :data:`BUS`, :data:`GOSSIP`) -> bound port; zero
+            entries (listener off) are left out.
+    """
+    if path is not None:
+        write_text_atomically(path, json.dumps({k: int(v) for k, v in ports.items() if v}))
+
+
+def read_port_file(path: Path) -> dict[str, int] | None:
+    """The ports a process reported, None while its port file does not exist."""
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+    except FileNotFoundError:
+        return None
+
+
+def write_peer_table(path: Path, ports: Sequence[int]) -> None:
+    """Atomically write the peer table: the port of index ``i`` at position ``i``."""
+    write_text_atomically(path, json.dumps({"ports": [int(p) for p in ports]}))
+
+
+def _read_peer_table(path: Path, count: int) -> list[int] | None:
+    try:
+        ports = json.loads(path.read_text())["ports"]
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MeshError(f'peer table {path} is malformed ({exc!r}); expected {{"ports": [p0, p1, ...]}}') from None
+    if len(ports) != count or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
+        raise MeshError(f"peer table {path} lists {ports!r}; expected {count} port numbers")
+    return ports
+
+
+def wait_peer_table(path: Path, count: int, timeout_s: float, stop: threading.Event | None = None) -> list[int] | None:
+    """Wait for the peer table at ``path`` and return its ``count`` ports.
+
+    Args:
+        path: The table file (``MARLMESH_PEER_TABLE`` or ``MARLMESH_GOSSIP_PEER_TABLE``).
+        count: N, the number of ports it must list.
+        timeout_s: Give up after this long.
+        stop: Return None as soon as this event is set (a stop signal arrived while waiting).
 
     Raises:
-        PortError: If no free, unreserved block was found.
+        PeerTableTimeout: If the file did not appear within ``timeout_s`` (the message names it).
+        MeshError: If the file is malformed or lists another number of ports.
     """
-    high = min(high, ephemeral_low()) if high is not None else ephemeral_low()
-    if high - count <= low:
-        raise PortError(f"no room for {count} ports in [{low}, {high}) (the kernel's ephemeral range starts at {high})")
-    rng = random.Random()
-    for _ in range(tries):
-        base = rng.randrange(low, high - count)
-        ports = range(base, base + count)
-        if not all(port_is_free(host, p) for p in ports):
-            continue
-        now = time.time()
-        if all(_reserve(p, now) for p in ports):
-            return base
-    raise PortError(f"no block of {count} free, unreserved ports on {host} in [{low}, {high})")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ports = _read_peer_table(path, count)
+        if ports is not None:
+            return ports
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PeerTableTimeout(
+                f"peer table {path} did not appear within {timeout_s:g}s (the launcher writes it once every "
+                "process has reported its port; did one of them fail to start?)"
+            )
+        if stop is not None:
+            if stop.wait(min(POLL_S, remaining)):
+                return None
+        else:
+            time.sleep(min(POLL_S, remaining))

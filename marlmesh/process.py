@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from marlmesh import contract, control_token, exposure, tls
+from marlmesh import contract, control_token, exposure, ports, tls
 from marlmesh.config import Config, ConfigError, load_config
 from marlmesh.serving import grpc_options
 from marlmesh.v1 import env_pb2, env_pb2_grpc
@@ -87,8 +87,16 @@ def base_parser(role: str, description: str, port: contract.Variable) -> argpars
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     variable_arg(p, role, contract.HOST, "bind address")
     variable_arg(p, role, port, f"gRPC port; default {port.default}, 0 = pick a free one", type=int)
-    p.add_argument("--port-file", type=Path, default=None, help="write the bound gRPC port here")
-    variable_arg(p, role, contract.METRICS_PORT, "Prometheus port, 0 = off", type=int)
+    p.add_argument(
+        "--port-file", type=Path, default=None, help="write every bound port here (JSON) once the process is up"
+    )
+    variable_arg(
+        p,
+        role,
+        contract.METRICS_PORT,
+        f"Prometheus port, 0 = off, {contract.AUTO_PORT} = OS-assigned",
+        type=port_or_auto,
+    )
     p.add_argument("--stats-file", type=Path, default=None, help="write final counters (JSON) here on exit")
     for var, what in (
         (contract.TLS_CA, "CA certificate"),
@@ -173,13 +181,9 @@ def parse_agent_id(role: str, raw: str | None, num_agents: int | None = None) ->
     return index
 
 
-def write_port_file(path: Path | None, port: int) -> None:
-    """Atomically write the bound port for whoever started us with port 0."""
-    if path is None:
-        return
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(str(port))
-    os.replace(tmp, path)
+def port_or_auto(raw: str) -> int | str:
+    """A ``--metrics-port`` value: a port number, or :data:`contract.AUTO_PORT` (the OS assigns one)."""
+    return raw if raw == contract.AUTO_PORT else int(raw)
 
 
 def exit_promptly(code: int) -> NoReturn:
@@ -201,12 +205,8 @@ def exit_promptly(code: int) -> NoReturn:
 
 def write_json(path: Path | None, data: dict[str, Any]) -> None:
     """Atomically write a JSON document."""
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
+    if path is not None:
+        ports.write_text_atomically(path, json.dumps(data, indent=2, default=float))
 
 
 def fetch_env_spec(

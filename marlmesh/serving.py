@@ -210,31 +210,40 @@ def start_server(
     return out
 
 
-def start_metrics(port: int, host: str, tls_identity: tls.TlsIdentity | None = None) -> None:
-    """Serve this process's Prometheus ``/metrics`` on ``host:port`` (a daemon thread).
+def start_metrics(port: int | str, host: str, tls_identity: tls.TlsIdentity | None = None) -> int:
+    """Serve this process's Prometheus ``/metrics`` on ``host:port`` (a daemon thread); returns the bound port.
 
     With mTLS on (``tls_identity``) the endpoint speaks HTTPS with the process's own certificate and requires
     a client certificate of the run's CA (the scraper's, e.g. ``prometheus`` from ``marlmesh keys gen``);
     otherwise plain HTTP, which off loopback needs ``runtime.insecure`` (:mod:`marlmesh.exposure`).
 
+    Args:
+        port: A port, 0 (no endpoint: returns 0) or :data:`marlmesh.contract.AUTO_PORT` (a port the OS assigns).
+        host: Address to bind.
+        tls_identity: This process's certificate when mTLS is on, else None.
+
     Raises:
         ExposureError: If ``host`` is not loopback, mTLS is off and ``runtime.insecure`` is off.
     """
+    if port in (0, "0"):
+        return 0
     from prometheus_client import start_http_server
 
+    want = 0 if port == contract.AUTO_PORT else int(port)
     files = None if tls_identity is None else tls_identity.files
-    exposure.require(exposure.Surface.METRICS, f"{host}:{port}", secured=files is not None)
-    if files is None:
-        start_http_server(port, addr=host)
-        return
-    start_http_server(
-        port,
-        addr=host,
-        certfile=str(files.cert),
-        keyfile=str(files.key),
-        client_cafile=str(files.ca),
-        client_auth_required=True,
+    exposure.require(exposure.Surface.METRICS, f"{host}:{want}", secured=files is not None)
+    https = (
+        {}
+        if files is None
+        else {
+            "certfile": str(files.cert),
+            "keyfile": str(files.key),
+            "client_cafile": str(files.ca),
+            "client_auth_required": True,
+        }
     )
+    server, _ = start_http_server(want, addr=host, **https)
+    return int(server.server_port)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

@@ -35,7 +35,22 @@ EMULATED = [
 ]
 
 
-def _bus(index: int, base_port: int, overrides: list[str]):  # noqa: ANN202 (imports stay in the child)
+def _port_table() -> Any:
+    """Ports of the two endpoints of one pair, each filled in by its process once bound (0: not yet)."""
+    return mp.get_context("spawn").Array("i", 2)
+
+
+def _await_ports(table: Any, count: int, timeout: float = 60.0) -> list[int]:
+    """The first ``count`` ports of ``table`` once their processes have bound them."""
+    deadline = time.monotonic() + timeout
+    while not all(table[:count]):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bench bus: the other process did not bind its socket within {timeout:.0f}s")
+        time.sleep(0.01)
+    return list(table[:count])
+
+
+def _bus(index: int, table: Any, overrides: list[str]):  # noqa: ANN202 (imports stay in the child)
     from prometheus_client import CollectorRegistry
 
     from comm_bus.addressing import PeerAddressing
@@ -44,11 +59,15 @@ def _bus(index: int, base_port: int, overrides: list[str]):  # noqa: ANN202 (imp
     from marlmesh.config import load_config
 
     cfg = load_config(None, ["bus.trace.enabled=false", "bus.lifespan_ms=1e9", *overrides]).bus
-    return Bus(index, 2, PeerAddressing(base_port=base_port), config=cfg, metrics=BusMetrics(CollectorRegistry()))
+    addressing = PeerAddressing.os_assigned(HOST, "(the pair's shared array)")
+    bus = Bus(index, 2, addressing, config=cfg, metrics=BusMetrics(CollectorRegistry()))
+    table[index] = bus.bound_port
+    bus.dial_peers(_await_ports(table, 2))
+    return bus
 
 
-def _bus_sender(base_port: int, row_bytes: int, batch: int, frames: int, overrides: list[str], ready: Any) -> None:
-    bus = _bus(0, base_port, overrides)
+def _bus_sender(table: Any, row_bytes: int, batch: int, frames: int, overrides: list[str], ready: Any) -> None:
+    bus = _bus(0, table, overrides)
     payload = {"msg": np.ones((batch, row_bytes // 4), np.float32)}
     ready.wait()
     for tick in range(frames):
@@ -57,8 +76,8 @@ def _bus_sender(base_port: int, row_bytes: int, batch: int, frames: int, overrid
     bus.close()
 
 
-def _bus_receiver(base_port: int, frames: int, overrides: list[str], ready: Any, out: Any) -> None:
-    bus = _bus(1, base_port, overrides)
+def _bus_receiver(table: Any, frames: int, overrides: list[str], ready: Any, out: Any) -> None:
+    bus = _bus(1, table, overrides)
     ready.wait()
     start = None
     delivered = 0
@@ -72,11 +91,11 @@ def _bus_receiver(base_port: int, frames: int, overrides: list[str], ready: Any,
     bus.close()
 
 
-def _raw_sender(port: int, row_bytes: int, count: int, ready: Any) -> None:
+def _raw_sender(table: Any, row_bytes: int, count: int, ready: Any) -> None:
     import zmq
 
     sock = zmq.Context.instance().socket(zmq.PUSH)
-    sock.connect(f"tcp://{HOST}:{port}")
+    sock.connect(f"tcp://{HOST}:{_await_ports(table, 1)[0]}")
     frame = b"\x01" * row_bytes
     ready.wait()
     for _ in range(count):
@@ -85,11 +104,19 @@ def _raw_sender(port: int, row_bytes: int, count: int, ready: Any) -> None:
     sock.close(0)
 
 
-def _raw_receiver(port: int, count: int, ready: Any, out: Any) -> None:
+def _bind_raw(sock: Any, table: Any) -> None:
+    """Bind ``sock`` to a port the OS assigns and publish it as entry 0 of ``table``."""
+    import zmq
+
+    sock.bind(f"tcp://{HOST}:0")
+    table[0] = int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+
+
+def _raw_receiver(table: Any, count: int, ready: Any, out: Any) -> None:
     import zmq
 
     sock = zmq.Context.instance().socket(zmq.PULL)
-    sock.bind(f"tcp://{HOST}:{port}")
+    _bind_raw(sock, table)
     ready.wait()
     sock.recv()
     start = time.perf_counter()
@@ -99,8 +126,8 @@ def _raw_receiver(port: int, count: int, ready: Any, out: Any) -> None:
     sock.close(0)
 
 
-def _bus_echo(base_port: int, rounds: int, row_bytes: int, ready: Any) -> None:
-    bus = _bus(1, base_port, [])
+def _bus_echo(table: Any, rounds: int, row_bytes: int, ready: Any) -> None:
+    bus = _bus(1, table, [])
     ready.wait()
     for tick in range(rounds):
         got = bus.collect(tick=tick, round=0, channel="ping", expected=[0], timeout_s=30)
@@ -109,8 +136,8 @@ def _bus_echo(base_port: int, rounds: int, row_bytes: int, ready: Any) -> None:
     bus.close()
 
 
-def _bus_pinger(base_port: int, rounds: int, row_bytes: int, ready: Any, out: Any) -> None:
-    bus = _bus(0, base_port, [])
+def _bus_pinger(table: Any, rounds: int, row_bytes: int, ready: Any, out: Any) -> None:
+    bus = _bus(0, table, [])
     payload = {"msg": np.ones((1, row_bytes // 4), np.float32)}
     ready.wait()
     rtts = []
@@ -123,22 +150,22 @@ def _bus_pinger(base_port: int, rounds: int, row_bytes: int, ready: Any, out: An
     bus.close()
 
 
-def _raw_echo(port: int, rounds: int, ready: Any) -> None:
+def _raw_echo(table: Any, rounds: int, ready: Any) -> None:
     import zmq
 
     sock = zmq.Context.instance().socket(zmq.REP)
-    sock.bind(f"tcp://{HOST}:{port}")
+    _bind_raw(sock, table)
     ready.wait()
     for _ in range(rounds):
         sock.send(sock.recv())
     sock.close(0)
 
 
-def _raw_pinger(port: int, rounds: int, row_bytes: int, ready: Any, out: Any) -> None:
+def _raw_pinger(table: Any, rounds: int, row_bytes: int, ready: Any, out: Any) -> None:
     import zmq
 
     sock = zmq.Context.instance().socket(zmq.REQ)
-    sock.connect(f"tcp://{HOST}:{port}")
+    sock.connect(f"tcp://{HOST}:{_await_ports(table, 1)[0]}")
     frame = b"\x01" * row_bytes
     ready.wait()
     rtts = []
@@ -173,25 +200,19 @@ def _pair(target_a: Any, args_a: tuple, target_b: Any, args_b: tuple, timeout: f
                 p.kill()
 
 
-def _ports(count: int) -> int:
-    from marlmesh.ports import free_port_block
-
-    return free_port_block(HOST, count)
-
-
 def measure_throughput(row_bytes: int, batch: int, logical: int, overrides: list[str] | None = None) -> float:
     """Delivered logical messages/s through the bus API."""
     frames = max(10, logical // batch)
-    base = _ports(2)
+    table = _port_table()
     extra = overrides or []
-    res = _pair(_bus_sender, (base, row_bytes, batch, frames, extra), _bus_receiver, (base, frames, extra))
+    res = _pair(_bus_sender, (table, row_bytes, batch, frames, extra), _bus_receiver, (table, frames, extra))
     return res["delivered"] / res["seconds"]
 
 
 def measure_raw_throughput(row_bytes: int, count: int) -> float:
     """Delivered frames/s with raw pyzmq PUSH/PULL."""
-    port = _ports(1)
-    res = _pair(_raw_sender, (port, row_bytes, count), _raw_receiver, (port, count))
+    table = _port_table()
+    res = _pair(_raw_sender, (table, row_bytes, count), _raw_receiver, (table, count))
     return res["delivered"] / res["seconds"]
 
 
@@ -212,12 +233,14 @@ def run(repeats: int = 3, batch: int = 64, messages: int = 200_000, rtt_rounds: 
         trials["emu_256"].append(measure_throughput(256, batch, messages, EMULATED))
         trials["bus_4096"].append(measure_throughput(4096, batch, messages // 8))
         trials["raw_4096"].append(measure_raw_throughput(4096, messages // 8))
-        base = _ports(2)
-        p50, p99 = _percentiles(_pair(_bus_echo, (base, rtt_rounds, 256), _bus_pinger, (base, rtt_rounds, 256))["rtts"])
+        table = _port_table()
+        p50, p99 = _percentiles(
+            _pair(_bus_echo, (table, rtt_rounds, 256), _bus_pinger, (table, rtt_rounds, 256))["rtts"]
+        )
         trials["rtt50"].append(p50)
         trials["rtt99"].append(p99)
-        port = _ports(1)
-        p50, p99 = _percentiles(_pair(_raw_echo, (port, rtt_rounds), _raw_pinger, (port, rtt_rounds, 256))["rtts"])
+        table = _port_table()
+        p50, p99 = _percentiles(_pair(_raw_echo, (table, rtt_rounds), _raw_pinger, (table, rtt_rounds, 256))["rtts"])
         trials["raw50"].append(p50)
         trials["raw99"].append(p99)
     med = {k: statistics.median(v) for k, v in trials.items()}

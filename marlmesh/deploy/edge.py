@@ -3,7 +3,8 @@
 - :func:`export_initial_policies`: export the freshly initialised policies of a config (benchmarks and tests
   need an exported policy without a training run).
 - :func:`run_edge_mesh`: an env_service plus N agents running ``--runtime onnx`` as real processes on
-  127.0.0.1, configured only through the ``MARLMESH_*`` variables the Kubernetes manifests set; reports the
+  127.0.0.1, configured only through the ``MARLMESH_*`` variables the Kubernetes manifests set (but with
+  OS-assigned bus ports and a peer table, ``MARLMESH_PEER_TABLE``, instead of fixed ports); reports the
   finished episodes, each agent's counters, log and peak RSS.
 
 With ``runtime.tls.enabled`` (``bench edge --tls-keys-dir DIR`` or ``--set runtime.tls.*``) the mesh runs over
@@ -24,10 +25,9 @@ from typing import Any
 
 import grpc
 
-from marlmesh import contract, tls
+from marlmesh import contract, ports, tls
 from marlmesh.config import Config, load_config
 from marlmesh.launch.mesh import stop_processes
-from marlmesh.ports import free_port_block
 
 
 def export_initial_policies(config: Config, out_dir: Path, seed: int = 0) -> Path:
@@ -68,11 +68,13 @@ class EdgeMeshResult:
     """Sum of all agents' returns of the first ``episodes`` finished episodes, in finishing order."""
 
 
-def _wait_file(path: Path, proc: subprocess.Popen, log: Path, timeout: float) -> str:
+def _wait_ports(path: Path, proc: subprocess.Popen, log: Path, timeout: float) -> dict[str, int]:
+    """The ports a process reported in its port file, once it has written it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists():
-            return path.read_text()
+        reported = ports.read_port_file(path)
+        if reported is not None:
+            return reported
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         time.sleep(0.05)
@@ -140,25 +142,27 @@ def run_edge_mesh(
     procs = [env_proc]
     agents: list[subprocess.Popen] = []
     try:
-        address = f"{contract.LOCAL_HOST}:{int(_wait_file(env_port_file, env_proc, env_log, 60))}"
+        address = f"{contract.LOCAL_HOST}:{_wait_ports(env_port_file, env_proc, env_log, 60)[ports.GRPC]}"
         with EnvClient(address, timeout_s=10, tls_identity=own_tls) as client:
             spec = client.wait_ready(30)
         n = len(spec.agents)
         agent_tls = [tls.child_env(settings, tls.identity_name("agent", i), i) for i in range(n)]
-        bus_base = free_port_block(contract.LOCAL_HOST, n)
+        peer_table = workdir / "bus.peers"
+        peer_table.unlink(missing_ok=True)
         logs = [workdir / f"agent-{i}.log" for i in range(n)]
+        port_files = [workdir / f"agent-{i}.port" for i in range(n)]
         for i in range(n):
             env = {
                 **base,
                 **agent_tls[i],
-                # exactly the variables k8s/base/agents.yaml sets (addresses made local)
+                # the variables k8s/base/agents.yaml sets, made local: OS-assigned ports and a peer table
                 contract.AGENT_ID.name: f"agents-{i}",
                 contract.NUM_AGENTS.name: str(n),
                 contract.CONFIG.name: str(config_path),
                 contract.ENV_ADDR.name: address,
                 contract.PEER_PATTERN.name: contract.LOCAL_ENDPOINT_PATTERN,
-                contract.BUS_BIND.name: contract.LOCAL_ENDPOINT_PATTERN,
-                contract.BUS_BASE_PORT.name: str(bus_base),
+                contract.BUS_BIND.name: f"tcp://{contract.LOCAL_HOST}:0",
+                contract.PEER_TABLE.name: str(peer_table),
                 contract.HOST.name: contract.LOCAL_HOST,
                 contract.AGENT_PORT.name: "0",
                 contract.MODE.name: "eval",
@@ -174,6 +178,8 @@ def run_edge_mesh(
                         "agent_service",
                         "--stats-file",
                         str(workdir / f"agent-{i}.json"),
+                        "--port-file",
+                        str(port_files[i]),
                     ],
                     cwd=agent_cwd or workdir,
                     env=env,
@@ -182,6 +188,9 @@ def run_edge_mesh(
                 )
             )
         procs += agents
+        reported = [_wait_ports(f, p, log, 60) for f, p, log in zip(port_files, agents, logs, strict=True)]
+        if all(ports.BUS in r for r in reported):
+            ports.write_peer_table(peer_table, [r[ports.BUS] for r in reported])
         deadline = time.monotonic() + timeout_s
         done = 0
         with EnvClient(address, timeout_s=10, tls_identity=own_tls) as client:

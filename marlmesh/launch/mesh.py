@@ -5,6 +5,11 @@ Every process is a real OS process with its own log file under ``RUN_DIR/logs``.
 SIGTERM in dependency order (agents, then learners, which write their final checkpoints, then the env) and
 SIGKILLs whatever has not exited in time.
 
+Ports: every listener binds a port the OS assigns (gRPC ``--port 0``, ``--metrics-port auto``, bus and gossip
+sockets on ``tcp://HOST:0``) and the process reports them in its port file (:mod:`marlmesh.ports`); the bus and
+gossip sockets learn their peers' ports from a peer table the launcher writes once all N have reported. A
+restarted process rebinds the ports it had (its peers dial those).
+
 Security: every child gets ``MARLMESH_CONTROL_TOKEN_FILE`` (a fresh token per mesh in ``RUN_DIR/control.token``)
 and, with ``runtime.tls.enabled``, ``MARLMESH_TLS_CA/CERT/KEY`` of its own identity; the launcher dials as
 ``launcher``. These are the same variables a Kubernetes pod gets.
@@ -24,10 +29,9 @@ from pathlib import Path
 
 import grpc
 
-from marlmesh import contract, control_token, exposure, ledger, tls
+from marlmesh import contract, control_token, exposure, ledger, ports, tls
 from marlmesh.config import Config, ConfigError
 from marlmesh.errors import MeshError
-from marlmesh.ports import free_port_block
 from marlmesh.serving import grpc_options, wait_healthy
 from marlmesh.tensorboard import learner_run, tensorboard_root
 from marlmesh.v1 import env_pb2, env_pb2_grpc
@@ -75,8 +79,13 @@ class Proc:
     port_file: Path
     stats_file: Path
     port: int = 0
+    """gRPC port, kept across restarts (like every port below)."""
     metrics_port: int = 0
-    """Prometheus port (0 = none), kept across restarts (``marlmesh top`` reads it)."""
+    """Prometheus port (0 = none; ``marlmesh top`` reads it)."""
+    bus_port: int = 0
+    """An agent's bus socket (0 = none)."""
+    gossip_port: int = 0
+    """A learner's gossip socket (0 = none)."""
     module: str = ""
     args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -87,6 +96,21 @@ class Proc:
     def name(self) -> str:
         """``env``, ``agent-3``, ``learner-0``."""
         return self.role if self.agent_id < 0 else f"{self.role}-{self.agent_id}"
+
+    def read_ports(self) -> bool:
+        """Take the ports from the process's port file; False while it has not written one."""
+        reported = ports.read_port_file(self.port_file)
+        if reported is None:
+            return False
+        self.port = reported.get(ports.GRPC, 0)
+        self.metrics_port = reported.get(ports.METRICS, 0)
+        self.bus_port = reported.get(ports.BUS, 0)
+        self.gossip_port = reported.get(ports.GOSSIP, 0)
+        return True
+
+    def bound_ports(self) -> list[int]:
+        """Every port this process reported (gRPC, metrics, bus, gossip)."""
+        return [p for p in (self.port, self.metrics_port, self.bus_port, self.gossip_port) if p]
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of the process log."""
@@ -120,7 +144,6 @@ class Mesh:
     procs: list[Proc] = field(default_factory=list)
     env_address: str = ""
     num_agents: int = 0
-    bus_base_port: int = 0
     tls_identity: tls.TlsIdentity | None = None
     """The launcher's own TLS identity (None: plaintext)."""
     security_env: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -166,7 +189,9 @@ class Mesh:
         stats_file = self.run_dir / "stats" / f"{self.tag}-{name}.json"
         for f in (port_file, stats_file):
             f.unlink(missing_ok=True)
-        popen = self._popen(module, args, extra_env, log_path, port_file, stats_file, port=0)
+        popen = self._popen(
+            module, args, extra_env, log_path, port_file, stats_file, port=0, metrics=contract.AUTO_PORT
+        )
         proc = Proc(
             role, agent_id, popen, log_path, port_file, stats_file, module=module, args=args, extra_env=extra_env
         )
@@ -182,6 +207,7 @@ class Mesh:
         port_file: Path,
         stats_file: Path,
         port: int,
+        metrics: int | str,
     ) -> subprocess.Popen:
         # No preexec_fn: forking a process that runs gRPC threads can deadlock in gRPC's fork handlers, so
         # children arm their own parent-death signal (marlmesh.process.exit_with_parent).
@@ -194,6 +220,8 @@ class Mesh:
             str(self.config_path),
             "--port",
             str(port),
+            "--metrics-port",
+            str(metrics),
             "--port-file",
             str(port_file),
             "--stats-file",
@@ -212,10 +240,12 @@ class Mesh:
         return popen
 
     def respawn(self, proc: Proc, extra_args: list[str] | None = None) -> None:
-        """Start a new incarnation of a process that has exited, on the same port (does not wait for it).
+        """Start a new incarnation of a process that has exited, on the same ports (does not wait for it).
 
-        The log is appended to (after a marker line); the port file is removed so that the new incarnation's
-        port file says when it is up (see :meth:`port_ready`).
+        Its peers and ``marlmesh top`` know the ports it had, so it rebinds exactly those (gRPC, metrics, bus,
+        gossip); if another program took one of them meanwhile, the new incarnation fails to bind and the
+        supervisor treats that as a crash. The log is appended to (after a marker line); the port file is
+        removed so that the new incarnation's port file says when it is up (see :meth:`port_ready`).
 
         Args:
             proc: The exited process; its ``popen`` is replaced.
@@ -234,6 +264,11 @@ class Mesh:
                 f"--- marlmesh launcher: restarting {proc.name} (previous pid {proc.popen.pid} exited with code "
                 f"{proc.popen.returncode}) on port {proc.port} ---\n".encode()
             )
+        host = self.config.runtime.host
+        if proc.bus_port:
+            proc.extra_env[contract.BUS_BIND.name] = f"tcp://{host}:{proc.bus_port}"
+        if proc.gossip_port:
+            proc.extra_env[contract.GOSSIP_BIND.name] = f"tcp://{host}:{proc.gossip_port}"
         proc.popen = self._popen(
             proc.module,
             [*proc.args, *(extra_args or [])],
@@ -242,17 +277,12 @@ class Mesh:
             proc.port_file,
             proc.stats_file,
             port=proc.port,
+            metrics=proc.metrics_port or contract.AUTO_PORT,
         )
 
     def port_ready(self, proc: Proc) -> bool:
-        """True once a (re)started process has written its port file; keeps ``proc.port`` up to date."""
-        if not proc.port_file.exists():
-            return False
-        try:
-            proc.port = int(proc.port_file.read_text())
-        except ValueError:  # being written (the writer renames atomically, so this is rare)
-            return False
-        return True
+        """True once a (re)started process has written its port file; keeps the ``proc`` ports up to date."""
+        return proc.read_ports()
 
     def _await_port(self, proc: Proc, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -261,11 +291,31 @@ class Mesh:
                 raise MeshError(
                     f"{proc.name} exited with code {proc.popen.returncode} during start:\n{proc.log_tail()}"
                 )
-            if proc.port_file.exists():
-                proc.port = int(proc.port_file.read_text())
+            if proc.read_ports():
                 return proc.port
             time.sleep(0.05)
         raise MeshError(f"{proc.name} did not start within {timeout:.0f}s:\n{proc.log_tail()}")
+
+    def peer_table(self, family: str) -> Path:
+        """Peer table of the agents' ``bus`` or the learners' ``gossip`` sockets.
+
+        It is ``RUN_DIR/ports/<tag>-<family>.peers`` (see :mod:`marlmesh.ports`).
+        """
+        return self.run_dir / "ports" / f"{self.tag}-{family}.peers"
+
+    def _dynamic_addressing(self, family: str) -> tuple[str, str, str]:
+        """Peer pattern, bind address and peer table of a family whose sockets bind OS-assigned ports."""
+        table = self.peer_table(family)
+        table.parent.mkdir(parents=True, exist_ok=True)
+        table.unlink(missing_ok=True)  # a previous run's table in this run directory
+        host = self.config.runtime.host
+        return f"tcp://{host}:{{port}}", f"tcp://{host}:0", str(table)
+
+    def _publish_peer_table(self, family: str, procs: list[Proc]) -> None:
+        """Write the peer table once every process of ``procs`` reported its ``family`` port."""
+        found = [p.bus_port if family == ports.BUS else p.gossip_port for p in procs]
+        if all(found):  # a silent channel binds no bus socket: no table, nobody waits for one
+            ports.write_peer_table(self.peer_table(family), found)
 
     def start_env(self) -> Proc:
         """Check the launcher's and the env's credentials, write the control token, start the env service.
@@ -277,10 +327,8 @@ class Mesh:
         """
         self._prepare_security([(tls.LAUNCHER, -1), ("env", -1)])
         control_token.write_new_token(self.control_token_file)
-        metrics_port = free_port_block(self.config.runtime.host, 1)
-        args = ["--seed", str(self.seed), "--num-envs", str(self.num_envs), "--metrics-port", str(metrics_port)]
+        args = ["--seed", str(self.seed), "--num-envs", str(self.num_envs)]
         env = self._spawn("env", -1, "env_service", args, {})
-        env.metrics_port = metrics_port
         port = self._await_port(env, self.config.runtime.startup_timeout_s)
         self.env_address = f"{self.config.runtime.host}:{port}"
         return env
@@ -303,8 +351,7 @@ class Mesh:
         self._prepare_security([(role, i) for role in roles for i in range(self.num_agents)])
         learner_addr = {}
         if self.mode == "train":
-            gossip_env = self._gossip_env(host)
-            learner_metrics = free_port_block(host, self.num_agents)
+            gossip_env = self._gossip_env()
             learners = [
                 self._spawn(
                     "learner",
@@ -317,8 +364,6 @@ class Mesh:
                         self.env_address,
                         "--checkpoint-dir",
                         str(self.checkpoint_dir(i)),
-                        "--metrics-port",
-                        str(learner_metrics + i),
                         *self._tensorboard_args(i),
                     ],
                     gossip_env,
@@ -326,14 +371,13 @@ class Mesh:
                 for i in range(self.num_agents)
             ]
             for lp in learners:
-                lp.metrics_port = learner_metrics + lp.agent_id
-            for lp in learners:
                 learner_addr[lp.agent_id] = f"{host}:{self._await_port(lp, timeout)}"
-        self.bus_base_port = free_port_block(host, self.num_agents)
-        metrics_base = free_port_block(host, self.num_agents)
+            if gossip_env:
+                self._publish_peer_table(ports.GOSSIP, learners)
+        pattern, bind, table = self._dynamic_addressing(ports.BUS)
         agents = []
         for i in range(self.num_agents):
-            args = ["--env-addr", self.env_address, "--mode", self.mode, "--metrics-port", str(metrics_base + i)]
+            args = ["--env-addr", self.env_address, "--mode", self.mode]
             if self.mode == "train":
                 args += ["--learner-addr", learner_addr[i], "--bus-trace", str(self.bus_trace_part(i))]
             else:
@@ -347,26 +391,25 @@ class Mesh:
                     {
                         contract.AGENT_ID.name: str(i),
                         contract.NUM_AGENTS.name: str(self.num_agents),
-                        contract.PEER_PATTERN.name: f"tcp://{host}:{{port}}",
-                        contract.BUS_BIND.name: f"tcp://{host}:{{port}}",
-                        contract.BUS_BASE_PORT.name: str(self.bus_base_port),
+                        contract.PEER_PATTERN.name: pattern,
+                        contract.BUS_BIND.name: bind,
+                        contract.PEER_TABLE.name: table,
                     },
                 )
             )
-            agents[-1].metrics_port = metrics_base + i
         for ap in agents:
             self._await_port(ap, timeout)
+        self._publish_peer_table(ports.BUS, agents)
 
-    def _gossip_env(self, host: str) -> dict[str, str]:
-        """Learners' gossip addresses (``algo.dgmappo.gossip``): a block of free ports, one per learner."""
+    def _gossip_env(self) -> dict[str, str]:
+        """Learners' gossip addresses (``algo.dgmappo.gossip``): OS-assigned ports and a peer table."""
         if not self.config.algo.dgmappo.gossip.enabled:
             return {}
-        pattern = f"tcp://{host}:{{port}}"
-        base = free_port_block(host, self.num_agents)
+        pattern, bind, table = self._dynamic_addressing(ports.GOSSIP)
         return {
-            contract.GOSSIP_BASE_PORT.name: str(base),
             contract.GOSSIP_PATTERN.name: pattern,
-            contract.GOSSIP_BIND.name: pattern,
+            contract.GOSSIP_BIND.name: bind,
+            contract.GOSSIP_PEER_TABLE.name: table,
         }
 
     def bus_trace_part(self, agent_id: int) -> Path:
@@ -416,11 +459,8 @@ class Mesh:
         raise MeshError(f"no process {role if agent_id < 0 else f'{role}-{agent_id}'} in this mesh")
 
     def bound_ports(self) -> list[int]:
-        """Every TCP port the mesh's processes bound (gRPC servers and bus sockets)."""
-        ports = [p.port for p in self.procs if p.port] + [p.metrics_port for p in self.procs if p.metrics_port]
-        if self.bus_base_port:
-            ports += [self.bus_base_port + i for i in range(self.num_agents)]
-        return ports
+        """Every TCP port the mesh's processes bound (gRPC servers, metrics endpoints, bus and gossip sockets)."""
+        return [port for p in self.procs for port in p.bound_ports()]
 
     # -- stop --------------------------------------------------------------------------------------
     def stop(self, timeout: float = 20.0) -> dict[str, int | None]:

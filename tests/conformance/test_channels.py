@@ -4,13 +4,11 @@ exchanges: the in-process one and buses on real ZeroMQ sockets on 127.0.0.1."""
 import pytest
 from prometheus_client import CollectorRegistry
 
-from comm_bus.addressing import PeerAddressing
-from comm_bus.bus import Bus
+from comm_bus.bus import Bus, local_buses
 from comm_bus.exchange import BusExchange
 from comm_bus.metrics import BusMetrics
 from marlmesh import plugins
 from marlmesh.config import BusConfig, ChannelConfig
-from marlmesh.ports import free_port_block
 from marlmesh.testing.channels import CHECKS, check_replay_identical, local_exchange_factory
 
 BUILTIN = {
@@ -27,14 +25,12 @@ BUILTIN = {
 
 def zmq_exchange(num_agents: int, rounds: int) -> BusExchange:
     """Every agent's bus in this process, on its own ZeroMQ sockets (ideal links, sim clock)."""
-    addressing = PeerAddressing(base_port=free_port_block("127.0.0.1", num_agents))
     metrics = BusMetrics(CollectorRegistry())
-    return BusExchange(
-        {
-            i: Bus(i, num_agents, addressing, config=BusConfig(), rounds=rounds, metrics=metrics)
-            for i in range(num_agents)
-        }
+    buses = local_buses(
+        num_agents,
+        lambda i, addressing: Bus(i, num_agents, addressing, config=BusConfig(), rounds=rounds, metrics=metrics),
     )
+    return BusExchange(dict(enumerate(buses)))
 
 
 EXCHANGES = {"inprocess": local_exchange_factory, "zmq": zmq_exchange}

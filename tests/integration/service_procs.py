@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from marlmesh import contract
+from marlmesh import contract, ports
 from marlmesh.bench.meshrun import initial_policies
 from marlmesh.config import dump_config, load_config
 from marlmesh.launch.mesh import Mesh, stop_processes
@@ -43,8 +44,9 @@ def wait_port(proc: subprocess.Popen, port_file: Path, log: Path, timeout: float
     """The port a ``--port 0 --port-file F`` process bound."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if port_file.exists():
-            return int(port_file.read_text())
+        reported = ports.read_port_file(port_file)
+        if reported is not None:
+            return reported[ports.GRPC]
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         time.sleep(0.05)
@@ -80,6 +82,17 @@ def read_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     acc = EventAccumulator(str(run))
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if ``host:port`` can be bound for TCP right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def alive(pid: int) -> bool:

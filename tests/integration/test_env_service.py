@@ -189,7 +189,8 @@ def test_process_entry_point_serves_and_stops_cleanly_on_sigterm(tmp_path):
             assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        with EnvClient(f"127.0.0.1:{port_file.read_text()}") as env:
+        assert json.loads(port_file.read_text()).keys() == {"grpc"}  # no metrics endpoint asked for
+        with EnvClient(f"127.0.0.1:{json.loads(port_file.read_text())['grpc']}") as env:
             spec = env.wait_ready(10)
             assert len(spec.agents) == 2 and spec.num_envs == 2 and spec.instance_id
         os.kill(proc.pid, signal.SIGTERM)

@@ -6,9 +6,7 @@ import subprocess
 import time
 
 import pytest
-from service_procs import MARLMESH, ROOT, alive, train
-
-from marlmesh.ports import port_is_free
+from service_procs import MARLMESH, ROOT, SMOKE, alive, port_is_free, train
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +120,30 @@ def test_signal_stops_everything_and_frees_ports(tmp_path, sig):
     assert not any(alive(pid) for pid in pids)
     assert summary["ports"], "summary lists no ports"
     assert all(port_is_free("127.0.0.1", port) for port in summary["ports"])
+
+
+def test_two_meshes_started_at_once_both_complete(tmp_path):
+    """Every listener binds a port the OS assigns, so two launchers starting together never take the same port."""
+    runs = [tmp_path / "a", tmp_path / "b"]
+    procs = [
+        subprocess.Popen(
+            [*MARLMESH, "train", "-c", str(SMOKE), "--run-dir", str(run), "--no-eval"]
+            + ["--set", "train.total_env_steps=800"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for run in runs
+    ]
+    errors = [p.communicate(timeout=400)[1] for p in procs]
+    for p, err in zip(procs, errors, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    summaries = [json.loads((run / "summary.json").read_text()) for run in runs]
+    assert not set(summaries[0]["ports"]) & set(summaries[1]["ports"])
+    for run, summary in zip(runs, summaries, strict=True):
+        assert summary["env_steps"] >= 800
+        assert all(a["bus"]["messages_received"] > 0 for a in summary["agents"])
+        # the agents dialled each other at the ports of the mesh's peer table
+        table = json.loads((run / "ports" / "train-bus.peers").read_text())["ports"]
+        assert len(table) == 3 and set(table) <= set(summary["ports"])

@@ -9,23 +9,22 @@ import zmq
 from prometheus_client import CollectorRegistry, generate_latest
 
 from comm_bus.addressing import PeerAddressing, agent_id_from_env
-from comm_bus.bus import Bus
+from comm_bus.bus import Bus, local_buses
 from comm_bus.channels.vector import vector_inbox
 from comm_bus.envelope import Envelope, serialize
 from comm_bus.mailbox import Delivery
 from comm_bus.metrics import BusMetrics
 from marlmesh import contract
 from marlmesh.config import load_config
-from marlmesh.ports import free_port_block
 
 
 def make_buses(n, *overrides, seed=0, trace_dir=None, registry=None, own_contexts=False):
     cfg = load_config(None, list(overrides)).bus
-    addressing = PeerAddressing(base_port=free_port_block("127.0.0.1", n))
     metrics = BusMetrics(registry or CollectorRegistry())
     ctx = zmq.Context()
-    return [
-        Bus(
+    return local_buses(
+        n,
+        lambda i, addressing: Bus(
             i,
             n,
             addressing,
@@ -34,9 +33,8 @@ def make_buses(n, *overrides, seed=0, trace_dir=None, registry=None, own_context
             metrics=metrics,
             context=zmq.Context() if own_contexts else ctx,
             trace_path=None if trace_dir is None else trace_dir / f"agent-{i}.rec",
-        )
-        for i in range(n)
-    ]
+        ),
+    )
 
 
 @pytest.fixture

@@ -54,7 +54,8 @@ def test_every_variable_is_declared_once_with_a_meaning_readers_and_a_valid_defa
         assert var.name.startswith(contract.PREFIX) and var.name.isupper(), var.name
         assert var.meaning.endswith(".") and "|" not in var.meaning, f"{var.name}: meaning must be one table cell"
         assert var.read_by and var.read_by <= services, f"{var.name}: only service processes read variables"
-        assert (var.kind is contract.Kind.CHOICE) == bool(var.choices), var.name
+        assert var.kind is not contract.Kind.CHOICE or var.choices, var.name
+        assert not var.choices or var.kind in (contract.Kind.CHOICE, contract.Kind.PORT), var.name  # port: `auto`
         if var.default is not None:
             var.check(var.default)
         assert contract.by_name(var.name) is var

@@ -168,8 +168,8 @@ def test_metrics_endpoint_serves_https_with_the_process_certificate_and_requires
     import ssl
     import urllib.request
 
+    from marlmesh import contract
     from marlmesh.deploy.certs import generate_tls
-    from marlmesh.ports import free_port_block
     from marlmesh.serving import start_metrics
 
     with pytest.raises(exposure.ExposureError, match=r"Prometheus endpoint would bind 0\.0\.0\.0:9.*runtime\.tls"):
@@ -178,8 +178,7 @@ def test_metrics_endpoint_serves_https_with_the_process_certificate_and_requires
     generate_tls(keys, 1)
     config = load_config(None, ["runtime.tls.enabled=true", f"runtime.tls.keys_dir={keys}"]).runtime.tls
     identity = tls.load_identity(config, "env")
-    port = free_port_block("127.0.0.1", 1)
-    start_metrics(port, "127.0.0.1", identity)
+    port = start_metrics(contract.AUTO_PORT, "127.0.0.1", identity)
     url = f"https://localhost:{port}/metrics"
     scraper = ssl.create_default_context(cafile=str(keys / "ca.crt"))
     scraper.load_cert_chain(str(keys / "prometheus.tls.crt"), str(keys / "prometheus.tls.key"))

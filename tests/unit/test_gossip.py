@@ -8,6 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from comm_bus.addressing import PeerAddressing
+from comm_bus.bus import dial_each_other
 from comm_bus.metrics import BusMetrics
 from learner_service.gossip import (
     Gossip,
@@ -18,7 +19,6 @@ from learner_service.gossip import (
     unflatten,
 )
 from marlmesh.config import load_config
-from marlmesh.ports import free_port_block
 
 
 def _random_connected_graph(rng, n):
@@ -63,11 +63,13 @@ def test_neighbours_are_mutual_and_come_from_what_the_agent_heard():
 
 def _gossips(n, *overrides, registry=None):
     cfg = load_config(None, ["algo.name=dgmappo", "channel.name=dgat", *overrides])
-    addressing = PeerAddressing(base_port=free_port_block("127.0.0.1", n))
+    addressing = PeerAddressing.os_assigned()
     metrics = BusMetrics(registry or CollectorRegistry())
-    return cfg, [
+    gossips = [
         Gossip(cfg.algo.dgmappo.gossip, cfg.bus, i, n, addressing, seed=cfg.seed, metrics=metrics) for i in range(n)
     ]
+    dial_each_other([g.bus for g in gossips])
+    return cfg, gossips
 
 
 def _run(gossips, params, candidates, mixings):

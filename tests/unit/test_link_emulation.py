@@ -207,16 +207,12 @@ def test_scheduled_partition_drops_with_its_own_cause_and_recovers():
     )
     from prometheus_client import CollectorRegistry
 
-    from comm_bus.addressing import PeerAddressing
-    from comm_bus.bus import Bus
+    from comm_bus.bus import Bus, local_buses
     from comm_bus.metrics import BusMetrics
-    from marlmesh.ports import free_port_block
 
-    # fresh ports: binding the ports of buses just closed races ZeroMQ's asynchronous close (seen in CI as
-    # "Address already in use")
-    addressing = PeerAddressing(base_port=free_port_block("127.0.0.1", 2))
-    a = Bus(0, 2, addressing, faults=faults, metrics=BusMetrics(CollectorRegistry()))
-    b = Bus(1, 2, addressing, faults=faults, metrics=BusMetrics(CollectorRegistry()))
+    a, b = local_buses(
+        2, lambda i, addressing: Bus(i, 2, addressing, faults=faults, metrics=BusMetrics(CollectorRegistry()))
+    )
     try:
         fresh_ticks = []
         for tick in range(10):

@@ -10,13 +10,11 @@ import torch
 import zmq
 from prometheus_client import CollectorRegistry
 
-from comm_bus.addressing import PeerAddressing
-from comm_bus.bus import Bus
+from comm_bus.bus import Bus, local_buses
 from comm_bus.metrics import BusMetrics
 from marlmesh import plugins
 from marlmesh.centralized.joint_env import JointEnv
 from marlmesh.config import load_config
-from marlmesh.ports import free_port_block
 
 STEPS, B = 5, 3
 
@@ -29,9 +27,8 @@ def _bus_totals(n, *overrides):
     env = JointEnv(config, seed=0, num_envs=B)  # the real observations of simple_spread with N agents
     channel = plugins.load("channels", "meanfield")(config.channel)
     policy = channel.build_policy(env.specs[0])  # homogeneous agents: one policy encodes every agent's own obs
-    addressing = PeerAddressing(base_port=free_port_block("127.0.0.1", n))
     ctx, metrics = zmq.Context(), BusMetrics(CollectorRegistry())
-    buses = [Bus(i, n, addressing, config=config.bus, metrics=metrics, context=ctx) for i in range(n)]
+    buses = local_buses(n, lambda i, addressing: Bus(i, n, addressing, config=config.bus, metrics=metrics, context=ctx))
     try:
         for tick in range(STEPS):
             for i, bus in enumerate(buses):

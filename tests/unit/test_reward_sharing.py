@@ -8,13 +8,11 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from agent_service.reward_sharing import RewardSharing, mix_rewards
-from comm_bus.addressing import PeerAddressing
-from comm_bus.bus import Bus
+from comm_bus.bus import Bus, local_buses
 from comm_bus.mailbox import Delivery
 from comm_bus.metrics import BusMetrics
 from marlmesh.config import RewardSharingConfig, load_config
 from marlmesh.observation import AgentObservation
-from marlmesh.ports import free_port_block
 
 
 def _delivery(rewards, rows=None):
@@ -51,9 +49,8 @@ def _ob(tick, rewards, positions):
 
 def test_rewards_are_shared_over_the_bus_within_range_and_their_bytes_counted():
     cfg = load_config(None, ["bus.links.default.range=1.0"]).bus
-    addressing = PeerAddressing(base_port=free_port_block("127.0.0.1", 3))
     ctx, metrics = zmq.Context(), BusMetrics(CollectorRegistry())
-    buses = [Bus(i, 3, addressing, config=cfg, metrics=metrics, context=ctx) for i in range(3)]
+    buses = local_buses(3, lambda i, addressing: Bus(i, 3, addressing, config=cfg, metrics=metrics, context=ctx))
     try:
         sharing = [RewardSharing(RewardSharingConfig(enabled=True, weight=0.5), b, i) for i, b in enumerate(buses)]
         # env copy 0: all three together; env copy 1: agent 2 is 5 units away from the others
