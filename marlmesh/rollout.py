@@ -139,6 +139,11 @@ class RolloutRecorder:
         return out
 
 
+COLUMN_DTYPES = {"f": np.dtype(np.float32), "i": np.dtype(np.int64), "b": np.dtype(bool)}
+"""The exact dtype of each column kind (what :class:`RolloutRecorder` writes): a float16 or float64 column
+would reach the optimizer and fail there, taking the learner down."""
+
+
 def validate_columns(
     cols: dict[str, np.ndarray],
     *,
@@ -181,8 +186,10 @@ def validate_columns(
         raise ValueError(f"fragment columns: missing {missing}, unexpected {extra}")
     for name, (shape, kind) in want.items():
         arr = cols[name]
-        if tuple(arr.shape) != shape or arr.dtype.kind != kind:
-            raise ValueError(f"column {name!r}: got {arr.dtype}{list(arr.shape)}, expected kind {kind!r} {list(shape)}")
+        if tuple(arr.shape) != shape or arr.dtype != COLUMN_DTYPES[kind]:
+            raise ValueError(
+                f"column {name!r}: got {arr.dtype}{list(arr.shape)}, expected {COLUMN_DTYPES[kind]}{list(shape)}"
+            )
         if kind == "f" and not np.isfinite(arr).all():
             raise ValueError(f"column {name!r}: non-finite values")
     if t == 0 or b == 0:
