@@ -19,6 +19,7 @@ import random
 import subprocess
 import sys
 import time
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,10 +32,27 @@ if TYPE_CHECKING:
 
 HELP = "hostile inputs to every gRPC method and the bus receive path: 0 crashes, every input counted"
 DEFAULT_INPUTS = 10_000
+SURFACES = (
+    "env.Join",
+    "env.Step",
+    "env.Leave",
+    "env.GetStats",
+    "env.GetSpec",
+    "learner.PushRollout",
+    "learner.WatchWeights",
+    "learner.GetStatus",
+    "control.GetInfo",
+    "control.Shutdown",
+    "health.Check",
+    "bus.receive",
+)
+"""Every surface (:mod:`marlmesh.bench.fuzz_surfaces` builds their inputs)."""
 LIVENESS_EVERY = 1000
 CALL_TIMEOUT_S = 5.0
-WATCH_TIMEOUT_S = 0.05
-"""Deadline of a WatchWeights call: a valid one waiting for a newer version ends with DEADLINE_EXCEEDED."""
+WATCH_TIMEOUT_S = 1.0
+"""Deadline of a WatchWeights call: a valid one waiting for a newer version ends with DEADLINE_EXCEEDED (long
+enough that a loaded server still answers an invalid one first, which it counts as rejected)."""
+WATCH_CONCURRENCY = 8
 GRPC_UNDECODABLE = "Exception deserializing request!"
 BUS_MAX_FRAME = 8192
 BUS_SHARE = {"wrong_sender": 0.05, "oversize": 0.01}
@@ -56,7 +74,9 @@ CONFIG = [
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``marlmesh bench fuzz``."""
     p.add_argument("--inputs", type=int, default=DEFAULT_INPUTS, help=f"inputs per surface (default {DEFAULT_INPUTS})")
-    p.add_argument("--surfaces", nargs="+", default=None, metavar="NAME", help="only these (default: all)")
+    p.add_argument(
+        "--surfaces", nargs="+", default=None, choices=SURFACES, metavar="NAME", help="only these (default: all)"
+    )
     p.add_argument("--seed", type=int, default=0, help="input seed (default 0)")
     p.add_argument("--run-dir", type=Path, default=None, help="keep logs here (default: a temp dir)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
@@ -69,20 +89,40 @@ class Tally:
 
     sent: int = 0
     accepted: int = 0
+    accepted_by_status: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
     by_kind: collections.Counter[str] = field(default_factory=collections.Counter)
+    decoded_by_kind: collections.Counter[str] = field(default_factory=collections.Counter)
     examples: dict[str, str] = field(default_factory=dict)
     unexpected: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
+
+    def count(self, kind: str, code: str, details: str, accepted: bool) -> None:
+        """Count one answered gRPC input."""
+        self.sent += 1
+        self.by_kind[kind] += 1
+        if details != GRPC_UNDECODABLE:
+            self.decoded_by_kind[kind] += 1
+        if accepted:
+            self.accepted += 1
+            self.accepted_by_status[code] += 1
+            return
+        self.rejected[code] += 1
+        self.examples.setdefault(code, details[:160])
+        app_internal = code == "INTERNAL" and details != GRPC_UNDECODABLE
+        if code == "UNKNOWN" or app_internal or not details:
+            self.unexpected.append(f"{kind} -> {code}: {details[:200]}")
 
     def report(self, seconds: float, accounting: dict[str, Any]) -> dict[str, Any]:
         """The surface's JSON entry."""
         return {
             "sent": self.sent,
             "accepted": self.accepted,
+            "accepted_by_status": dict(sorted(self.accepted_by_status.items())),
             "rejected": dict(sorted(self.rejected.items())),
             "rejected_example": dict(sorted(self.examples.items())),
             "inputs_by_kind": dict(sorted(self.by_kind.items())),
+            "decoded_by_kind": dict(sorted(self.decoded_by_kind.items())),
             "unexpected": len(self.unexpected),
             "unexpected_examples": self.unexpected[:5],
             "crashes": len(self.crashes),
@@ -243,31 +283,29 @@ def fuzz_grpc(targets: GrpcTargets, surface: Surface, n: int, seed: int, log: An
     tally = Tally()
     before = targets.counters()
     start = time.monotonic()
+    calls = []
     for i, (kind, payload) in enumerate(inputs):
-        server = surface.servers[i % len(surface.servers)]
         meta = None
         if surface.name == "control.Shutdown":
             # never the right token on a request that could be valid: that would stop the process
             meta = rng.choice([None, metadata("not-the-token"), metadata(targets.token)])
             if meta is not None and meta == metadata(targets.token) and not _oversize_reason(payload):
                 meta = None
-        code, details = _call(targets.channels[server], surface, payload, meta)
-        tally.sent += 1
-        tally.by_kind[kind] += 1
-        if code in ok_codes:
-            tally.accepted += 1
-        else:
-            tally.rejected[code] += 1
-            tally.examples.setdefault(code, details[:160])
-            app_internal = code == "INTERNAL" and details != GRPC_UNDECODABLE
-            if code == "UNKNOWN" or app_internal or not details:
-                tally.unexpected.append(f"{kind} -> {code}: {details[:200]}")
-        if (i + 1) % LIVENESS_EVERY == 0:
+        calls.append((kind, targets.channels[surface.servers[i % len(surface.servers)]], payload, meta))
+
+    def send(call: tuple[str, Any, bytes, Any]) -> tuple[str, str]:
+        return _call(call[1], surface, call[2], call[3])
+
+    # a valid WatchWeights call may wait out its deadline: several at once (fewer than the server's workers)
+    with futures.ThreadPoolExecutor(WATCH_CONCURRENCY if surface.streaming else 1) as pool:
+        for at in range(0, len(calls), LIVENESS_EVERY):
+            chunk = calls[at : at + LIVENESS_EVERY]
+            for (kind, *_), (code, details) in zip(chunk, pool.map(send, chunk), strict=True):
+                tally.count(kind, code, details, code in ok_codes)
             tally.crashes += targets.alive()
             if tally.crashes:
                 break
-            log(f"fuzz: {surface.name}: {i + 1}/{n}, rejected {dict(tally.rejected)}")
-    tally.crashes += [] if tally.crashes else targets.alive()
+            log(f"fuzz: {surface.name}: {at + len(chunk)}/{n}, rejected {dict(tally.rejected)}")
     seconds = time.monotonic() - start
     accounting: dict[str, Any] = {}
     if not tally.crashes:
@@ -438,10 +476,7 @@ def run(ns: argparse.Namespace, root: Path, log: Any) -> dict[str, Any]:
     final: dict[str, Any] = {}
     try:
         grpc_list = grpc_surfaces(valid_fragment(targets.spec()), targets.config.env.num_envs)
-        known = [s.name for s in grpc_list] + ["bus.receive"]
-        unknown = sorted((wanted or set()) - set(known))
-        if unknown:
-            raise ValueError(f"unknown surface(s) {unknown}; known: {known}")
+        assert [s.name for s in grpc_list] + ["bus.receive"] == list(SURFACES)
         # Join once so that Step, Leave and the barrier have an agent to work with
         from marlmesh.v1 import env_pb2, env_pb2_grpc
 
@@ -505,6 +540,11 @@ def main(ns: argparse.Namespace) -> int:
 
     if ns.inputs < 1:
         print("marlmesh: error: --inputs must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        print("marlmesh: error: 'marlmesh bench fuzz' needs hypothesis (pip install 'marlmesh[dev]')", file=sys.stderr)
         return 2
     with work_dir(ns.run_dir, "marlmesh-fuzz-") as root:
         try:
