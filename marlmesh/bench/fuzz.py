@@ -316,14 +316,22 @@ def fuzz_grpc(targets: GrpcTargets, surface: Surface, n: int, seed: int, log: An
             "rejected_counted_by_server": sum(counted.values()),
             "server_counters": counted,
         }
+        accounting["ok"] = accounting["rejected_seen_by_client"] == accounting["rejected_counted_by_server"]
         if surface.name == "learner.PushRollout":
             received = int(after["learner.fragments_received"] - before["learner.fragments_received"])
             undecodable = counted.get("learner.undecodable_requests", 0)
             accounting["fragments_received"] = received
             accounting["fragments_received_ok"] = received == tally.sent - undecodable
-        accounting["ok"] = accounting["rejected_seen_by_client"] == accounting["rejected_counted_by_server"] and (
-            accounting.get("fragments_received_ok", True)
-        )
+            accounting["ok"] = accounting["ok"] and accounting["fragments_received_ok"]
+        if surface.streaming:
+            # A call that waited out its deadline may have been refused by a loaded server after the client
+            # gave up: the server's own counters (streams started + refused) must still cover every input.
+            streams = int(after.get("learner.watch_streams", 0) - before.get("learner.watch_streams", 0))
+            waited = tally.accepted_by_status["DEADLINE_EXCEEDED"] + tally.accepted_by_status["CANCELLED"]
+            late = accounting["rejected_counted_by_server"] - accounting["rejected_seen_by_client"]
+            accounting["streams_counted_by_server"] = streams
+            accounting["refused_after_client_deadline"] = late
+            accounting["ok"] = streams + accounting["rejected_counted_by_server"] == tally.sent and 0 <= late <= waited
     return tally.report(seconds, accounting)
 
 

@@ -45,6 +45,8 @@ def test_bench_fuzz_counts_every_input(tmp_path):
         if name == "bus.receive":
             counted = accounting["frames_received"] + accounting["frames_dropped_counted_by_bus"]
             assert counted + accounting["refused_by_socket"] == s["sent"]
+        elif name == "learner.WatchWeights":  # a loaded server may refuse a call after its client's deadline
+            assert accounting["streams_counted_by_server"] + accounting["rejected_counted_by_server"] == s["sent"]
         else:
             assert accounting["rejected_seen_by_client"] == sum(s["rejected"].values()), name
             assert accounting["rejected_counted_by_server"] == accounting["rejected_seen_by_client"], name
