@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 "updates": node.updates,
                 "checkpoints_corrupt": node.checkpoints_corrupt,
                 "rejected_requests": sum(servicer.rejected.values()),
+                "watch_streams": servicer.watch_streams,
             },
         ),
         register=lambda s: learner_pb2_grpc.add_LearnerServiceServicer_to_server(servicer, s),

@@ -34,6 +34,8 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
         self._cache_lock = threading.Lock()
         self._graphs = PolicyGraphsSource(node.channel, node.spec)
         self.rejected: collections.Counter[str] = collections.Counter()
+        self.watch_streams = 0
+        """WatchWeights calls accepted (their stream started)."""
         self.internal_errors: collections.Counter[str] = collections.Counter()
 
     @guarded
@@ -76,6 +78,7 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"have_version must be >= -1 (-1 = none yet), got {request.have_version}",
             )
+        self.watch_streams += 1
         have = request.have_version
         while context.is_active() and not self._stop.is_set():
             w = self._node.wait_newer(have, timeout=0.5)

@@ -152,10 +152,10 @@ FRAGMENT_REJECT_CAUSES = (
 
 ``bad_columns``: a column is missing or unexpected (e.g. another channel's round count); ``bad_shape``: a
 column's shape differs from the spec (obs shape, message_dim, N, T/B disagreeing between columns or with the
-header, an empty fragment); ``bad_dtype``: a column has the wrong dtype kind (float, int, bool);
-``non_finite``: NaN or inf in a float column; ``action_out_of_range``: a discrete action outside ``[0, n)``;
-``mask_out_of_range``: an inbox mask value outside ``[0, 1]``; ``bad_version``: a negative policy version,
-versions that decrease within the fragment, or a header version range the columns contradict.
+header, an empty fragment); ``bad_dtype``: a column's dtype is not exactly the one the agent's recorder writes
+(float32, int64, bool); ``non_finite``: NaN or inf in a float column; ``action_out_of_range``: a discrete action
+outside ``[0, n)``; ``mask_out_of_range``: an inbox mask value outside ``[0, 1]``; ``bad_version``: a negative
+policy version, versions that decrease within the fragment, or a header version range the columns contradict.
 
 Box actions are not range-checked: the Gaussian policy samples outside the box (the env clips what it
 applies) and PPO needs the sampled, unclipped action to recompute its log-probability."""
@@ -172,6 +172,11 @@ class FragmentError(ValueError):
     def __init__(self, cause: str, message: str) -> None:
         super().__init__(message)
         self.cause = cause
+
+
+COLUMN_DTYPES = {"f": np.dtype(np.float32), "i": np.dtype(np.int64), "b": np.dtype(bool)}
+"""The exact dtype of each column kind (what :class:`RolloutRecorder` writes): a float16 or float64 column
+would reach the optimizer and fail there, taking the learner down."""
 
 
 def validate_columns(
@@ -235,8 +240,8 @@ def validate_columns(
         arr = cols[name]
         if tuple(arr.shape) != shape:
             raise FragmentError("bad_shape", f"column {name!r}: got shape {list(arr.shape)}, expected {list(shape)}")
-        if arr.dtype.kind != kind:
-            raise FragmentError("bad_dtype", f"column {name!r}: got dtype {arr.dtype}, expected kind {kind!r}")
+        if arr.dtype != COLUMN_DTYPES[kind]:
+            raise FragmentError("bad_dtype", f"column {name!r}: got dtype {arr.dtype}, expected {COLUMN_DTYPES[kind]}")
     if t == 0 or b == 0:
         raise FragmentError("bad_shape", "empty fragment")
     if num_steps is not None and num_steps != t:

@@ -31,6 +31,34 @@ MAX_SHUTDOWN_REASON_CHARS = 1024
 """Longest ``ShutdownRequest.reason`` accepted."""
 
 
+class UndecodableCounter(grpc.ServerInterceptor):
+    """Counts requests whose bytes do not decode as the method's request message, by method.
+
+    gRPC answers them ``INTERNAL`` ("Exception deserializing request!") before any servicer sees them; this
+    wraps each method's request deserializer so that such inputs are counted too (``Control.GetInfo``
+    reports the total as ``undecodable_requests``).
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def intercept_service(self, continuation, handler_call_details):  # noqa: D102 (gRPC hook)
+        handler = continuation(handler_call_details)
+        decode = getattr(handler, "request_deserializer", None)
+        if decode is None:
+            return handler
+        method = handler_call_details.method
+
+        def counted(data: bytes) -> object:
+            try:
+                return decode(data)
+            except Exception:
+                self.counts[method] += 1
+                raise
+
+        return handler._replace(request_deserializer=counted)
+
+
 @dataclass
 class Identity:
     """Who this process is."""
@@ -52,6 +80,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         stop: Event set by an authorized ``Shutdown``.
         token: The shared control token (None: only the launcher certificate can stop the process).
         shutdown_identities: Certificate common names allowed to stop the process over mTLS.
+        undecodable: Undecodable requests by method (see :class:`UndecodableCounter`), reported by ``GetInfo``.
     """
 
     def __init__(
@@ -60,8 +89,10 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         stop: threading.Event,
         token: str | None = None,
         shutdown_identities: frozenset[str] = frozenset({tls.LAUNCHER}),
+        undecodable: Counter[str] | None = None,
     ) -> None:
         self._identity = identity
+        self._undecodable = undecodable if undecodable is not None else Counter()
         self._stop = stop
         self._token = token
         self._shutdown_identities = shutdown_identities
@@ -72,9 +103,16 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
 
     @guarded
     def GetInfo(self, request, context):  # noqa: N802 (gRPC method name)
-        """Return role, agent index, pid and counters (plus ``shutdown_refused``)."""
+        """Return role, agent index, pid and counters.
+
+        Besides the process's own counters: ``shutdown_refused`` (unauthorized ``Shutdown`` calls),
+        ``shutdown_invalid`` (authorized ones with an invalid request) and ``undecodable_requests`` (requests of
+        any method whose bytes did not decode).
+        """
         counters = {k: float(v) for k, v in self._identity.counters().items()}
         counters["shutdown_refused"] = float(sum(self.shutdown_refused.values()))
+        counters["shutdown_invalid"] = float(self.rejected)
+        counters["undecodable_requests"] = float(sum(self._undecodable.values()))
         return control_pb2.ProcessInfo(
             role=self._identity.role,
             agent_index=self._identity.agent_index,
@@ -192,11 +230,16 @@ def start_server(
     Raises:
         RuntimeError: If the address cannot be bound.
     """
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=grpc_options(max_message_bytes))
+    undecodable = UndecodableCounter()
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers),
+        options=grpc_options(max_message_bytes),
+        interceptors=[undecodable],
+    )
     register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    control = ControlServicer(identity, stop, token)
+    control = ControlServicer(identity, stop, token, undecodable=undecodable.counts)
     control_pb2_grpc.add_ControlServicer_to_server(control, server)
     try:
         bound = tls.add_port(server, f"{host}:{port}", tls_identity)

@@ -333,6 +333,20 @@ class Mesh:
         self.env_address = f"{self.config.runtime.host}:{port}"
         return env
 
+    def start_learner(self, agent_id: int) -> Proc:
+        """Start the learner of one agent on its own (after :meth:`start_env`; no agents, no gossip).
+
+        Returns when it has bound its port (``Proc.port``), e.g. for a benchmark that talks to it directly.
+
+        Raises:
+            MeshError: If a TLS file is missing or wrong, or the learner fails to start.
+        """
+        self._prepare_security([("learner", agent_id)])
+        args = ["--agent-id", str(agent_id), "--env-addr", self.env_address]
+        learner = self._spawn("learner", agent_id, "learner_service", args, {})
+        self._await_port(learner, self.config.runtime.startup_timeout_s)
+        return learner
+
     def start(self) -> None:
         """Start env, learners (training) and agents; return when all are up.
 

@@ -21,9 +21,10 @@ from marlmesh import tensors
 from marlmesh.config import load_config
 from marlmesh.control_token import metadata
 from marlmesh.policy_spec import policy_spec_for
-from marlmesh.rollout import FRAGMENT_REJECT_CAUSES, RolloutRecorder
+from marlmesh.rollout import FRAGMENT_REJECT_CAUSES
 from marlmesh.serving import Identity, start_server
-from marlmesh.v1 import control_pb2, control_pb2_grpc, env_pb2, env_pb2_grpc, learner_pb2, learner_pb2_grpc, tensor_pb2
+from marlmesh.testing.fuzz_strategies import AGENT, INT32, INT64, fragments, valid_fragment, wire_tensors
+from marlmesh.v1 import control_pb2, control_pb2_grpc, env_pb2, env_pb2_grpc, learner_pb2, learner_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -92,19 +93,7 @@ class Servers:
         self.env = env_pb2_grpc.EnvServiceStub(self.env_ch)
         self.learner = learner_pb2_grpc.LearnerServiceStub(self.learner_ch)
         self.env.Join(env_pb2.JoinRequest(agent_index=0, process_id="fuzz-0"), timeout=5)
-        self.fragment = self._valid_fragment(spec)
-
-    @staticmethod
-    def _valid_fragment(spec) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng(0)
-        t, b, n, m = 2, 2, spec.num_agents, spec.message_dim
-        rec = RolloutRecorder(t, b, spec.obs_shape, spec.action_space, 1, n, m)
-        inbox = [(np.zeros((b, n, m), np.float32), np.ones((b, n), np.float32))]
-        for _ in range(t):
-            obs = rng.normal(size=(b, *spec.obs_shape)).astype(np.float32)
-            rec.add_decision(obs, inbox, np.zeros(b, np.int64), np.zeros(b), np.zeros(b), 0)
-            rec.add_outcome(np.ones(b), np.zeros(b, bool), np.zeros(b, bool), np.zeros_like(obs))
-        return rec.finish(obs, inbox)
+        self.fragment = valid_fragment(spec)
 
     def close(self):
         for ch in (self.env_ch, self.learner_ch):
@@ -130,6 +119,7 @@ def _expect_handled(call, *, allow_ok=True, allow=frozenset()):
         code = exc.code()
         CALLS[code.name] = CALLS.get(code.name, 0) + 1
         if code == grpc.StatusCode.INTERNAL and exc.details() == GRPC_UNDECODABLE:
+            CALLS["undecodable"] = CALLS.get("undecodable", 0) + 1
             return code
         assert code in EXPECTED | set(allow), f"{code.name}: {exc.details()}"
         assert exc.details(), "a rejection must say why"
@@ -137,27 +127,6 @@ def _expect_handled(call, *, allow_ok=True, allow=frozenset()):
     assert allow_ok, "malformed request was accepted"
     CALLS["OK"] = CALLS.get("OK", 0) + 1
     return grpc.StatusCode.OK
-
-
-# -- strategies -------------------------------------------------------------------------------------
-INT32 = st.integers(-(2**31), 2**31 - 1)
-INT64 = st.integers(-(2**63), 2**63 - 1)
-DTYPES = st.one_of(st.sampled_from(sorted(tensors.WIRE_DTYPES)), st.text(max_size=10))
-SHAPES = st.lists(st.one_of(st.integers(-3, 6), st.integers(-(2**62), 2**62)), max_size=5)
-
-
-@st.composite
-def wire_tensors(draw):
-    """Random tensors: mostly consistent byte counts for a small shape, sometimes junk."""
-    if draw(st.booleans()):
-        return tensor_pb2.Tensor(dtype=draw(DTYPES), shape=draw(SHAPES), data=draw(st.binary(max_size=128)))
-    dtype = draw(st.sampled_from(sorted(tensors.WIRE_DTYPES)))
-    shape = draw(st.lists(st.integers(0, 4), max_size=3))
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize if shape else np.dtype(dtype).itemsize
-    return tensor_pb2.Tensor(dtype=dtype, shape=shape, data=draw(st.binary(min_size=size, max_size=size)))
-
-
-AGENT = st.one_of(st.integers(-2, 4), INT32)
 
 
 # -- EnvService ---------------------------------------------------------------------------------------
@@ -194,46 +163,6 @@ def test_fuzz_env_get_stats(servers, episodes_from, max_episodes):
 
 
 # -- LearnerService -----------------------------------------------------------------------------------
-MUTATIONS = st.sampled_from(
-    ["none", "drop", "extra", "dtype", "shape", "nan", "action_range", "negative_version", "junk"]
-)
-
-
-@st.composite
-def fragments(draw, base):
-    cols = dict(base)
-    mutation = draw(MUTATIONS)
-    name = draw(st.sampled_from(sorted(cols)))
-    if mutation == "drop":
-        del cols[name]
-    elif mutation == "extra":
-        cols[draw(st.text(min_size=1, max_size=8))] = np.zeros(2, np.float32)
-    elif mutation == "dtype":
-        cols[name] = cols[name].astype(draw(st.sampled_from(["float16", "int8", "bool", "float64", "int32"])))
-    elif mutation == "shape":
-        cols[name] = cols[name].reshape(-1)[: draw(st.integers(0, cols[name].size))]
-    elif mutation == "nan" and cols[name].dtype.kind == "f":
-        cols[name] = cols[name].copy()
-        cols[name].reshape(-1)[0] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-    elif mutation == "action_range":
-        cols["action"] = np.full_like(cols["action"], draw(st.sampled_from([-1, 5, 2**40])))
-    elif mutation == "negative_version":
-        cols["policy_version"] = np.full_like(cols["policy_version"], -draw(st.integers(1, 2**40)))
-    named = tensors.encode_named(cols)
-    if mutation == "junk":
-        named[draw(st.integers(0, len(named) - 1))].tensor.CopyFrom(draw(wire_tensors()))
-    versions = cols.get("policy_version", np.zeros(1, np.int64))
-    honest = draw(st.booleans())
-    return learner_pb2.RolloutFragment(
-        agent_index=0 if honest else draw(AGENT),
-        fragment_id=draw(st.integers(0, 2**64 - 1)),
-        num_steps=int(cols["obs"].shape[0]) if honest and "obs" in cols and cols["obs"].ndim else draw(INT32),
-        min_policy_version=int(versions.min()) if honest and versions.size else draw(INT64),
-        max_policy_version=int(versions.max()) if honest and versions.size else draw(INT64),
-        columns=named,
-    )
-
-
 @settings(FUZZ, max_examples=400)
 @given(data=st.data())
 def test_fuzz_learner_push_rollout(servers, data):
@@ -274,6 +203,7 @@ METHODS = [
     ("env", "/marlmesh.v1.EnvService/GetSpec"),
     ("learner", "/marlmesh.v1.LearnerService/PushRollout"),
     ("learner", "/marlmesh.v1.LearnerService/GetStatus"),
+    ("learner", "/marlmesh.v1.LearnerService/GetPolicyGraphs"),
     ("env", "/marlmesh.v1.Control/GetInfo"),
     ("learner", "/marlmesh.v1.Control/Shutdown"),
 ]
@@ -298,6 +228,12 @@ def test_oversized_messages_are_refused_and_servers_stay_up_and_counted(servers)
         health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert not servers.env_servicer.internal_errors and not servers.learner_servicer.internal_errors
+    # requests gRPC could not decode never reach a servicer, but the server counts them too
+    undecodable = sum(
+        control_pb2_grpc.ControlStub(ch).GetInfo(control_pb2.InfoRequest(), timeout=5).counters["undecodable_requests"]
+        for ch in (servers.env_ch, servers.learner_ch)
+    )
+    assert undecodable == CALLS.get("undecodable", 0)
     print("fuzzed calls by status:", CALLS, "env rejected:", dict(servers.env_servicer.rejected))
     print("learner dropped:", dict(servers.learner_node.dropped), "watch rejected:", servers.learner_servicer.rejected)
     if sum(CALLS.values()) > 2000:  # the whole module ran: thousands of requests went through real handlers
