@@ -20,8 +20,7 @@ from prometheus_client import CollectorRegistry
 from comm_bus.addressing import PeerAddressing
 from comm_bus.bus import Bus
 from comm_bus.metrics import BusMetrics
-from marlmesh import process
-from marlmesh.ports import free_port_block
+from marlmesh import contract, process
 
 AGENT, NUM_AGENTS = 1, 3
 CHANNEL = "fuzz-control"
@@ -44,11 +43,10 @@ def counters(bus: Bus) -> dict[str, object]:
 def serve(max_frame_bytes: int) -> None:
     """Run the bus until a ``stop`` request."""
     ctx = zmq.Context()
-    base = free_port_block("127.0.0.1", NUM_AGENTS)
-    bus = Bus(
+    bus = Bus(  # binds a port the OS assigns; it never dials its (absent) peers: it only receives
         AGENT,
         NUM_AGENTS,
-        PeerAddressing(base_port=base),
+        PeerAddressing.os_assigned(),
         max_frame_bytes=max_frame_bytes,
         metrics=BusMetrics(CollectorRegistry()),
         context=ctx,
@@ -56,7 +54,8 @@ def serve(max_frame_bytes: int) -> None:
     control = ctx.socket(zmq.REP)
     control.setsockopt(zmq.LINGER, 0)
     control.bind("tcp://127.0.0.1:*")
-    print("READY", bus.addressing.peer_address(AGENT), control.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+    endpoint = f"tcp://{contract.LOCAL_HOST}:{bus.bound_port}"
+    print("READY", endpoint, control.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
     poller = zmq.Poller()
     poller.register(control, zmq.POLLIN)
     while True:

@@ -6,22 +6,11 @@ import sys
 
 import pytest
 
+from marlmesh.bench import fuzz
+
 pytestmark = pytest.mark.integration
 
-SURFACES = {
-    "env.Join",
-    "env.Step",
-    "env.Leave",
-    "env.GetStats",
-    "env.GetSpec",
-    "learner.PushRollout",
-    "learner.WatchWeights",
-    "learner.GetStatus",
-    "control.GetInfo",
-    "control.Shutdown",
-    "health.Check",
-    "bus.receive",
-}
+SURFACES = set(fuzz.SURFACES)  # every gRPC method and the bus
 
 
 def test_bench_fuzz_counts_every_input(tmp_path):
