@@ -116,13 +116,7 @@ class LinkEmulator:
     """
 
     def __init__(
-        self,
-        src: int,
-        params: LinkParams,
-        seed: int,
-        *,
-        shared_medium: bool = False,
-        cut: LinkCut | None = None,
+        self, src: int, params: LinkParams, seed: int, *, shared_medium: bool = False, cut: LinkCut | None = None
     ) -> None:
         self.src = src
         self.params = params
