@@ -171,7 +171,9 @@ class Bus:
         payload_row = row_bytes(wire, batch)
         now = self.clock.send_time(tick, round)
         self._env_steps = tick * batch
-        fates = self._fates(now, dsts, payload_row, batch, positions, rows)
+        # rows the receiver would first read older than its lifespan are dropped by the link (expired)
+        deadline = None if self.emulator is None else self.clock.usable_until(tick, round, now, self.mailbox.lifespan)
+        fates = self._fates(now, dsts, payload_row, batch, positions, rows, deadline)
         self._seq += 1
         common = serialize(
             Envelope(
@@ -222,6 +224,7 @@ class Bus:
         batch: int,
         positions: np.ndarray | None,
         rows: np.ndarray | None,
+        deadline: float | None,
     ) -> Fates:
         if self.emulator is None:
             cause = np.zeros((len(dsts), batch), np.uint8)
@@ -234,7 +237,7 @@ class Bus:
         if positions is not None and dsts:
             pos = np.asarray(positions, np.float64)
             distances = np.linalg.norm(pos[list(dsts)] - pos[self.agent_index][None], axis=-1)
-        return self.emulator.transmit(now, dsts, payload_row, self.header_bytes, batch, distances, rows)
+        return self.emulator.transmit(now, dsts, payload_row, self.header_bytes, batch, distances, rows, deadline)
 
     # -- receiving ---------------------------------------------------------------------------------
     def collect(

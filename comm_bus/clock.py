@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 
@@ -40,6 +41,22 @@ class SimClock:
         """Bus time at which that round's inbox is read."""
         return tick * self.dt + (round + 1) * self.round_interval
 
+    def usable_until(self, tick: int, round: int, sent_at: float, lifespan: float) -> float:
+        """The last read of round ``round`` at which a row sent at ``sent_at`` is still fresh (-inf: none).
+
+        Round ``round``'s inbox is read once per tick; a row that becomes visible after this read is first read
+        older than ``lifespan`` (the mailbox's test, ``read time - sent_at <= lifespan``), so it is never used.
+        """
+        if self.read_time(tick, round) - sent_at > lifespan:
+            return -math.inf
+        t = tick + max(0, int((lifespan - (self.read_time(tick, round) - sent_at)) // self.dt))
+        # settle float rounding on the exact test the mailbox applies
+        while self.read_time(t + 1, round) - sent_at <= lifespan:
+            t += 1
+        while self.read_time(t, round) - sent_at > lifespan:
+            t -= 1
+        return self.read_time(t, round)
+
 
 class WallClock:
     """Real time: sends and reads happen now."""
@@ -54,3 +71,7 @@ class WallClock:
     def read_time(self, tick: int, round: int) -> float:
         """Now."""
         return time.time()
+
+    def usable_until(self, tick: int, round: int, sent_at: float, lifespan: float) -> float:
+        """The latest visibility time at which a row sent at ``sent_at`` can still be read fresh."""
+        return sent_at + lifespan

@@ -13,11 +13,16 @@ this order (docs/link-emulation.md):
    clipped at 0);
 5. **serialization** at ``rate_bps``: ``visible_at = max(now + delay, last) + bits / rate`` where ``last``
    is the previous message's ``visible_at`` on that link (FIFO: no reordering unless ``reorder`` is set and
-   the link has no rate limit). ``bits = 8 * (payload bytes + header bytes)``.
+   the link has no rate limit). ``bits = 8 * (payload bytes + header bytes)``;
+6. **lifespan**: dropped (``expired``) if ``visible_at`` is after ``deadline``, the last time the receiver
+   would still read it within its lifespan (given by the bus: :meth:`comm_bus.clock.SimClock.usable_until`):
+   the row could never be used, so it is not queued and not serialized (``last`` and the queue stay as they
+   were), and the link's capacity goes to the rows that can still arrive in time.
 
 With ``shared_medium`` every sender has one transmitter: a round's message to several peers is serialized
 once (``done = max(now, last) + bits / rate``) and becomes visible at each receiver after that receiver's
-own latency and jitter; range and loss stay per receiver.
+own latency and jitter; range and loss stay per receiver. A row whose transmission would end after the
+deadline is not transmitted at all (``expired`` on every link).
 
 Randomness comes from one generator per directed link seeded by ``(seed, src, dst)``, consumed in a fixed
 order, so the same seed and the same sequence of sends give the same fates on any machine.
@@ -25,7 +30,6 @@ order, so the same seed and the same sequence of sends give the same fates on an
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,7 +38,7 @@ import numpy as np
 from marlmesh.config.bus import LinkConfig
 
 #: Fate codes (also the ``cause`` column of the trace file).
-DELIVERED, OUT_OF_RANGE, LOSS, QUEUE_FULL, NOT_SENT, PARTITION = 0, 1, 2, 3, 4, 5
+DELIVERED, OUT_OF_RANGE, LOSS, QUEUE_FULL, NOT_SENT, PARTITION, EXPIRED = 0, 1, 2, 3, 4, 5, 6
 CAUSES: dict[int, str] = {
     DELIVERED: "delivered",
     OUT_OF_RANGE: "out_of_range",
@@ -42,6 +46,7 @@ CAUSES: dict[int, str] = {
     QUEUE_FULL: "queue_full",
     NOT_SENT: "not_sent",
     PARTITION: "partition",
+    EXPIRED: "expired",
 }
 
 
@@ -69,7 +74,26 @@ class _LinkState:
         self.rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, src, dst, 0x4C494E4B])))
         self.last = np.full(batch, -np.inf)
         self.bad = np.zeros(batch, bool)
-        self.in_flight: deque[tuple[np.ndarray, int]] = deque()  # (visible_at [B] or -inf, bytes)
+        self.queue_at = np.empty((0, batch))  # [Q, B] visible_at of the queued messages (-inf: a dropped row)
+        self.queue_bytes = np.empty(0)  # [Q] bytes of each queued message
+
+    def enqueue(self, at: np.ndarray, size: int) -> None:
+        """Queue one message (``at``: ``[B]`` visible_at, -inf for the rows not queued)."""
+        self.queue_at = np.concatenate([self.queue_at, at[None]])
+        self.queue_bytes = np.append(self.queue_bytes, float(size))
+
+    def in_flight(self, now: float) -> np.ndarray:
+        """``[Q, B]``: the queued rows not yet visible at ``now`` (messages with none left are forgotten)."""
+        pending = self.queue_at > now
+        busy = pending.any(1)
+        if not busy.all():
+            self.queue_at, self.queue_bytes, pending = self.queue_at[busy], self.queue_bytes[busy], pending[busy]
+        return pending
+
+    def clear_queue(self) -> None:
+        """Forget the queue (the link has no queue limit)."""
+        if self.queue_bytes.size:
+            self.queue_at, self.queue_bytes = self.queue_at[:0], self.queue_bytes[:0]
 
 
 LinkParams = Callable[[int, float], LinkConfig]
@@ -122,6 +146,7 @@ class LinkEmulator:
         batch: int,
         distances: np.ndarray | None = None,
         rows: np.ndarray | None = None,
+        deadline: float | None = None,
     ) -> Fates:
         """Decide the fates of one round's message rows to ``dsts``.
 
@@ -134,6 +159,8 @@ class LinkEmulator:
             distances: ``[len(dsts), B]`` sender-receiver distances, or None when the env has no positions
                 (then no range check).
             rows: ``[B]`` bool, rows actually sent (None = all); the others get :data:`NOT_SENT`.
+            deadline: Bus time after which a row can no longer be used: rows visible later are dropped as
+                :data:`EXPIRED` before they are queued (None: no deadline).
 
         Returns:
             The fates, one row per receiver.
@@ -166,7 +193,7 @@ class LinkEmulator:
             delay = self._delay(p, link, batch)
             if self.shared_medium:
                 if medium_done is None:
-                    medium_done = self._serialize_medium(now, bits, p.rate_bps, sent)
+                    medium_done = self._serialize_medium(now, bits, p.rate_bps, sent, deadline)
                 at = medium_done + delay
                 at = np.maximum(at, link.last) if not p.reorder else at
             else:
@@ -174,10 +201,14 @@ class LinkEmulator:
                 if p.rate_bps is not None or not p.reorder:
                     start = np.maximum(start, link.last)
                 at = start + (bits / p.rate_bps if p.rate_bps is not None else 0.0)
+            if deadline is not None:
+                late = ok & ~(at <= deadline)  # NaN: a shared-medium row that was not transmitted
+                cause[i, late] = EXPIRED
+                ok &= ~late
             visible[i, ok] = at[ok]
             link.last = np.where(ok, at, link.last)
             if p.queue_limit is not None or p.queue_limit_bytes is not None:
-                link.in_flight.append((np.where(ok, at, -np.inf), row_bytes))
+                link.enqueue(np.where(ok, at, -np.inf), row_bytes)
         return Fates(tuple(dsts), visible, cause, row_bytes)
 
     @staticmethod
@@ -193,19 +224,14 @@ class LinkEmulator:
     @staticmethod
     def _queue_full(p: LinkConfig, link: _LinkState, now: float, row_bytes: int) -> np.ndarray:
         if p.queue_limit is None and p.queue_limit_bytes is None:
-            link.in_flight.clear()
+            link.clear_queue()
             return np.zeros(link.last.shape, bool)
-        while link.in_flight and bool((link.in_flight[0][0] <= now).all()):
-            link.in_flight.popleft()
-        if not link.in_flight:
-            return np.zeros(link.last.shape, bool)
-        pending = np.stack([at > now for at, _ in link.in_flight])  # [Q, B]
+        pending = link.in_flight(now)  # [Q, B]
         full = np.zeros(link.last.shape, bool)
         if p.queue_limit is not None:
             full |= pending.sum(0) >= p.queue_limit
         if p.queue_limit_bytes is not None:
-            sizes = np.array([size for _, size in link.in_flight], float)
-            full |= (sizes[:, None] * pending).sum(0) + row_bytes > p.queue_limit_bytes
+            full |= (link.queue_bytes[:, None] * pending).sum(0) + row_bytes > p.queue_limit_bytes
         return full
 
     @staticmethod
@@ -217,10 +243,14 @@ class LinkEmulator:
         noise = link.rng.uniform(-j, j, batch) if p.jitter_distribution == "uniform" else link.rng.normal(0, j, batch)
         return np.maximum(0.0, base + noise)
 
-    def _serialize_medium(self, now: float, bits: float, rate: float | None, sent: np.ndarray) -> np.ndarray:
+    def _serialize_medium(
+        self, now: float, bits: float, rate: float | None, sent: np.ndarray, deadline: float | None
+    ) -> np.ndarray:
+        """End of the one transmission of each sent row (NaN: not transmitted, it would end after the deadline)."""
         batch = sent.shape[0]
         if self._medium_last is None:
             self._medium_last = np.full(batch, -np.inf)
         done = np.maximum(now, self._medium_last) + (bits / rate if rate is not None else 0.0)
-        self._medium_last = np.where(sent, done, self._medium_last)
-        return done
+        on_air = sent if deadline is None else sent & (done <= deadline)
+        self._medium_last = np.where(on_air, done, self._medium_last)
+        return np.where(on_air, done, np.nan)

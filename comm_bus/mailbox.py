@@ -8,8 +8,9 @@ own link), then returns the latest row per env copy that is younger than the lif
 Counted (per receiver): ``superseded`` (a visible row replaced by a newer one before it was ever read) and
 ``expired`` (a visible row that aged past the lifespan before it was ever read, or a row that becomes visible
 only after the lifespan: such a row can never be used, so it is counted and dropped when its frame arrives
-instead of being held until then; on a saturated link that would be thousands of frames per slot, every one
-re-examined at every read).
+instead of being held until then). A sender's link emulation already drops such rows before they are queued
+(:mod:`comm_bus.link_emulation`); the receiver applies the same test because a peer's visibility times are
+not trusted (held, they would be re-examined at every read).
 
 Each round of a multi-round channel is its own slot, so a hop-1 embedding never stands in for a hop-2 one.
 """

@@ -26,7 +26,7 @@ DROP_CAUSES = (
     "out_of_range",  # link: receiver beyond radio range
     "loss",  # link: random loss (Bernoulli or Gilbert-Elliott)
     "queue_full",  # link: drop-tail queue limit
-    "expired",  # receiver: visible only after the lifespan, or aged out unread
+    "expired",  # link: first read only after the lifespan (never queued); receiver: aged out unread
     "superseded",  # receiver: replaced by a newer value before it was read
     "round_timeout",  # receiver: a live peer's frame did not arrive in time (sim) / by the deadline (wall)
     "transport_full",  # sender: the transport would not take the frame in time

@@ -1,8 +1,9 @@
 """Message-fate traces: one fixed-size record per message (one env copy's row on one directed link).
 
 Every agent's bus appends the fates it decided as a sender (delivered at ``visible_at``, or dropped with a
-cause) and the receive-side events it saw (``expired``, ``superseded`` are counted, not traced) to its own
-file; the launcher merges them into ``RUN_DIR/bus_trace.bin`` sorted by (tick, round, src, dst, env).
+cause, ``expired`` for a row the receiver could not read within the lifespan) to its own file; the
+receive-side events (rows aged out or ``superseded`` before they were read) are counted, not traced. The
+launcher merges the files into ``RUN_DIR/bus_trace.bin`` sorted by (tick, round, src, dst, env).
 
 File format (little-endian): the 8 bytes ``MMTRACE1``, a 4-byte header length, a JSON header
 (``{"dtype": [...], "records": n, "causes": {...}, ...}``), then ``n`` records of :data:`RECORD`:
@@ -10,7 +11,7 @@ File format (little-endian): the 8 bytes ``MMTRACE1``, a 4-byte header length, a
 =============  ======  ==============================================================================
 ``tick``       uint32  batched env step
 ``round``      uint8   communication round inside the step
-``cause``      uint8   0 delivered, 1 out_of_range, 2 loss, 3 queue_full, 4 not_sent, 5 partition
+``cause``      uint8   0 delivered, 1 out_of_range, 2 loss, 3 queue_full, 4 not_sent, 5 partition, 6 expired
 ``src``        uint16  sender
 ``dst``        uint16  receiver
 ``env``        uint16  env copy (row)

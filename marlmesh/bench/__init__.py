@@ -18,7 +18,7 @@ PLANNED_KINDS: dict[str, str] = {}
 
 
 def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]]]:
-    from marlmesh.bench import actor, bus, e2e, edge, fuzz, scale, sim, soak
+    from marlmesh.bench import actor, bus, e2e, edge, fuzz, links, scale, sim, soak
 
     return {
         "bus": ("bus API vs raw pyzmq: throughput, round trip, emulation cost", bus.add_arguments, bus.main),
@@ -32,6 +32,11 @@ def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]
         "soak": (soak.HELP, soak.add_arguments, soak.run),
         "actor": ("entity vs MLP actor: decision and PPO minibatch time", actor.add_arguments, actor.main),
         "fuzz": (fuzz.HELP, fuzz.add_arguments, fuzz.main),
+        "links": (
+            "saturated vs ideal links, in process: training steps/s, latency, held frames",
+            links.add_arguments,
+            links.main,
+        ),
         "sim": ("mesh vs in-process launcher: training steps/s, identical trace", sim.add_arguments, sim.main),
     }
 

@@ -8,6 +8,9 @@ from pydantic import Field, model_validator
 
 from marlmesh.config.base import StrictModel
 
+DEFAULT_QUEUE_LIMIT = 1000
+"""Default ``queue_limit``: netem's default ``limit`` (packets), here messages per directed link and env copy."""
+
 
 class GilbertElliottConfig(StrictModel):
     """Two-state Markov (Gilbert-Elliott) burst loss, advanced once per message on each link and env copy."""
@@ -33,7 +36,8 @@ class LinkConfig(StrictModel):
 
     Per message (one env copy's row on one directed link): range check -> loss -> drop-tail queue ->
     delay (latency + jitter) -> serialization at the link rate:
-    ``visible_at = max(now + delay, previous visible_at) + bits / rate_bps``.
+    ``visible_at = max(now + delay, previous visible_at) + bits / rate_bps`` -> dropped as ``expired`` (never
+    queued) if the receiver would first read it older than ``bus.lifespan_ms``.
     """
 
     rate_bps: float | None = Field(None, gt=0)
@@ -53,22 +57,24 @@ class LinkConfig(StrictModel):
     gilbert_elliott: GilbertElliottConfig = Field(default_factory=GilbertElliottConfig)
     range: float | None = Field(None, gt=0)
     """Radio range in env units (distance between agent positions); unset = unlimited."""
-    queue_limit: int | None = Field(None, ge=1)
-    """Drop-tail queue limit in messages in flight on the link; unset = unlimited."""
+    queue_limit: int | None = Field(DEFAULT_QUEUE_LIMIT, ge=1)
+    """Drop-tail queue limit in messages in flight on the link (sent, not yet visible), counted per env copy;
+    ``null`` = unlimited. The default, 1000, is netem's own default ``limit`` (one netem queue per directed link
+    and env copy); like netem's it counts rows still in their delay. Rows the receiver would first read older than
+    ``bus.lifespan_ms`` are never queued, so at the default lifespan (1 s) at most lifespan / round interval rows
+    (20 at two rounds per 100 ms step) are in flight and the limit acts only with a longer lifespan, bounding the
+    queue as a netem qdisc does. Alone it is no constraint (nothing is in flight without delay or a rate limit)."""
     queue_limit_bytes: int | None = Field(None, ge=1)
-    """Drop-tail queue limit in bytes in flight on the link; unset = unlimited."""
+    """Drop-tail queue limit in bytes in flight on the link, counted per env copy; unset = unlimited."""
 
     def is_ideal(self) -> bool:
-        """True when the link imposes no constraint at all."""
+        """True when the link imposes no constraint at all.
+
+        Queue limits do not count: without delay or a rate limit nothing is ever in flight, so they never drop.
+        """
         lossless = self.loss == 0 if self.loss_model == "bernoulli" else self.gilbert_elliott.mean_loss() == 0
         return (
-            self.rate_bps is None
-            and self.latency_ms == 0
-            and self.jitter_ms == 0
-            and lossless
-            and self.range is None
-            and self.queue_limit is None
-            and self.queue_limit_bytes is None
+            self.rate_bps is None and self.latency_ms == 0 and self.jitter_ms == 0 and lossless and self.range is None
         )
 
 
@@ -86,6 +92,7 @@ class LinkOverride(StrictModel):
     loss: float | None = Field(None, ge=0.0, le=1.0)
     range: float | None = Field(None, gt=0)
     queue_limit: int | None = Field(None, ge=1)
+    """Unset: inherit; ``null``: no queue limit on these links."""
     queue_limit_bytes: int | None = Field(None, ge=1)
 
     def matches(self, src: int, dst: int) -> bool:
@@ -125,7 +132,7 @@ class LinksConfig(StrictModel):
         if self.model == "ideal" and (not self.default.is_ideal() or self.overrides or self.shared_medium):
             raise ValueError(
                 "model 'ideal' has no constraints; use model 'netem' (or leave model unset) to emulate "
-                "rate/latency/jitter/loss/range/queue limits"
+                "rate/latency/jitter/loss/range (queue limits act only on delayed links)"
             )
         if self.model == "trace" and not self.trace_file:
             raise ValueError("model 'trace' needs bus.links.trace_file")
@@ -170,7 +177,8 @@ class BusConfig(StrictModel):
     """Sim: longest real wait for a live peer's frame of a round (a dead peer; counted as ``round_timeout``).
     Wall: the per-round deadline; what is not visible by then is seen in a later round or never."""
     lifespan_ms: float = Field(1_000.0, gt=0)
-    """Mailbox entries older than this (bus clock, since the sender sent them) are no longer used."""
+    """Mailbox entries older than this (bus clock, since the sender sent them) are no longer used; a row the
+    receiver would first read older than this is dropped by its sender's link (counted as ``expired``)."""
     header_bytes: int = Field(32, ge=0)
     """Per-message header overhead added to the payload bytes (counted and serialized on links)."""
     quantization: Literal["fp32", "fp16", "int8"] = "fp32"

@@ -1,5 +1,6 @@
 import pytest
 
+from comm_bus.links import resolve_link
 from marlmesh.config import ConfigError, apply_overrides, dump_config, load_config
 
 
@@ -83,6 +84,7 @@ def test_missing_and_invalid_files(tmp_path):
 
 def test_link_constraints_pick_the_netem_model_unless_ideal_is_forced():
     assert load_config(None).bus.links.resolved_model() == "ideal"
+    assert load_config(None, ["bus.links.default={}"]).bus.links.resolved_model() == "ideal"
     assert load_config(None, ["bus.links.default.loss=0.1"]).bus.links.resolved_model() == "netem"
     with pytest.raises(ConfigError, match="'bus.links': model 'ideal' has no constraints"):
         load_config(None, ["bus.links.model=ideal", "bus.links.default.loss=0.1"])
@@ -90,3 +92,22 @@ def test_link_constraints_pick_the_netem_model_unless_ideal_is_forced():
         load_config(None, ["bus.links.default.loss=1.5"])
     with pytest.raises(ConfigError, match="did you mean 'bus.links.default.latency_ms'"):
         load_config(None, ["bus.links.default.latency=5"])
+
+
+def test_the_default_queue_limit_keeps_ideal_links_ideal_and_null_means_unbounded():
+    default = load_config(None).bus.links
+    assert default.default.queue_limit == 1000 and default.resolved_model() == "ideal"
+    # a queue limit alone constrains nothing (nothing is ever in flight): still ideal, also when forced
+    for limit in ("5", "null"):
+        links = load_config(None, [f"bus.links.default.queue_limit={limit}"]).bus.links
+        assert links.resolved_model() == "ideal"
+    assert load_config(None, ["bus.links.model=ideal", "bus.links.default.queue_limit=5"]).bus.links.default.is_ideal()
+    unbounded = load_config(None, ["bus.links.default.rate_bps=1000", "bus.links.default.queue_limit=null"]).bus.links
+    assert unbounded.default.queue_limit is None and unbounded.resolved_model() == "netem"
+    override = load_config(
+        None, ["bus.links.default.rate_bps=1000", "bus.links.overrides=[{dst: 1, queue_limit: null}]"]
+    )
+    assert resolve_link(override.bus.links, 0, 1).queue_limit is None
+    assert resolve_link(override.bus.links, 1, 0).queue_limit == 1000
+    with pytest.raises(ConfigError, match="bus.links.default.queue_limit"):
+        load_config(None, ["bus.links.default.queue_limit=0"])

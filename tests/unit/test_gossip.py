@@ -134,14 +134,15 @@ def test_gossip_bytes_go_through_the_link_emulation_and_are_counted():
     finally:
         for g in gossips:
             g.close()
-    # 2) 1 kbit/s: the parameters need ~3.5 s on the link, more than the 1 s slot: sent and counted, never mixed;
-    # the next mixing's hello queues behind them on the link (FIFO), arrives too late, so no edge, no parameters
+    # 2) 1 kbit/s: the parameters need ~3.5 s on the link, more than the 1 s slot: sent and counted, dropped by the
+    # link as expired (so they do not hold up the link: the next mixing's hello still arrives), never mixed
     _, gossips = _gossips(2, "algo.dgmappo.gossip.enabled=true", "bus.links.default.rate_bps=1000")
     try:
         out = _run(gossips, params, [[1], [0]], mixings=2)
         for i, g in enumerate(gossips):
-            assert g.bus.totals.bytes_sent == 2 * hello_bytes + param_bytes
-            assert g.counters["params_mixed"] == 0 and g.counters["params_missing"] == 1
+            assert g.bus.totals.bytes_sent == 2 * (hello_bytes + param_bytes)
+            assert dict(g.bus.totals.dropped) == {"expired": 2}
+            assert g.counters["params_mixed"] == 0 and g.counters["params_missing"] == 2
             assert np.array_equal(out[i]["w"], params[i]["w"])
     finally:
         for g in gossips:

@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from comm_bus.link_emulation import DELIVERED, LOSS, OUT_OF_RANGE, QUEUE_FULL, LinkEmulator
+from comm_bus.link_emulation import DELIVERED, EXPIRED, LOSS, OUT_OF_RANGE, QUEUE_FULL, LinkEmulator
 from comm_bus.link_trace import LinkTrace
 from comm_bus.links import NetemLink, TraceLink, resolve_link
+from comm_bus.mailbox import HeldFrame, Mailbox
 from marlmesh.config import LinkConfig, LinksConfig, load_config
 from tests.unit.test_bus import make_buses
 
@@ -111,21 +112,93 @@ def test_queue_overflow_is_counted_as_queue_full():
     assert [by_bytes.transmit(0.0, [1], 100, 0, 1).cause[0, 0] for _ in range(3)] == [DELIVERED, DELIVERED, QUEUE_FULL]
 
 
-def test_lifespan_expiry_is_counted_under_its_own_cause():
+def test_the_default_queue_limit_drops_queue_full_at_1000_messages_per_link_and_env_copy():
+    assert LinkConfig().queue_limit == 1000
+    emu = emulator(rate_bps=8_000)  # 100 bytes -> 0.1 s each: nothing leaves the queue while t stays 0
+    causes = [emu.transmit(0.0, [1], 100, 0, 2).cause[0] for _ in range(1001)]
+    assert all((c == DELIVERED).all() for c in causes[:1000])
+    assert causes[1000].tolist() == [QUEUE_FULL, QUEUE_FULL]  # counted per env copy: both rows are the 1001st
+    unbounded = emulator(rate_bps=8_000, queue_limit=None)
+    assert all((unbounded.transmit(0.0, [1], 100, 0, 2).cause[0] == DELIVERED).all() for _ in range(1001))
+
+
+def test_rows_that_cannot_be_visible_within_the_lifespan_are_expired_and_free_the_link():
+    # 1 kbit/s: a 96-byte row takes 0.768 s; one is offered every 50 ms, 16 times what the link carries
+    sends = [0.05 * t for t in range(200)]
+    bounded = emulator(rate_bps=1_000, latency_ms=50)
+    fates = [bounded.transmit(now, [1], 64, 32, 1, deadline=now + 1.0) for now in sends]
+    cause = np.array([f.cause[0, 0] for f in fates])
+    late = np.array([f.visible_at[0, 0] - now for f, now in zip(fates, sends, strict=True)])
+    assert set(cause.tolist()) == {DELIVERED, EXPIRED}
+    assert np.isnan(late[cause == EXPIRED]).all()
+    assert (late[cause == DELIVERED] <= 1.0).all()
+    # expired rows take no link time: the link keeps carrying a row about every 0.8 s (14 in 10 s of sends)
+    assert (cause == DELIVERED).sum() == 14
+    # without the lifespan (the rows would be held, then expire at the receiver) the queue grows without
+    # bound and only the first row is visible within 1 s
+    unbounded = emulator(rate_bps=1_000, latency_ms=50, queue_limit=None)
+    late = np.array([unbounded.transmit(now, [1], 64, 32, 1).visible_at[0, 0] - now for now in sends])
+    assert (late <= 1.0).sum() == 1 and late[-1] > 100
+
+
+def test_shared_medium_does_not_transmit_a_row_that_would_end_after_the_lifespan():
+    emu = emulator(shared_medium=True, rate_bps=1_000)
+    first = emu.transmit(0.0, [1, 2], 100, 0, 1, deadline=1.0)  # 0.8 s on the air
+    second = emu.transmit(0.0, [1, 2], 100, 0, 1, deadline=1.0)  # would end at 1.6 s: not sent, the radio stays free
+    third = emu.transmit(0.9, [1, 2], 100, 0, 1, deadline=1.9)
+    assert first.visible_at[:, 0].tolist() == [pytest.approx(0.8)] * 2
+    assert second.cause[:, 0].tolist() == [EXPIRED, EXPIRED]
+    assert third.visible_at[:, 0].tolist() == [pytest.approx(1.7)] * 2
+
+
+def test_lifespan_expiry_is_counted_by_the_sender_and_nothing_is_delivered_or_held():
     a, b = make_buses(2, "bus.links.default.latency_ms=350", "bus.lifespan_ms=200")
     try:
         for tick in range(8):
-            a.send(tick=tick, round=0, channel="c", payload={"msg": np.ones((3, 2), np.float32)}, peers=[1])
+            fates = a.send(tick=tick, round=0, channel="c", payload={"msg": np.ones((3, 2), np.float32)}, peers=[1])
+            assert (fates.cause == EXPIRED).all()
             assert b.collect(tick=tick, round=0, channel="c", expected=[0], timeout_s=5) == {}
-        # rows sent at t*0.1 become visible at t*0.1+0.35, already older than the 0.2 s lifespan: each one is
-        # expired when its frame arrives (none is held until it becomes visible, none is ever delivered)
-        assert b.totals.dropped["expired"] == 8 * 3
-        assert b.totals.messages_received == 0
-        assert set(b.totals.dropped) == {"expired"}
+        # rows sent at t*0.1 would become visible at t*0.1+0.35, already older than the 0.2 s lifespan: the
+        # sender counts each one as expired (none is queued, held or ever delivered)
+        assert dict(a.totals.dropped) == {"expired": 8 * 3}
+        assert b.totals.messages_received == 0 and not b.totals.dropped
         assert all(not slot.held for slot in b.mailbox.slots.values())
     finally:
         a.close()
         b.close()
+
+
+def test_sim_rows_visible_after_the_last_fresh_read_of_their_round_are_expired_by_the_sender():
+    from comm_bus.clock import SimClock
+
+    clock = SimClock(0.1, 0.05)  # round 0 of tick t is read at t*0.1 + 0.05
+    assert clock.usable_until(0, 0, 0.0, 1.0) == pytest.approx(0.95)  # the read at 1.05 would find it 1.05 s old
+    assert clock.usable_until(3, 1, 0.35, 1.0) == pytest.approx(1.3)  # round 1 of tick 3: reads at 0.4, ..., 1.3
+    assert clock.usable_until(0, 0, 0.0, 0.01) == -np.inf  # even the first read is too late
+    # 960 ms is within the 1 s lifespan but first read at 1.05 s: never used, so never sent (the mailbox would count
+    # it expired at that read)
+    a, b = make_buses(2, "bus.links.default.latency_ms=960", "bus.round_interval_ms=50")
+    try:
+        for tick in range(12):
+            fates = a.send(tick=tick, round=0, channel="c", payload={"msg": np.ones((2, 2), np.float32)}, peers=[1])
+            assert (fates.cause == EXPIRED).all()
+            assert b.collect(tick=tick, round=0, channel="c", expected=[0], timeout_s=5) == {}
+        assert dict(a.totals.dropped) == {"expired": 12 * 2} and not b.totals.dropped
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_mailbox_expires_a_received_row_visible_only_after_the_lifespan():
+    # a peer's visibility times are not trusted: the receiver applies the same test when a frame arrives
+    box = Mailbox(lifespan=1.0)
+    payload = {"msg": np.arange(2, dtype=np.float32)[:, None]}
+    box.hold(0, "c", 0, HeldFrame(0.0, np.array([0.5, 1e9]), payload, tick=0))
+    assert box.counts["expired"] == 1 and len(box.slots[(0, "c", 0)].held) == 1
+    got = box.read(0, "c", 0, now=0.6)
+    assert got.latencies.tolist() == [0.5] and not box.slots[(0, "c", 0)].held
+    box.hold(0, "c", 0, HeldFrame(1.0, np.array([5.0, 1e9]), payload, tick=1))
+    assert box.counts["expired"] == 3 and not box.slots[(0, "c", 0)].held  # nothing left to hold
 
 
 def test_jitter_never_reorders_unless_asked_and_stays_non_negative():
