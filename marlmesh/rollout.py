@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from marlmesh.errors import RefusedInput
 from marlmesh.spaces import SpaceSpec
 
 BOOT = "boot."
@@ -161,17 +162,8 @@ Box actions are not range-checked: the Gaussian policy samples outside the box (
 applies) and PPO needs the sampled, unclipped action to recompute its log-probability."""
 
 
-class FragmentError(ValueError):
-    """A fragment that must not be trained on.
-
-    Args:
-        cause: One of :data:`FRAGMENT_REJECT_CAUSES`.
-        message: What is wrong, naming the column.
-    """
-
-    def __init__(self, cause: str, message: str) -> None:
-        super().__init__(message)
-        self.cause = cause
+class FragmentError(RefusedInput):
+    """A fragment that must not be trained on (``cause``: one of :data:`FRAGMENT_REJECT_CAUSES`)."""
 
 
 COLUMN_DTYPES = {"f": np.dtype(np.float32), "i": np.dtype(np.int64), "b": np.dtype(bool)}

@@ -11,23 +11,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from marlmesh.errors import RefusedInput
+
 WEIGHTS_REJECT_CAUSES = ("undecodable", "wrong_agent", "bad_keys", "bad_shape", "bad_dtype", "non_finite")
 """Why an agent refuses a weights version: ``undecodable`` (the tensors do not decode), ``wrong_agent`` (the
 message is for another agent), ``bad_keys`` (missing or unexpected parameter names), ``bad_shape`` / ``bad_dtype``
 (a parameter differs from the agent's policy; weights are float32), ``non_finite`` (NaN or inf)."""
 
 
-class WeightsError(ValueError):
-    """A weights version that must not be loaded.
-
-    Args:
-        cause: One of :data:`WEIGHTS_REJECT_CAUSES`.
-        message: What is wrong, naming the parameter.
-    """
-
-    def __init__(self, cause: str, message: str) -> None:
-        super().__init__(message)
-        self.cause = cause
+class WeightsError(RefusedInput):
+    """A weights version that must not be loaded (``cause``: one of :data:`WEIGHTS_REJECT_CAUSES`)."""
 
 
 def check_weights(params: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]) -> None:

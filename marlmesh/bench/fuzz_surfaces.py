@@ -183,26 +183,10 @@ def grpc_surfaces(fragment: dict[str, np.ndarray], num_envs: int) -> list[Surfac
 
 def valid_frames() -> list[bytes]:
     """Valid bus frames from agent 0 to agent 1: a few payload shapes, with and without visibility times."""
-    from comm_bus.envelope import Envelope, serialize
-
-    out = []
-    for rows, dim, visible in ((1, 4, False), (4, 4, True), (2, 16, False), (8, 2, True)):
-        out.append(
-            serialize(
-                Envelope(
-                    src=0,
-                    dst=1,
-                    channel="c",
-                    tick=1,
-                    round=0,
-                    seq=1,
-                    sent_at=0.0,
-                    payload={"msg": np.ones((rows, dim), np.float32)},
-                    visible_at=np.zeros(rows) if visible else None,
-                )
-            )
-        )
-    return out
+    return [
+        fz.valid_frame(rows, dim, visible)
+        for rows, dim, visible in ((1, 4, False), (4, 4, True), (2, 16, False), (8, 2, True))
+    ]
 
 
 def bus_surface() -> Surface:

@@ -126,6 +126,24 @@ ENVELOPES = st.builds(
 """Structurally valid protobuf envelopes with hostile field values."""
 
 
+def valid_frame(rows: int = 4, dim: int = 4, visible: bool = True) -> bytes:
+    """A valid bus frame from agent 0 to agent 1 (``rows`` env copies of a ``dim`` message, visible at 0 or unset)."""
+    from comm_bus.envelope import Envelope, serialize
+
+    envelope = Envelope(
+        src=0,
+        dst=1,
+        channel="c",
+        tick=1,
+        round=0,
+        seq=1,
+        sent_at=0.0,
+        payload={"msg": np.ones((rows, dim), np.float32)},
+        visible_at=np.zeros(rows) if visible else None,
+    )
+    return serialize(envelope)
+
+
 def generate(strategy: st.SearchStrategy[T], n: int, seed: int) -> list[T]:
     """Draw ``n`` values of ``strategy`` (fewer only if Hypothesis exhausts a small strategy).
 

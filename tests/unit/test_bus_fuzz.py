@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from comm_bus.bus import Bus, local_buses
 from comm_bus.envelope import Envelope, serialize
 from comm_bus.metrics import BusMetrics
-from marlmesh.testing.fuzz_strategies import ENVELOPES, mutate
+from marlmesh.testing.fuzz_strategies import ENVELOPES, mutate, valid_frame
 from marlmesh.v1 import bus_pb2
 
 MAX_FRAME = 8192
@@ -49,19 +49,7 @@ def _check_one(b: Bus, frame: bytes) -> None:
 
 
 def _valid(rows: int = 4) -> bytes:
-    return serialize(
-        Envelope(
-            src=0,
-            dst=1,
-            channel="c",
-            tick=1,
-            round=0,
-            seq=1,
-            sent_at=0.0,
-            payload={"msg": np.ones((rows, 4), np.float32)},
-            visible_at=np.zeros(rows),
-        )  # fmt: skip
-    )
+    return valid_frame(rows)
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
