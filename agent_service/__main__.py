@@ -230,13 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         bound[ports.BUS] = node.bus.bound_port
     ports.write_port_file(ns.port_file, bound)
     log.info(
-        "agent %d up (mode %s, channel %s, B=%d, control %s:%d)",
+        "agent %d up (mode %s, channel %s, B=%d, control %s:%d)%s",
         agent,
         ns.mode,
         node.channel.name,
         node.num_envs,
         host,
         server.port,
+        process.security_note(tls_identity, curve=node.bus is not None and config.bus.security.curve),
     )
     code = 0
     try:

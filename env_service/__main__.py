@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         config.env.name,
         host,
         server.port,
-        " (mTLS)" if tls_identity else "",
+        process.security_note(tls_identity),
         node.num_agents,
         node.agent_names,
         node.num_envs,

@@ -126,10 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         bound[ports.GOSSIP] = gossip.bus.bound_port
     ports.write_port_file(ns.port_file, bound)
     log.info(
-        "learner of agent %d listening on %s:%d (version %d, resumed from %d, %d corrupt checkpoint(s) skipped)",
+        "learner of agent %d listening on %s:%d%s (version %d, resumed from %d, %d corrupt checkpoint(s) skipped)",
         agent,
         host,
         server.port,
+        process.security_note(tls_identity, curve=gossip is not None and config.bus.security.curve),
         node.version,
         node.resumed_from_version,
         node.checkpoints_corrupt,

@@ -138,6 +138,17 @@ def security_or_fail(
         fail(role, str(exc))
 
 
+def security_note(tls_identity: tls.TlsIdentity | None, curve: bool = False) -> str:
+    """What a service's start line says secures it: ``" (mTLS, CURVE)"``, ``" (mTLS)"``, ``" (CURVE)"`` or ``""``.
+
+    Args:
+        tls_identity: The process's TLS identity (gRPC and metrics over mTLS), or None.
+        curve: Whether its ZeroMQ sockets (bus, gossip) run CURVE.
+    """
+    parts = [name for name, on in (("mTLS", tls_identity is not None), ("CURVE", curve)) if on]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def run(role: str, main: Callable[[], int]) -> int:
     """Run a service's ``main``; an address it may not bind or dial in plaintext ends it with the one-line error.
 

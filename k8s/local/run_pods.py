@@ -2,8 +2,10 @@
 
 Usage, as root (the state folder under ``--state-dir`` is given to the pods' user, as ``fsGroup`` would)::
 
+    marlmesh keys gen /tmp/mesh-keys --agents 3  # the render secures every pod: mTLS, CURVE, HTTPS metrics
     marlmesh k8s render -c configs/dgmappo.yaml --agents 3 --out /tmp/mesh
-    python k8s/local/run_pods.py up /tmp/mesh --prometheus-config /tmp/mesh-prometheus.yml
+    python k8s/local/run_pods.py up /tmp/mesh /tmp/mesh-keys/secret.yaml \
+        --prometheus-config /tmp/mesh-prometheus.yml --scrape-keys /tmp/mesh-keys
     python k8s/local/run_pods.py down
 
 ``up`` reads the Deployments, StatefulSets, Services, ConfigMaps and Secrets of the given folders or files (a

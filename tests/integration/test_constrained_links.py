@@ -87,3 +87,4 @@ def test_keys_gen_and_a_curve_secured_run(secured_lossy_run):
     assert not summary["bus"]["dropped"].get("impersonation") and not summary["bus"]["dropped"].get("unauthenticated")
     for agent in summary["agents"]:
         assert len(agent["bus"]["received_from"]) == 2
+    assert "(CURVE)" in (run / "logs" / "train-agent-0.log").read_text(), "the agent's start line names CURVE"

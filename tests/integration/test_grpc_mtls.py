@@ -221,5 +221,6 @@ def test_smoke_training_with_mtls_completes_and_every_process_listens_on_loopbac
     assert {port for _, _, port in sockets} >= seen["expected_ports"], "every gRPC and bus port is listening"
     assert {pid for pid, _, _ in sockets} == set(seen["pids"]), "every process listens on something"
     assert all(address in LOOPBACK for _, address, _ in sockets), sockets
-    log = (tmp_path / "run" / "logs" / "train-env.log").read_text()
-    assert "(mTLS)" in log
+    logs = tmp_path / "run" / "logs"
+    for name in ("env", "agent-0", "learner-0"):  # every start line says what secures the process
+        assert "(mTLS)" in (logs / f"train-{name}.log").read_text(), name
