@@ -80,6 +80,17 @@ def volume_sources(objects: list[dict]) -> dict[tuple[str, str], Files]:
     return sources
 
 
+def missing_sources(pods: list[Pod], sources: dict[tuple[str, str], Files]) -> list[str]:
+    """``<pod>: <kind> <name>`` of every ConfigMap or Secret a pod mounts that no given file defines."""
+    missing = []
+    for pod in pods:
+        for volume in pod.spec.get("volumes", []):
+            for kind, key in (("configMap", "name"), ("secret", "secretName")):
+                if kind in volume and (kind, volume[kind][key]) not in sources:
+                    missing.append(f"{pod.name}: {kind} {volume[kind][key]}")
+    return missing
+
+
 def plan_pods(objects: list[dict], metrics_port_base: int) -> list[Pod]:
     """The pods of every Deployment and StatefulSet in ``objects``, with host ports from ``metrics_port_base`` on."""
     services = [o for o in objects if o["kind"] == "Service"]
@@ -289,6 +300,12 @@ def up(ns: argparse.Namespace) -> int:
         raise SystemExit(f"no Deployment or StatefulSet in {', '.join(map(str, ns.paths))}")
     namespace = next((o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"), "default")
     sources = volume_sources(objects)
+    missing = missing_sources(pods, sources)
+    if missing:
+        raise SystemExit(
+            f"no manifest defines what the pods mount ({', '.join(sorted(set(missing))[:4])}): pass the folders or "
+            "files that do, e.g. the secret.yaml of 'marlmesh keys gen' for a secured render"
+        )
     state_dir = ns.state_dir / ns.prefix
     scrape = None if ns.prometheus_config is None else prometheus_config(pods, ns.scrape_interval, ns.scrape_keys)
     commands = [["docker", "network", "create", "--label", f"{LABEL}={ns.prefix}", ns.prefix]]

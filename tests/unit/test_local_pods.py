@@ -26,6 +26,15 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stand-ins for the Secrets a secured render mounts (``marlmesh keys gen`` writes the real ones)."""
+    path = tmp_path_factory.mktemp("keys") / "secret.yaml"
+    names = ("marlmesh-tls", "marlmesh-bus-keys")
+    path.write_text(yaml.safe_dump_all([{"kind": "Secret", "metadata": {"name": n}, "data": {}} for n in names]))
+    return path
+
+
 def _flag_values(args: list[str], flag: str) -> list[str]:
     return [args[i + 1] for i, a in enumerate(args[:-1]) if a == flag]
 
@@ -83,10 +92,11 @@ def test_configmaps_and_secrets_become_files(tmp_path: Path) -> None:
 
 
 def test_dry_run_prints_commands_and_writes_a_prometheus_config(
-    rendered: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rendered: Path, secrets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     prom = tmp_path / "prometheus.yml"
-    argv = ["--state-dir", str(tmp_path / "state"), "up", str(rendered), "--dry-run", "--prometheus-config", str(prom)]
+    argv = ["--state-dir", str(tmp_path / "state"), "up", str(rendered), str(secrets), "--dry-run"]
+    argv += ["--prometheus-config", str(prom)]
     with pytest.raises(SystemExit, match="--scrape-keys"):  # the secured render's metrics need a client cert
         run_pods.main(argv)
     assert run_pods.main([*argv, "--scrape-keys", "/keys"]) == 0
@@ -113,3 +123,12 @@ def test_a_mount_inside_a_read_only_volume_gets_its_mountpoint_made(tmp_path: Pa
         run_pods.container_args(pod, learner, prefix="t", namespace="m", sources={}, state_dir=tmp_path), "-v"
     )
     assert f"{tmp_path}/secret/marlmesh-tls:/etc/marlmesh/tls:ro" in mounts
+
+
+def test_up_refuses_a_secured_render_without_the_secrets_it_mounts(
+    rendered: Path, secrets: Path, tmp_path: Path
+) -> None:
+    argv = ["--state-dir", str(tmp_path / "state"), "up", str(rendered), "--dry-run"]
+    with pytest.raises(SystemExit, match=r"secret marlmesh-tls.*secret\.yaml"):
+        run_pods.main(argv)
+    assert run_pods.main([*argv[:-1], str(secrets), "--dry-run"]) == 0
