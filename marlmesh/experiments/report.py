@@ -2,26 +2,37 @@
 
 Writes into ``SWEEP_DIR/report/`` one PNG per figure and ``SWEEP_DIR/report.md``:
 
-- ``return_vs_bandwidth.png``, ``return_vs_latency.png``, ``return_vs_loss.png``: evaluation return (sum over
-  agents) against one link parameter, the other link parameters held at their most ideal value in the sweep;
-  one line per method (``<algo>+<channel>`` or baseline; with a suffix for other varied axes), error bars =
-  std over seeds. Baselines (which do not communicate) are drawn as flat dashed lines.
+- ``return_vs_bandwidth.png``, ``return_vs_latency.png``, ``return_vs_jitter.png``, ``return_vs_loss.png``,
+  ``return_vs_range.png``: evaluation return (sum over agents) against one link parameter, the other link
+  parameters held at their most ideal value in the sweep; one line per method (``<algo>+<channel>`` or
+  baseline; with a suffix for other varied axes), error bars = the 95 % confidence interval of the IQM over
+  seeds. Baselines (which do not communicate) are drawn as flat lines.
+- ``learning_curves.png``: training return (mean of the last 100 episodes, ``metrics.jsonl``) against env
+  steps of every learning method on the ideal link, the mean over seeds with the seeds' range shaded.
 - ``bytes_per_episode.png`` and ``collisions.png``: a bar per cell group (mean ± std over seeds).
 
-A figure whose x axis the sweep does not vary is skipped, with a note in the report. Only cells with status
+A sweep with several envs (the ``env`` column) gets each return figure once per env, ``<stem>-<env>.png``.
+Returns are aggregated over seeds as the MARL evaluation protocol asks: the interquartile mean with a
+stratified bootstrap 95 % confidence interval (:mod:`marlmesh.experiments.estimates`, rliable). A
+figure whose x axis the sweep does not vary is skipped, with a note in the report. Only cells with status
 ``done`` are plotted; failed cells are listed.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import cycle
 from pathlib import Path
 
+import numpy as np
+
+from marlmesh.experiments.estimates import Interval, iqm_interval
 from marlmesh.experiments.results import FIXED_COLUMNS, METRIC_COLUMNS, TAIL_COLUMNS, read_csv
 
 NOT_AXIS = {"cell_id", "status", *FIXED_COLUMNS, *METRIC_COLUMNS, *TAIL_COLUMNS}
@@ -30,8 +41,13 @@ NOT_AXIS = {"cell_id", "status", *FIXED_COLUMNS, *METRIC_COLUMNS, *TAIL_COLUMNS}
 LINK_FIGURES = [
     ("return_vs_bandwidth", "link_rate_bps", "link rate (kbit/s; ∞ = unlimited)", math.inf),
     ("return_vs_latency", "link_latency_ms", "link latency (ms)", 0.0),
+    ("return_vs_jitter", "link_jitter_ms", "link jitter (ms)", 0.0),
     ("return_vs_loss", "link_loss", "message loss probability", 0.0),
+    ("return_vs_range", "link_range", "radio range (env units; ∞ = unlimited)", math.inf),
 ]
+#: Link columns whose most ideal value is the largest (the others are best at their smallest).
+LARGER_IS_BETTER = {"link_rate_bps", "link_range"}
+RETURN = "return_sum_mean"
 
 
 BASELINE_STYLES = (("black", "--"), ("tab:gray", ":"), ("tab:brown", "-."), ("tab:olive", "--"))
@@ -50,6 +66,8 @@ class Group:
     rows: list[dict[str, str]]
     line_label: str = ""
     """The group's line in the link figures: method plus the axes that are not link settings."""
+    env: str = ""
+    _intervals: dict[str, Interval | None] = field(default_factory=dict, repr=False)
 
     def stat(self, column: str) -> tuple[float | None, float | None, int]:
         """Mean, std (population; 0 for one seed) and count of a numeric column over the seeds."""
@@ -58,6 +76,19 @@ class Group:
         if not vals:
             return None, None, 0
         return statistics.fmean(vals), statistics.pstdev(vals) if len(vals) > 1 else 0.0, len(vals)
+
+    def interval(self, column: str) -> Interval | None:
+        """IQM over the seeds of a numeric column with its 95 % bootstrap interval (None without values)."""
+        if column not in self._intervals:
+            vals = [float(r[column]) for r in self.rows if r.get(column) not in (None, "")]
+            vals = [v for v in vals if math.isfinite(v)]
+            self._intervals[column] = iqm_interval(vals) if vals else None
+        return self._intervals[column]
+
+    @property
+    def ideal_link(self) -> bool:
+        """Every link parameter at its unconstrained value."""
+        return all(self.link[col] == ideal for _, col, _, ideal in LINK_FIGURES)
 
 
 def _link_value(row: dict[str, str], column: str, ideal: float) -> float:
@@ -88,7 +119,14 @@ def group_rows(rows: list[dict[str, str]]) -> list[Group]:
             parts = [row["method"]] + [f"{a}={row[a]}" for a in shown]
             line = [row["method"]] + [f"{a}={row[a]}" for a in shown if a not in link_axes]
             groups[key] = Group(
-                key, ", ".join(parts), row["method"], bool(row.get("baseline")), link, [], ", ".join(line)
+                key,
+                ", ".join(parts),
+                row["method"],
+                bool(row.get("baseline")),
+                link,
+                [],
+                ", ".join(line),
+                row.get("env", ""),
             )
         groups[key].rows.append(row)
     return list(groups.values())
@@ -100,19 +138,23 @@ def _fmt(mean: float | None, std: float | None, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
 
 
+def _fmt_interval(interval: Interval | None) -> str:
+    return "–" if interval is None else str(interval)
+
+
 def markdown_table(groups: Sequence[Group]) -> str:
-    """Mean ± std over seeds per cell group."""
+    """Per cell group: the return as IQM [95 % CI] over seeds, the other columns mean ± std."""
     head = (
         "| cell group | seeds | return (sum over agents) | collisions / ep | messages / ep | bytes / ep "
         "| latency p50 (ms) | drops | wall (s) |"
     )
     lines = [head, "|" + "---|" * 9]
     for g in groups:
-        ret = g.stat("return_mean")
         lat = g.stat("latency_p50_s")
         lat_ms = (lat[0] * 1000, lat[1] * 1000, lat[2]) if lat[0] is not None else lat
         lines.append(
-            f"| {g.label} | {len(g.rows)} | {_fmt(*ret[:2])} | {_fmt(*g.stat('collisions_mean')[:2])} "
+            f"| {g.label} | {len(g.rows)} | {_fmt_interval(g.interval(RETURN))} "
+            f"| {_fmt(*g.stat('collisions_mean')[:2])} "
             f"| {_fmt(*g.stat('messages_per_episode')[:2], 1)} | {_fmt(*g.stat('bytes_per_episode')[:2], 0)} "
             f"| {_fmt(*lat_ms[:2], 1)} | {_fmt(*g.stat('drops_total')[:2], 0)} "
             f"| {_fmt(*g.stat('wall_seconds')[:2], 0)} |"
@@ -120,10 +162,15 @@ def markdown_table(groups: Sequence[Group]) -> str:
     return "\n".join(lines)
 
 
+def _env_suffix(env: str) -> str:
+    """``-<env as a slug>`` for a per-env figure, empty for a sweep with one env."""
+    return "-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", env) if env else ""
+
+
 def plot_link_figure(
-    groups: Sequence[Group], stem: str, x_column: str, x_label: str, out_dir: Path
+    groups: Sequence[Group], stem: str, x_column: str, x_label: str, out_dir: Path, env: str = ""
 ) -> tuple[Path | None, str | None]:
-    """One "return vs <link parameter>" figure; returns (path, None) or (None, why it was skipped)."""
+    """One "return vs <link parameter>" figure of one env's groups; returns (path, None) or (None, why not)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,16 +179,16 @@ def plot_link_figure(
     learners = [g for g in groups if not g.baseline]
     xs = sorted({g.link[x_column] for g in learners})
     if len(xs) < 2:
-        return None, f"{stem}: skipped, the sweep does not vary `{x_column}`"
+        return None, f"{stem}{_env_suffix(env)}: skipped, the sweep does not vary `{x_column}`"
     # hold the other link parameters at their most ideal value in the sweep (largest rate, least latency/loss)
     others = {
-        c: (max if c == "link_rate_bps" else min)(g.link[c] for g in learners)
+        c: (max if c in LARGER_IS_BETTER else min)(g.link[c] for g in learners)
         for _, c, _, _ in LINK_FIGURES
         if c != x_column
     }
     sliced = [g for g in learners if all(g.link[c] == v for c, v in others.items())]
     finite = [x for x in xs if not math.isinf(x)]
-    inf_pos = (max(finite) * 4 if finite else 1.0) if x_column == "link_rate_bps" else None
+    inf_pos = max(finite) * (4 if x_column == "link_rate_bps" else 1.5) if finite else 1.0
 
     def pos(x: float) -> float:
         if math.isinf(x):
@@ -154,29 +201,35 @@ def plot_link_figure(
         lines[g.line_label].append(g)
     for label, gs in lines.items():
         gs = sorted(gs, key=lambda g: g.link[x_column])
-        pts = [(pos(g.link[x_column]), *g.stat("return_mean")[:2]) for g in gs if g.stat("return_mean")[0] is not None]
+        pts = [(pos(g.link[x_column]), g.interval(RETURN)) for g in gs]
+        pts = [(x, i) for x, i in pts if i is not None]
         if not pts:
             continue
-        x, y, e = zip(*pts, strict=True)
-        ax.errorbar(x, y, yerr=e, marker="o", capsize=4, label=label)
-    baselines = [g for g in groups if g.baseline and g.stat("return_mean")[0] is not None]
+        x = [p[0] for p in pts]
+        y = [p[1].iqm for p in pts]
+        err = [[p[1].iqm - p[1].low for p in pts], [p[1].high - p[1].iqm for p in pts]]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=label)
+    baselines = [g for g in groups if g.baseline and g.interval(RETURN) is not None]
     for g, (color, style) in zip(baselines, cycle(BASELINE_STYLES), strict=False):
-        mean, std, _ = g.stat("return_mean")
-        ax.axhline(mean, color=color, linestyle=style, linewidth=1.2, label=f"{g.line_label} (no comm)")
-        if std:
-            ax.axhspan(mean - std, mean + std, alpha=0.08, color=color)
+        est = g.interval(RETURN)
+        assert est is not None
+        ax.axhline(est.iqm, color=color, linestyle=style, linewidth=1.2, label=g.line_label)
+        if est.high > est.low:
+            ax.axhspan(est.low, est.high, alpha=0.08, color=color)
     if x_column == "link_rate_bps":
         ax.set_xscale("log")
-        ticks = [pos(x) for x in xs]
-        ax.set_xticks(ticks)
-        ax.set_xticklabels(["∞" if math.isinf(x) else f"{x / 1000:g}" for x in xs])
+    if any(math.isinf(x) for x in xs):
+        ax.set_xticks([pos(x) for x in xs])
+        scale = 1000 if x_column == "link_rate_bps" else 1
+        ax.set_xticklabels(["∞" if math.isinf(x) else f"{x / scale:g}" for x in xs])
     ax.set_xlabel(x_label)
-    ax.set_ylabel("evaluation return (sum over agents)")
+    ax.set_ylabel("evaluation return (sum over agents), IQM and 95 % CI")
     held = ", ".join(f"{c}={'∞' if math.isinf(v) else f'{v:g}'}" for c, v in others.items())
-    ax.set_title(stem.replace("_", " ") + (f"\n({held})" if held else ""), fontsize=10)
+    title = stem.replace("_", " ") + (f" — {env}" if env else "")
+    ax.set_title(title + (f"\n({held})" if held else ""), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path = out_dir / f"{stem}.png"
+    path = out_dir / f"{stem}{_env_suffix(env)}.png"
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -233,6 +286,70 @@ def plot_bar_figure(
     return path, None
 
 
+def training_curve(cell_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(env steps, mean return of the last 100 training episodes) from a cell's ``metrics.jsonl``, or None."""
+    path = cell_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    pts = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("return_sum_recent_mean") is not None and "env_steps" in rec:
+            pts.append((float(rec["env_steps"]), float(rec["return_sum_recent_mean"])))
+    if len(pts) < 2:
+        return None
+    steps, returns = np.array(pts).T
+    return steps, returns
+
+
+def plot_learning_curves(
+    groups: Sequence[Group], cells_dir: Path, out_dir: Path, env: str = ""
+) -> tuple[Path | None, str | None]:
+    """Training return vs env steps of every learning group on the ideal link: mean over seeds, range shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stem = f"learning_curves{_env_suffix(env)}"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = 0
+    for g in groups:
+        if g.baseline or not g.ideal_link:
+            continue
+        curves = [c for c in (training_curve(cells_dir / r["cell_id"]) for r in g.rows) if c is not None]
+        if not curves:
+            continue
+        end = min(float(c[0][-1]) for c in curves)
+        grid = np.linspace(max(float(c[0][0]) for c in curves), end, 100)
+        ys = np.stack([np.interp(grid, c[0], c[1]) for c in curves])
+        (line,) = ax.plot(grid, ys.mean(axis=0), label=f"{g.line_label} ({len(curves)} seeds)")
+        if len(curves) > 1:
+            ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), alpha=0.15, color=line.get_color())
+        drawn += 1
+    baselines = [g for g in groups if g.baseline and g.interval(RETURN) is not None]
+    for g, (color, style) in zip(baselines, cycle(BASELINE_STYLES), strict=False):
+        est = g.interval(RETURN)
+        assert est is not None
+        ax.axhline(est.iqm, color=color, linestyle=style, linewidth=1.2, label=g.line_label)
+    if not drawn:
+        plt.close(fig)
+        return None, f"{stem}: skipped, no learning cell on the ideal link has a training curve"
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("training return (sum over agents, last 100 episodes)")
+    ax.set_title("learning curves, ideal link" + (f" — {env}" if env else "") + " (mean over seeds, range shaded)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = out_dir / f"{stem}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path, None
+
+
 def write_report(sweep_dir: Path) -> tuple[Path, list[Path], list[str]]:
     """Write the figures and ``report.md``.
 
@@ -248,8 +365,15 @@ def write_report(sweep_dir: Path) -> tuple[Path, list[Path], list[str]]:
     fig_dir.mkdir(exist_ok=True)
     figures: list[Path] = []
     notes: list[str] = []
-    for stem, col, label, _ in LINK_FIGURES:
-        path, note = plot_link_figure(groups, stem, col, label, fig_dir)
+    envs = list(dict.fromkeys(g.env for g in groups))
+    for env in envs:
+        env_groups = [g for g in groups if g.env == env]
+        shown = env if len(envs) > 1 else ""
+        for stem, col, label, _ in LINK_FIGURES:
+            path, note = plot_link_figure(env_groups, stem, col, label, fig_dir, shown)
+            figures += [path] if path else []
+            notes += [note] if note else []
+        path, note = plot_learning_curves(env_groups, sweep_dir / "cells", fig_dir, shown)
         figures += [path] if path else []
         notes += [note] if note else []
     for stem, col, label in (
@@ -265,9 +389,10 @@ def write_report(sweep_dir: Path) -> tuple[Path, list[Path], list[str]]:
         f"# Sweep report: {sweep_dir.name}",
         "",
         f"{len(rows)} cells: {len(rows) - len(failed) - len(missing)} done, {len(failed)} failed, "
-        f"{len(missing)} not run yet. Values are mean ± std over seeds (population std; one seed shows no ±). "
-        "Return = sum over agents of the episode return, averaged over the evaluation episodes. Messages and "
-        "bytes are bus totals of training (all agents) per training episode.",
+        f"{len(missing)} not run yet. Return: interquartile mean over seeds with its stratified "
+        "bootstrap 95 % confidence interval in brackets (rliable; one seed shows its value alone); the other "
+        "columns: mean ± std over seeds. Return = sum over agents of the episode return, averaged over the "
+        "evaluation episodes. Messages and bytes are bus totals of training (all agents) per training episode.",
         "",
         markdown_table(groups),
         "",

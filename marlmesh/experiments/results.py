@@ -4,11 +4,13 @@ Columns of ``results.csv`` (in this order):
 
 - ``cell_id``, ``status`` (``done``, ``failed``, ``interrupted``, or ``running``/``pending`` for a cell
   without a result yet)
-- one column per sweep axis (the label of the cell's value), then ``method`` (``<algo>+<channel>`` or
-  ``baseline:<name>``), ``algo``, ``channel``, ``baseline``, ``rate_bps``, ``latency_ms``, ``loss``, ``seed``
-  (the link values are the cell's overrides; empty = the base config's value, i.e. unlimited / 0)
-- ``env_steps``, ``eval_episodes``, ``return_mean``, ``return_std`` (sum over agents of the episode return,
-  over the evaluation episodes), ``collisions_mean``
+- one column per sweep axis (the label of the cell's value), then ``env`` (the label of an axis named ``env``,
+  else ``env.name``), ``method`` (``<algo>+<channel>`` or ``baseline:<name>``), ``link`` (the label of an axis
+  named ``link``, else the link overrides written out, ``ideal`` without any), ``algo_name``, ``channel_name``,
+  ``baseline``, ``link_rate_bps``, ``link_latency_ms``, ``link_jitter_ms``, ``link_loss``, ``link_range``,
+  ``seed`` (the link values are the cell's overrides; empty = the base config's value, i.e. unlimited / 0)
+- ``env_steps``, ``eval_episodes``, ``return_sum_mean``, ``return_sum_std`` (sum over agents of the episode
+  return, mean and std over the evaluation episodes), ``collisions_mean``
 - ``messages_per_episode``, ``bytes_per_episode``: bus totals of training divided by training episodes
 - ``latency_p50_s`` (bus delivery latency), ``drops_total`` and ``drops_<cause>`` for every cause seen
 - ``wall_seconds`` (training + evaluation as the cell measured it), ``error``
@@ -28,21 +30,36 @@ from typing import Any
 
 from marlmesh.experiments.sweep_spec import LATENCY_KEY, LOSS_KEY, RATE_KEY, Cell
 
+JITTER_KEY = "bus.links.default.jitter_ms"
+RANGE_KEY = "bus.links.default.range"
+#: Link override -> its short name in the ``link`` column when no axis is named ``link``.
+LINK_NAMES = {
+    RATE_KEY: "rate_bps",
+    LATENCY_KEY: "latency_ms",
+    JITTER_KEY: "jitter_ms",
+    LOSS_KEY: "loss",
+    RANGE_KEY: "range",
+}
+
 FIXED_COLUMNS = [
+    "env",
     "method",
+    "link",
     "algo_name",
     "channel_name",
     "baseline",
     "link_rate_bps",
     "link_latency_ms",
+    "link_jitter_ms",
     "link_loss",
+    "link_range",
     "seed",
 ]
 METRIC_COLUMNS = [
     "env_steps",
     "eval_episodes",
-    "return_mean",
-    "return_std",
+    "return_sum_mean",
+    "return_sum_std",
     "collisions_mean",
     "messages_per_episode",
     "bytes_per_episode",
@@ -92,8 +109,8 @@ def summary_metrics(summary: Mapping[str, Any] | None) -> dict[str, Any]:
     row: dict[str, Any] = {
         "env_steps": _get(summary, "env_steps"),
         "eval_episodes": _get(summary, "eval", "episodes"),
-        "return_mean": _num(_get(summary, "eval", "return_sum_mean")),
-        "return_std": _num(_get(summary, "eval", "return_sum_std")),
+        "return_sum_mean": _num(_get(summary, "eval", "return_sum_mean")),
+        "return_sum_std": _num(_get(summary, "eval", "return_sum_std")),
         "collisions_mean": _num(_get(summary, "eval", "collisions_mean")),
         "messages_per_episode": _per(_get(bus, "messages_sent"), _get(summary, "episodes")),
         "bytes_per_episode": _per(_get(bus, "bytes_sent"), _get(summary, "episodes")),
@@ -107,6 +124,12 @@ def summary_metrics(summary: Mapping[str, Any] | None) -> dict[str, Any]:
     for cause, n in (drops or {}).items():
         row[f"drops_{cause}"] = n
     return row
+
+
+def link_label(overrides: Mapping[str, Any]) -> str:
+    """``ideal``, or the cell's link overrides that constrain the link, e.g. ``rate_bps=8000,loss=0.1``."""
+    parts = [f"{name}={overrides[key]}" for key, name in LINK_NAMES.items() if overrides.get(key) not in (None, 0, 0.0)]
+    return ",".join(parts) or "ideal"
 
 
 def cell_row(cell: Cell, axes: list[str], cell_dir: Path) -> dict[str, Any]:
@@ -127,13 +150,17 @@ def cell_row(cell: Cell, axes: list[str], cell_dir: Path) -> dict[str, Any]:
     row.update({a: cell.axes.get(a, "") for a in axes})
     row.update(
         {
+            "env": cell.axes.get("env") or o.get("env.name", _get(summary, "config", "env")),
             "method": cell.method,
+            "link": cell.axes.get("link") or link_label(o),
             "algo_name": None if cell.baseline else o.get("algo.name", _get(summary, "config", "algo")),
             "channel_name": None if cell.baseline else o.get("channel.name", _get(summary, "config", "channel")),
             "baseline": cell.baseline,
             "link_rate_bps": o.get(RATE_KEY),
             "link_latency_ms": o.get(LATENCY_KEY),
+            "link_jitter_ms": o.get(JITTER_KEY),
             "link_loss": o.get(LOSS_KEY),
+            "link_range": o.get(RANGE_KEY),
             "seed": cell.seed,
         }
     )

@@ -64,7 +64,7 @@ def test_tiny_sweep_writes_one_row_per_cell(tiny_sweep):
     assert sorted((r["channel"], r["envs"]) for r in learners) == [("broadcast", "2"), ("none", "2")]
     for r in learners:
         assert int(r["env_steps"]) >= 400 and int(r["eval_episodes"]) == 4
-        assert float(r["return_mean"]) < 0 and float(r["return_std"]) >= 0 and r["collisions_mean"] != ""
+        assert float(r["return_sum_mean"]) < 0 and float(r["return_sum_std"]) >= 0 and r["collisions_mean"] != ""
         assert float(r["wall_seconds"]) > 0 and r["method"] == f"ippo+{r['channel']}"
         if r["channel"] == "broadcast":
             assert float(r["messages_per_episode"]) > 0 and float(r["bytes_per_episode"]) > 0
@@ -73,7 +73,7 @@ def test_tiny_sweep_writes_one_row_per_cell(tiny_sweep):
             assert float(r["messages_per_episode"]) == 0
     (scripted,) = [r for r in rows if r["baseline"]]
     assert scripted["method"] == "baseline:scripted" and scripted["envs"] == "-"
-    assert int(scripted["eval_episodes"]) == 4 and float(scripted["return_mean"]) > -60
+    assert int(scripted["eval_episodes"]) == 4 and float(scripted["return_sum_mean"]) > -60
 
 
 def test_report_writes_pngs_and_markdown(tiny_sweep):

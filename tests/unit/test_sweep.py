@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -187,7 +188,7 @@ seeds: [0, 1]
     record = json.loads((out / "cells" / failed[0]["cell_id"] / "cell.json").read_text())
     assert "something broke in this cell" in record["log_tail"]
     done = [r for r in rows if r["status"] == "done"]
-    assert {float(r["return_mean"]) for r in done} == {-50.0, -51.0}
+    assert {float(r["return_sum_mean"]) for r in done} == {-50.0, -51.0}
     assert all(float(r["messages_per_episode"]) == 30.0 and r["drops_expired"] == "2" for r in done)
     progress = (tmp_path / "progress.txt").read_text()
     assert "6 cells: 0 already done, 6 to run, 3 at a time" in progress and "2 failed" in progress
@@ -202,9 +203,9 @@ seeds: [0, 1]
 
 # -- results and report -----------------------------------------------------------------------------
 def test_summary_metrics_tolerate_missing_bus_fields():
-    assert summary_metrics(None)["return_mean"] is None
+    assert summary_metrics(None)["return_sum_mean"] is None
     m = summary_metrics({"eval": {"return_sum_mean": -3.0}, "bus": None, "episodes": 0})
-    assert m["return_mean"] == -3.0 and m["messages_per_episode"] is None and m["drops_total"] is None
+    assert m["return_sum_mean"] == -3.0 and m["messages_per_episode"] is None and m["drops_total"] is None
     m = summary_metrics(
         {
             "episodes": 4,
@@ -213,7 +214,7 @@ def test_summary_metrics_tolerate_missing_bus_fields():
         }
     )
     assert m["messages_per_episode"] == 2.0 and m["bytes_per_episode"] is None
-    assert m["drops_total"] == 4 and m["drops_loss"] == 3 and m["return_mean"] is None
+    assert m["drops_total"] == 4 and m["drops_loss"] == 3 and m["return_sum_mean"] is None
 
 
 def _synthetic_sweep(tmp_path: Path, axes_yaml: str, ret) -> Path:
@@ -235,11 +236,16 @@ def _synthetic_sweep(tmp_path: Path, axes_yaml: str, ret) -> Path:
         if cell.baseline:
             summary.update({"baseline": cell.baseline, "bus": None})
         (d / "summary.json").write_text(json.dumps(summary))
+        if cell.baseline is None:  # a training curve that rises to the cell's return
+            curve = [{"env_steps": t * 1000, "return_sum_recent_mean": ret(cell) - 10 + t} for t in range(11)]
+            (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in curve) + "\n")
     runner.write_results()
     return out
 
 
-def test_report_plots_link_figures_with_error_bars_and_a_table(tmp_path):
+def test_report_plots_link_figures_with_error_bars_and_a_table(tmp_path, monkeypatch):
+    monkeypatch.setattr("marlmesh.experiments.estimates.BOOTSTRAP_REPS", 200)  # the bounds, not their precision
+
     def ret(cell):
         o = cell.overrides
         rate = o.get("bus.links.default.rate_bps") or 1e9
@@ -266,14 +272,17 @@ seeds: [0, 1, 2]
     assert names == [
         "bytes_per_episode.png",
         "collisions.png",
+        "learning_curves.png",
         "return_vs_bandwidth.png",
         "return_vs_latency.png",
     ]
     assert all(p.stat().st_size > 5000 for p in figures)
-    assert notes == ["return_vs_loss: skipped, the sweep does not vary `link_loss`"]
+    assert [n.split(":")[0] for n in notes] == ["return_vs_jitter", "return_vs_loss", "return_vs_range"]
     md = report.read_text()
-    assert "| ippo, bandwidth=1000 | 3 | -41.00 ± 0.82 |" in md
-    assert "| baseline:scripted | 3 | -31.00 ± 0.82 |" in md
+    # returns are the IQM over the 3 seeds (their mean) with a bootstrap interval inside the seeds' range
+    low, high = map(float, re.search(r"\| ippo, bandwidth=1000 \| 3 \| -41\.00 \[(\S+), (\S+)\] \|", md).groups())
+    assert -42.0 <= low < -41.0 < high <= -40.0
+    assert re.search(r"\| baseline:scripted \| 3 \| -31\.00 \[-3\d\.\d\d, -3\d\.\d\d\] \|", md)
     assert "- [return_vs_bandwidth.png](report/return_vs_bandwidth.png)" in md
     assert "return_vs_loss: skipped" in md
 
