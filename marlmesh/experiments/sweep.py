@@ -16,12 +16,14 @@ and the sweep goes on.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -29,6 +31,7 @@ from typing import TextIO
 from marlmesh.experiments.results import collect_rows, read_summary, write_csv
 from marlmesh.experiments.sweep_spec import (
     Cell,
+    SweepError,
     expand_cells,
     load_sweep,
     read_base_data,
@@ -49,10 +52,31 @@ def fmt_time(seconds: float) -> str:
 WEIGHT_SYNC_KEY = "train.weight_sync"
 
 
-def cell_command(cell: Cell, base_config: Path | None, run_dir: Path) -> list[str]:
-    """The argv that runs one cell (training cells with ``train.weight_sync=lockstep`` unless overridden)."""
+def select_cells(cells: list[Cell], patterns: Sequence[str]) -> list[Cell]:
+    """The cells whose id matches one of the shell-style ``patterns`` (all cells without patterns).
+
+    Raises:
+        SweepError: If a pattern matches no cell (a typo would otherwise run nothing, silently).
+    """
+    if not patterns:
+        return cells
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(c.cell_id, pattern) for c in cells):
+            raise SweepError(f"--cells {pattern!r} matches no cell of the sweep (see --dry-run for the ids)")
+    return [c for c in cells if any(fnmatch.fnmatchcase(c.cell_id, p) for p in patterns)]
+
+
+def cell_command(cell: Cell, base_config: Path | None, run_dir: Path, launcher: str = "mesh") -> list[str]:
+    """The argv that runs one cell (training cells with ``train.weight_sync=lockstep`` unless overridden).
+
+    Args:
+        cell: The cell.
+        base_config: The sweep's base run config, or None.
+        run_dir: The cell's run directory.
+        launcher: ``mesh`` or ``inprocess`` (``marlmesh train --launcher``) for a training cell.
+    """
     if cell.baseline is None:
-        argv = [sys.executable, "-m", "marlmesh.cli", "train", "--run-dir", str(run_dir)]
+        argv = [sys.executable, "-m", "marlmesh.cli", "train", "--run-dir", str(run_dir), "--launcher", launcher]
     else:
         argv = [sys.executable, "-m", "marlmesh.experiments.baselines", cell.baseline, "--run-dir", str(run_dir)]
     if base_config is not None:
@@ -88,11 +112,20 @@ class SweepRunner:
         err: Where progress goes (stderr).
     """
 
-    def __init__(self, sweep_file: Path, out_dir: Path, parallel: int = 1, err: TextIO = sys.stderr) -> None:
+    def __init__(
+        self,
+        sweep_file: Path,
+        out_dir: Path,
+        parallel: int = 1,
+        err: TextIO = sys.stderr,
+        launcher: str | None = None,
+        only: Sequence[str] = (),
+    ) -> None:
         self.sweep_file = sweep_file
         self.spec = load_sweep(sweep_file)
+        self.launcher = launcher or self.spec.launcher
         self.base_config = resolve_base_config(self.spec, sweep_file)
-        self.cells = expand_cells(self.spec, read_base_data(self.base_config))
+        self.cells = select_cells(expand_cells(self.spec, read_base_data(self.base_config)), only)
         self.out_dir = out_dir
         self.parallel = max(1, parallel)
         self.err = err
@@ -140,7 +173,7 @@ class SweepRunner:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         log = open(run_dir / "cell.log", "w")  # noqa: SIM115 (closed in _finish)
-        argv = cell_command(cell, self.base_config, run_dir)
+        argv = cell_command(cell, self.base_config, run_dir, self.launcher)
         log.write("$ " + " ".join(argv) + "\n")
         log.flush()
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
@@ -157,7 +190,7 @@ class SweepRunner:
             "status": "done" if ok else "interrupted" if interrupted else "failed",
             "returncode": code,
             "wall_seconds": round(wall, 2),
-            "command": cell_command(r.cell, self.base_config, run_dir),
+            "command": cell_command(r.cell, self.base_config, run_dir, self.launcher),
         }
         if not ok:
             lines = (run_dir / "cell.log").read_text(errors="replace").splitlines()

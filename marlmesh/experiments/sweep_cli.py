@@ -21,6 +21,19 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--out", default=None, help="output folder (default: sweeps/<name>-<time>)")
     p.add_argument("--parallel", type=int, default=1, metavar="K", help="cells running at once (default 1)")
     p.add_argument("--dry-run", action="store_true", help="validate and list the cells, run nothing")
+    p.add_argument(
+        "--launcher",
+        choices=("mesh", "inprocess"),
+        default=None,
+        help="how training cells run (default: the sweep file's `launcher`, else mesh)",
+    )
+    p.add_argument(
+        "--cells",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="run only the cells whose id matches (shell-style, repeatable), e.g. to rerun a sample on the mesh",
+    )
     return p
 
 
@@ -46,7 +59,7 @@ def run_sweep_command(ns: argparse.Namespace, error: ErrorFn) -> int:
     try:
         name = load_sweep(sweep_file).name
         out = Path(ns.out) if ns.out else Path("sweeps") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        runner = SweepRunner(sweep_file, out, ns.parallel)
+        runner = SweepRunner(sweep_file, out, ns.parallel, launcher=ns.launcher, only=ns.cells)
         runner.validate()
     except SweepError as exc:
         return error(str(exc))
@@ -54,7 +67,7 @@ def run_sweep_command(ns: argparse.Namespace, error: ErrorFn) -> int:
         for cell in runner.cells:
             what = f"baseline {cell.baseline}" if cell.baseline else "train"
             print(f"{cell.cell_id}  [{what}]  {' '.join(cell.set_args())}")
-        print(f"{len(runner.cells)} cells")
+        print(f"{len(runner.cells)} cells, training cells on the {runner.launcher} launcher")
         return 0
     failed = runner.run()
     print(out / "results.csv")

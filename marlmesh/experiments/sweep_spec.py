@@ -46,7 +46,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -144,6 +144,12 @@ class SweepSpec(BaseModel):
             config and seed are run once.
         budgets: Per-cell budget overrides.
         cell_timeout_s: Longest a cell may run before it is stopped and recorded as failed; unset = no limit.
+        launcher: How a training cell runs: ``mesh`` (``marlmesh train``'s default, one OS process per env, agent
+            and learner) or ``inprocess`` (the same program in one process, the same links emulated; with the
+            sweep's lockstep weights and sim clock it gives the mesh's results bit for bit, see
+            docs/reproducibility.md, and saves the processes' start-up and memory). Not part of a cell's id, so
+            a sample of an in-process sweep rerun on the mesh (``marlmesh sweep --launcher mesh --cells ...``)
+            has the same cell ids to compare.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -156,6 +162,7 @@ class SweepSpec(BaseModel):
     grids: list[GridSpec] = Field(default_factory=list)
     budgets: list[BudgetRule] = Field(default_factory=list)
     cell_timeout_s: float | None = Field(None, gt=0)
+    launcher: Literal["mesh", "inprocess"] = "mesh"
 
     @field_validator("axes")
     @classmethod

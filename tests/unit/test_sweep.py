@@ -161,7 +161,7 @@ summary = {"status": "done", "env_steps": 100, "episodes": 10, "wall_seconds": 1
 """
 
 
-def _fake_command(cell, base_config, run_dir):
+def _fake_command(cell, base_config, run_dir, launcher="mesh"):
     return [sys.executable, "-c", FAKE_CELL, str(run_dir), *cell.set_args()]
 
 
@@ -304,4 +304,28 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     good = _write(tmp_path, "axes: {a: [{env.num_envs: 2}, {baseline: random}]}\n", "good.yaml")
     assert main(["sweep", "-c", str(good), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "[train]" in out and "[baseline random]" in out and out.strip().endswith("2 cells")
+    assert "[train]" in out and "[baseline random]" in out
+    assert out.strip().endswith("2 cells, training cells on the mesh launcher")
+
+
+def test_launcher_and_cell_selection(tmp_path, capsys):
+    from marlmesh.cli import main
+    from marlmesh.experiments.sweep import SweepRunner, cell_command
+
+    sweep = _write(
+        tmp_path, "launcher: inprocess\naxes: {a: [{env.num_envs: 2}, {env.num_envs: 3}, {baseline: random}]}\n"
+    )
+    runner = SweepRunner(sweep, tmp_path / "out", only=["a=3*"])
+    assert [c.axes["a"] for c in runner.cells] == ["3"] and runner.launcher == "inprocess"
+    argv = cell_command(runner.cells[0], None, tmp_path / "run", runner.launcher)
+    assert argv[argv.index("--launcher") + 1] == "inprocess"
+    base = cell_command(SweepRunner(sweep, tmp_path / "o2").cells[-1], None, tmp_path / "b")
+    assert "--launcher" not in base  # a baseline cell trains nothing
+    # the flag overrides the file; cell ids do not depend on the launcher
+    assert main(["sweep", "-c", str(sweep), "--dry-run", "--launcher", "mesh", "--cells", "a=2*"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith("1 cells, training cells on the mesh launcher") and runner.cells[0].cell_id not in out
+    assert main(["sweep", "-c", str(sweep), "--dry-run", "--cells", "nope*"]) == 2
+    assert "--cells 'nope*' matches no cell" in capsys.readouterr().err
+    with pytest.raises(Exception, match="launcher"):
+        SweepRunner(_write(tmp_path, "launcher: cluster\naxes: {a: [{seed: 1}]}\n", "bad.yaml"), tmp_path / "o3")
