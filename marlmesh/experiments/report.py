@@ -350,16 +350,53 @@ def plot_learning_curves(
     return path, None
 
 
-def write_report(sweep_dir: Path) -> tuple[Path, list[Path], list[str]]:
+COMPARED_COLUMNS = ("return_sum_mean", "collisions_mean", "env_steps", "bytes_per_episode")
+"""What a rerun must reproduce to count as the same result."""
+
+
+def comparison_table(rows: list[dict[str, str]], other_rows: list[dict[str, str]], other_name: str) -> str:
+    """Markdown table of the cells done in both sweeps: the compared columns side by side and whether all equal.
+
+    Values are compared as written in ``results.csv`` (the same float prints the same digits), so "same" means
+    bit-identical results, which in-process and mesh cells give in lockstep with the sim clock.
+    """
+    other = {r["cell_id"]: r for r in other_rows if r.get("status") == "done"}
+    pairs = [(r, other[r["cell_id"]]) for r in rows if r.get("status") == "done" and r["cell_id"] in other]
+    if not pairs:
+        return f"No cell is done in both this sweep and {other_name}."
+    lines = [
+        f"| cell | return here | return in {other_name} | collisions here / there "
+        f"| same {', '.join(COMPARED_COLUMNS)} |",
+        "|---|---|---|---|---|",
+    ]
+    for mine, theirs in pairs:
+        same = all(mine.get(c, "") == theirs.get(c, "") for c in COMPARED_COLUMNS)
+        lines.append(
+            f"| `{mine['cell_id']}` | {mine.get('return_sum_mean', '')} | {theirs.get('return_sum_mean', '')} "
+            f"| {mine.get('collisions_mean', '')} / {theirs.get('collisions_mean', '')} | {'yes' if same else 'NO'} |"
+        )
+    identical = sum(all(m.get(c, "") == t.get(c, "") for c in COMPARED_COLUMNS) for m, t in pairs)
+    lines += ["", f"{identical} of {len(pairs)} cells done in both give the same results."]
+    return "\n".join(lines)
+
+
+def write_report(sweep_dir: Path, compare_dir: Path | None = None) -> tuple[Path, list[Path], list[str]]:
     """Write the figures and ``report.md``.
+
+    Args:
+        sweep_dir: The sweep's output folder.
+        compare_dir: Another run of (some of) the same cells, e.g. a sample rerun on the other launcher: the
+            report gains a table comparing the cells done in both.
 
     Returns:
         The report path, the figure paths and the notes about skipped figures.
 
     Raises:
-        FileNotFoundError: If ``sweep_dir/results.csv`` does not exist.
+        FileNotFoundError: If ``sweep_dir/results.csv`` (or ``compare_dir``'s) does not exist.
     """
     rows = read_csv(sweep_dir / "results.csv")
+    if compare_dir is not None:
+        read_csv(compare_dir / "results.csv")  # fail before drawing anything
     groups = group_rows(rows)
     fig_dir = sweep_dir / "report"
     fig_dir.mkdir(exist_ok=True)
@@ -402,6 +439,13 @@ def write_report(sweep_dir: Path) -> tuple[Path, list[Path], list[str]]:
     md += [f"- [{p.name}](report/{p.name})" for p in figures] or ["- (none)"]
     if notes:
         md += ["", "Skipped:", ""] + [f"- {n}" for n in notes]
+    if compare_dir is not None:
+        md += [
+            "",
+            f"## Compared with {compare_dir}",
+            "",
+            comparison_table(rows, read_csv(compare_dir / "results.csv"), compare_dir.name),
+        ]
     if failed:
         md += ["", "## Failed cells", ""] + [f"- `{r['cell_id']}`: {r.get('error') or 'failed'}" for r in failed]
     report = sweep_dir / "report.md"

@@ -45,6 +45,12 @@ def add_report_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Write SWEEP_DIR/report/*.png and SWEEP_DIR/report.md from SWEEP_DIR/results.csv.",
     )
     p.add_argument("sweep_dir")
+    p.add_argument(
+        "--compare",
+        default=None,
+        metavar="OTHER_DIR",
+        help="another run of some of the same cells (e.g. rerun with --launcher mesh): add a table of both",
+    )
     return p
 
 
@@ -79,7 +85,7 @@ def run_report_command(ns: argparse.Namespace, error: ErrorFn) -> int:
     from marlmesh.experiments.report import write_report
 
     try:
-        report, figures, notes = write_report(Path(ns.sweep_dir))
+        report, figures, notes = write_report(Path(ns.sweep_dir), Path(ns.compare) if ns.compare else None)
     except FileNotFoundError as exc:
         return error(str(exc))
     for path in figures:

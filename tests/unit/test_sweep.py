@@ -287,6 +287,29 @@ seeds: [0, 1, 2]
     assert "return_vs_loss: skipped" in md
 
 
+def test_report_compares_a_rerun_cell_by_cell(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr("marlmesh.experiments.estimates.BOOTSTRAP_REPS", 200)
+    axes = "axes: {algorithm: [{label: ippo, algo.name: ippo}, {label: bc, channel.name: broadcast}]}\nseeds: [0, 1]\n"
+    out = _synthetic_sweep(tmp_path, axes, lambda cell: -40.0 - cell.seed)
+    rerun = tmp_path / "rerun"
+    rerun.mkdir()
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    with open(rerun / "results.csv", "w", newline="") as f:  # two cells rerun: one the same, one not
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerow(rows[0])
+        w.writerow({**rows[1], "return_sum_mean": "-39.5"})
+    report, _, _ = write_report(out, rerun)
+    md = report.read_text()
+    assert f"| `{rows[0]['cell_id']}` | -40.0 | -40.0 |" in md and md.count("| yes |") == 1
+    assert md.count("| NO |") == 1 and "1 of 2 cells done in both give the same results." in md
+    shutil.rmtree(rerun)
+    with pytest.raises(FileNotFoundError, match="results.csv not found"):
+        write_report(out, rerun)
+
+
 def test_report_without_results_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="results.csv not found"):
         write_report(tmp_path)
