@@ -114,6 +114,11 @@ class VectorEnv(abc.ABC):
             actions: Per agent ``[B]`` ints (Discrete) or ``[B, dim]`` floats (Box).
         """
 
+    @property
+    def unwrapped(self) -> VectorEnv:
+        """The innermost env (a wrapper returns its env's)."""
+        return self
+
     def positions(self) -> np.ndarray | None:
         """``[N, B, D]`` float32 agent positions of the current state, or None (``position_dim == 0``)."""
         return None
