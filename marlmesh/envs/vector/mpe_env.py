@@ -69,6 +69,8 @@ class MPEVectorEnv(VectorEnv):
         self.possible_agents = [f"agent_{i}" for i in range(spec.num_agents)]
         self.has_collisions = bool(spec.collide[: spec.num_agents].any())
         self.steps = np.zeros(self.num_envs, np.int64)
+        self.step_overlaps = np.zeros((self.num_envs, spec.num_agents, spec.num_agents), bool)
+        """``[B, A, A]`` agent overlaps of the state the last step produced (computed once per step)."""
         self.metadata = {"name": type(self).__name__}
         self._act_spaces = {
             name: mpe_action_space(bool(spec.movable[i]), bool(spec.silent[i]), spec.dim_c, self.continuous_actions)
@@ -96,7 +98,7 @@ class MPEVectorEnv(VectorEnv):
 
     @abc.abstractmethod
     def rewards(self) -> np.ndarray:
-        """``[B, N]`` float64 rewards of the current (just stepped) state."""
+        """``[B, N]`` float64 rewards of the current (just stepped) state (:attr:`step_overlaps` is set)."""
 
     def observation_flags(self, agent_index: int) -> int:
         """How many trailing ``[0, 1]`` entries (visibility flags) agent ``agent_index``'s observation has."""
@@ -132,6 +134,7 @@ class MPEVectorEnv(VectorEnv):
         """One world step of every copy, then rewards, observations, horizon, collisions and positions."""
         u, c = decode_actions(actions, self.world.spec, self.continuous_actions)
         self.world.step(u, c)
+        self.step_overlaps = self.world.agent_overlaps()
         self.steps += 1
         n = len(self.possible_agents)
         reward = self.rewards().T.astype(np.float32)
@@ -151,10 +154,10 @@ class MPEVectorEnv(VectorEnv):
         return self.world.agent_pos.transpose(1, 0, 2).astype(np.float32)
 
     def collisions(self) -> np.ndarray:
-        """``[N, B]`` float32: per agent, how many other colliding agents overlap it (the env service's cost)."""
+        """``[N, B]`` float32: per agent, how many other colliding agents overlap it after the last step."""
         if not self.has_collisions:
             return np.zeros((len(self.possible_agents), self.num_envs), np.float32)
-        return self.world.agent_overlaps().sum(axis=2).T.astype(np.float32)
+        return self.step_overlaps.sum(axis=2).T.astype(np.float32)
 
     # -- helpers for scenarios ------------------------------------------------------------------------------
     @staticmethod

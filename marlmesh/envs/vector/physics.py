@@ -159,6 +159,12 @@ class WorldState:
         )
 
 
+def norm2(delta: np.ndarray) -> np.ndarray:
+    """Euclidean length over the last axis of 2-D vectors ``[..., 2]`` (mpe2's ``sqrt(sum(square(d)))``, same bits)."""
+    x, y = delta[..., 0], delta[..., 1]
+    return np.sqrt(x * x + y * y)
+
+
 def discrete_move_force(moves: np.ndarray, spec: WorldSpec) -> np.ndarray:
     """The control force ``[B, A, 2]`` of discrete moves ``[B, A]`` (ints in ``0 .. 4``), scaled by ``accel``."""
     return MOVES[moves] * spec.accel[None, :, None]
@@ -228,7 +234,7 @@ def contact_forces(pos: np.ndarray, spec: WorldSpec) -> np.ndarray:
         return force
     p = pos[:, idx]
     delta = p[:, :, None, :] - p[:, None, :, :]  # [B, C, C, 2]: p_i - p_j
-    dist = np.sqrt(np.sum(np.square(delta), axis=-1))  # [B, C, C]
+    dist = norm2(delta)  # [B, C, C]
     size = spec.size[idx]
     dist_min = size[:, None] + size[None, :]
     k = spec.contact_margin
@@ -251,7 +257,7 @@ def integrate(state: WorldState, force: np.ndarray, spec: WorldSpec) -> None:
     vel = vel * (1 - spec.damping) + (force[:, mov] / spec.mass[mov][None, :, None]) * spec.dt
     max_speed = spec.max_speed[mov]
     if np.isfinite(max_speed).any():
-        speed = np.sqrt(np.square(vel[..., 0]) + np.square(vel[..., 1]))
+        speed = norm2(vel)
         over = speed > max_speed[None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
             clipped = vel / speed[..., None] * max_speed[None, :, None]
@@ -289,7 +295,7 @@ def overlaps(pos: np.ndarray, size: np.ndarray, collide: np.ndarray) -> np.ndarr
         collide: ``[K]`` bool.
     """
     delta = pos[:, :, None, :] - pos[:, None, :, :]
-    dist = np.sqrt(np.sum(np.square(delta), axis=-1))
+    dist = norm2(delta)
     hit = dist < (size[:, None] + size[None, :])
     k = len(size)
     hit &= (collide[:, None] & collide[None, :] & ~np.eye(k, dtype=bool))[None]
@@ -299,7 +305,7 @@ def overlaps(pos: np.ndarray, size: np.ndarray, collide: np.ndarray) -> np.ndarr
 def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Euclidean distances ``[B, K, L]`` between bodies ``a`` ``[B, K, 2]`` and ``b`` ``[B, L, 2]``."""
     delta = a[:, :, None, :] - b[:, None, :, :]
-    return np.sqrt(np.sum(np.square(delta), axis=-1))
+    return norm2(delta)
 
 
 @dataclass

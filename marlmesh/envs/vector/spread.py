@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from marlmesh.envs.vector.mpe_env import MPEVectorEnv
-from marlmesh.envs.vector.physics import WorldSpec, distances
+from marlmesh.envs.vector.physics import WorldSpec, distances, norm2
 
 AGENT_SIZE = 0.15
 """mpe2 simple_spread's agent radius."""
@@ -93,8 +93,8 @@ class SimpleSpread(MPEVectorEnv):
         comm = state.comm[:, self._others]  # [B, N, N-1, dim_c]
         parts = [vel, pos, rel_marks.reshape(b, n, -1), rel_others.reshape(b, n, -1), comm.reshape(b, n, -1)]
         if self.obs_radius is not None:
-            seen_marks = np.sqrt(np.sum(np.square(rel_marks), axis=-1)) <= self.obs_radius  # [B, N, L]
-            seen_others = np.sqrt(np.sum(np.square(rel_others), axis=-1)) <= self.obs_radius  # [B, N, N-1]
+            seen_marks = norm2(rel_marks) <= self.obs_radius  # [B, N, L]
+            seen_others = norm2(rel_others) <= self.obs_radius  # [B, N, N-1]
             parts[2] = (rel_marks * seen_marks[..., None]).reshape(b, n, -1)
             parts[3] = (rel_others * seen_others[..., None]).reshape(b, n, -1)
             parts[4] = (comm * seen_others[..., None]).reshape(b, n, -1)
@@ -105,5 +105,5 @@ class SimpleSpread(MPEVectorEnv):
         """``(1 - local_ratio) * global + local_ratio * local`` per copy and agent, ``[B, N]``."""
         pos, marks = self.world.agent_pos, self.world.landmark_pos
         global_reward = -distances(marks, pos).min(axis=2).sum(axis=1)  # [B]
-        local = -self.world.agent_overlaps().sum(axis=2).astype(np.float64)  # [B, N]
+        local = -self.step_overlaps.sum(axis=2).astype(np.float64)  # [B, N]
         return global_reward[:, None] * (1.0 - self.local_ratio) + local * self.local_ratio
