@@ -109,6 +109,26 @@ def test_a_seeded_reset_starts_where_mpe2_seeded_starts_and_resets_continue_the_
         np.testing.assert_allclose(again[i][1], obs[a], atol=1e-6)
 
 
+def test_terminate_on_success_ends_the_episode_where_mpe2_does():
+    config = dict(kwargs={"N": 3, "max_cycles": 10, "terminate_on_success": True})
+    refs = [make_env(EnvConfig(name=MPE2, **config)) for _ in range(2)]
+    vec = make_vector_env(EnvConfig(name=VECTOR, **config), 2)
+    for b, ref in enumerate(refs):
+        ref.reset(seed=b)
+        world = ref.unwrapped.world
+        for k, (agent, mark) in enumerate(zip(world.agents, world.landmarks, strict=True)):
+            mark.state.p_pos = np.array([0.8 * (k - 1), 0.0])
+            agent.state.p_pos = mark.state.p_pos + (0.05 if b == 0 else 0.5)  # copy 0 covers all, copy 1 none
+    vec.reset(seed=0)
+    _copy_state_in(vec, refs)
+    out = vec.step([np.zeros(2, np.int64)] * 3)
+    for b, ref in enumerate(refs):
+        _, _, terms, truncs, _ = ref.step({a: 0 for a in ref.agents})
+        assert out.terminated[:, b].tolist() == [terms[a] for a in vec.possible_agents]
+        assert not out.truncated[:, b].any() and not any(truncs.values())
+    assert out.terminated[:, 0].all() and not out.terminated[:, 1].any()
+
+
 def _assert_same(x, y) -> None:
     for field in ("obs", "final"):
         for p, q in zip(getattr(x, field), getattr(y, field), strict=True):

@@ -66,7 +66,9 @@ class MPEVectorEnv(VectorEnv):
         self.continuous_actions = bool(continuous_actions)
         self.world = VectorWorld(self.make_spec(), self.num_envs)
         spec = self.world.spec
-        self.possible_agents = [f"agent_{i}" for i in range(spec.num_agents)]
+        self.possible_agents = self.agent_names()
+        if len(self.possible_agents) != spec.num_agents:
+            raise ValueError(f"{type(self).__name__}: {len(self.possible_agents)} names for {spec.num_agents} agents")
         self.has_collisions = bool(spec.collide[: spec.num_agents].any())
         self.steps = np.zeros(self.num_envs, np.int64)
         self.step_overlaps = np.zeros((self.num_envs, spec.num_agents, spec.num_agents), bool)
@@ -99,6 +101,10 @@ class MPEVectorEnv(VectorEnv):
     @abc.abstractmethod
     def rewards(self) -> np.ndarray:
         """``[B, N]`` float64 rewards of the current (just stepped) state (:attr:`step_overlaps` is set)."""
+
+    def agent_names(self) -> list[str]:
+        """The agents' names in world order (mpe2's ``agent.name``); ``agent_0 .. agent_{A-1}`` by default."""
+        return [f"agent_{i}" for i in range(self.world.spec.num_agents)]
 
     def observation_flags(self, agent_index: int) -> int:
         """How many trailing ``[0, 1]`` entries (visibility flags) agent ``agent_index``'s observation has."""

@@ -25,6 +25,9 @@ AGENT_SIZE = 0.15
 LANDMARK_SIZE = 0.05
 """mpe2's default entity radius (simple_spread's landmarks)."""
 
+CAPTURE_RADIUS = 0.1
+"""A landmark is covered when an agent is closer than this (mpe2's ``Scenario.CAPTURE_RADIUS``)."""
+
 
 class SimpleSpread(MPEVectorEnv):
     """B copies of simple_spread.
@@ -36,6 +39,7 @@ class SimpleSpread(MPEVectorEnv):
         local_ratio: Weight of the local (collision) reward, in ``[0, 1]``.
         max_cycles: Steps per episode.
         continuous_actions: Box(0, 1, (5,)) actions instead of Discrete(5).
+        terminate_on_success: End the episode (terminated) as soon as every landmark is covered.
 
     Raises:
         ValueError: If an argument is out of range.
@@ -49,6 +53,7 @@ class SimpleSpread(MPEVectorEnv):
         local_ratio: float = 0.5,
         max_cycles: int = 25,
         continuous_actions: bool = False,
+        terminate_on_success: bool = False,
     ) -> None:
         if not isinstance(N, int) or N < 1:
             raise ValueError(f"N must be a positive int, got {N!r}")
@@ -58,6 +63,7 @@ class SimpleSpread(MPEVectorEnv):
             raise ValueError(f"obs_radius must be > 0, got {obs_radius}")
         self.n = N
         self.local_ratio = float(local_ratio)
+        self.terminate_on_success = bool(terminate_on_success)
         self.obs_radius = None if obs_radius is None else float(obs_radius)
         # others[i]: the other agents in agent i's observation, in world order
         self._others = np.array([[j for j in range(N) if j != i] for i in range(N)], np.int64).reshape(N, N - 1)
@@ -100,6 +106,12 @@ class SimpleSpread(MPEVectorEnv):
             parts[4] = (comm * seen_others[..., None]).reshape(b, n, -1)
             parts += [seen_marks, seen_others]
         return self.split_agents(np.concatenate(parts, axis=-1, dtype=np.float32))
+
+    def terminal(self) -> np.ndarray:
+        """With ``terminate_on_success``: every landmark has an agent within :data:`CAPTURE_RADIUS`."""
+        if not self.terminate_on_success:
+            return super().terminal()
+        return (distances(self.world.landmark_pos, self.world.agent_pos).min(axis=2) < CAPTURE_RADIUS).all(axis=1)
 
     def rewards(self) -> np.ndarray:
         """``(1 - local_ratio) * global + local_ratio * local`` per copy and agent, ``[B, N]``."""
