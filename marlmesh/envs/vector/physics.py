@@ -34,9 +34,9 @@ MOVES = np.array([[0.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])
 """Unit force direction of each discrete move."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WorldSpec:
-    """The static description of one MPE world (the same in every copy).
+    """The static description of one MPE world (the same in every copy; compared by identity).
 
     Attributes:
         num_agents: A; entities ``0 .. A-1`` are agents.
