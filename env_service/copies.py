@@ -5,6 +5,10 @@ copy's collisions (before any reset) and agent positions, and resets a copy as s
 ends in it (writing that episode's last observation to ``final``). The episode bookkeeping (returns,
 lengths, records) stays in :class:`env_service.node.EnvNode`; this class only produces per-copy arrays, so
 the same block can run in the env service itself or in a worker process (:mod:`env_service.env_workers`).
+
+A vectorized env plugin (:class:`marlmesh.envs.vector.base.VectorEnv`) is built once for the whole block and
+stepped in one call (:meth:`~marlmesh.envs.vector.base.VectorEnv.step_autoreset`, the same semantics); any other
+env is a Python loop over PettingZoo ParallelEnv copies.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from marlmesh.config import EnvConfig
-from marlmesh.envs import make_env
+from marlmesh.envs import is_vectorized_env, make_env, make_vector_env
 from marlmesh.envs.adapter import EnvAdapter, adapter_for
+from marlmesh.envs.vector.base import VectorEnv
 from marlmesh.spaces import SpaceSpec
 
 log = logging.getLogger(__name__)
@@ -65,17 +70,32 @@ class EnvCopies:
         if not 0 <= lo < hi:
             raise ValueError(f"an env copy block needs 0 <= lo < hi, got [{lo}, {hi})")
         self.lo, self.hi = lo, hi
-        self.envs = [make_env(config) for _ in range(hi - lo)]
-        self.agent_names: list[str] = list(self.envs[0].possible_agents)
+        self.vector: VectorEnv | None = None
+        if is_vectorized_env(config):
+            self.vector = make_vector_env(config, hi - lo)
+            self.envs = []
+            self.template = make_env(config)
+        else:
+            self.envs = [make_env(config) for _ in range(hi - lo)]
+            self.template = self.envs[0]
+        self.agent_names: list[str] = list(self.template.possible_agents)
         if not self.agent_names:
             raise ValueError(f"env {config.name!r} has no agents")
-        self.adapter: EnvAdapter = adapter_for(self.envs[0])
-        self._discrete = [SpaceSpec.from_gym(self.envs[0].action_space(a)).kind == "discrete" for a in self.agent_names]
-        self._obs_shapes = [self.envs[0].observation_space(a).shape for a in self.agent_names]
+        self.adapter: EnvAdapter = adapter_for(self.template)
+        self._discrete = [
+            SpaceSpec.from_gym(self.template.action_space(a)).kind == "discrete" for a in self.agent_names
+        ]
+        self._obs_shapes = [self.template.observation_space(a).shape for a in self.agent_names]
         self._seed = seed
 
     def reset(self) -> CopyArrays:
         """First reset of every copy (copy ``b`` with seed ``seed + b``)."""
+        if self.vector is not None:
+            obs = self.vector.reset(self._seed + self.lo)
+            out = self._empty()
+            out.obs = obs
+            out.positions = self.vector.positions() if out.positions is not None else None
+            return out
         out = self._empty()
         for i, env in enumerate(self.envs):
             obs, _ = env.reset(seed=self._seed + self.lo + i)
@@ -85,6 +105,8 @@ class EnvCopies:
 
     def step(self, actions: list[np.ndarray]) -> CopyArrays:
         """Step every copy with its rows of ``actions`` (per agent, ``[hi - lo, ...]``); reset ended copies."""
+        if self.vector is not None:
+            return self._step_vector(actions)
         names = self.agent_names
         out = self._empty()
         stepped = []
@@ -119,8 +141,25 @@ class EnvCopies:
         self._write_positions(out)
         return out
 
+    def _step_vector(self, actions: list[np.ndarray]) -> CopyArrays:
+        assert self.vector is not None
+        step = self.vector.step_autoreset(actions)
+        has_positions = self.adapter.has_positions
+        return CopyArrays(
+            obs=step.obs,
+            final=step.final,
+            reward=step.reward,
+            terminated=step.terminated,
+            truncated=step.truncated,
+            cost=step.cost if self.adapter.has_collisions else np.zeros_like(step.cost),
+            positions=step.positions if has_positions else None,
+            ended=step.ended,
+        )
+
     def close(self) -> None:
         """Close every copy (best effort)."""
+        if self.vector is not None:
+            self.vector.close()
         for env in self.envs:
             try:
                 env.close()

@@ -139,7 +139,7 @@ class EnvNode:
             self._copies: EnvCopies | EnvWorkers = EnvWorkers(config, seed, self.num_envs)
         else:
             self._copies = EnvCopies(config, seed, 0, self.num_envs)
-            first = self._copies.envs[0]
+            first = self._copies.template
         self.agent_names: list[str] = list(first.possible_agents)
         self.num_agents = len(self.agent_names)
         if self.num_agents == 0:

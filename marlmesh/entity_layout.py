@@ -8,9 +8,10 @@ tools agree on it.
 
 Known layouts (:data:`ENTITY_LAYOUT_ENVS`):
 
-- ``mpe2.simple_spread_v3``: ``[own vel (2), own pos (2), landmarks (2 each), other agents (2 each), their
-  comm (2 each)]``; with ``env.obs_radius`` one visibility flag per landmark and then per other agent follows
-  (``marlmesh/envs/partial_obs.py``), with ``env.time_feature`` the elapsed share of the episode comes last
+- ``mpe2.simple_spread_v3`` and its vectorized twin ``marlmesh.simple_spread`` (the same layout): ``[own vel
+  (2), own pos (2), landmarks (2 each), other agents (2 each), their comm (2 each)]``; with ``env.obs_radius``
+  one visibility flag per landmark and then per other agent follows (``marlmesh/envs/partial_obs.py``), with
+  ``env.time_feature`` the elapsed share of the episode comes last
   (``marlmesh/envs/time_obs.py``). The time value is passed to the actor as an extra input; own position and
   the comm slots (always zero in simple_spread) are not read.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ENTITY_LAYOUT_ENVS = ("mpe2.simple_spread_v3",)
+ENTITY_LAYOUT_ENVS = ("mpe2.simple_spread_v3", "marlmesh.simple_spread")
 """``env.name`` values whose observation layout :func:`entity_layout_for` knows."""
 
 

@@ -1,8 +1,10 @@
 """Plugin registry over Python entry-point groups.
 
-Groups: ``marlmesh.envs`` (factories returning a PettingZoo ParallelEnv), ``marlmesh.channels`` (channel
-classes), ``marlmesh.links`` (link models), ``marlmesh.algos`` (algorithms). Third-party packages add
-plugins by declaring entry points in these groups; ``marlmesh plugins`` lists what is installed.
+Groups: ``marlmesh.envs`` (factories returning a PettingZoo ParallelEnv, or
+:class:`~marlmesh.envs.vector.base.VectorEnv` classes, which declare ``vectorized = True``),
+``marlmesh.channels`` (channel classes), ``marlmesh.links`` (link models), ``marlmesh.algos`` (algorithms).
+Third-party packages add plugins by declaring entry points in these groups; ``marlmesh plugins`` lists what is
+installed.
 """
 
 from __future__ import annotations

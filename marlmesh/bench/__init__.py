@@ -18,7 +18,7 @@ PLANNED_KINDS: dict[str, str] = {}
 
 
 def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]]]:
-    from marlmesh.bench import actor, bus, e2e, edge, fuzz, links, scale, sim, soak
+    from marlmesh.bench import actor, bus, e2e, edge, env, fuzz, links, scale, sim, soak
 
     return {
         "bus": ("bus API vs raw pyzmq: throughput, round trip, emulation cost", bus.add_arguments, bus.main),
@@ -38,6 +38,7 @@ def _kinds() -> dict[str, tuple[str, Callable[[Any], None], Callable[[Any], int]
             links.main,
         ),
         "sim": ("mesh vs in-process launcher: training steps/s, identical trace", sim.add_arguments, sim.main),
+        "env": ("vectorized simple_spread vs mpe2: env copy-steps/s at several B", env.add_arguments, env.main),
     }
 
 

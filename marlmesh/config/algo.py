@@ -45,7 +45,7 @@ class PPOConfig(StrictModel):
     own velocity, a set of landmarks and a set of other agents and is invariant to their order, so it cannot
     learn "agent i takes landmark i" and learns a rule on positions instead (one hidden width,
     ``hidden_sizes[0]``, throughout). Needs an env whose observation layout ``marlmesh/entity_layout.py`` knows
-    (``mpe2.simple_spread_v3``). The critic stays an MLP."""
+    (``mpe2.simple_spread_v3``, ``marlmesh.simple_spread``). The critic stays an MLP."""
     anneal_lr: bool = False
     """Decay the learning rate linearly from ``lr`` to 0 over the run's budget (as CleanRL's ``anneal_lr``). A
     learner measures progress as the larger of ``samples trained / train.total_env_steps`` and ``seconds since

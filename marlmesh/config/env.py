@@ -14,7 +14,8 @@ class EnvConfig(StrictModel):
 
     name: str = "mpe2.simple_spread_v3"
     """A registered env name (see ``marlmesh plugins``) or ``module:factory`` returning a PettingZoo
-    ParallelEnv."""
+    ParallelEnv. ``marlmesh.simple_spread`` is the vectorized twin of ``mpe2.simple_spread_v3`` (same kwargs,
+    observations and rewards; the env service steps all B copies in one numpy call)."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for the env factory, e.g. ``N``, ``max_cycles``, ``local_ratio``."""
     num_envs: int = Field(32, ge=1, le=4096)
@@ -24,7 +25,8 @@ class EnvConfig(StrictModel):
     service itself. While the env steps, the agents wait, so a second core for the env service (e.g. a
     2-CPU env pod) shortens every step. Results are identical for every value. At most ``num_envs``."""
     obs_radius: float | None = Field(None, gt=0)
-    """Partial observability radius (MPE scenarios simple_spread, simple_reference, simple_speaker_listener):
+    """Partial observability radius (MPE scenarios simple_spread, simple_reference, simple_speaker_listener, and
+    the vectorized ``marlmesh.simple_spread``, which produces the same layout natively):
     landmarks and other agents farther than this (env units) are zeroed in an agent's observation and one
     visibility flag per entity is appended (the observation grows). Unset = full observability."""
     time_feature: bool = False

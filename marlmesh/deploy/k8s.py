@@ -217,7 +217,7 @@ def fit_config(config: Config, agents: int) -> Config:
     if agents < 1:
         raise RenderError(f"--agents must be >= 1, got {agents}")
     data = config.model_dump(mode="json")
-    if "N" in data["env"]["kwargs"] or config.env.name == "mpe2.simple_spread_v3":
+    if "N" in data["env"]["kwargs"] or config.env.name in ("mpe2.simple_spread_v3", "marlmesh.simple_spread"):
         data["env"]["kwargs"]["N"] = agents
     fitted = Config.model_validate(data)
     try:

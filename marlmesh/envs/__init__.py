@@ -6,10 +6,11 @@ from pettingzoo import ParallelEnv
 
 from marlmesh import plugins
 from marlmesh.config import EnvConfig
+from marlmesh.envs.vector.base import VectorEnv, is_vectorized
 
 
 def make_env(config: EnvConfig) -> ParallelEnv:
-    """One copy of the configured ParallelEnv.
+    """One copy of the configured ParallelEnv (a one-copy view of a vectorized env plugin).
 
     Args:
         config: ``env.name`` is a registered name or ``module:factory``; ``env.kwargs`` go to the factory;
@@ -23,6 +24,10 @@ def make_env(config: EnvConfig) -> ParallelEnv:
             horizon.
     """
     factory = plugins.load("envs", config.name)
+    if is_vectorized(factory):
+        from marlmesh.envs.vector.parallel import VectorParallelEnv
+
+        return VectorParallelEnv(_build_vector(factory, config, 1))
     try:
         env = factory(**config.kwargs)
     except TypeError as exc:
@@ -41,6 +46,47 @@ def make_env(config: EnvConfig) -> ParallelEnv:
 
         try:
             env = TimeObservation(env)
+        except ValueError as exc:
+            raise ValueError(f"env {config.name!r}: {exc}") from None
+    return env
+
+
+def is_vectorized_env(config: EnvConfig) -> bool:
+    """Whether ``env.name`` is a vectorized env plugin (:class:`~marlmesh.envs.vector.base.VectorEnv`).
+
+    Raises:
+        plugins.PluginError: If the name is neither registered nor importable.
+    """
+    return is_vectorized(plugins.load("envs", config.name))
+
+
+def make_vector_env(config: EnvConfig, num_envs: int) -> VectorEnv:
+    """``num_envs`` copies of a vectorized env plugin, with ``env.obs_radius`` and ``env.time_feature`` applied.
+
+    Raises:
+        plugins.PluginError: If the name is neither registered nor importable.
+        ValueError: If the plugin is not vectorized or rejects the kwargs or options.
+    """
+    factory = plugins.load("envs", config.name)
+    if not is_vectorized(factory):
+        raise ValueError(f"env {config.name!r} is not a vectorized env plugin")
+    return _build_vector(factory, config, num_envs)
+
+
+def _build_vector(factory: type[VectorEnv], config: EnvConfig, num_envs: int) -> VectorEnv:
+    options = {} if config.obs_radius is None else {"obs_radius": config.obs_radius}
+    try:
+        env = factory(num_envs=num_envs, **options, **config.kwargs)
+    except TypeError as exc:
+        what = "env.kwargs" if not options else "env.kwargs or env.obs_radius"
+        raise ValueError(f"env {config.name!r} rejected {what} {config.kwargs}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"env {config.name!r}: {exc}") from None
+    if config.time_feature:
+        from marlmesh.envs.vector.time_obs import VectorTimeObservation
+
+        try:
+            env = VectorTimeObservation(env)
         except ValueError as exc:
             raise ValueError(f"env {config.name!r}: {exc}") from None
     return env

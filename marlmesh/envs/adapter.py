@@ -2,7 +2,8 @@
 
 :class:`EnvAdapter` reads the physics that the comm bus needs (agent positions, for radio range) and the
 events that episode statistics and cost signals need (agent-agent collisions). The generic adapter reports
-neither; :class:`MPEAdapter` reads them from an MPE world. ``adapter_for`` picks one by inspecting the env.
+neither; :class:`MPEAdapter` reads them from an MPE world, :class:`VectorEnvAdapter` from a vectorized env's
+one-copy view. ``adapter_for`` picks one by inspecting the env.
 """
 
 from __future__ import annotations
@@ -103,9 +104,38 @@ class MPEAdapter(EnvAdapter):
         return hit.sum(axis=2).astype(np.float32)
 
 
+class VectorEnvAdapter(EnvAdapter):
+    """The positions and collisions a vectorized env reports, read through its one-copy view.
+
+    For :class:`~marlmesh.envs.vector.parallel.VectorParallelEnv` (what ``make_env`` gives for a vectorized plugin).
+
+    Args:
+        agents: The env's ``possible_agents``.
+        env: A view (its ``unwrapped.vector`` is read).
+    """
+
+    def __init__(self, agents: Sequence[str], env: ParallelEnv) -> None:
+        super().__init__(agents)
+        vector = env.unwrapped.vector
+        self.position_dim = int(vector.position_dim)
+        self.has_positions = self.position_dim > 0
+        self.has_collisions = bool(vector.has_collisions)
+
+    def positions(self, env: ParallelEnv) -> np.ndarray | None:
+        """Positions ``[N, D]`` of the view's copy."""
+        pos = env.unwrapped.vector.positions()
+        return None if pos is None else pos[:, 0]
+
+    def collisions(self, env: ParallelEnv) -> np.ndarray:
+        """Per agent, the collisions the last step reported."""
+        return np.asarray(env.unwrapped.last_cost[:, 0], np.float32)
+
+
 def adapter_for(env: ParallelEnv) -> EnvAdapter:
     """The richest adapter that fits ``env``."""
     agents = list(env.possible_agents)
+    if hasattr(env.unwrapped, "vector"):
+        return VectorEnvAdapter(agents, env)
     world = getattr(env.unwrapped, "world", None)
     if world is not None and hasattr(world, "agents"):
         try:
