@@ -111,11 +111,13 @@ def scripted_pursuit(
 PolicyFactory = Callable[[int, int, SpaceSpec, int, int], object]
 
 
-def evaluate_vector(env: VectorEnv, factory: PolicyFactory, seed: int) -> np.ndarray:
+def evaluate_vector(
+    env: VectorEnv, factory: PolicyFactory, seed: int, observe: Callable[[list[np.ndarray]], None] | None = None
+) -> np.ndarray:
     """Sum-over-agents returns ``[B]`` of one episode in each of the env's B copies (fixed horizon), in process.
 
     Copy ``b`` is reset with ``seed + b`` (the env service's seeding); each agent's policy acts on its own
-    observations only.
+    observations only. ``observe``, if given, is called with every step's observations.
     """
     agents = list(env.possible_agents)
     policies = [
@@ -136,6 +138,8 @@ def evaluate_vector(env: VectorEnv, factory: PolicyFactory, seed: int) -> np.nda
         total += np.where(done, 0.0, out.reward.sum(axis=0))
         done |= (out.terminated | out.truncated).any(axis=0)
         obs = out.obs
+        if observe is not None:
+            observe(obs)
     return total
 
 
@@ -147,12 +151,24 @@ REFERENCES: dict[str, dict[str, object]] = {
 """The reference settings of the scripted predator, as ``env.kwargs`` on top of the task's."""
 
 
-def measure(kwargs: dict[str, object], episodes: int, seed: int) -> dict[str, tuple[float, float]]:
-    """Mean and standard error of the sum-over-agents return of the scripted predator in each reference setting."""
-    rows: dict[str, tuple[float, float]] = {}
+def measure(kwargs: dict[str, object], episodes: int, seed: int) -> dict[str, tuple[float, float, float]]:
+    """The scripted predator in each reference setting.
+
+    Returns:
+        Per setting: the sum-over-agents return's mean and standard error, and the fraction of predator-steps in
+        which a predator is shown the (first) prey.
+    """
+    rows: dict[str, tuple[float, float, float]] = {}
     for name, extra in REFERENCES.items():
-        returns = evaluate_vector(PursuitEnv(episodes, **{**kwargs, **extra}), scripted_pursuit, seed)
-        rows[name] = (float(returns.mean()), float(returns.std(ddof=1) / np.sqrt(len(returns))))
+        shown: list[float] = []
+        returns = evaluate_vector(
+            PursuitEnv(episodes, **{**kwargs, **extra}),
+            scripted_pursuit,
+            seed,
+            lambda obs, shown=shown: shown.append(float(np.mean([o[:, 4] for o in obs]))),
+        )
+        sem = float(returns.std(ddof=1) / np.sqrt(len(returns)))
+        rows[name] = (float(returns.mean()), sem, float(np.mean(shown)))
     return rows
 
 
@@ -180,8 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"marlmesh: error: {exc}", file=sys.stderr)
         return 2
     print(f"pursuit {kwargs or '(defaults)'}: {ns.episodes} episodes, seed {ns.seed}; sum-over-agents return")
-    for label, (mean, sem) in rows.items():
-        print(f"  scripted, {label:<10} {mean:9.2f} +- {sem:.2f}")
+    for label, (mean, sem, shown) in rows.items():
+        print(
+            f"  scripted, {label:<10} {mean:9.2f} +- {sem:.2f}   (a predator is shown the prey in {shown:.0%} of steps)"
+        )
     return 0
 
 

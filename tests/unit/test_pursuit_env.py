@@ -192,3 +192,14 @@ def test_scripted_predator_handles_continuous_actions_and_rejects_other_layouts(
     assert returns.mean() > evaluate_vector(PursuitEnv(8, continuous_actions=True), _random, 0).mean()
     with pytest.raises(ValueError, match="marlmesh.pursuit"):
         scripted_pursuit(0, 3, SpaceSpec(kind="discrete", n=5), 8, 0)
+
+
+def test_reference_cli_prints_the_three_settings(capsys):
+    from marlmesh.experiments.pursuit_baselines import main
+
+    assert main(["--episodes", "4", "--set", "env.kwargs.N=2"]) == 0
+    out = capsys.readouterr().out
+    assert "{'N': 2}" in out and all(f"scripted, {name}" in out for name in ("none", "perfect", "full"))
+    assert main(["--set", "N"]) == 2
+    assert main(["--episodes", "2", "--set", "N=1"]) == 2
+    assert "N must be >= 2" in capsys.readouterr().err
