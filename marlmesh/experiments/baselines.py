@@ -56,8 +56,9 @@ MPE_DIRECTIONS = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], np.float64
 
 ASSIGNMENTS = ("hungarian", "priority", "fixed")
 """How :class:`ScriptedSpreadPolicy` picks its landmark (see the module docstring)."""
-BASELINES = ("random", "scripted", "scripted-priority", "scripted-fixed")
-"""Baseline names: ``scripted`` is the Hungarian controller, ``scripted-<assignment>`` its variants."""
+BASELINES = ("random", "scripted", "scripted-priority", "scripted-fixed", "pursuit-scripted")
+"""Baseline names: ``scripted`` is the Hungarian controller, ``scripted-<assignment>`` its variants;
+``pursuit-scripted`` is the predator of ``marlmesh.pursuit`` (:mod:`marlmesh.experiments.pursuit_baselines`)."""
 
 
 class BaselinePolicy(Protocol):
@@ -249,6 +250,10 @@ def make_policy(
         return RandomPolicy(action, seed * 1000 + agent_index)
     if name == "scripted":
         return ScriptedSpreadPolicy(agent_index, num_agents, action, obs_dim)
+    if name == "pursuit-scripted":
+        from marlmesh.experiments.pursuit_baselines import scripted_pursuit
+
+        return scripted_pursuit(agent_index, num_agents, action, obs_dim, seed)
     if name in BASELINES and name.startswith("scripted-"):
         return ScriptedSpreadPolicy(agent_index, num_agents, action, obs_dim, name.removeprefix("scripted-"))
     raise ValueError(f"unknown baseline {name!r} (known: {', '.join(BASELINES)})")

@@ -151,5 +151,5 @@ def test_coordination_conventions_rank_as_expected_on_simple_spread():
     # The ceilings that learned conventions are measured against: least summed distance (Hungarian) beats taking
     # turns (priority), which beats fixed roles, which needs no coordination at all.
     config = load_config("configs/dgmappo.yaml", [])
-    score = {name: np.mean(evaluate_in_process(config, name, 30, seed=100)) for name in BASELINES[1:]}
+    score = {name: np.mean(evaluate_in_process(config, name, 30, seed=100)) for name in BASELINES[1:4]}
     assert score["scripted"] > score["scripted-priority"] > score["scripted-fixed"]

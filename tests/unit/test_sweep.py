@@ -42,7 +42,7 @@ def test_unknown_key_names_the_key_path(tmp_path):
 
 
 def test_bad_axis_values_are_rejected(tmp_path):
-    known = r"\(known: random, scripted, scripted-priority, scripted-fixed\)"
+    known = r"\(known: random, scripted, scripted-priority, scripted-fixed, pursuit-scripted\)"
     with pytest.raises(SweepError, match=r"baseline 'greedy' is unknown " + known):
         load_sweep(_write(tmp_path, "axes: {m: [{baseline: greedy}]}\n"))
     with pytest.raises(SweepError, match=r"same label.*add a 'label' key"):
