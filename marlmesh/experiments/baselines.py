@@ -337,8 +337,8 @@ class ScriptedListenerPolicy:
         return np.stack(actions) if self.continuous else np.asarray(actions, np.int64)
 
 
-ScriptedFactory = Callable[[str, int, int, SpaceSpec, int], BaselinePolicy]
-"""``(baseline name, agent index, N, action space, obs length) -> policy`` of one task's scripted controller."""
+ScriptedFactory = Callable[[str, int, int, SpaceSpec, int, int], BaselinePolicy]
+"""``(baseline name, agent index, N, action space, obs length, seed) -> policy`` of one task's scripted controller."""
 
 
 @dataclass(frozen=True)
@@ -346,21 +346,24 @@ class ScriptedTask:
     """The scripted controllers of one task.
 
     Attributes:
-        baselines: The ``scripted*`` baseline names that fit the task.
-        build: Builds one agent's controller for one of those names.
+        baselines: The scripted baseline names that fit the task.
+        build: Builds one agent's controller for one of those names (a controller that draws random numbers
+            seeds them from ``seed``; the deterministic ones ignore it).
     """
 
     baselines: tuple[str, ...]
     build: ScriptedFactory
 
 
-def _spread_controller(name: str, agent_index: int, num_agents: int, action: SpaceSpec, obs_dim: int) -> BaselinePolicy:
+def _spread_controller(
+    name: str, agent_index: int, num_agents: int, action: SpaceSpec, obs_dim: int, seed: int
+) -> BaselinePolicy:
     assignment = "hungarian" if name == "scripted" else name.removeprefix("scripted-")
     return ScriptedSpreadPolicy(agent_index, num_agents, action, obs_dim, assignment)
 
 
 def _speaker_listener_controller(
-    name: str, agent_index: int, num_agents: int, action: SpaceSpec, obs_dim: int
+    name: str, agent_index: int, num_agents: int, action: SpaceSpec, obs_dim: int, seed: int
 ) -> BaselinePolicy:
     if num_agents != 2:
         raise ValueError(f"speaker-listener has 2 agents, the env has {num_agents}")
@@ -408,7 +411,7 @@ def make_policy(
             f"baseline {name!r} does not fit env {env_name!r} (its scripted baselines: {', '.join(task.baselines)})"
         )
     try:
-        return task.build(name, agent_index, num_agents, action, obs_dim)
+        return task.build(name, agent_index, num_agents, action, obs_dim, seed)
     except ValueError as exc:
         raise ValueError(f"baseline {name!r} does not fit env {env_name!r}: {exc}") from None
 
