@@ -1,4 +1,4 @@
-"""Evaluation-only baselines: a ``random`` policy and a ``scripted`` controller for simple_spread.
+"""Evaluation-only baselines: a ``random`` policy and scripted controllers chosen per task.
 
 Both act through the same evaluation path as a trained policy: an ``env_service`` process hosts B copies
 of the env with the evaluation seed (``seed + eval.seed_offset``), one client per agent joins and steps it
@@ -25,6 +25,16 @@ decentralized learners can settle on (``python -m marlmesh.spread_diagnostics`` 
   lower-indexed agent took (every agent can compute this from its own observation).
 - ``scripted-fixed``: agent i always heads for landmark i, whatever the positions (fixed roles: no
   coordination needed at all).
+
+Which scripted controller a ``scripted*`` baseline uses depends on ``env.name`` (:data:`SCRIPTED_TASKS`; an env
+not listed gets the simple_spread controller, which checks the observation layout). For the speaker-listener
+task without the env's channel (``marlmesh.speaker_listener_nocomm``, docs/tasks.md) the speaker does nothing
+(its action has no env effect) and the listener steers its resting point like the spread controller:
+
+- ``scripted``: onto the goal landmark, read from the goal colour that only the reference-only setting
+  ``env.kwargs.goal_in_obs=true`` puts in its observation: perfect communication.
+- ``scripted-centroid``: onto the centroid of the three landmarks, the point that minimises the expected squared
+  distance to a goal it cannot know: no communication.
 """
 
 from __future__ import annotations
@@ -37,8 +47,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 import numpy as np
@@ -46,6 +58,9 @@ import numpy as np
 from marlmesh.config import Config, ConfigError, dump_config, load_config
 from marlmesh.spaces import SpaceSpec
 from marlmesh.tls import TlsIdentity
+
+if TYPE_CHECKING:
+    from marlmesh.envs.vector.base import VectorEnv
 
 #: MPE physics (mpe2 ``core.World`` / ``Agent`` defaults, used by simple_spread).
 MPE_DT = 0.1
@@ -56,9 +71,6 @@ MPE_DIRECTIONS = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], np.float64
 
 ASSIGNMENTS = ("hungarian", "priority", "fixed")
 """How :class:`ScriptedSpreadPolicy` picks its landmark (see the module docstring)."""
-BASELINES = ("random", "scripted", "scripted-priority", "scripted-fixed", "pursuit-scripted")
-"""Baseline names: ``scripted`` is the Hungarian controller, ``scripted-<assignment>`` its variants;
-``pursuit-scripted`` is the predator of ``marlmesh.pursuit`` (:mod:`marlmesh.experiments.pursuit_baselines`)."""
 
 
 class BaselinePolicy(Protocol):
@@ -146,6 +158,34 @@ def box_action(force: np.ndarray) -> np.ndarray:
     return np.array([0.0, max(-fx, 0.0), max(fx, 0.0), max(-fy, 0.0), max(fy, 0.0)], np.float32)
 
 
+def mpe_move_is_continuous(space: SpaceSpec, who: str) -> bool:
+    """Whether ``space`` is MPE's continuous move space (``Box(0, 1, (5,))``) rather than ``Discrete(5)``.
+
+    Raises:
+        ValueError: If it is neither (``who`` names the controller in the message).
+    """
+    if space == MPE_BOX:
+        return True
+    if space.kind != "discrete" or space.n != 5:
+        raise ValueError(
+            f"{who} needs an MPE move action space, Discrete(5) or Box(0, 1, (5,)), "
+            f"got {space.kind} {space.n if space.kind == 'discrete' else space.shape}"
+        )
+    return False
+
+
+def steer(vel: np.ndarray, target: np.ndarray, continuous: bool) -> int | np.ndarray:
+    """The MPE move that brings the resting point of an agent moving at ``vel`` onto ``target`` (relative).
+
+    Discrete: the move whose resting point is closest; continuous: the ``Box(0, 1, (5,))`` action whose force
+    (clipped per axis) puts the resting point on the target.
+    """
+    if continuous:
+        return box_action(force_to_rest_at(vel, target))
+    rest = resting_displacement(vel, MPE_DIRECTIONS)
+    return int(np.argmin(np.linalg.norm(rest - target, axis=1)))
+
+
 class ScriptedSpreadPolicy:
     """Landmark assignment each step (Hungarian by default) + braking, for mpe2 ``simple_spread``.
 
@@ -175,12 +215,7 @@ class ScriptedSpreadPolicy:
         if assignment not in ASSIGNMENTS:
             raise ValueError(f"unknown landmark assignment {assignment!r} (known: {', '.join(ASSIGNMENTS)})")
         self.assignment = assignment
-        self.continuous = space == MPE_BOX
-        if not self.continuous and (space.kind != "discrete" or space.n != 5):
-            raise ValueError(
-                "the scripted baseline needs mpe2 simple_spread's action space, Discrete(5) or Box(0, 1, (5,)), "
-                f"got {space.kind} {space.n if space.kind == 'discrete' else space.shape}"
-            )
+        self.continuous = mpe_move_is_continuous(space, "the scripted simple_spread controller")
         full, partial = 6 * num_agents, 8 * num_agents - 1
         masked = {full: False, partial: True, full + 1: False, partial + 1: True}
         """Whether a layout of this length has visibility flags; ``+ 1``: env.time_feature's value comes last."""
@@ -227,36 +262,169 @@ class ScriptedSpreadPolicy:
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """One action per env copy, steering the predicted resting point onto the agent's landmark."""
-        if self.continuous:
-            return np.stack(
-                [box_action(force_to_rest_at(ob[0:2], self.target(ob))) for ob in np.asarray(obs, np.float64)]
+        actions = [steer(ob[0:2], self.target(ob), self.continuous) for ob in np.asarray(obs, np.float64)]
+        return np.stack(actions) if self.continuous else np.asarray(actions, np.int64)
+
+
+class IdlePolicy:
+    """Always action 0: an agent whose action has no effect (the speaker of ``speaker_listener_nocomm``).
+
+    Args:
+        space: The agent's action space (``Discrete``).
+
+    Raises:
+        ValueError: If the space is not discrete.
+    """
+
+    def __init__(self, space: SpaceSpec) -> None:
+        if space.kind != "discrete":
+            raise ValueError(f"the idle speaker needs a Discrete action space, got {space.kind} {space.shape}")
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Zeros, one per env copy."""
+        return np.zeros(obs.shape[0], np.int64)
+
+
+LISTENER_GOALS = ("told", "centroid")
+"""Where :class:`ScriptedListenerPolicy` heads: the goal it is told, or the landmarks' centroid."""
+
+
+class ScriptedListenerPolicy:
+    """The speaker-listener task's listener: steer the resting point onto a landmark-derived target.
+
+    The observation is ``[vel (2), landmarks relative to the listener (2 each), goal colour (3)]``; the goal
+    colour is there only with ``env.kwargs.goal_in_obs=true``.
+
+    Args:
+        space: ``Discrete(5)`` or ``Box(0, 1, (5,))``.
+        obs_dim: 8 (no goal colour) or 11.
+        goal: ``told`` (head for the goal landmark: needs the goal colour) or ``centroid`` (head for the
+            centroid of the landmarks, ignoring any goal colour).
+
+    Raises:
+        ValueError: For another layout, an unknown goal, or ``told`` without the goal colour.
+    """
+
+    LANDMARKS = 3
+
+    def __init__(self, space: SpaceSpec, obs_dim: int, goal: str) -> None:
+        if goal not in LISTENER_GOALS:
+            raise ValueError(f"unknown listener goal {goal!r} (known: {', '.join(LISTENER_GOALS)})")
+        self.continuous = mpe_move_is_continuous(space, "the scripted listener")
+        blind, told = 2 + 2 * self.LANDMARKS, 2 + 2 * self.LANDMARKS + 3
+        if obs_dim not in (blind, told):
+            raise ValueError(
+                f"the scripted listener reads [vel (2), landmarks (6), goal colour (3, with goal_in_obs)], "
+                f"i.e. {blind} or {told} values, got {obs_dim}"
             )
-        out = np.zeros(obs.shape[0], np.int64)
-        for b, ob in enumerate(np.asarray(obs, np.float64)):
-            rest = resting_displacement(ob[0:2], MPE_DIRECTIONS)
-            out[b] = int(np.argmin(np.linalg.norm(rest - self.target(ob), axis=1)))
-        return out
+        if goal == "told" and obs_dim != told:
+            raise ValueError(
+                "the perfect-communication listener reads the goal from its observation, which only the "
+                "reference-only setting env.kwargs.goal_in_obs=true gives it (use scripted-centroid without it)"
+            )
+        self.goal = goal
+
+    def target(self, ob: np.ndarray) -> np.ndarray:
+        """The target relative to the listener in one observation."""
+        landmarks = ob[2 : 2 + 2 * self.LANDMARKS].reshape(self.LANDMARKS, 2)
+        if self.goal == "centroid":
+            return landmarks.mean(axis=0)
+        return landmarks[int(np.argmax(ob[2 + 2 * self.LANDMARKS :]))]
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """One action per env copy."""
+        actions = [steer(ob[0:2], self.target(ob), self.continuous) for ob in np.asarray(obs, np.float64)]
+        return np.stack(actions) if self.continuous else np.asarray(actions, np.int64)
+
+
+ScriptedFactory = Callable[[str, int, int, SpaceSpec, int, int], BaselinePolicy]
+"""``(baseline name, agent index, N, action space, obs length, seed) -> policy`` of one task's scripted controller."""
+
+
+@dataclass(frozen=True)
+class ScriptedTask:
+    """The scripted controllers of one task.
+
+    Attributes:
+        baselines: The scripted baseline names that fit the task.
+        build: Builds one agent's controller for one of those names (a controller that draws random numbers
+            seeds them from ``seed``; the deterministic ones ignore it).
+    """
+
+    baselines: tuple[str, ...]
+    build: ScriptedFactory
+
+
+def _spread_controller(
+    name: str, agent_index: int, num_agents: int, action: SpaceSpec, obs_dim: int, seed: int
+) -> BaselinePolicy:
+    assignment = "hungarian" if name == "scripted" else name.removeprefix("scripted-")
+    return ScriptedSpreadPolicy(agent_index, num_agents, action, obs_dim, assignment)
+
+
+def _speaker_listener_controller(
+    name: str, agent_index: int, num_agents: int, action: SpaceSpec, obs_dim: int, seed: int
+) -> BaselinePolicy:
+    if num_agents != 2:
+        raise ValueError(f"speaker-listener has 2 agents, the env has {num_agents}")
+    if agent_index == 0:
+        return IdlePolicy(action)
+    return ScriptedListenerPolicy(action, obs_dim, "told" if name == "scripted" else "centroid")
+
+
+def _pursuit_controller(
+    name: str, agent_index: int, num_agents: int, action: SpaceSpec, obs_dim: int, seed: int
+) -> BaselinePolicy:
+    from marlmesh.experiments.pursuit_baselines import scripted_pursuit
+
+    return scripted_pursuit(agent_index, num_agents, action, obs_dim, seed)
+
+
+SPREAD = ScriptedTask(("scripted", "scripted-priority", "scripted-fixed"), _spread_controller)
+"""simple_spread: the Hungarian controller and its two weaker assignment variants."""
+SPEAKER_LISTENER = ScriptedTask(("scripted", "scripted-centroid"), _speaker_listener_controller)
+"""speaker-listener without the env's channel: perfect communication (goal_in_obs) and none (centroid)."""
+PURSUIT = ScriptedTask(("scripted",), _pursuit_controller)
+"""pursuit: chase the prey in sight, else sweep (perfect communication with ``env.kwargs.shared_vision=true``)."""
+
+SCRIPTED_TASKS: dict[str, ScriptedTask] = {
+    "mpe2.simple_spread_v3": SPREAD,
+    "marlmesh.simple_spread": SPREAD,
+    "marlmesh.speaker_listener_nocomm": SPEAKER_LISTENER,
+    "marlmesh.pursuit": PURSUIT,
+}
+"""``env.name`` -> its scripted controllers; an env not listed gets :data:`SPREAD` (which checks the layout)."""
+
+BASELINES = ("random", *dict.fromkeys(name for task in (SPREAD, *SCRIPTED_TASKS.values()) for name in task.baselines))
+"""Every baseline name: ``random`` fits any env; which ``scripted*`` names fit depends on the task."""
+
+
+def scripted_task(env_name: str) -> ScriptedTask:
+    """The scripted controllers of ``env.name`` (:data:`SPREAD` for an env not in :data:`SCRIPTED_TASKS`)."""
+    return SCRIPTED_TASKS.get(env_name, SPREAD)
 
 
 def make_policy(
-    name: str, agent_index: int, num_agents: int, action: SpaceSpec, obs_dim: int, seed: int
+    name: str, env_name: str, agent_index: int, num_agents: int, action: SpaceSpec, obs_dim: int, seed: int
 ) -> BaselinePolicy:
-    """Build a baseline policy by name (one of :data:`BASELINES`).
+    """Build a baseline policy by name (one of :data:`BASELINES`) for one agent of env ``env_name``.
 
     Raises:
-        ValueError: For an unknown name or an env the policy does not fit.
+        ValueError: For an unknown name, or a baseline that does not fit the env (the message names both).
     """
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r} (known: {', '.join(BASELINES)})")
     if name == "random":
         return RandomPolicy(action, seed * 1000 + agent_index)
-    if name == "scripted":
-        return ScriptedSpreadPolicy(agent_index, num_agents, action, obs_dim)
-    if name == "pursuit-scripted":
-        from marlmesh.experiments.pursuit_baselines import scripted_pursuit
-
-        return scripted_pursuit(agent_index, num_agents, action, obs_dim, seed)
-    if name in BASELINES and name.startswith("scripted-"):
-        return ScriptedSpreadPolicy(agent_index, num_agents, action, obs_dim, name.removeprefix("scripted-"))
-    raise ValueError(f"unknown baseline {name!r} (known: {', '.join(BASELINES)})")
+    task = scripted_task(env_name)
+    if name not in task.baselines:
+        raise ValueError(
+            f"baseline {name!r} does not fit env {env_name!r} (its scripted baselines: {', '.join(task.baselines)})"
+        )
+    try:
+        return task.build(name, agent_index, num_agents, action, obs_dim, seed)
+    except ValueError as exc:
+        raise ValueError(f"baseline {name!r} does not fit env {env_name!r}: {exc}") from None
 
 
 def evaluate_in_process(config: Config, name: str, episodes: int, seed: int) -> list[float]:
@@ -271,6 +439,7 @@ def evaluate_in_process(config: Config, name: str, episodes: int, seed: int) -> 
     policies = {
         a: make_policy(
             name,
+            config.env.name,
             i,
             len(agents),
             SpaceSpec.from_gym(env.action_space(a)),
@@ -290,6 +459,53 @@ def evaluate_in_process(config: Config, name: str, episodes: int, seed: int) -> 
         returns.append(total)
     env.close()
     return returns
+
+
+def evaluate_vector_env(
+    env: VectorEnv,
+    env_name: str,
+    name: str,
+    seed: int,
+    observe: Callable[[list[np.ndarray]], None] | None = None,
+) -> np.ndarray:
+    """Sum-over-agents return of one episode in each of the vectorized env's copies, stepped in this process.
+
+    Copy ``b`` is reset with ``seed + b`` (as :func:`evaluate_in_process` seeds its episode ``b``), so
+    ``env.num_envs`` copies give the same episodes as that many sequential ones, in one batched run.
+
+    Args:
+        env: The vectorized env (``num_envs`` = the number of episodes).
+        env_name: Its ``env.name`` (picks the scripted controller).
+        name: The baseline.
+        seed: Seed of copy 0.
+        observe: Called with every step's observations (per agent), e.g. to measure what agents see.
+
+    Returns:
+        ``[num_envs]`` returns (summed over agents and over the episode).
+    """
+    policies = [
+        make_policy(
+            name,
+            env_name,
+            i,
+            len(env.possible_agents),
+            SpaceSpec.from_gym(env.action_space(a)),
+            int(np.prod(env.observation_space(a).shape)),
+            seed,
+        )
+        for i, a in enumerate(env.possible_agents)
+    ]
+    obs = env.reset(seed=seed)
+    total = np.zeros(env.num_envs)
+    running = np.ones(env.num_envs, bool)
+    while running.any():
+        out = env.step([p.act(o) for p, o in zip(policies, obs, strict=True)])
+        total += np.where(running, out.reward.sum(axis=0), 0.0)
+        running &= ~(out.terminated | out.truncated).any(axis=0)
+        obs = out.obs
+        if observe is not None:
+            observe(obs)
+    return total
 
 
 def _agent_loop(
@@ -317,7 +533,7 @@ def _agent_loop(
         me = spec.agents[agent]
         action_space = SpaceSpec.from_proto(me.action_space)
         obs_dim = int(np.prod(ob.obs.shape[1:]))
-        policy = make_policy(name, agent, len(spec.agents), action_space, obs_dim, seed)
+        policy = make_policy(name, config.env.name, agent, len(spec.agents), action_space, obs_dim, seed)
         while not stop.is_set():
             ob, _ = client.step(agent, ob.tick, policy.act(np.asarray(ob.obs)))
     except grpc.RpcError as exc:
@@ -426,7 +642,7 @@ def run_baseline(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m marlmesh.baselines {random,scripted,scripted-priority,scripted-fixed} --run-dir DIR``."""
+    """``python -m marlmesh.baselines NAME --run-dir DIR`` (NAME: one of :data:`BASELINES`)."""
     p = argparse.ArgumentParser(prog="python -m marlmesh.baselines", description=__doc__.split("\n")[0])
     p.add_argument("baseline", choices=BASELINES)
     p.add_argument("--run-dir", required=True, help="where config.yaml, logs/ and summary.json go")

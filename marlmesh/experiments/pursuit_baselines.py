@@ -7,7 +7,7 @@ counter-clockwise at radius ``SEARCH_RADIUS`` (a stateless sweep that passes wit
 arena). It ignores its peers and the obstacles. With discrete actions it picks the move whose next velocity is
 closest to full speed towards its goal; with continuous actions it pushes along the velocity error at full force.
 
-The same controller is both references of docs/tasks-pursuit.md, on different settings of the task:
+The same controller is both references of docs/tasks.md, on different settings of the task:
 
 - no communication: the task as configured (a predator knows the prey only when it sees it itself);
 - perfect communication: ``env.kwargs.shared_vision=true`` (every predator is shown the prey whenever any
@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 
 import numpy as np
 
-from marlmesh.envs.vector.base import VectorEnv
 from marlmesh.envs.vector.physics import MOVES
 from marlmesh.envs.vector.pursuit import PREDATOR_ACCEL, PREDATOR_MAX_SPEED, PursuitEnv
+from marlmesh.experiments.baselines import evaluate_vector_env
 from marlmesh.spaces import SpaceSpec
 
 LEAD_S = 0.3
@@ -108,41 +107,6 @@ def scripted_pursuit(
     return ScriptedPursuitPolicy(agent_index, num_agents, action, obs_dim)
 
 
-PolicyFactory = Callable[[int, int, SpaceSpec, int, int], object]
-
-
-def evaluate_vector(
-    env: VectorEnv, factory: PolicyFactory, seed: int, observe: Callable[[list[np.ndarray]], None] | None = None
-) -> np.ndarray:
-    """Sum-over-agents returns ``[B]`` of one episode in each of the env's B copies (fixed horizon), in process.
-
-    Copy ``b`` is reset with ``seed + b`` (the env service's seeding); each agent's policy acts on its own
-    observations only. ``observe``, if given, is called with every step's observations.
-    """
-    agents = list(env.possible_agents)
-    policies = [
-        factory(
-            i,
-            len(agents),
-            SpaceSpec.from_gym(env.action_space(a)),
-            int(np.prod(env.observation_space(a).shape)),
-            seed,
-        )
-        for i, a in enumerate(agents)
-    ]
-    obs = env.reset(seed=seed)
-    total = np.zeros(env.num_envs)
-    done = np.zeros(env.num_envs, bool)
-    while not done.all():
-        out = env.step([p.act(o) for p, o in zip(policies, obs, strict=True)])
-        total += np.where(done, 0.0, out.reward.sum(axis=0))
-        done |= (out.terminated | out.truncated).any(axis=0)
-        obs = out.obs
-        if observe is not None:
-            observe(obs)
-    return total
-
-
 REFERENCES: dict[str, dict[str, object]] = {
     "none": {},
     "perfect": {"shared_vision": True},
@@ -161,9 +125,10 @@ def measure(kwargs: dict[str, object], episodes: int, seed: int) -> dict[str, tu
     rows: dict[str, tuple[float, float, float]] = {}
     for name, extra in REFERENCES.items():
         shown: list[float] = []
-        returns = evaluate_vector(
+        returns = evaluate_vector_env(
             PursuitEnv(episodes, **{**kwargs, **extra}),
-            scripted_pursuit,
+            "marlmesh.pursuit",
+            "scripted",
             seed,
             lambda obs, shown=shown: shown.append(float(np.mean([o[:, 4] for o in obs]))),
         )

@@ -37,7 +37,7 @@ from marlmesh.checkpoint import load_latest
 from marlmesh.config import BusConfig, Config, load_config
 from marlmesh.deploy.export import policy_specs
 from marlmesh.envs import make_env
-from marlmesh.experiments.baselines import BASELINES, best_assignment, make_policy
+from marlmesh.experiments.baselines import SPREAD, best_assignment, make_policy
 from marlmesh.policies.torch_runtime import TorchRuntime
 from marlmesh.spaces import SpaceSpec
 from marlmesh.staged_loop import StepView, act, communicate
@@ -122,7 +122,13 @@ def diagnose(
     scripted = (
         [
             make_policy(
-                baseline, i, n, SpaceSpec.from_gym(env.action_space(a)), env.observation_space(a).shape[0], seed
+                baseline,
+                config.env.name,
+                i,
+                n,
+                SpaceSpec.from_gym(env.action_space(a)),
+                env.observation_space(a).shape[0],
+                seed,
             )
             for i, a in enumerate(agents)
         ]
@@ -202,7 +208,7 @@ def _env_action(action: np.ndarray) -> int | np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     """CLI: print a coverage report of a run (or of the scripted controller)."""
     parser = argparse.ArgumentParser(prog="python -m marlmesh.spread_diagnostics", description=__doc__.split("\n")[0])
-    scripted = [name for name in BASELINES if name.startswith("scripted")]
+    scripted = list(SPREAD.baselines)
     parser.add_argument(
         "run", help=f"run directory with config.yaml and checkpoints/, or a scripted controller ({', '.join(scripted)})"
     )

@@ -21,11 +21,15 @@ and the seeds::
         set: {train.total_env_steps: 30000}
 
 Two keys of an override set are not config keys: ``label`` (how the value is shown in cell ids, tables and
-plots; default: the values joined by ``-``) and ``baseline`` (``random``, ``scripted``, ``scripted-priority`` or
-``scripted-fixed``: the cell trains nothing and evaluates that policy; see :mod:`marlmesh.experiments.baselines`). A
-baseline cell ignores the overrides that only matter to learning and communication (``algo.*``, ``channel.*``,
-``bus.*``, ``train.*``), and ``env.num_envs`` (it evaluates with ``eval.num_envs``), so grid points that differ
-only in those collapse into one cell.
+plots; default: the values joined by ``-``) and ``baseline`` (one of
+:data:`~marlmesh.experiments.baselines.BASELINES`, e.g. ``random`` or ``scripted``; which scripted ones fit
+depends on ``env.name``: the cell trains nothing and evaluates that policy; see
+:mod:`marlmesh.experiments.baselines`). A baseline cell ignores the overrides that only matter to learning and
+communication (``algo.*``, ``channel.*``, ``bus.*``, ``train.*``), and ``env.num_envs`` (it evaluates with
+``eval.num_envs``), so grid points that differ only in those collapse into one cell. Its other overrides apply,
+so a reference can change the env: ``{label: perfect-comm, baseline: scripted, env.obs_radius: null}`` evaluates
+the scripted controller with full observation in a sweep whose cells observe partially (the ``label`` names the
+cell's method, which would otherwise be ``baseline:scripted`` like the partial-observation cell's).
 
 ``grids:`` lists sub-grids whose axes are crossed with the top-level axes (a "star" design: vary bandwidth
 in one sub-grid and latency in another); see ``configs/sweeps/full.yaml``.

@@ -4,13 +4,16 @@ import numpy as np
 import pytest
 
 from marlmesh.config import load_config
+from marlmesh.envs.vector.speaker_listener import SpeakerListenerNoComm
 from marlmesh.experiments.baselines import (
-    BASELINES,
     MPE_BOX,
+    SPREAD,
     RandomPolicy,
+    ScriptedListenerPolicy,
     ScriptedSpreadPolicy,
     best_assignment,
     evaluate_in_process,
+    evaluate_vector_env,
     make_policy,
     resting_displacement,
 )
@@ -144,12 +147,55 @@ def test_unknown_assignment_and_baseline_names_fail_clearly():
     with pytest.raises(ValueError, match="unknown landmark assignment 'auction'"):
         ScriptedSpreadPolicy(0, 3, DISCRETE5, 18, "auction")
     with pytest.raises(ValueError, match="known: random, scripted, scripted-priority, scripted-fixed"):
-        make_policy("scripted-auction", 0, 3, DISCRETE5, 18, 0)
+        make_policy("scripted-auction", "mpe2.simple_spread_v3", 0, 3, DISCRETE5, 18, 0)
 
 
 def test_coordination_conventions_rank_as_expected_on_simple_spread():
     # The ceilings that learned conventions are measured against: least summed distance (Hungarian) beats taking
     # turns (priority), which beats fixed roles, which needs no coordination at all.
     config = load_config("configs/dgmappo.yaml", [])
-    score = {name: np.mean(evaluate_in_process(config, name, 30, seed=100)) for name in BASELINES[1:4]}
+    score = {name: np.mean(evaluate_in_process(config, name, 30, seed=100)) for name in SPREAD.baselines}
     assert score["scripted"] > score["scripted-priority"] > score["scripted-fixed"]
+
+
+# -- speaker-listener without the env's channel --------------------------------------------------------
+SPEAKER_LISTENER = "marlmesh.speaker_listener_nocomm"
+
+
+def test_speaker_listener_references_rank_perfect_communication_above_none_above_random():
+    told = evaluate_vector_env(SpeakerListenerNoComm(num_envs=24, goal_in_obs=True), SPEAKER_LISTENER, "scripted", 0)
+    blind = evaluate_vector_env(SpeakerListenerNoComm(num_envs=24), SPEAKER_LISTENER, "scripted-centroid", 0)
+    rnd = evaluate_vector_env(SpeakerListenerNoComm(num_envs=24), SPEAKER_LISTENER, "random", 0)
+    # docs/tasks.md, 1000 episodes: perfect communication about -15.7, none about -31.5, random about -82
+    assert told.mean() > blind.mean() + 8 > rnd.mean() + 8, (told.mean(), blind.mean(), rnd.mean())
+    # the no-communication listener ignores the goal even where it could see it
+    also_told = SpeakerListenerNoComm(num_envs=24, goal_in_obs=True)
+    assert np.array_equal(evaluate_vector_env(also_told, SPEAKER_LISTENER, "scripted-centroid", 0), blind)
+
+
+def test_speaker_listener_controller_steers_onto_the_goal_or_the_centroid():
+    ob = np.zeros(11, np.float32)
+    ob[2:8] = [1.0, 0.0, -1.0, 0.0, 0.0, 3.0]  # landmarks right, left and far up; the goal is landmark 1
+    ob[8:11] = [0.15, 0.65, 0.15]
+    assert ScriptedListenerPolicy(DISCRETE5, 11, "told").act(ob[None])[0] == 1  # push -x
+    assert ScriptedListenerPolicy(DISCRETE5, 11, "centroid").target(ob).tolist() == pytest.approx([0.0, 1.0])
+    assert ScriptedListenerPolicy(DISCRETE5, 8, "centroid").act(ob[None, :8])[0] == 4  # push +y
+    assert (
+        make_policy("scripted", SPEAKER_LISTENER, 0, 2, SpaceSpec(kind="discrete", n=1), 3, 0)
+        .act(np.zeros((5, 3)))
+        .tolist()
+        == [0] * 5
+    )
+
+
+def test_a_baseline_that_does_not_fit_the_env_names_the_env():
+    with pytest.raises(
+        ValueError, match=r"'scripted' does not fit env 'marlmesh.speaker_listener_nocomm'.*goal_in_obs"
+    ):
+        make_policy("scripted", SPEAKER_LISTENER, 1, 2, DISCRETE5, 8, 0)
+    with pytest.raises(ValueError, match=r"'scripted-priority' does not fit env 'marlmesh.speaker_listener_nocomm'"):
+        make_policy("scripted-priority", SPEAKER_LISTENER, 1, 2, DISCRETE5, 8, 0)
+    with pytest.raises(ValueError, match=r"'scripted-centroid' does not fit env 'mpe2.simple_spread_v3'"):
+        make_policy("scripted-centroid", "mpe2.simple_spread_v3", 0, 3, DISCRETE5, 18, 0)
+    with pytest.raises(ValueError, match=r"'scripted' does not fit env 'my.module:env'.*observation layout"):
+        make_policy("scripted", "my.module:env", 0, 3, DISCRETE5, 8, 0)  # unlisted envs get the spread controller

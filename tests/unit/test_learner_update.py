@@ -1,5 +1,7 @@
 """The learner's PPO update on real policies: it learns, it stays consistent with the actor, it guards its data."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,23 @@ def test_update_with_non_finite_loss_is_rolled_back_and_the_next_one_trains():
     assert status["fragments_dropped"] == {"non_finite_update": 1}
     assert node.submit(0, _bandit_fragment(node, rng, "discrete")) == (True, "")
     assert node.train_next(timeout=1.0) and node.version == 2
+
+
+def test_an_agent_with_a_single_action_trains_its_critic():
+    """speaker_listener_nocomm's speaker has Discrete(1): no policy gradient, but the update runs and learns values."""
+    torch.manual_seed(3)
+    spec = dataclasses.replace(_spec("discrete"), action_space=SpaceSpec(kind="discrete", n=1))
+    node = LearnerNode(_config("broadcast"), spec, checkpoint_dir=None)
+    rng = np.random.default_rng(6)
+    obs = torch.randn(64, OBS)
+    inboxes = [(torch.randn(64, N, M), torch.ones(64, N)) for _ in range(node.channel.rounds)]
+    with torch.no_grad():
+        before = node.policy.forward_all(obs, inboxes)[1]
+    for _ in range(2):
+        assert node.submit(0, _bandit_fragment(node, rng, "discrete")) == (True, "")  # reward 1 every step
+        assert node.train_next(timeout=1.0)
+    with torch.no_grad():
+        dist, after = node.policy.forward_all(obs, inboxes)
+    assert node.version == 2 and node.last_stats["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert torch.all(dist.probs == 1.0) and torch.isfinite(after).all()
+    assert (after - before).mean() > 0.05  # the value moves towards the (positive) returns

@@ -13,16 +13,16 @@ from marlmesh.envs.vector.pursuit import (
     PursuitEnv,
     pursuit,
 )
-from marlmesh.experiments.baselines import make_policy
-from marlmesh.experiments.pursuit_baselines import evaluate_vector, scripted_pursuit
+from marlmesh.experiments.baselines import evaluate_vector_env, make_policy
+from marlmesh.experiments.pursuit_baselines import scripted_pursuit
 from marlmesh.plugins import load
 from marlmesh.spaces import SpaceSpec
 
 NOOP = 0
 
 
-def _random(agent_index: int, num_agents: int, action: SpaceSpec, obs_dim: int, seed: int) -> object:
-    return make_policy("random", agent_index, num_agents, action, obs_dim, seed)
+def evaluate_vector(env: PursuitEnv, baseline: str, seed: int) -> np.ndarray:
+    return evaluate_vector_env(env, "marlmesh.pursuit", baseline, seed)
 
 
 def place(env: PursuitEnv, predators: list[tuple[float, float]], prey: list[tuple[float, float]]) -> None:
@@ -174,13 +174,13 @@ def test_continuous_actions_push_like_mpe2():
 
 def test_scripted_references_order_random_none_perfect_full():
     space = SpaceSpec.from_gym(PursuitEnv(1).action_space("predator_0"))
-    assert make_policy("pursuit-scripted", 0, 3, space, PursuitEnv(1).obs_dim, 0) is not None
+    assert make_policy("scripted", "marlmesh.pursuit", 0, 3, space, PursuitEnv(1).obs_dim, 0) is not None
     episodes = 48
     returns = {
-        "random": evaluate_vector(PursuitEnv(episodes), _random, 0).mean(),
-        "none": evaluate_vector(PursuitEnv(episodes), scripted_pursuit, 0).mean(),
-        "perfect": evaluate_vector(PursuitEnv(episodes, shared_vision=True), scripted_pursuit, 0).mean(),
-        "full": evaluate_vector(PursuitEnv(episodes, vision_radius=None), scripted_pursuit, 0).mean(),
+        "random": evaluate_vector(PursuitEnv(episodes), "random", 0).mean(),
+        "none": evaluate_vector(PursuitEnv(episodes), "scripted", 0).mean(),
+        "perfect": evaluate_vector(PursuitEnv(episodes, shared_vision=True), "scripted", 0).mean(),
+        "full": evaluate_vector(PursuitEnv(episodes, vision_radius=None), "scripted", 0).mean(),
     }
     assert returns["random"] < returns["none"] < returns["perfect"] < returns["full"], returns
     assert returns["perfect"] - returns["none"] > 50, returns  # communication is worth a lot
@@ -188,8 +188,8 @@ def test_scripted_references_order_random_none_perfect_full():
 
 def test_scripted_predator_handles_continuous_actions_and_rejects_other_layouts():
     env = PursuitEnv(8, continuous_actions=True, vision_radius=None)
-    returns = evaluate_vector(env, scripted_pursuit, 0)
-    assert returns.mean() > evaluate_vector(PursuitEnv(8, continuous_actions=True), _random, 0).mean()
+    returns = evaluate_vector(env, "scripted", 0)
+    assert returns.mean() > evaluate_vector(PursuitEnv(8, continuous_actions=True), "random", 0).mean()
     with pytest.raises(ValueError, match="marlmesh.pursuit"):
         scripted_pursuit(0, 3, SpaceSpec(kind="discrete", n=5), 8, 0)
 

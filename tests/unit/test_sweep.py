@@ -3,12 +3,15 @@
 import csv
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from marlmesh.config import load_config
 from marlmesh.experiments import sweep as sweep_mod
+from marlmesh.experiments.baselines import BASELINES
 from marlmesh.experiments.report import write_report
 from marlmesh.experiments.results import read_csv, summary_metrics
 from marlmesh.experiments.sweep import SweepRunner
@@ -42,7 +45,8 @@ def test_unknown_key_names_the_key_path(tmp_path):
 
 
 def test_bad_axis_values_are_rejected(tmp_path):
-    known = r"\(known: random, scripted, scripted-priority, scripted-fixed, pursuit-scripted\)"
+    known = re.escape(f"(known: {', '.join(BASELINES)})")
+    assert known.startswith(re.escape("(known: random, scripted, scripted-priority, scripted-fixed, "))
     with pytest.raises(SweepError, match=r"baseline 'greedy' is unknown " + known):
         load_sweep(_write(tmp_path, "axes: {m: [{baseline: greedy}]}\n"))
     with pytest.raises(SweepError, match=r"same label.*add a 'label' key"):
@@ -352,3 +356,38 @@ def test_launcher_and_cell_selection(tmp_path, capsys):
     assert "--cells 'nope*' matches no cell" in capsys.readouterr().err
     with pytest.raises(Exception, match="launcher"):
         SweepRunner(_write(tmp_path, "launcher: cluster\naxes: {a: [{seed: 1}]}\n", "bad.yaml"), tmp_path / "o3")
+
+
+def test_a_baseline_cell_carries_an_env_override(tmp_path):
+    # the partial-observation task's references: the scripted controller on the partial observation (no
+    # communication) and the same controller with full observation (perfect communication)
+    spec = load_sweep(
+        _write(
+            tmp_path,
+            """
+fixed: {env.obs_radius: 0.5, eval.episodes: 2, eval.num_envs: 2}
+axes:
+  reference:
+    - {algo.name: ippo, channel.name: broadcast}
+    - {label: no-comm, baseline: scripted}
+    - {label: perfect-comm, baseline: scripted, env.obs_radius: null}
+""",
+        )
+    )
+    cells = expand_cells(spec)
+    validate_cells(cells, None)
+    by_method = {c.method: c for c in cells}
+    assert set(by_method) == {"ippo+broadcast", "no-comm", "perfect-comm"}
+    assert load_config(None, by_method["no-comm"].set_args()).env.obs_radius == 0.5
+    perfect = by_method["perfect-comm"]
+    assert load_config(None, perfect.set_args()).env.obs_radius is None
+    # the cell's command evaluates the overridden env through a real env service
+    run_dir = tmp_path / "runs" / perfect.cell_id
+    done = subprocess.run(
+        sweep_mod.cell_command(perfect, None, run_dir), cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["baseline"] == "scripted"
+    assert load_config(run_dir / "config.yaml").env.obs_radius is None
+    assert summary["eval"]["episodes"] == 2

@@ -23,7 +23,7 @@ Observation of predator i (float32), in this order:
 - the obstacles' relative positions (2 per obstacle), always visible.
 
 So a predator that does not see the prey can only learn where it is from a peer that does: with the default
-``vision_radius`` the prey is in a given predator's sight in a minority of steps (see docs/tasks-pursuit.md).
+``vision_radius`` the prey is in a given predator's sight in a minority of steps (see docs/tasks.md).
 
 Team reward (the same for every predator, per step)::
 
@@ -59,7 +59,7 @@ OBSTACLE_SIZE = 0.2
 ARENA = 1.0
 """Half side of the walled square arena."""
 DEFAULT_VISION_RADIUS = 0.5
-"""How far a predator sees prey by default (chosen so that communication matters; docs/tasks-pursuit.md)."""
+"""How far a predator sees prey by default (chosen so that communication matters; docs/tasks.md)."""
 
 _UNSET: Any = object()
 
