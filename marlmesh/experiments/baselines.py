@@ -375,7 +375,7 @@ def _speaker_listener_controller(
 def _pursuit_controller(
     name: str, agent_index: int, num_agents: int, action: SpaceSpec, obs_dim: int, seed: int
 ) -> BaselinePolicy:
-    from marlmesh.experiments.pursuit_baselines import scripted_pursuit
+    from marlmesh.experiments.pursuit_controller import scripted_pursuit
 
     return scripted_pursuit(agent_index, num_agents, action, obs_dim, seed)
 

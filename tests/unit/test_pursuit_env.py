@@ -14,7 +14,7 @@ from marlmesh.envs.vector.pursuit import (
     pursuit,
 )
 from marlmesh.experiments.baselines import evaluate_vector_env, make_policy
-from marlmesh.experiments.pursuit_baselines import scripted_pursuit
+from marlmesh.experiments.pursuit_controller import scripted_pursuit
 from marlmesh.plugins import load
 from marlmesh.spaces import SpaceSpec
 
