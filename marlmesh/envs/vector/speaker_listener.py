@@ -25,13 +25,11 @@ perfect-communication reference (``marlmesh.experiments.baselines``); it is not 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from gymnasium import spaces
 
-from marlmesh.envs.vector.base import VectorEnv, VectorStep
-from marlmesh.envs.vector.physics import MOVE_DIM, VectorWorld, WorldSpec, decode_actions
+from marlmesh.envs.vector.mpe_env import MPEVectorEnv
+from marlmesh.envs.vector.physics import WorldSpec
 
 AGENT_SIZE = 0.075
 """mpe2 simple_speaker_listener's agent radius."""
@@ -47,11 +45,7 @@ SPEAKER, LISTENER = 0, 1
 """Agent indices (mpe2's ``world.agents`` order)."""
 
 
-def _unbounded(dim: int) -> spaces.Box:
-    return spaces.Box(low=-np.float32(np.inf), high=+np.float32(np.inf), shape=(dim,), dtype=np.float32)
-
-
-class SpeakerListenerNoComm(VectorEnv):
+class SpeakerListenerNoComm(MPEVectorEnv):
     """B copies of speaker-listener with the env's communication channel removed.
 
     Args:
@@ -65,9 +59,6 @@ class SpeakerListenerNoComm(VectorEnv):
         ValueError: For ``obs_radius`` or a non-positive ``num_envs``/``max_cycles``.
     """
 
-    position_dim = 2
-    has_collisions = False
-
     def __init__(
         self,
         num_envs: int = 1,
@@ -78,33 +69,28 @@ class SpeakerListenerNoComm(VectorEnv):
     ) -> None:
         if obs_radius is not None:
             raise ValueError("speaker_listener_nocomm has no partial observation (env.obs_radius must be null)")
-        if not isinstance(max_cycles, int) or max_cycles < 1:
-            raise ValueError(f"max_cycles must be a positive int, got {max_cycles!r}")
-        self.num_envs = int(num_envs)
-        self.max_cycles = max_cycles
-        self.continuous_actions = bool(continuous_actions)
         self.goal_in_obs = bool(goal_in_obs)
-        self.possible_agents = ["speaker_0", "listener_0"]
+        self.goal = np.zeros(int(num_envs), np.int64)
+        """``[B]`` index of each copy's goal landmark."""
+        super().__init__(num_envs, max_cycles, continuous_actions)
         self.metadata = {"name": "speaker_listener_nocomm"}
-        spec = WorldSpec.build(
+        self._act_spaces["speaker_0"] = spaces.Discrete(1)  # also with continuous actions (no Box of shape (0,))
+
+    # -- the scenario ----------------------------------------------------------------------------------
+    def make_spec(self) -> WorldSpec:
+        """An immobile speaker and a listener (neither collides), three landmarks, no env channel."""
+        return WorldSpec.build(
             agent_size=[AGENT_SIZE] * 2,
             landmark_size=[LANDMARK_SIZE] * NUM_LANDMARKS,
             agent_collide=False,
             agent_movable=[False, True],
             silent=True,
         )
-        self.world = VectorWorld(spec, self.num_envs)
-        self.goal = np.zeros(self.num_envs, np.int64)
-        """``[B]`` index of each copy's goal landmark."""
-        self.steps = np.zeros(self.num_envs, np.int64)
-        listener_dim = 2 + 2 * NUM_LANDMARKS + (3 if self.goal_in_obs else 0)
-        self._obs_spaces = {"speaker_0": _unbounded(3), "listener_0": _unbounded(listener_dim)}
-        move = spaces.Box(low=0, high=1, shape=(MOVE_DIM,)) if self.continuous_actions else spaces.Discrete(MOVE_DIM)
-        self._act_spaces = {"speaker_0": spaces.Discrete(1), "listener_0": move}
-        self.world.seed(None)
-        self.reset_world(np.arange(self.num_envs))
 
-    # -- the scenario ----------------------------------------------------------------------------------
+    def agent_names(self) -> list[str]:
+        """``speaker_0``, ``listener_0``."""
+        return ["speaker_0", "listener_0"]
+
     def reset_world(self, copies: np.ndarray) -> None:
         """Per copy, as mpe2: the goal landmark, then both agents' and the landmarks' positions; at rest."""
         state = self.world.state
@@ -130,46 +116,6 @@ class SpeakerListenerNoComm(VectorEnv):
         return [colour.astype(np.float32), np.concatenate(parts, axis=1, dtype=np.float32)]
 
     def rewards(self) -> np.ndarray:
-        """``[B]`` minus the squared distance from the listener to the goal (both agents get it)."""
-        return -np.sum(np.square(self.world.agent_pos[:, LISTENER] - self.goal_pos()), axis=-1)
-
-    # -- VectorEnv ---------------------------------------------------------------------------------------
-    def observation_space(self, agent: str) -> spaces.Space:
-        """Speaker ``Box(3)``; listener ``Box(8)`` (``Box(11)`` with goal_in_obs)."""
-        return self._obs_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Space:
-        """Speaker ``Discrete(1)``; listener ``Discrete(5)`` or ``Box(0, 1, (5,))``."""
-        return self._act_spaces[agent]
-
-    def reset(self, seed: int | None = None) -> list[np.ndarray]:
-        """Reset every copy (copy ``b`` seeded with ``seed + b``)."""
-        if seed is not None:
-            self.world.seed(seed)
-        return self.reset_copies(np.ones(self.num_envs, bool))
-
-    def reset_copies(self, copies: np.ndarray) -> list[np.ndarray]:
-        """Reset the copies where ``copies`` is True (their generators continue)."""
-        idx = np.flatnonzero(copies)
-        self.reset_world(idx)
-        self.steps[idx] = 0
-        return self.observe()
-
-    def step(self, actions: Sequence[np.ndarray]) -> VectorStep:
-        """Move the listener (the speaker's action is ignored), then rewards, observations and the horizon."""
-        u, _ = decode_actions(actions, self.world.spec, self.continuous_actions)
-        self.world.step(u, None)
-        self.steps += 1
-        truncated = np.broadcast_to(self.steps >= self.max_cycles, (2, self.num_envs)).copy()
-        return VectorStep(
-            obs=self.observe(),
-            reward=np.broadcast_to(self.rewards().astype(np.float32), (2, self.num_envs)).copy(),
-            terminated=np.zeros((2, self.num_envs), bool),
-            truncated=truncated,
-            cost=np.zeros((2, self.num_envs), np.float32),
-            positions=self.positions(),
-        )
-
-    def positions(self) -> np.ndarray:
-        """``[2, B, 2]`` float32 agent positions (the speaker's never changes)."""
-        return self.world.agent_pos.transpose(1, 0, 2).astype(np.float32)
+        """``[B, 2]``: minus the squared distance from the listener to the goal, for both agents."""
+        reward = -np.sum(np.square(self.world.agent_pos[:, LISTENER] - self.goal_pos()), axis=-1)
+        return np.repeat(reward[:, None], 2, axis=1)
