@@ -25,6 +25,8 @@ from comm_bus.addressing import PeerAddressing
 from marlmesh import exposure
 from marlmesh.config.bus import BusConfig
 
+_POLLIN = int(zmq.POLLIN)
+"""``zmq.POLLIN`` as a plain int: masking with the enum flag goes through the ``enum`` module's Python code."""
 ZERO_COPY_MIN_BYTES = 64 * 1024
 """Frames at least this large are sent without copying (smaller ones are copied: see :meth:`ZmqTransport.send`)."""
 
@@ -172,7 +174,7 @@ class ZmqTransport:
     def receive(self) -> Iterator[tuple[bytes, str | None]]:
         """Drain the PULL socket without blocking."""
         pull = self._pull
-        while pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # no exception per empty read
+        while pull.getsockopt(zmq.EVENTS) & _POLLIN:  # no exception per empty read
             try:
                 frame = pull.recv(zmq.NOBLOCK, copy=self._keys is None)
             except zmq.Again:
