@@ -46,7 +46,7 @@ class HeldFrame:
     pending: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.pending = ~np.isnan(self.visible_at)
+        self.pending = np.ones(self.visible_at.shape[0], bool) if self.uniform else ~np.isnan(self.visible_at)
 
 
 @dataclass
@@ -148,8 +148,8 @@ class Mailbox:
 
     def hold(self, src: int, channel: str, round: int, frame: HeldFrame) -> None:
         """Keep a received frame until its rows are visible; rows that will be too old by then are expired now."""
-        too_late = frame.pending & (frame.visible_at - frame.sent_at > self.lifespan)
-        if too_late.any():
+        too_late = None if frame.uniform else frame.pending & (frame.visible_at - frame.sent_at > self.lifespan)
+        if too_late is not None and too_late.any():  # (a uniform frame's rows are visible when sent: never late)
             self.counts["expired"] += int(too_late.sum())
             frame.pending &= ~too_late
             if not frame.pending.any():

@@ -25,6 +25,11 @@ from comm_bus.addressing import PeerAddressing
 from marlmesh import exposure
 from marlmesh.config.bus import BusConfig
 
+_POLLIN = int(zmq.POLLIN)
+"""``zmq.POLLIN`` as a plain int: masking with the enum flag goes through the ``enum`` module's Python code."""
+ZERO_COPY_MIN_BYTES = 64 * 1024
+"""Frames at least this large are sent without copying (smaller ones are copied: see :meth:`ZmqTransport.send`)."""
+
 
 class Transport(Protocol):
     """What a bus endpoint needs to move frames."""
@@ -154,9 +159,14 @@ class ZmqTransport:
         return peer in self._push
 
     def send(self, peer: int, frame: bytes) -> bool:
-        """Send without copying; False when the socket stayed full for ``bus.round_timeout_ms``."""
+        """Send ``frame``; False when the socket stayed full for ``bus.round_timeout_ms``.
+
+        Frames under :data:`ZERO_COPY_MIN_BYTES` are copied into the ZeroMQ message: a zero-copy send hands
+        the buffer's release to pyzmq's garbage-collector thread, one more thread wake-up (and interpreter lock
+        hand-over) per frame, which costs far more than copying a small frame.
+        """
         try:
-            self._push[peer].send(frame, copy=False)
+            self._push[peer].send(frame, copy=len(frame) < ZERO_COPY_MIN_BYTES)
         except zmq.Again:
             return False
         return True
@@ -164,7 +174,7 @@ class ZmqTransport:
     def receive(self) -> Iterator[tuple[bytes, str | None]]:
         """Drain the PULL socket without blocking."""
         pull = self._pull
-        while pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # no exception per empty read
+        while pull.getsockopt(zmq.EVENTS) & _POLLIN:  # no exception per empty read
             try:
                 frame = pull.recv(zmq.NOBLOCK, copy=self._keys is None)
             except zmq.Again:

@@ -6,10 +6,12 @@ Measured (each a median over ``--repeats`` interleaved trials, so that a noisy n
   carries ``--batch`` rows, each row one logical message of 256 B or 4 KiB) vs raw pyzmq PUSH/PULL of
   frames of the same size: ``ratio_256``, ``ratio_4096``;
 - round-trip time of one message through the bus API (send, peer collects and answers, collect) vs a raw
-  pyzmq REQ/REP round trip of the same size: ``rtt_p50_us``/``rtt_p99_us`` vs ``raw_rtt_p50_us``/``raw_rtt_p99_us``;
+  pyzmq REQ/REP round trip of the same size: ``rtt_p50_us``/``rtt_p99_us`` vs ``raw_rtt_p50_us``/``raw_rtt_p99_us``,
+  and ``rtt_ratio`` (bus p50 / raw p50);
 - the cost of emulation: the bus throughput with netem links switched on (1 ms latency, 0.5 ms jitter,
   1 % loss, 1 Gbit/s) over the ideal bus: ``emulation_ratio_256``.
 
+The result also records the load average before and after the run and the git commit.
 With ``--json`` the last line printed is one JSON object; ``--out FILE`` also writes it to a file.
 """
 
@@ -223,6 +225,9 @@ def _percentiles(rtts: list[float]) -> tuple[float, float]:
 
 def run(repeats: int = 3, batch: int = 64, messages: int = 200_000, rtt_rounds: int = 2_000) -> dict[str, Any]:
     """Run every measurement ``repeats`` times (interleaved) and return the result record."""
+    from marlmesh.bench.meshrun import load_average, machine
+
+    load_before = load_average()
     trials: dict[str, list[float]] = {
         k: [] for k in ("bus_256", "raw_256", "bus_4096", "raw_4096", "emu_256", "rtt50", "rtt99", "raw50", "raw99")
     }
@@ -258,11 +263,13 @@ def run(repeats: int = 3, batch: int = 64, messages: int = 200_000, rtt_rounds: 
         "rtt_p99_us": round(med["rtt99"], 1),
         "raw_rtt_p50_us": round(med["raw50"], 1),
         "raw_rtt_p99_us": round(med["raw99"], 1),
+        "rtt_ratio": round(med["rtt50"] / med["raw50"], 2),
         "batch_rows_per_envelope": batch,
         "repeats": repeats,
         "trials": {k: [round(x, 1) for x in v] for k, v in trials.items()},
         "machine": {"cpus": mp.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_before": load_before,
+        **machine(),
     }
 
 
@@ -287,7 +294,7 @@ def main(ns: argparse.Namespace) -> int:
         f"emulation on (256 B):     {result['emulated_msgs_per_s_256']:>12,} msg/s"
         f"  ratio to ideal {result['emulation_ratio_256']}\n"
         f"round trip p50/p99:       bus {result['rtt_p50_us']}/{result['rtt_p99_us']} us,"
-        f" raw REQ/REP {result['raw_rtt_p50_us']}/{result['raw_rtt_p99_us']} us"
+        f" raw REQ/REP {result['raw_rtt_p50_us']}/{result['raw_rtt_p99_us']} us (p50 ratio {result['rtt_ratio']})"
     )
     from marlmesh.bench import emit
 

@@ -18,3 +18,5 @@ def test_bench_bus_prints_ratios_as_json():
         assert result[key] > 0, key
     assert result["ratio_256"] == pytest.approx(result["bus_msgs_per_s_256"] / result["raw_msgs_per_s_256"], rel=0.01)
     assert result["rtt_p99_us"] >= result["rtt_p50_us"]
+    assert result["rtt_ratio"] == pytest.approx(result["rtt_p50_us"] / result["raw_rtt_p50_us"], rel=0.02)
+    assert len(result["load_average_before"]) == len(result["load_average"]) == 3
