@@ -12,10 +12,11 @@ from marlmesh.config.base import StrictModel
 class EnvConfig(StrictModel):
     """The environment hosted by ``env_service``."""
 
-    name: str = "mpe2.simple_spread_v3"
+    name: str = "marlmesh.simple_spread"
     """A registered env name (see ``marlmesh plugins``) or ``module:factory`` returning a PettingZoo
-    ParallelEnv. ``marlmesh.simple_spread`` is the vectorized twin of ``mpe2.simple_spread_v3`` (same kwargs,
-    observations and rewards; the env service steps all B copies in one numpy call)."""
+    ParallelEnv or a vectorized env. The default, ``marlmesh.simple_spread``, is the vectorized twin of
+    ``mpe2.simple_spread_v3`` (same kwargs, observations and rewards, tested within 1e-5; the env service steps
+    all B copies in one numpy call); ``mpe2.simple_spread_v3`` steps mpe2 itself, one copy at a time."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for the env factory, e.g. ``N``, ``max_cycles``, ``local_ratio``."""
     num_envs: int = Field(32, ge=1, le=4096)

@@ -68,13 +68,20 @@ def iqm_interval(scores: Sequence[float], seed: int = 0) -> Interval:
         from rliable import library, metrics
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(f"confidence intervals need rliable: pip install 'marlmesh[analysis]' ({exc})") from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # arch's notice about RandomState, which rliable passes
-        point, interval = library.get_interval_estimates(
-            {"runs": values.reshape(-1, 1)},
-            lambda x: np.array([metrics.aggregate_iqm(x)]),
-            reps=BOOTSTRAP_REPS,
-            confidence_interval_size=CONFIDENCE,
-            random_state=np.random.RandomState(seed),
-        )
+    # rliable's StratifiedBootstrap draws its resamples from numpy's global generator (update_indices calls
+    # np.random.choice), whatever random_state says: seed that generator for the call, then restore it.
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # arch's notice about RandomState, which rliable passes
+            point, interval = library.get_interval_estimates(
+                {"runs": values.reshape(-1, 1)},
+                lambda x: np.array([metrics.aggregate_iqm(x)]),
+                reps=BOOTSTRAP_REPS,
+                confidence_interval_size=CONFIDENCE,
+                random_state=np.random.RandomState(seed),
+            )
+    finally:
+        np.random.set_state(saved)
     return Interval(float(point["runs"][0]), float(interval["runs"][0, 0]), float(interval["runs"][1, 0]), len(values))

@@ -85,11 +85,14 @@ class BudgetRule(BaseModel):
     """Overrides applied to the matching cells, after the axes (later rules win)."""
 
 
-#: Names an axis may not have (they are columns of results.csv).
+#: Names an axis may not have (they are columns of results.csv). Axes named ``env`` and ``link`` are allowed:
+#: their labels become those columns.
 RESERVED_COLUMNS = {"cell_id", "status", "method", "algo_name", "channel_name", "baseline", "seed"} | {
     "link_rate_bps",
     "link_latency_ms",
+    "link_jitter_ms",
     "link_loss",
+    "link_range",
 }
 
 

@@ -18,7 +18,7 @@ def _place(env, agents, landmarks):
 
 
 def test_simple_spread_hand_checked_case():
-    env = make_env(EnvConfig(kwargs={"N": 3, "max_cycles": 5}, obs_radius=1.0))
+    env = make_env(EnvConfig(name="mpe2.simple_spread_v3", kwargs={"N": 3, "max_cycles": 5}, obs_radius=1.0))
     assert isinstance(env, RadiusObservation)
     env.reset(seed=0)
     # agent_0 at the origin; agent_1 at distance 0.5 (visible), agent_2 at 2.0 (hidden);
