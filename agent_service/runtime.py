@@ -99,7 +99,6 @@ class OnnxRuntime:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        opts.enable_cpu_mem_arena = False  # small graphs: the arena's reserve would be most of the agent's memory
         opts.log_severity_level = 3  # parameters kept as graph inputs are expected, not worth a warning each
         self._sessions = {}
         self._outputs: dict[str, list[str]] = {}
