@@ -239,19 +239,26 @@ def memory_figures() -> dict[str, float]:
     """This process's memory, in MiB; call it at exit.
 
     Returns:
-        ``peak_rss_mb``: peak resident memory so far (``getrusage``'s ``ru_maxrss``, the kernel's VmHWM), shared
-        library pages included; ``private_mb`` (Linux only): its anonymous resident memory now (``RssAnon``),
-        what each more process of its kind adds to the machine's memory.
+        ``peak_rss_mb``: peak resident memory of this program so far (Linux: ``VmHWM``), shared library pages
+        included; ``private_mb`` (Linux only): its anonymous resident memory now (``RssAnon``), what each more
+        process of its kind adds to the machine's memory. Not ``getrusage``'s ``ru_maxrss``: Linux carries that
+        over ``exec`` from the parent it was forked from (a launcher with torch would show in every child).
     """
-    import resource
-
-    out = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    fields = {}
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                out["private_mb"] = round(int(line.split()[1]) / 1024, 1)
-    except OSError:
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "RssAnon"):
+                fields[key] = round(int(value.split()[0]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
         pass
+    if "VmHWM" not in fields:  # not Linux: the rusage figure is the best there is
+        import resource
+
+        fields["VmHWM"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out = {"peak_rss_mb": fields["VmHWM"]}
+    if "RssAnon" in fields:
+        out["private_mb"] = fields["RssAnon"]
     return out
 
 
