@@ -128,11 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     onnx_training = ns.mode == "train" and ns.runtime == "torch" and config.train.agent_runtime == "onnx"
     if ns.runtime == "onnx":
         make_runtime = _onnx_runtime_factory(ns, config, agent)
-    elif not onnx_training:
-        import torch
+    elif not onnx_training:  # train.agent_runtime=torch, or eval from checkpoints: the one path that has torch
+        from marlmesh.policies.torch_runtime import setup_torch
 
-        torch.set_num_threads(config.train.torch_threads)
-        torch.manual_seed(sampler_seed(config.seed, agent))  # the policy's initial (never acted with) parameters
+        setup_torch(config.train.torch_threads, sampler_seed(config.seed, agent))
     try:
         addressing = PeerAddressing.from_env()
     except ValueError as exc:
@@ -229,9 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     if node.bus is not None and node.bus.bound_port is not None:
         bound[ports.BUS] = node.bus.bound_port
     ports.write_port_file(ns.port_file, bound)
+    started = process.start_figures()
     log.info(
-        "agent %d up (mode %s, channel %s, B=%d, control %s:%d)%s",
+        "agent %d up in %.2fs (mode %s, channel %s, B=%d, control %s:%d)%s",
         agent,
+        started["start_s"],
         ns.mode,
         node.channel.name,
         node.num_envs,
@@ -273,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                 "pid": os.getpid(),
                 "runtime": "onnx" if isinstance(node.runtime, OnnxRuntime) else "torch",
                 "torch_imported": "torch" in sys.modules,
+                **started,
+                **process.memory_figures(),
                 **node.summary(),
             },
         )

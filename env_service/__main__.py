@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics_port = start_metrics(ns.metrics_port, host, tls_identity)
     threading.Thread(target=export_metrics, args=(node, stop), name="metrics", daemon=True).start()
     ports.write_port_file(ns.port_file, {ports.GRPC: server.port, ports.METRICS: metrics_port})
+    ready = process.start_figures()
     log.info(
         "env %s up on %s:%d%s: %d agents %s, B=%d, seed %d (built in %.1fs)",
         config.env.name,
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             "role": "env",
             "agent_id": -1,
             "pid": os.getpid(),
+            **ready,
+            **process.memory_figures(),
             "tick": s.tick,
             "env_steps": s.env_steps,
             "episodes": s.episodes,

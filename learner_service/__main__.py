@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     install_signal_handlers(stop)
     ledger = FragmentLedger(ns.stats_file, lambda: _fragment_counts(node))
     servicer = LearnerServicer(node, stop, on_fragment=ledger.write)
+    if config.train.agent_runtime == "onnx":  # before the port file: the agents start after it and ask at once
+        servicer.export_graphs()
     server = start_server(
         host=host,
         port=ns.port,
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if gossip is not None and gossip.bus.bound_port is not None:
         bound[ports.GOSSIP] = gossip.bus.bound_port
     ports.write_port_file(ns.port_file, bound)
+    started = process.start_figures()
     log.info(
         "learner of agent %d listening on %s:%d%s (version %d, resumed from %d, %d corrupt checkpoint(s) skipped)",
         agent,
@@ -176,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             "role": "learner",
             "agent_id": agent,
             "pid": os.getpid(),
+            **started,
+            **process.memory_figures(),
             **node.status(),
             "rejected_requests": dict(servicer.rejected),
             "internal_errors": dict(servicer.internal_errors),

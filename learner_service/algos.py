@@ -23,15 +23,15 @@ the single description of a run). ``dgmappo``'s optional reward sharing runs in 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-
-from learner_service.ppo import PPOLearner
 from marlmesh.config import Config
 from marlmesh.interfaces import Channel
 from marlmesh.plugins import check_channel
 from marlmesh.policy_spec import PolicySpec
+
+if TYPE_CHECKING:
+    from learner_service.ppo import PPOLearner
 
 
 class IPPO:
@@ -53,6 +53,10 @@ class IPPO:
         Raises:
             ConfigError: If the algorithm needs another channel.
         """
+        import torch  # here, not at module level: the launcher loads this plugin to check names, without torch
+
+        from learner_service.ppo import PPOLearner
+
         check_channel(self.name, self.required_channel, channel.name)
         torch.manual_seed(config.seed * 7919 + spec.agent_index)
         policy = channel.build_policy(spec)
@@ -89,6 +93,8 @@ class CO2PO(IPPO):
         Raises:
             ConfigError: If the channel is not ``blackboard``.
         """
+        import torch
+
         from learner_service.co2po import Co2POLearner
 
         check_channel(self.name, self.required_channel, channel.name)

@@ -95,6 +95,17 @@ class LearnerServicer(learner_pb2_grpc.LearnerServiceServicer):
                 f"learner of agent {self._node.spec.agent_index} cannot serve agent {agent_index}",
             )
 
+    def export_graphs(self) -> None:
+        """Export the policy graphs now, so that ``GetPolicyGraphs`` answers at once.
+
+        An agent acting with ``train.agent_runtime: onnx`` asks for them during its start; a failure here is
+        logged and left for that request to report.
+        """
+        try:
+            self._graphs.message()
+        except ValueError as exc:
+            log.warning("cannot export the policy graphs for the onnx runtime: %s", exc)
+
     @guarded
     def GetPolicyGraphs(self, request, context):  # noqa: N802
         """The agent's policy graphs with the parameters as inputs (exported on the first request)."""

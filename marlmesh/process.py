@@ -214,6 +214,54 @@ def exit_promptly(code: int) -> NoReturn:
     os._exit(code)
 
 
+def seconds_since_start() -> float:
+    """Wall seconds since this process was spawned (Linux: its start time in ``/proc/self/stat``)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return time.process_time()  # not Linux: the CPU time is a lower bound
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def start_figures() -> dict[str, float]:
+    """How long this process took to become ready; call it right after writing the port file.
+
+    Returns:
+        ``start_s``: wall seconds from the process's spawn (interpreter start, imports, config, joining its
+        peers) to now, waits included; ``start_cpu_s``: CPU seconds it spent meanwhile (its own start cost,
+        whatever it waited for); both with the 10 ms resolution of the kernel's clock ticks.
+    """
+    return {"start_s": round(seconds_since_start(), 3), "start_cpu_s": round(time.process_time(), 3)}
+
+
+def memory_figures() -> dict[str, float]:
+    """This process's memory, in MiB; call it at exit.
+
+    Returns:
+        ``peak_rss_mb``: peak resident memory of this program so far (Linux: ``VmHWM``), shared library pages
+        included; ``private_mb`` (Linux only): its anonymous resident memory now (``RssAnon``), what each more
+        process of its kind adds to the machine's memory. Not ``getrusage``'s ``ru_maxrss``: Linux carries that
+        over ``exec`` from the parent it was forked from (a launcher with torch would show in every child).
+    """
+    fields = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "RssAnon"):
+                fields[key] = round(int(value.split()[0]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    if "VmHWM" not in fields:  # not Linux: the rusage figure is the best there is
+        import resource
+
+        fields["VmHWM"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out = {"peak_rss_mb": fields["VmHWM"]}
+    if "RssAnon" in fields:
+        out["private_mb"] = fields["RssAnon"]
+    return out
+
+
 def write_json(path: Path | None, data: dict[str, Any]) -> None:
     """Atomically write a JSON document."""
     if path is not None:

@@ -10,9 +10,11 @@ Every learner writes the same tags into its own folder, so TensorBoard draws the
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,24 @@ def tensorboard_root(run_dir: Path) -> Path:
     return run_dir / TENSORBOARD_DIR
 
 
+@contextlib.contextmanager
+def _torch_unimportable() -> Iterator[None]:
+    """Make ``import torch`` fail inside the block unless torch is already imported.
+
+    ``tensorboardX`` imports torch if it can (only to accept tensors, never needed for scalars): that costs a
+    process without torch (the mesh launcher) about 2 s and 200 MB. A process that has torch keeps it.
+    """
+    if "torch" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]  # the import system's "not importable" marker
+    try:
+        yield
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
 class ScalarLog:
     """Scalars of one TensorBoard run, safe to call from several threads; writes after :meth:`close` are ignored.
 
@@ -59,7 +79,8 @@ class ScalarLog:
 
     def __init__(self, directory: Path) -> None:
         try:
-            from tensorboardX import SummaryWriter
+            with _torch_unimportable():
+                from tensorboardX import SummaryWriter
         except ImportError as exc:
             raise RuntimeError(
                 f"writing TensorBoard events to {directory} needs tensorboardX (pip install 'marlmesh[train]'), "

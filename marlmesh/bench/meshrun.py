@@ -85,6 +85,27 @@ def env_spec_for(config: Config) -> Any:
         node.close()
 
 
+def export_policies(config: Config, policies: list[Any], out_dir: Path) -> Path:
+    """Write ``policies`` (from :func:`initial_policies`) as a ``marlmesh export`` folder, version 0.
+
+    An ``eval``-mode mesh given this folder (``policy_dir``) runs agents with the onnx runtime, without torch.
+
+    Returns:
+        The folder.
+    """
+    from marlmesh import plugins
+    from marlmesh.deploy.export import policy_specs, write_manifest
+    from marlmesh.policies.onnx_export import export_policy
+
+    channel = plugins.load("channels", config.channel.name)(config.channel)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = [
+        export_policy(p, s, out_dir, policy_version=0) for p, s in zip(policies, policy_specs(config), strict=True)
+    ]
+    write_manifest(out_dir, config, channel, entries)
+    return out_dir
+
+
 def initial_policies(config: Config, checkpoint_root: Path | None = None) -> list[Any]:
     """Every agent's freshly initialised torch policy (seed ``config.seed + i``), optionally saved as version 0.
 
@@ -141,6 +162,9 @@ class MeshSample:
     bus_bytes_per_agent_step: float | None = None
     bus_bytes_per_agent_env_step: float | None = None
     bus_messages_per_agent_env_step: float | None = None
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Process name -> what it reported at exit: ``start_s``, ``start_cpu_s``, ``peak_rss_mb`` (see
+    :func:`process_figures`)."""
 
     def cpu_by_role(self, per_tick: bool = False) -> dict[str, float]:
         """Mean CPU share (or CPU ms per tick) per process of each role (``env``, ``agent``, ``learner``)."""
@@ -173,6 +197,8 @@ class RunningMesh:
         self.pids = {p.name: p.popen.pid for p in mesh.procs}
         self.bus: tuple[float | None, float | None, float | None] = (None, None, None)
         """Filled in when the mesh has stopped: see :func:`_bus_bytes`."""
+        self.processes: dict[str, dict[str, Any]] = {}
+        """Filled in when the mesh has stopped: see :func:`process_figures`."""
 
     def window(self, seconds: float) -> MeshSample:
         """Env steps/s and CPU share per process over the next ``seconds``.
@@ -216,7 +242,13 @@ class RunningMesh:
 
 @contextlib.contextmanager
 def running_mesh(
-    config: Config, run_dir: Path, *, mode: str, warmup_s: float, start_timeout_s: float = 600.0
+    config: Config,
+    run_dir: Path,
+    *,
+    mode: str,
+    warmup_s: float,
+    start_timeout_s: float = 600.0,
+    policy_dir: Path | None = None,
 ) -> Iterator[RunningMesh]:
     """Start a mesh, wait until it steps, warm up; stop it (and fill in bus bytes) on exit.
 
@@ -226,6 +258,8 @@ def running_mesh(
         mode: ``eval`` (rollout only: agents act with ``run_dir/checkpoints``) or ``train`` (learners on).
         warmup_s: Seconds of stepping after the first ticks before the caller measures.
         start_timeout_s: Bound on start-up plus the wait for the first ticks.
+        policy_dir: ``eval`` mode: agents act from this exported folder with the onnx runtime
+            (:func:`export_policies`) instead of ``run_dir/checkpoints`` with torch.
 
     Raises:
         MeshError: If a process dies or the mesh does not step within ``start_timeout_s``.
@@ -233,7 +267,7 @@ def running_mesh(
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.yaml"
     config_path.write_text(dump_config(config))
-    mesh = Mesh(config, config_path, run_dir, mode, mode, config.seed, config.env.num_envs)
+    mesh = Mesh(config, config_path, run_dir, mode, mode, config.seed, config.env.num_envs, policy_dir=policy_dir)
     running = None
     try:
         mesh.start()
@@ -253,20 +287,44 @@ def running_mesh(
             running.resume()
         mesh.stop()
     running.bus = _bus_bytes(mesh, config.env.num_envs)
+    running.processes = process_figures(mesh)
 
 
-def measure_mesh(config: Config, run_dir: Path, *, mode: str, warmup_s: float, seconds: float) -> MeshSample:
+def measure_mesh(
+    config: Config, run_dir: Path, *, mode: str, warmup_s: float, seconds: float, policy_dir: Path | None = None
+) -> MeshSample:
     """Start a mesh, warm up, measure one window of ``seconds``, stop it; bus bytes from the agents' stats.
 
     Raises:
         MeshError: If a process dies or the mesh does not step in time.
     """
-    with running_mesh(config, run_dir, mode=mode, warmup_s=warmup_s) as running:
+    with running_mesh(config, run_dir, mode=mode, warmup_s=warmup_s, policy_dir=policy_dir) as running:
         sample = running.window(seconds)
     sample.bus_bytes_per_agent_step, sample.bus_bytes_per_agent_env_step, sample.bus_messages_per_agent_env_step = (
         running.bus
     )
+    sample.processes = running.processes
     return sample
+
+
+FIGURES = ("start_s", "start_cpu_s", "peak_rss_mb", "private_mb")
+"""What every service writes into its stats file at exit about its start and memory (:mod:`marlmesh.process`)."""
+
+
+def process_figures(mesh: Mesh) -> dict[str, dict[str, Any]]:
+    """Process name -> its :data:`FIGURES` and whether it had torch, from the stats files of a stopped mesh.
+
+    A process killed at stop wrote no stats and is missing.
+    """
+    out = {}
+    for p in mesh.procs:
+        if not p.stats_file.is_file():
+            continue
+        stats = json.loads(p.stats_file.read_text())
+        out[p.name] = {k: stats.get(k) for k in FIGURES if stats.get(k) is not None}
+        if "torch_imported" in stats:
+            out[p.name]["torch_imported"] = stats["torch_imported"]
+    return out
 
 
 def _bus_bytes(mesh: Mesh, num_envs: int) -> tuple[float | None, float | None, float | None]:

@@ -22,11 +22,11 @@ class TrainConfig(StrictModel):
     """Checkpoints kept per agent (older ones are deleted)."""
     torch_threads: int = Field(1, ge=1)
     """torch intra-op threads per process (many processes share few cores); also onnxruntime's in agents."""
-    agent_runtime: Literal["torch", "onnx"] = "torch"
-    """What a training agent acts with. ``torch``: the channel's torch policy, each weights version loaded
-    into it. ``onnx``: its learner's ONNX graphs of that policy (exported once, on the agent's first
-    ``GetPolicyGraphs``) with every weights version fed in as graph inputs; numpy and onnxruntime only, so
-    the agent process never imports torch (less memory, faster start and step). Learners keep torch. Both
+    agent_runtime: Literal["torch", "onnx"] = "onnx"
+    """What a training agent acts with. ``onnx`` (the default): its learner's ONNX graphs of that policy
+    (exported once, on the agent's first ``GetPolicyGraphs``) with every weights version fed in as graph inputs;
+    numpy and onnxruntime only, so the agent process never imports torch (less memory, faster start and step).
+    ``torch``: the channel's torch policy, each weights version loaded into it. Learners keep torch. Both
     runtimes sample with the same numpy sampler and seed, so on the same weights and inputs they act alike (up
     to float rounding); the in-process launcher acts with the same runtime as the mesh's agents."""
     tensorboard: bool = True

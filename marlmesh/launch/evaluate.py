@@ -1,8 +1,18 @@
-"""Evaluate saved policies: env + N agents as processes, acting with each agent's newest checkpoint."""
+"""Evaluate saved policies: env + N agents as processes, acting with each agent's newest checkpoint.
+
+With ``train.agent_runtime: onnx`` (the default) the checkpoints are first exported to ONNX by a short-lived
+``marlmesh export`` process (``RUN_DIR/<tag>-policy/``) and the agents act from that folder with the onnx
+runtime, so no process of the evaluation mesh imports torch; with ``torch`` (or if the export fails) each agent
+loads its checkpoint with torch.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +22,41 @@ import numpy as np
 from marlmesh.config import Config
 from marlmesh.launch.mesh import Mesh, MeshError
 from marlmesh.v1 import env_pb2, env_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+def export_for_eval(config: Config, run_dir: Path, tag: str) -> Path | None:
+    """The run's newest checkpoints as ONNX graphs for the evaluation agents, when they act with onnx.
+
+    The export runs in its own ``marlmesh export`` process (it needs torch; this launcher process has none).
+
+    Returns:
+        The exported folder ``run_dir/<tag>-policy``; None with ``train.agent_runtime: torch``, or if the export
+        failed (logged): then the agents load the checkpoints with torch.
+    """
+    if config.train.agent_runtime != "onnx":
+        return None
+    out = run_dir / f"{tag}-policy"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "marlmesh.cli", "export", str(run_dir), "--out", str(out)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=config.runtime.startup_timeout_s)
+    except subprocess.TimeoutExpired:
+        log.warning(
+            "exporting %s for evaluation took over %.0fs; the agents load the checkpoints with torch",
+            run_dir,
+            config.runtime.startup_timeout_s,
+        )
+        return None
+    if res.returncode != 0:
+        log.warning(
+            "cannot export %s for evaluation (%s); the agents load the checkpoints with torch",
+            run_dir,
+            res.stderr.strip()[-500:],
+        )
+        return None
+    return out
 
 
 def evaluate_run(
@@ -39,7 +84,8 @@ def evaluate_run(
         MeshError: If a process fails or the episodes do not finish within ``timeout_s``.
     """
     start = time.monotonic()
-    mesh = Mesh(config, config_path, run_dir, "eval", tag, seed, num_envs)
+    policy_dir = export_for_eval(config, run_dir, tag)
+    mesh = Mesh(config, config_path, run_dir, "eval", tag, seed, num_envs, policy_dir=policy_dir)
     try:
         mesh.start()
         channel, stub = mesh.env_stub()

@@ -148,6 +148,9 @@ class Mesh:
     """The launcher's own TLS identity (None: plaintext)."""
     security_env: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per process name: the TLS and control-token variables it is started with."""
+    policy_dir: Path | None = None
+    """``eval`` mode: a ``marlmesh export`` folder the agents act from with the onnx runtime (no torch in
+    them); None: each agent loads its newest checkpoint with torch."""
 
     @property
     def control_token_file(self) -> Path:
@@ -394,6 +397,8 @@ class Mesh:
             args = ["--env-addr", self.env_address, "--mode", self.mode]
             if self.mode == "train":
                 args += ["--learner-addr", learner_addr[i], "--bus-trace", str(self.bus_trace_part(i))]
+            elif self.policy_dir is not None:
+                args += ["--runtime", "onnx", "--policy-dir", str(self.policy_dir)]
             else:
                 args += ["--checkpoint-dir", str(self.checkpoint_dir(i))]
             agents.append(

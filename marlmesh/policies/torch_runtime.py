@@ -11,7 +11,18 @@ import torch
 
 from marlmesh.policy_runtime import ActOutput, NpInbox, sample_numpy, sampler_seed
 
-__all__ = ["TorchRuntime", "sampler_seed"]
+__all__ = ["TorchRuntime", "sampler_seed", "setup_torch"]
+
+
+def setup_torch(threads: int, seed: int) -> None:
+    """Set torch's intra-op threads and seed its global generator (a process acting with :class:`TorchRuntime`).
+
+    Args:
+        threads: ``train.torch_threads``.
+        seed: Seeds the policy's initial (never acted with) parameters.
+    """
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
 
 
 class TorchRuntime:

@@ -64,6 +64,8 @@ def test_bench_scale_tiny_meanfield_bytes_constant_in_n(tmp_path: Path) -> None:
         "2,4",
         "--channels",
         "meanfield",
+        "--modes",
+        "eval,train",
         "--num-envs",
         "2",
         "--json",
@@ -76,11 +78,26 @@ def test_bench_scale_tiny_meanfield_bytes_constant_in_n(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     result = _last_json(out.stdout)
     assert json.loads(out_file.read_text()) == result
-    assert [p["num_agents"] for p in result["points"]] == [2, 4]
+    assert [(p["mode"], p["num_agents"]) for p in result["points"]] == [
+        ("eval", 2),
+        ("eval", 4),
+        ("train", 2),
+        ("train", 4),
+    ]
     for p in result["points"]:
         assert p["steps_per_s"] > 0 and p["bus_bytes_per_agent_env_step"] > 0 and p["cpu_agent_mean"] > 0
+        roles = p["roles"]
+        assert sorted(roles) == (["agent", "env", "learner"] if p["mode"] == "train" else ["agent", "env"])
+        assert roles["agent"]["processes"] == p["num_agents"] and roles["env"]["processes"] == 1
+        for f in roles.values():
+            assert f["rss_mb"] >= f["private_mb"] > 0 and f["start_s"] > 0 and f["start_cpu_s"] > 0
+        # eval: the exported policies with the onnx runtime; train: the default agent runtime (onnx)
+        assert roles["agent"]["torch_imported"] is False
+        if p["mode"] == "train":  # a learner has torch: it outweighs its agent
+            assert roles["learner"]["rss_mb"] > roles["agent"]["rss_mb"]
     # shared medium: one transmission per agent, step and env copy, whatever N
-    assert result["meanfield_bytes_max_over_min"] == 1.0
+    assert result["eval_meanfield_bytes_max_over_min"] == 1.0
+    assert result["train_meanfield_bytes_max_over_min"] == 1.0
     assert (tmp_path / "scale.png").stat().st_size > 1000
 
 

@@ -21,6 +21,7 @@ import pytest
 from service_procs import SMOKE, start, start_env, stop, wait_port
 
 from learner_service.node import policy_params
+from learner_service.policy_graphs import PolicyGraphsSource
 from marlmesh import plugins, tensors
 from marlmesh.config import dump_config, load_config
 from marlmesh.policy_spec import PolicySpec, policy_spec_for
@@ -147,11 +148,19 @@ def test_learner_process_refuses_each_poison_by_cause_and_rolls_back_a_non_finit
 
 
 class ScriptedLearner(learner_pb2_grpc.LearnerServiceServicer):
-    """Streams good weights (version 0), then poisoned versions 1..7, then (once ``release`` is set) version 8."""
+    """Streams good weights (version 0), then poisoned versions 1..7, then (once ``release`` is set) version 8.
 
-    def __init__(self, good: dict[str, np.ndarray]) -> None:
+    It hands out the policy's graphs as a learner process does (``train.agent_runtime: onnx``).
+    """
+
+    def __init__(self, good: dict[str, np.ndarray], graphs: PolicyGraphsSource) -> None:
         self.good = good
+        self.graphs = graphs
         self.release = threading.Event()
+
+    def GetPolicyGraphs(self, request, context):  # noqa: N802
+        """The graphs of the agent's policy, parameters as inputs."""
+        return self.graphs.message()
 
     def poisoned(self) -> list[tuple[str, learner_pb2.Weights]]:
         """(cause, message) of each poisoned version."""
@@ -197,11 +206,17 @@ def _agent_counters(stub: control_pb2_grpc.ControlStub) -> dict[str, float]:
     return dict(stub.GetInfo(control_pb2.InfoRequest(), timeout=10).counters)
 
 
-def test_agent_process_refuses_nan_and_wrong_layout_weights_and_keeps_its_version(env) -> None:
-    tmp, config_path, env_address, spec = env
-    config = load_config(config_path)
-    good = policy_params(plugins.load("channels", config.channel.name)(config.channel).build_policy(spec))
-    learner = ScriptedLearner(good)
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_agent_process_refuses_nan_and_wrong_layout_weights_and_keeps_its_version(env, runtime) -> None:
+    tmp, env_config_path, env_address, spec = env
+    tmp = tmp / runtime
+    tmp.mkdir()
+    config = load_config(env_config_path, [f"train.agent_runtime={runtime}"])
+    config_path = tmp / "config.yaml"
+    config_path.write_text(dump_config(config))
+    channel = plugins.load("channels", config.channel.name)(config.channel)
+    good = policy_params(channel.build_policy(spec))
+    learner = ScriptedLearner(good, PolicyGraphsSource(channel, spec))
     stop_learner = threading.Event()
     server = start_server(
         host="127.0.0.1",
@@ -243,3 +258,4 @@ def test_agent_process_refuses_nan_and_wrong_layout_weights_and_keeps_its_versio
     assert stats["weights_loaded"] == 2 and stats["weights_versions_received"] == 2 and stats["policy_version"] == 8
     text = log.read_text()
     assert text.count("refused weights version") == len(want)  # once per cause, not per message
+    assert stats["runtime"] == runtime and stats["torch_imported"] is (runtime == "torch")

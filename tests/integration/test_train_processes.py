@@ -52,6 +52,13 @@ def test_smoke_run_every_agent_steps_talks_and_learns(tmp_path):
         assert (run / name).is_file(), name
     assert len(list((run / "logs").glob("train-*.log"))) == 7
     assert "Evaluation" in res.stdout and str(run) in res.stdout
+    # agents (training and evaluation) act with onnx and never import torch; the evaluation from an export
+    for tag in ("train", "eval"):
+        for i in range(3):
+            stats = json.loads((run / "stats" / f"{tag}-agent-{i}.json").read_text())
+            assert stats["runtime"] == "onnx" and stats["torch_imported"] is False, (tag, stats)
+            assert stats["peak_rss_mb"] >= stats["private_mb"] > 0 and stats["start_s"] > 0 and stats["start_cpu_s"] > 0
+    assert (run / "eval-policy" / "manifest.json").is_file()
 
     # `marlmesh eval RUN_DIR` on the saved policies
     ev2 = subprocess.run(
@@ -64,6 +71,9 @@ def test_smoke_run_every_agent_steps_talks_and_learns(tmp_path):
     assert ev2.returncode == 0, ev2.stderr[-2000:]
     result = json.loads(ev2.stdout.strip().splitlines()[-1])
     assert result["episodes"] == 4 and len(result["agent_return_means"]) == 3
+    for i in range(3):
+        stats = json.loads((run / "stats" / f"cli-eval-agent-{i}.json").read_text())
+        assert stats["runtime"] == "onnx" and stats["torch_imported"] is False, stats
 
     # training again in the same run directory resumes every learner from its newest checkpoint
     versions = {lr["agent_id"]: lr["version"] for lr in summary["learners"]}
