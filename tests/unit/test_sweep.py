@@ -128,11 +128,14 @@ seeds: [5]
 
 def test_shipped_sweep_files_expand():
     counts = {}
-    for name in ("quick", "full"):
+    for name in ("quick", "full", "study"):
         path = ROOT / "configs" / "sweeps" / f"{name}.yaml"
         spec = load_sweep(path)
         counts[name] = expand_cells(spec, read_base_data(resolve_base_config(spec, path)))
     assert len(counts["quick"]) == 6
+    # 3 tasks x (6 learners + random + 2 references) x 3 seeds, plus 2 tasks x 13 links x dgmappo x 3 seeds
+    assert len(counts["study"]) == 3 * 9 * 3 + 2 * 13 * 3
+    validate_cells(counts["study"], ROOT / "configs" / "ippo.yaml")  # every task, method and reference exists
     assert len(counts["full"]) == 138  # 6 learners x 7 link points x 3 seeds + 6 stress + 2 baselines x 3 seeds
     methods = {c.method for c in counts["full"]}
     assert {"ippo", "ippo+broadcast", "dgmappo", "co2po", "mfppo", "mappo-central (CENTRALIZED REFERENCE)"} <= methods
