@@ -104,23 +104,37 @@ def varied_axes(rows: list[dict[str, str]]) -> list[str]:
 
 
 def group_rows(rows: list[dict[str, str]]) -> list[Group]:
-    """Group the done cells by every axis (and link value) except the seed, in first-seen order."""
+    """Group the done cells by env, link and every axis (and link value) except the seed, in first-seen order.
+
+    A label names the env when the sweep has several, and the link (its ``link`` column) when it has several
+    that no other shown axis already names.
+    """
     axes = varied_axes(rows)
     link_axes = link_axis_names(rows)
     method_axes = axes_determined_by(rows, ("method",))
+    done = [r for r in rows if r.get("status") == "done"]
+    several = {c for c in ("env", "link") if len({r.get(c, "") for r in done}) > 1}
     groups: dict[tuple[str, ...], Group] = {}
     for row in rows:
         if row.get("status") != "done":
             continue
         link = {col: _link_value(row, col, ideal) for _, col, _, ideal in LINK_FIGURES}
-        key = (row["method"], *(row.get(a, "") for a in axes), *(repr(v) for v in link.values()))
+        key = (
+            row.get("env", ""),
+            row["method"],
+            row.get("link", ""),
+            *(row.get(a, "") for a in axes),
+            *(repr(v) for v in link.values()),
+        )
         if key not in groups:
             shown = [a for a in axes if row.get(a) not in ("", "-") and a not in method_axes]
+            prefix = f"{row['env']}: " if "env" in several else ""
             parts = [row["method"]] + [f"{a}={row[a]}" for a in shown]
+            parts += [f"link={row['link']}"] if "link" in several and not link_axes else []
             line = [row["method"]] + [f"{a}={row[a]}" for a in shown if a not in link_axes]
             groups[key] = Group(
                 key,
-                ", ".join(parts),
+                prefix + ", ".join(parts),
                 row["method"],
                 bool(row.get("baseline")),
                 link,

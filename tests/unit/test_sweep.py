@@ -294,6 +294,32 @@ seeds: [0, 1, 2]
     assert "return_vs_loss: skipped" in md
 
 
+def test_report_groups_and_plots_each_env_apart(tmp_path, monkeypatch):
+    monkeypatch.setattr("marlmesh.experiments.estimates.BOOTSTRAP_REPS", 200)
+
+    def ret(cell):
+        return -10.0 * int(cell.overrides["env.kwargs.N"]) - cell.overrides.get("bus.links.default.loss", 0) * 10
+
+    out = _synthetic_sweep(
+        tmp_path,
+        """
+axes:
+  env: [{label: small, env.kwargs.N: 2}, {label: big, env.kwargs.N: 4}]
+  algorithm: [{label: ippo, algo.name: ippo}, {label: bc, channel.name: broadcast}]
+  link: [{label: ideal}, {label: lossy, bus.links.default.loss: 0.5}]
+seeds: [0, 1]
+""",
+        ret,
+    )
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {(r["env"], r["link"]) for r in rows} == {(e, k) for e in ("small", "big") for k in ("ideal", "lossy")}
+    report, figures, _ = write_report(out)
+    md = report.read_text()
+    assert "| small: ippo, link=ideal | 2 | -20.00" in md and "| big: ippo+broadcast, link=lossy | 2 | -45.00" in md
+    names = {p.name for p in figures}
+    assert {"learning_curves-small.png", "learning_curves-big.png", "return_vs_loss-big.png"} <= names
+
+
 def test_report_compares_a_rerun_cell_by_cell(tmp_path, monkeypatch):
     import shutil
 
