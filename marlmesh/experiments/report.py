@@ -354,7 +354,10 @@ def plot_learning_curves(
         return None, f"{stem}: skipped, no learning cell on the ideal link has a training curve"
     ax.set_xlabel("env steps")
     ax.set_ylabel("training return (sum over agents, last 100 episodes)")
-    ax.set_title("learning curves, ideal link" + (f" — {env}" if env else "") + " (mean over seeds, range shaded)")
+    ax.set_title(
+        "learning curves" + (f" — {env}" if env else "") + "\n(ideal link; mean over seeds, their range shaded)",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     path = out_dir / f"{stem}.png"
