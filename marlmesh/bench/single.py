@@ -3,7 +3,9 @@
 The same B env copies and the same N staged policies, vectorized in one process (no gRPC, no bus, no barrier).
 
 Per step: the staged loop (:mod:`marlmesh.staged_loop`) for every agent over an in-process exchange with ideal
-links (every message heard); then each env copy steps with the joint action and resets when its episode ends.
+links (every message heard); then the env copies step with the joint action and reset when their episode ends,
+through the env service's own :class:`~env_service.copies.EnvCopies` (a vectorized env in one call, a PettingZoo
+env copy by copy), so both sides of the comparison step the env the same way.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ class SingleProcessRollout:
         import torch
 
         from comm_bus.exchange import local_exchange
+        from env_service.copies import EnvCopies
         from marlmesh import plugins
-        from marlmesh.envs import make_env
         from marlmesh.policies.torch_runtime import TorchRuntime
 
         torch.set_num_threads(config.train.torch_threads)  # as every agent process does
@@ -45,18 +47,9 @@ class SingleProcessRollout:
         )
         self.tick = 0
         self.num_envs = config.env.num_envs
-        self.envs = [make_env(config.env) for _ in range(self.num_envs)]
-        self.names = list(self.envs[0].possible_agents)
-        self.discrete = [p.actor.discrete for p in policies]
-        self.obs = [np.zeros((self.num_envs, *p.spec.obs_shape), np.float32) for p in policies]
+        self.copies = EnvCopies(config.env, config.seed, 0, self.num_envs)
+        self.obs: list[np.ndarray] = self.copies.reset().obs
         self.cpu_ms_per_tick = 0.0
-        for b, env in enumerate(self.envs):
-            obs, _ = env.reset(seed=config.seed + b)
-            self._write(b, obs)
-
-    def _write(self, b: int, obs: dict[str, np.ndarray]) -> None:
-        for a, name in enumerate(self.names):
-            self.obs[a][b] = obs.get(name, 0.0)
 
     def _decide(self) -> list[np.ndarray]:
         n = self.num_agents
@@ -68,17 +61,7 @@ class SingleProcessRollout:
 
     def step(self) -> None:
         """One batched step: decide for every agent, then step and (on episode end) reset every env copy."""
-        actions = self._decide()
-        for b, env in enumerate(self.envs):
-            joint = {
-                name: int(actions[a][b]) if self.discrete[a] else actions[a][b]
-                for a, name in enumerate(self.names)
-                if name in env.agents
-            }
-            obs, _, terms, truncs, _ = env.step(joint)
-            if any(terms.values()) or any(truncs.values()) or not env.agents:
-                obs, _ = env.reset()
-            self._write(b, obs)
+        self.obs = self.copies.step(self._decide()).obs
 
     def measure(self, warmup_s: float, seconds: float) -> float:
         """Env steps (summed over the B copies) per second over ``seconds`` after ``warmup_s``.
