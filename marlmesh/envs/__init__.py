@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from pettingzoo import ParallelEnv
 
 from marlmesh import plugins
 from marlmesh.config import EnvConfig
 from marlmesh.envs.vector.base import VectorEnv, is_vectorized
+
+T = TypeVar("T")
 
 
 def make_env(config: EnvConfig) -> ParallelEnv:
@@ -37,18 +42,20 @@ def make_env(config: EnvConfig) -> ParallelEnv:
     if config.obs_radius is not None:
         from marlmesh.envs.partial_obs import RadiusObservation
 
-        try:
-            env = RadiusObservation(env, config.obs_radius)
-        except ValueError as exc:
-            raise ValueError(f"env {config.name!r}: {exc}") from None
+        env = _wrapped(config, lambda: RadiusObservation(env, config.obs_radius))
     if config.time_feature:
         from marlmesh.envs.time_obs import TimeObservation
 
-        try:
-            env = TimeObservation(env)
-        except ValueError as exc:
-            raise ValueError(f"env {config.name!r}: {exc}") from None
+        env = _wrapped(config, lambda: TimeObservation(env))
     return env
+
+
+def _wrapped(config: EnvConfig, wrap: Callable[[], T]) -> T:
+    """``wrap()``, its ``ValueError`` prefixed with the env's name."""
+    try:
+        return wrap()
+    except ValueError as exc:
+        raise ValueError(f"env {config.name!r}: {exc}") from None
 
 
 def is_vectorized_env(config: EnvConfig) -> bool:
@@ -85,8 +92,5 @@ def _build_vector(factory: type[VectorEnv], config: EnvConfig, num_envs: int) ->
     if config.time_feature:
         from marlmesh.envs.vector.time_obs import VectorTimeObservation
 
-        try:
-            env = VectorTimeObservation(env)
-        except ValueError as exc:
-            raise ValueError(f"env {config.name!r}: {exc}") from None
+        env = _wrapped(config, lambda: VectorTimeObservation(env))
     return env

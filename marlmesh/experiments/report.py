@@ -176,6 +176,16 @@ def markdown_table(groups: Sequence[Group]) -> str:
     return "\n".join(lines)
 
 
+def _save(fig: object, path: Path) -> Path:
+    """Write a figure as a PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()  # type: ignore[attr-defined]
+    fig.savefig(path, dpi=100)  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    return path
+
+
 def _env_suffix(env: str) -> str:
     """``-<env as a slug>`` for a per-env figure, empty for a sweep with one env."""
     return "-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", env) if env else ""
@@ -244,10 +254,7 @@ def plot_link_figure(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     path = out_dir / f"{stem}{_env_suffix(env)}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path, None
+    return _save(fig, path), None
 
 
 def axes_determined_by(rows: list[dict[str, str]], columns: Sequence[str]) -> set[str]:
@@ -294,10 +301,7 @@ def plot_bar_figure(
     ax.set_title(stem.replace("_", " ") + " (mean ± std over seeds)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     path = out_dir / f"{stem}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path, None
+    return _save(fig, path), None
 
 
 def training_curve(cell_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -361,10 +365,7 @@ def plot_learning_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     path = out_dir / f"{stem}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path, None
+    return _save(fig, path), None
 
 
 COMPARED_COLUMNS = ("return_sum_mean", "collisions_mean", "env_steps", "bytes_per_episode")
