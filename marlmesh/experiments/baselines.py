@@ -56,10 +56,13 @@ import grpc
 import numpy as np
 
 from marlmesh.config import Config, ConfigError, dump_config, load_config
+from marlmesh.experiments.pursuit_controller import scripted_pursuit
 from marlmesh.spaces import SpaceSpec
 from marlmesh.tls import TlsIdentity
 
 if TYPE_CHECKING:
+    from pettingzoo import ParallelEnv
+
     from marlmesh.envs.vector.base import VectorEnv
 
 #: MPE physics (mpe2 ``core.World`` / ``Agent`` defaults, used by simple_spread).
@@ -375,8 +378,6 @@ def _speaker_listener_controller(
 def _pursuit_controller(
     name: str, agent_index: int, num_agents: int, action: SpaceSpec, obs_dim: int, seed: int
 ) -> BaselinePolicy:
-    from marlmesh.experiments.pursuit_controller import scripted_pursuit
-
     return scripted_pursuit(agent_index, num_agents, action, obs_dim, seed)
 
 
@@ -427,6 +428,23 @@ def make_policy(
         raise ValueError(f"baseline {name!r} does not fit env {env_name!r}: {exc}") from None
 
 
+def team_policies(env: ParallelEnv | VectorEnv, env_name: str, name: str, seed: int) -> list[BaselinePolicy]:
+    """Baseline ``name``'s policy for every agent of ``env`` (a ParallelEnv or a vectorized env), in agent order."""
+    agents = list(env.possible_agents)
+    return [
+        make_policy(
+            name,
+            env_name,
+            i,
+            len(agents),
+            SpaceSpec.from_gym(env.action_space(a)),
+            int(np.prod(env.observation_space(a).shape)),
+            seed,
+        )
+        for i, a in enumerate(agents)
+    ]
+
+
 def evaluate_in_process(config: Config, name: str, episodes: int, seed: int) -> list[float]:
     """Sum-over-agents returns of ``episodes`` episodes stepped in this process (no services; for tests).
 
@@ -435,19 +453,7 @@ def evaluate_in_process(config: Config, name: str, episodes: int, seed: int) -> 
     from marlmesh.envs import make_env
 
     env = make_env(config.env)
-    agents = list(env.possible_agents)
-    policies = {
-        a: make_policy(
-            name,
-            config.env.name,
-            i,
-            len(agents),
-            SpaceSpec.from_gym(env.action_space(a)),
-            int(np.prod(env.observation_space(a).shape)),
-            seed,
-        )
-        for i, a in enumerate(agents)
-    }
+    policies = dict(zip(env.possible_agents, team_policies(env, config.env.name, name, seed), strict=True))
     returns = []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
@@ -483,18 +489,7 @@ def evaluate_vector_env(
     Returns:
         ``[num_envs]`` returns (summed over agents and over the episode).
     """
-    policies = [
-        make_policy(
-            name,
-            env_name,
-            i,
-            len(env.possible_agents),
-            SpaceSpec.from_gym(env.action_space(a)),
-            int(np.prod(env.observation_space(a).shape)),
-            seed,
-        )
-        for i, a in enumerate(env.possible_agents)
-    ]
+    policies = team_policies(env, env_name, name, seed)
     obs = env.reset(seed=seed)
     total = np.zeros(env.num_envs)
     running = np.ones(env.num_envs, bool)
