@@ -191,6 +191,17 @@ def _env_suffix(env: str) -> str:
     return "-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", env) if env else ""
 
 
+def references_under_links(groups: Sequence[Group]) -> list[Group]:
+    """The reference (baseline) groups evaluated under a learner's worse link.
+
+    A baseline ignores the bus, but it can model a link itself (e.g. the speaker-listener reference that loses the
+    goal at the link's rate, ``env.kwargs.goal_loss``): it is under a link when its ``link`` label is the label of a
+    learner group on a non-ideal link. The link figures draw it as a curve beside the learners, not as a flat line.
+    """
+    worse = {g.rows[0].get("link", "") for g in groups if not g.baseline and not g.ideal_link}
+    return [g for g in groups if g.baseline and g.rows[0].get("link", "") in worse]
+
+
 def plot_link_figure(
     groups: Sequence[Group], stem: str, x_column: str, x_label: str, out_dir: Path, env: str = ""
 ) -> tuple[Path | None, str | None]:
@@ -219,21 +230,39 @@ def plot_link_figure(
             return inf_pos if inf_pos is not None else x
         return x / 1000.0 if x_column == "link_rate_bps" else x
 
+    # a reference evaluated under a worse link is a curve at the x values of the learners on that link
+    learner_link = {g.rows[0].get("link", ""): g for g in learners if not g.ideal_link}
+    under_link = references_under_links(groups)
+    x_of = {id(g): learner_link[g.rows[0].get("link", "")].link[x_column] for g in under_link}
+    x_of.update({id(g): g.link[x_column] for g in sliced})
+    held = {id(g) for g in sliced}
+    along = [g for g in under_link if id(learner_link[g.rows[0].get("link", "")]) in held]
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     lines: dict[str, list[Group]] = defaultdict(list)
-    for g in sliced:
+    for g in [*sliced, *along]:
         lines[g.line_label].append(g)
     for label, gs in lines.items():
-        gs = sorted(gs, key=lambda g: g.link[x_column])
-        pts = [(pos(g.link[x_column]), g.interval(RETURN)) for g in gs]
+        gs = sorted(gs, key=lambda g: x_of[id(g)])
+        pts = [(pos(x_of[id(g)]), g.interval(RETURN)) for g in gs]
         pts = [(x, i) for x, i in pts if i is not None]
         if not pts:
             continue
         x = [p[0] for p in pts]
         y = [p[1].iqm for p in pts]
         err = [[p[1].iqm - p[1].low for p in pts], [p[1].high - p[1].iqm for p in pts]]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=label)
-    baselines = [g for g in groups if g.baseline and g.interval(RETURN) is not None]
+        reference = gs[0].baseline
+        ax.errorbar(
+            x,
+            y,
+            yerr=err,
+            marker="s" if reference else "o",
+            linestyle="--" if reference else "-",
+            capsize=4,
+            label=label + (" (reference, same link)" if reference else ""),
+        )
+    curves = {id(g) for g in under_link}
+    baselines = [g for g in groups if g.baseline and id(g) not in curves and g.interval(RETURN) is not None]
     for g, (color, style) in zip(baselines, cycle(BASELINE_STYLES), strict=False):
         est = g.interval(RETURN)
         assert est is not None
@@ -348,7 +377,8 @@ def plot_learning_curves(
         if len(curves) > 1:
             ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), alpha=0.15, color=line.get_color())
         drawn += 1
-    baselines = [g for g in groups if g.baseline and g.interval(RETURN) is not None]
+    under_link = {id(g) for g in references_under_links(groups)}
+    baselines = [g for g in groups if g.baseline and id(g) not in under_link and g.interval(RETURN) is not None]
     for g, (color, style) in zip(baselines, cycle(BASELINE_STYLES), strict=False):
         est = g.interval(RETURN)
         assert est is not None

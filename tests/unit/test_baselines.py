@@ -199,3 +199,15 @@ def test_a_baseline_that_does_not_fit_the_env_names_the_env():
         make_policy("scripted-centroid", "mpe2.simple_spread_v3", 0, 3, DISCRETE5, 18, 0)
     with pytest.raises(ValueError, match=r"'scripted' does not fit env 'my.module:env'.*observation layout"):
         make_policy("scripted", "my.module:env", 0, 3, DISCRETE5, 8, 0)  # unlisted envs get the spread controller
+
+
+def test_speaker_listener_reference_under_loss_runs_from_perfect_to_no_communication() -> None:
+    def scripted(**kwargs: object) -> float:
+        env = SpeakerListenerNoComm(num_envs=200, goal_in_obs=True, **kwargs)
+        return float(evaluate_vector_env(env, SPEAKER_LISTENER, "scripted", 0).mean())
+
+    centroid = evaluate_vector_env(SpeakerListenerNoComm(num_envs=200), SPEAKER_LISTENER, "scripted-centroid", 0)
+    assert scripted(goal_loss=1.0) == pytest.approx(float(centroid.mean()))  # never heard: the centroid
+    assert scripted(goal_loss=0.0) == scripted()  # always heard: perfect communication
+    memoryless, memory = scripted(goal_loss=0.6), scripted(goal_loss=0.6, goal_memory=True)
+    assert scripted() > memory > memoryless > float(centroid.mean())

@@ -134,7 +134,7 @@ def test_shipped_sweep_files_expand():
         counts[name] = expand_cells(spec, read_base_data(resolve_base_config(spec, path)))
     assert len(counts["quick"]) == 6
     # 3 tasks x (6 learners + random + 2 references) x 3 seeds, plus 2 tasks x 13 links x dgmappo x 3 seeds
-    assert len(counts["study"]) == 3 * 9 * 3 + 2 * 13 * 3
+    assert len(counts["study"]) == 3 * 9 * 3 + 2 * 13 * 3 + 2 * 3 * 3  # + the speaker-listener references under loss
     validate_cells(counts["study"], ROOT / "configs" / "ippo.yaml")  # every task, method and reference exists
     assert len(counts["full"]) == 138  # 6 learners x 7 link points x 3 seeds + 6 stress + 2 baselines x 3 seeds
     methods = {c.method for c in counts["full"]}
@@ -318,6 +318,42 @@ seeds: [0, 1]
     assert "| small: ippo, link=ideal | 2 | -20.00" in md and "| big: ippo+broadcast, link=lossy | 2 | -45.00" in md
     names = {p.name for p in figures}
     assert {"learning_curves-small.png", "learning_curves-big.png", "return_vs_loss-big.png"} <= names
+
+
+def test_report_draws_a_reference_evaluated_under_a_learners_link_as_a_curve(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    monkeypatch.setattr("marlmesh.experiments.estimates.BOOTSTRAP_REPS", 200)
+    curves: dict[str, list[float]] = {}
+    flat: list[str] = []
+    monkeypatch.setattr(Axes, "errorbar", lambda self, x, y, **kw: curves.setdefault(kw["label"], list(x)))
+    monkeypatch.setattr(Axes, "axhline", lambda self, y, **kw: flat.append(kw["label"]))
+
+    def ret(cell):
+        return -20.0 - 10 * cell.overrides.get("env.kwargs.goal_loss", cell.overrides.get("bus.links.default.loss", 0))
+
+    out = _synthetic_sweep(
+        tmp_path,
+        """
+grids:
+  - axes:
+      algorithm: [{label: ippo, algo.name: ippo}, {label: perfect, baseline: scripted}]
+      link: [{label: ideal}, {label: loss0.2, bus.links.default.loss: 0.2},
+             {label: loss0.5, bus.links.default.loss: 0.5}]
+  - axes:
+      algorithm: [{label: perfect-lossy, baseline: scripted}]
+      link: [{label: loss0.2, bus.links.default.loss: 0.2, env.kwargs.goal_loss: 0.2},
+             {label: loss0.5, bus.links.default.loss: 0.5, env.kwargs.goal_loss: 0.5}]
+seeds: [0]
+""",
+        ret,
+    )
+    _, figures, _ = write_report(out)
+    assert "return_vs_loss.png" in {p.name for p in figures}
+    # the learners and the reference under the same links share the x axis; the ideal-link reference is flat
+    assert curves["ippo"] == [0.0, 0.2, 0.5]
+    assert curves["perfect-lossy (reference, same link)"] == [0.2, 0.5]
+    assert "perfect" in flat and not any(label.startswith("perfect-lossy") for label in flat)
 
 
 def test_report_compares_a_rerun_cell_by_cell(tmp_path, monkeypatch):

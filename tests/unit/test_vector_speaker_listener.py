@@ -72,3 +72,37 @@ def test_registered_as_a_vectorized_plugin_that_autoresets_and_rejects_obs_radiu
     again = factory(num_envs=B, max_cycles=3)
     again.reset(seed=SEED)
     assert not np.array_equal(env.world.state.pos, again.world.state.pos)
+
+
+def _heard_fraction(env: SpeakerListenerNoComm, steps: int) -> np.ndarray:
+    """Per step index, the fraction of copies whose listener observation holds the goal colour."""
+    obs = env.reset(seed=SEED)
+    idle = [np.zeros(env.num_envs, np.int64)] * 2
+    fractions = []
+    for _ in range(steps):
+        fractions.append(np.all(obs[1][:, 8:] == obs[0], axis=1).mean())
+        obs = env.step(idle).obs
+    return np.array(fractions)
+
+
+def test_goal_loss_hides_the_colour_with_the_given_probability_with_or_without_memory() -> None:
+    p, copies, steps = 0.3, 4000, 6
+    memoryless = _heard_fraction(SpeakerListenerNoComm(num_envs=copies, goal_in_obs=True, goal_loss=p), steps)
+    assert np.allclose(memoryless, 1 - p, atol=0.03)  # each step on its own
+    memory = SpeakerListenerNoComm(num_envs=copies, goal_in_obs=True, goal_loss=p, goal_memory=True)
+    assert np.allclose(_heard_fraction(memory, steps), 1 - p ** np.arange(1, steps + 1), atol=0.03)
+    # what is not the colour is zeros ("nothing heard"), never another landmark's colour
+    listener = memory.observe()[1][:, 8:]
+    assert np.all(np.all(listener == 0, axis=1) | np.all(listener == memory.observe()[0], axis=1))
+    # the draws are seeded by reset(seed): the same seed hides the same steps
+    again = SpeakerListenerNoComm(num_envs=copies, goal_in_obs=True, goal_loss=p)
+    assert np.array_equal(_heard_fraction(again, steps), memoryless)
+
+
+def test_goal_loss_settings_are_references_only_and_checked() -> None:
+    with pytest.raises(ValueError, match=r"goal_loss must be a probability in \[0, 1\], got 1.5"):
+        SpeakerListenerNoComm(goal_in_obs=True, goal_loss=1.5)
+    with pytest.raises(ValueError, match="set it too"):
+        SpeakerListenerNoComm(goal_loss=0.1)
+    with pytest.raises(ValueError, match="set it too"):
+        SpeakerListenerNoComm(goal_memory=True)

@@ -21,13 +21,24 @@ listener's observation; here the env has no channel (``dim_c = 0``):
 ``goal_in_obs=True`` is a reference-only setting: it appends the goal colour to the listener's observation
 (where mpe2 has the speaker's word), i.e. perfect communication without the bus, for the scripted
 perfect-communication reference (``marlmesh.experiments.baselines``); it is not a learning task.
+
+Two more reference-only settings give the references under a lossy link (docs/RESULTS.md, "loss"): with
+``goal_loss=p`` the goal colour reaches the listener's observation at each step only with probability ``1 - p``
+(independently per step and copy, as the bus drops a message row with probability ``p``); otherwise the entries
+are zeros ("nothing heard"). With ``goal_memory=True`` the listener keeps the last colour it heard until the episode
+ends, as a policy with memory could; without it (the default) it holds the colour only at the steps it arrives,
+as a memoryless policy does. A listener with memory has heard the goal by its ``t``-th observation (``t`` = 1, 2,
+...) with probability ``1 - p^t``; a memoryless one holds it at each step with probability ``1 - p``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from gymnasium import spaces
 
+from marlmesh.envs.vector.base import VectorStep
 from marlmesh.envs.vector.mpe_env import MPEVectorEnv
 from marlmesh.envs.vector.physics import WorldSpec
 
@@ -54,9 +65,14 @@ class SpeakerListenerNoComm(MPEVectorEnv):
         max_cycles: Steps per episode (both agents are truncated at the last one).
         continuous_actions: The listener moves with ``Box(0, 1, (5,))`` instead of ``Discrete(5)``.
         goal_in_obs: Reference only: append the goal colour to the listener's observation.
+        goal_loss: Reference only (with ``goal_in_obs``): the probability that the colour is missing (zeros) from
+            an observation, drawn per step and copy.
+        goal_memory: Reference only (with ``goal_loss``): the listener keeps the last colour it heard until the
+            episode ends.
 
     Raises:
-        ValueError: For ``obs_radius`` or a non-positive ``num_envs``/``max_cycles``.
+        ValueError: For ``obs_radius``, a non-positive ``num_envs``/``max_cycles``, ``goal_loss`` outside
+            ``[0, 1]`` or a loss setting without ``goal_in_obs``.
     """
 
     def __init__(
@@ -66,12 +82,23 @@ class SpeakerListenerNoComm(MPEVectorEnv):
         max_cycles: int = 25,
         continuous_actions: bool = False,
         goal_in_obs: bool = False,
+        goal_loss: float = 0.0,
+        goal_memory: bool = False,
     ) -> None:
         if obs_radius is not None:
             raise ValueError("speaker_listener_nocomm has no partial observation (env.obs_radius must be null)")
+        if not 0.0 <= float(goal_loss) <= 1.0:
+            raise ValueError(f"goal_loss must be a probability in [0, 1], got {goal_loss!r}")
+        if (goal_loss or goal_memory) and not goal_in_obs:
+            raise ValueError("goal_loss and goal_memory shape the goal colour goal_in_obs=true shows; set it too")
         self.goal_in_obs = bool(goal_in_obs)
+        self.goal_loss = float(goal_loss)
+        self.goal_memory = bool(goal_memory)
         self.goal = np.zeros(int(num_envs), np.int64)
         """``[B]`` index of each copy's goal landmark."""
+        self.heard = np.zeros((int(num_envs), NUM_LANDMARKS), np.float64)
+        """``[B, 3]`` the goal colour as the listener holds it (zeros: nothing heard under ``goal_loss``)."""
+        self._loss_rng = np.random.default_rng()
         super().__init__(num_envs, max_cycles, continuous_actions)
         self.metadata = {"name": "speaker_listener_nocomm"}
         self._act_spaces["speaker_0"] = spaces.Discrete(1)  # also with continuous actions (no Box of shape (0,))
@@ -99,6 +126,29 @@ class SpeakerListenerNoComm(MPEVectorEnv):
             self.goal[b] = int(rng.integers(NUM_LANDMARKS))
             state.pos[b] = rng.uniform(-1.0, 1.0, (2 + NUM_LANDMARKS, 2))
         state.vel[copies] = 0.0
+        self.heard[copies] = 0.0
+        self.deliver(np.isin(np.arange(self.num_envs), copies))
+
+    def reset(self, seed: int | None = None) -> list[np.ndarray]:
+        """Reset every copy (copy ``b`` seeded with ``seed + b``; the ``goal_loss`` draws seeded from ``seed``)."""
+        if seed is not None:
+            self._loss_rng = np.random.default_rng([seed, 0x6C055])
+        return super().reset(seed)
+
+    def step(self, actions: Sequence[np.ndarray]) -> VectorStep:
+        """One step of every copy; the goal colour reaches each listener (or not) for the next observation."""
+        self.deliver(np.ones(self.num_envs, bool))
+        return super().step(actions)
+
+    def deliver(self, copies: np.ndarray) -> None:
+        """Update :attr:`heard` for the next observation of ``copies`` (``[B]`` bool) under ``goal_loss``."""
+        colour = LANDMARK_COLORS[self.goal]
+        arrived = copies.copy()
+        if self.goal_loss:
+            arrived &= self._loss_rng.random(self.num_envs) >= self.goal_loss
+        if not self.goal_memory:
+            self.heard[copies] = 0.0
+        self.heard[arrived] = colour[arrived]
 
     def goal_pos(self) -> np.ndarray:
         """``[B, 2]`` position of each copy's goal landmark."""
@@ -112,7 +162,7 @@ class SpeakerListenerNoComm(MPEVectorEnv):
         rel = self.world.landmark_pos - listener[:, None, :]
         parts = [state.vel[:, LISTENER], rel.reshape(self.num_envs, -1)]
         if self.goal_in_obs:
-            parts.append(colour)
+            parts.append(self.heard)
         return [colour.astype(np.float32), np.concatenate(parts, axis=1, dtype=np.float32)]
 
     def rewards(self) -> np.ndarray:
