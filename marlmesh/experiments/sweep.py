@@ -125,7 +125,10 @@ class SweepRunner:
         self.spec = load_sweep(sweep_file)
         self.launcher = launcher or self.spec.launcher
         self.base_config = resolve_base_config(self.spec, sweep_file)
-        self.cells = select_cells(expand_cells(self.spec, read_base_data(self.base_config)), only)
+        self.all_cells = expand_cells(self.spec, read_base_data(self.base_config))
+        """Every cell of the sweep: ``sweep.json`` and ``results.csv`` list them all, run or not."""
+        self.cells = select_cells(self.all_cells, only)
+        """The cells this run runs (``--cells`` selects some)."""
         self.out_dir = out_dir
         self.parallel = max(1, parallel)
         self.err = err
@@ -156,14 +159,14 @@ class SweepRunner:
             "sweep_file": str(self.sweep_file),
             "base_config": str(self.base_config) if self.base_config else None,
             "axes": self.spec.axis_names(),
-            "cells": [c.to_json() for c in self.cells],
+            "cells": [c.to_json() for c in self.all_cells],
         }
         (self.out_dir / "sweep.json").write_text(json.dumps(manifest, indent=2))
 
     def write_results(self) -> Path:
-        """(Re)write ``results.csv`` from every cell folder."""
+        """(Re)write ``results.csv`` from every cell folder (a row per cell of the sweep, also with ``--cells``)."""
         path = self.out_dir / "results.csv"
-        write_csv(collect_rows(self.out_dir, self.cells, self.spec.axis_names()), path)
+        write_csv(collect_rows(self.out_dir, self.all_cells, self.spec.axis_names()), path)
         return path
 
     # -- running -----------------------------------------------------------------------------------

@@ -409,6 +409,10 @@ def test_launcher_and_cell_selection(tmp_path, capsys):
     )
     runner = SweepRunner(sweep, tmp_path / "out", only=["a=3*"])
     assert [c.axes["a"] for c in runner.cells] == ["3"] and runner.launcher == "inprocess"
+    runner.write_manifest()  # the manifest and results.csv of a selection still list the whole sweep
+    assert len(json.loads((tmp_path / "out" / "sweep.json").read_text())["cells"]) == 3
+    rows = list(csv.DictReader(open(runner.write_results())))
+    assert [(r["a"], r["status"]) for r in rows] == [("2", "pending"), ("3", "pending"), ("random", "pending")]
     argv = cell_command(runner.cells[0], None, tmp_path / "run", runner.launcher)
     assert argv[argv.index("--launcher") + 1] == "inprocess"
     base = cell_command(SweepRunner(sweep, tmp_path / "o2").cells[-1], None, tmp_path / "b")
