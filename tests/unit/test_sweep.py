@@ -134,7 +134,7 @@ def test_shipped_sweep_files_expand():
         counts[name] = expand_cells(spec, read_base_data(resolve_base_config(spec, path)))
     assert len(counts["quick"]) == 6
     # 3 tasks x (6 learners + random + 2 references) x 3 seeds, plus 2 tasks x 13 links x dgmappo x 3 seeds
-    assert len(counts["study"]) == 3 * 9 * 3 + 2 * 13 * 3 + 2 * 3 * 3  # + the speaker-listener references under loss
+    assert len(counts["study"]) == 3 * 9 * 3 + (13 + 6) * 3 + 2 * 3 * 3  # methods, links, references under loss
     validate_cells(counts["study"], ROOT / "configs" / "ippo.yaml")  # every task, method and reference exists
     assert len(counts["full"]) == 138  # 6 learners x 7 link points x 3 seeds + 6 stress + 2 baselines x 3 seeds
     methods = {c.method for c in counts["full"]}
