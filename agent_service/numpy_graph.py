@@ -156,12 +156,19 @@ def _read_value_info(buf: bytes) -> ValueInfo:
 
 # -- operators -----------------------------------------------------------------------------------------------
 Op = Callable[[list[np.ndarray | None], dict[str, Any]], list[np.ndarray]]
+_Node = tuple[Op, tuple[str, ...], tuple[str, ...], dict[str, Any]]
+"""A node ready to run: operator, input names (``""``: an omitted optional input), output names, attributes."""
+
+
+def _ints(array: np.ndarray) -> list[int]:
+    """The values of an integer tensor (axes, shapes, slice bounds) as Python ints."""
+    return array.reshape(-1).tolist()
 
 
 def _axes(inputs: list[np.ndarray | None], attrs: dict[str, Any], index: int = 1) -> list[int] | None:
     """Axes from the input at ``index`` (opset 13+) or the ``axes`` attribute; None when neither is given."""
     if len(inputs) > index and inputs[index] is not None:
-        return [int(a) for a in np.asarray(inputs[index]).reshape(-1)]
+        return _ints(inputs[index])
     return list(attrs["axes"]) if "axes" in attrs else None
 
 
@@ -179,10 +186,10 @@ def _reduce(fn: Callable[[np.ndarray, tuple[int, ...], bool], np.ndarray]) -> Op
 
 
 def _log_sum_exp(x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
-    top = np.max(x, axis=axes, keepdims=True)
-    top = np.where(np.isfinite(top), top, np.zeros_like(top))
-    out = np.log(np.sum(np.exp(x - top), axis=axes, keepdims=True)) + top
-    return out if keepdims else np.squeeze(out, axis=axes)
+    top = np.maximum.reduce(x, axis=axes, keepdims=True)
+    top[~np.isfinite(top)] = 0  # all -inf (or inf): the sum below says so
+    out = np.log(np.add.reduce(np.exp(x - top), axis=axes, keepdims=True)) + top
+    return out if keepdims else out.reshape([d for i, d in enumerate(out.shape) if i not in axes])
 
 
 def _div(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
@@ -208,16 +215,24 @@ def _gemm(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.nda
 def _unsqueeze(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     x, axes = inputs[0], _axes(inputs, attrs) or []
     rank = x.ndim + len(axes)
-    return [np.expand_dims(x, tuple(sorted(a % rank for a in axes)))]
+    shape = list(x.shape)
+    for axis in sorted(a % rank for a in axes):
+        shape.insert(axis, 1)
+    return [x.reshape(shape)]
 
 
 def _squeeze(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     x, axes = inputs[0], _axes(inputs, attrs)
-    return [np.squeeze(x) if axes is None else np.squeeze(x, axis=tuple(a % x.ndim for a in axes))]
+    if axes is None:
+        return [x.reshape([d for d in x.shape if d != 1])]
+    drop = {a % x.ndim for a in axes}
+    if any(x.shape[a] != 1 for a in drop):
+        raise ValueError(f"Squeeze: axes {sorted(drop)} of shape {list(x.shape)} are not all 1")
+    return [x.reshape([d for i, d in enumerate(x.shape) if i not in drop])]
 
 
 def _reshape(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x, shape = inputs[0], [int(d) for d in inputs[1]]
+    x, shape = inputs[0], _ints(inputs[1])
     if not attrs.get("allowzero", 0):  # 0 copies the input's dimension
         shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
     return [x.reshape(shape)]
@@ -231,9 +246,9 @@ def _shape(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.nd
 
 def _slice(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     x = inputs[0]
-    starts, ends = [int(v) for v in inputs[1]], [int(v) for v in inputs[2]]
-    axes = [int(v) for v in inputs[3]] if len(inputs) > 3 and inputs[3] is not None else list(range(len(starts)))
-    steps = [int(v) for v in inputs[4]] if len(inputs) > 4 and inputs[4] is not None else [1] * len(starts)
+    starts, ends = _ints(inputs[1]), _ints(inputs[2])
+    axes = _ints(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else list(range(len(starts)))
+    steps = _ints(inputs[4]) if len(inputs) > 4 and inputs[4] is not None else [1] * len(starts)
     index = [slice(None)] * x.ndim
     for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
         index[axis % x.ndim] = slice(start, end, step)
@@ -254,15 +269,17 @@ def _clip(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.nda
 def _elu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     x = inputs[0]
     alpha = np.float32(attrs.get("alpha", 1.0))
-    return [np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))]
+    return [np.where(x > 0, x, alpha * np.expm1(x))]  # expm1 overflows only where x is taken
 
 
 def _layer_norm(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     x, scale = inputs[0], inputs[1]
     axes = tuple(range(attrs.get("axis", -1) % x.ndim, x.ndim))
-    mean = np.mean(x, axis=axes, keepdims=True)
+    count = np.float32(np.prod([x.shape[a] for a in axes]))
+    mean = np.add.reduce(x, axis=axes, keepdims=True) / count
     centred = x - mean
-    inv_std = 1 / np.sqrt(np.mean(centred * centred, axis=axes, keepdims=True) + np.float32(attrs.get("epsilon", 1e-5)))
+    variance = np.add.reduce(centred * centred, axis=axes, keepdims=True) / count
+    inv_std = 1 / np.sqrt(variance + np.float32(attrs.get("epsilon", 1e-5)))
     y = centred * inv_std * scale
     if len(inputs) > 2 and inputs[2] is not None:
         y = y + inputs[2]
@@ -282,7 +299,7 @@ def _constant(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np
 
 def _constant_of_shape(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     value = attrs.get("value", np.zeros(1, np.float32))
-    return [np.full([int(d) for d in inputs[0]], value.reshape(-1)[0], value.dtype)]
+    return [np.full(_ints(inputs[0]), value.reshape(-1)[0], value.dtype)]
 
 
 def _cast(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
@@ -332,10 +349,8 @@ OPS: dict[str, Op] = {
     "Elu": _elu,
     "Equal": _binary(np.equal),
     "Exp": _unary(np.exp),
-    "Expand": lambda inputs, attrs: [
-        np.broadcast_to(inputs[0], np.broadcast_shapes(inputs[0].shape, tuple(int(d) for d in inputs[1])))
-    ],
-    "Gather": lambda inputs, attrs: [np.take(inputs[0], inputs[1], axis=attrs.get("axis", 0))],
+    "Expand": lambda inputs, attrs: [inputs[0] * np.ones(_ints(inputs[1]), inputs[0].dtype)],  # broadcasts both
+    "Gather": lambda inputs, attrs: [inputs[0].take(inputs[1], axis=attrs.get("axis", 0))],
     "Gemm": _gemm,
     "Greater": _binary(np.greater),
     "GreaterOrEqual": _binary(np.greater_equal),
@@ -350,11 +365,11 @@ OPS: dict[str, Op] = {
     "Neg": _unary(np.negative),
     "Not": _unary(np.logical_not),
     "Pad": _pad,
-    "ReduceL2": _reduce(lambda x, axes, keep: np.sqrt(np.sum(x * x, axis=axes, keepdims=keep))),
+    "ReduceL2": _reduce(lambda x, axes, keep: np.sqrt(np.add.reduce(x * x, axis=axes, keepdims=keep))),
     "ReduceLogSumExp": _reduce(_log_sum_exp),
-    "ReduceMax": _reduce(lambda x, axes, keep: np.max(x, axis=axes, keepdims=keep)),
+    "ReduceMax": _reduce(lambda x, axes, keep: np.maximum.reduce(x, axis=axes, keepdims=keep)),
     "ReduceMean": _reduce(lambda x, axes, keep: np.mean(x, axis=axes, keepdims=keep)),
-    "ReduceSum": _reduce(lambda x, axes, keep: np.sum(x, axis=axes, keepdims=keep)),
+    "ReduceSum": _reduce(lambda x, axes, keep: np.add.reduce(x, axis=axes, keepdims=keep)),
     "Relu": _unary(lambda x: np.maximum(x, np.zeros((), x.dtype))),
     "Reshape": _reshape,
     "Shape": _shape,
@@ -373,15 +388,6 @@ OPS: dict[str, Op] = {
 """The operators the numpy engine runs (ONNX default domain, opset 17 semantics), by ``op_type``."""
 
 
-@dataclass(frozen=True)
-class _Node:
-    op_type: str
-    op: Op
-    inputs: list[str]
-    outputs: list[str]
-    attrs: dict[str, Any]
-
-
 class NumpyGraph:
     """One ONNX graph, evaluated node by node with numpy.
 
@@ -397,24 +403,44 @@ class NumpyGraph:
         graph = next((bytes(v) for f, w, v in protobuf_fields(model) if f == 7 and w == 2), None)
         if graph is None:
             raise ValueError(f"{where}: not an ONNX model (no graph)")
-        self._initializers: dict[str, np.ndarray] = {}
-        self._nodes: list[_Node] = []
+        initializers: dict[str, np.ndarray] = {}
+        nodes: list[_Node] = []
         declared_inputs: list[ValueInfo] = []
         self._outputs: list[str] = []
         for field, wire, value in protobuf_fields(graph):
             if wire != 2:
                 continue
             if field == 1:
-                self._nodes.append(self._read_node(bytes(value), where))
+                nodes.append(self._read_node(bytes(value), where))
             elif field == 5:
                 name, array = read_tensor(bytes(value))
-                self._initializers[name] = array
+                initializers[name] = array
             elif field == 11:
                 declared_inputs.append(_read_value_info(bytes(value)))
             elif field == 12:
                 self._outputs.append(_read_value_info(bytes(value)).name)
-        self._inputs = [i for i in declared_inputs if i.name not in self._initializers]
-        self._overridable = [i for i in declared_inputs if i.name in self._initializers]
+        self._inputs = [i for i in declared_inputs if i.name not in initializers]
+        self._overridable = [i for i in declared_inputs if i.name in initializers]
+        self._values, self._nodes = self._fold(nodes, initializers, {i.name for i in declared_inputs})
+
+    @staticmethod
+    def _fold(
+        nodes: list[_Node], initializers: dict[str, np.ndarray], fed: set[str]
+    ) -> tuple[dict[str, np.ndarray | None], list[_Node]]:
+        """Evaluate once the nodes that depend on no feed (constants, frozen weights): ``(values, nodes left)``."""
+        values: dict[str, np.ndarray | None] = {"": None, **initializers}
+        known = {name for name in initializers if name not in fed} | {""}
+        left = []
+        with np.errstate(all="ignore"):
+            for node in nodes:
+                op, inputs, outputs, attrs = node
+                if not all(name in known for name in inputs):
+                    left.append(node)
+                    continue
+                for name, result in zip(outputs, op([values[i] for i in inputs], attrs), strict=False):
+                    values[name] = result
+                    known.add(name)
+        return values, left
 
     @staticmethod
     def _read_node(buf: bytes, where: str) -> _Node:
@@ -436,7 +462,7 @@ class NumpyGraph:
                 f"{where}: operator {domain + '.' if domain else ''}{op_type} is not supported by the numpy engine; "
                 "set train.graph_engine=onnxruntime"
             )
-        return _Node(op_type, OPS[op_type], inputs, outputs, attrs)
+        return OPS[op_type], tuple(inputs), tuple(outputs), attrs
 
     def get_inputs(self) -> list[ValueInfo]:
         """The inputs a caller must feed (graph inputs without an initializer)."""
@@ -456,14 +482,12 @@ class NumpyGraph:
         Raises:
             ValueError: If a required input is missing.
         """
-        values: dict[str, np.ndarray | None] = {**self._initializers, "": None}
         for info in self._inputs:
             if info.name not in feeds:
                 raise ValueError(f"missing input {info.name!r}")
-        values.update(feeds)
-        for node in self._nodes:
-            with np.errstate(all="ignore"):  # as onnxruntime: inf and NaN are values, not warnings
-                results = node.op([values[name] for name in node.inputs], node.attrs)
-            for name, result in zip(node.outputs, results, strict=False):
-                values[name] = result
+        values = {**self._values, **feeds}
+        with np.errstate(all="ignore"):  # as onnxruntime: inf and NaN are values, not warnings
+            for op, inputs, outputs, attrs in self._nodes:
+                for name, result in zip(outputs, op([values[i] for i in inputs], attrs), strict=False):
+                    values[name] = result
         return [np.array(values[name], copy=True) for name in (output_names or self._outputs)]

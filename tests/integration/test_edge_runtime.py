@@ -134,6 +134,7 @@ def test_bench_edge_reports_both_runtimes_and_edge_memory(capsys: pytest.Capture
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["decisions"] == 500 and result["edge_episodes"] >= 6 and result["edge_torch_imported"] is False
     assert 0 < result["onnx_p50_ms"] < result["torch_p50_ms"]  # same policy, same run
+    assert result["numpy_p50_ms"] > 0 and result["edge_graph_engine"] == "numpy"
     assert 0 < result["edge_peak_rss_mb"] < 200
 
 
