@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 "agent_id": agent,
                 "pid": os.getpid(),
                 "runtime": "onnx" if isinstance(node.runtime, OnnxRuntime) else "torch",
+                "graph_engine": getattr(node.runtime, "engine", None),
                 "torch_imported": "torch" in sys.modules,
                 **started,
                 **process.memory_figures(),
