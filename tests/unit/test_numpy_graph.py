@@ -13,7 +13,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from agent_service.numpy_graph import OPS, NumpyGraph
+from agent_service.numpy_graph import NumpyGraph
+from agent_service.numpy_ops import OPS
 
 F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
 RNG = np.random.default_rng(0)
