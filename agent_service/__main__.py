@@ -85,7 +85,13 @@ def _onnx_runtime_factory(ns, config, agent: int):  # noqa: ANN001, ANN202
         )
 
     def build(spec) -> PolicyRuntime:  # noqa: ANN001
-        runtime = OnnxRuntime(ns.policy_dir, agent, seed=config.seed + agent, threads=config.train.torch_threads)
+        runtime = OnnxRuntime(
+            ns.policy_dir,
+            agent,
+            seed=config.seed + agent,
+            threads=config.train.torch_threads,
+            engine=config.train.graph_engine,
+        )
         if tuple(runtime.obs_shape) != tuple(spec.obs_shape) or runtime.action_space != spec.action_space:
             raise ValueError(
                 f"{ns.policy_dir}: agent {agent} was exported for obs {runtime.obs_shape} / {runtime.action_space}, "
@@ -273,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 "agent_id": agent,
                 "pid": os.getpid(),
                 "runtime": "onnx" if isinstance(node.runtime, OnnxRuntime) else "torch",
+                "graph_engine": getattr(node.runtime, "engine", None),
                 "torch_imported": "torch" in sys.modules,
                 **started,
                 **process.memory_figures(),

@@ -14,7 +14,12 @@ _FLOAT_TYPES = {1: np.dtype("<f4"), 10: np.dtype("<f2"), 11: np.dtype("<f8")}
 """ONNX ``TensorProto.DataType`` -> dtype of its ``raw_data`` (FLOAT, FLOAT16, DOUBLE)."""
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
+def varint(buf: bytes, i: int) -> tuple[int, int]:
+    """The unsigned varint at ``buf[i]`` and the index after it.
+
+    Raises:
+        ValueError: If it is truncated or longer than 64 bits.
+    """
     value, shift = 0, 0
     while True:
         if i >= len(buf) or shift > 63:
@@ -27,21 +32,25 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: bytes) -> Iterator[tuple[int, int, bytes | int]]:
-    """``(field number, wire type, value)`` of one protobuf message (length-delimited values as bytes)."""
+def protobuf_fields(buf: bytes) -> Iterator[tuple[int, int, bytes | int]]:
+    """``(field number, wire type, value)`` of one protobuf message (length-delimited values as bytes).
+
+    Raises:
+        ValueError: If the bytes are not a well-formed protobuf message.
+    """
     i = 0
     while i < len(buf):
-        key, i = _varint(buf, i)
+        key, i = varint(buf, i)
         field, wire = key >> 3, key & 7
         if wire == 0:
-            value, i = _varint(buf, i)
+            value, i = varint(buf, i)
             yield field, wire, value
         elif wire in (1, 5):
             size = 8 if wire == 1 else 4
             yield field, wire, buf[i : i + size]
             i += size
         elif wire == 2:
-            size, i = _varint(buf, i)
+            size, i = varint(buf, i)
             if i + size > len(buf):
                 raise ValueError("truncated protobuf field")
             yield field, wire, buf[i : i + size]
@@ -53,7 +62,7 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int, bytes | int]]:
 def _tensor_finite(buf: bytes) -> tuple[str, bool]:
     """``(name, all values finite)`` of a ``TensorProto`` (non-float tensors count as finite)."""
     name, dtype, chunks = "", 0, []
-    for field, wire, value in _fields(buf):
+    for field, wire, value in protobuf_fields(buf):
         if field == 8 and wire == 2:
             name = bytes(value).decode("utf-8", "replace")
         elif field == 2 and wire == 0:
@@ -76,16 +85,16 @@ def _tensor_finite(buf: bytes) -> tuple[str, bool]:
 
 
 def _graph_tensors(graph: bytes) -> Iterator[bytes]:
-    for field, wire, value in _fields(graph):
+    for field, wire, value in protobuf_fields(graph):
         if wire != 2:
             continue
         if field == 5:  # initializer
             yield bytes(value)
         elif field == 1:  # node -> attribute (5) -> t (5), tensors (9), g (6), graphs (7)
-            for n_field, n_wire, attr in _fields(bytes(value)):
+            for n_field, n_wire, attr in protobuf_fields(bytes(value)):
                 if n_field != 5 or n_wire != 2:
                     continue
-                for a_field, a_wire, item in _fields(bytes(attr)):
+                for a_field, a_wire, item in protobuf_fields(bytes(attr)):
                     if a_wire == 2 and a_field in (5, 9):
                         yield bytes(item)
                     elif a_wire == 2 and a_field in (6, 7):
@@ -99,7 +108,7 @@ def non_finite_tensors(model: bytes) -> list[str]:
         ValueError: If the bytes are not a well-formed protobuf message.
     """
     bad = []
-    for field, wire, value in _fields(model):
+    for field, wire, value in protobuf_fields(model):
         if field == 7 and wire == 2:  # graph
             for tensor in _graph_tensors(bytes(value)):
                 name, finite = _tensor_finite(tensor)

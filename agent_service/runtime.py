@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +55,16 @@ class OnnxRuntime:
         agent_index: Which agent's graphs to load.
         seed: Seed of the action sampler.
         threads: onnxruntime intra-op threads.
+        engine: What evaluates the graphs (``train.graph_engine``): ``onnxruntime``, or ``numpy``
+            (:class:`~agent_service.numpy_graph.NumpyGraph`: onnxruntime is then never imported).
 
     Raises:
         ValueError: If the folder is not an export or has no graphs for ``agent_index``.
     """
 
-    def __init__(self, policy_dir: Path, agent_index: int, seed: int = 0, threads: int = 1) -> None:
+    def __init__(
+        self, policy_dir: Path, agent_index: int, seed: int = 0, threads: int = 1, engine: str = "onnxruntime"
+    ) -> None:
         self.policy_dir = Path(policy_dir)
         self.manifest = read_manifest(self.policy_dir)
         agents = {int(a["index"]): a for a in self.manifest["agents"]}
@@ -68,11 +72,16 @@ class OnnxRuntime:
             raise ValueError(f"{self.policy_dir} has no policy for agent {agent_index} (has {sorted(agents)})")
         entry = agents[agent_index]
         files = {info["file"]: (self.policy_dir / info["file"]).read_bytes() for info in entry["stages"].values()}
-        self._setup(entry, files, int(self.manifest["channel"]["rounds"]), seed, threads, str(self.policy_dir))
+        rounds = int(self.manifest["channel"]["rounds"])
+        self._setup(entry, files, rounds, seed, threads, str(self.policy_dir), engine)
 
     @classmethod
-    def from_graphs(cls, graphs: PolicyGraphs, seed: int = 0, threads: int = 1) -> OnnxRuntime:
+    def from_graphs(
+        cls, graphs: PolicyGraphs, seed: int = 0, threads: int = 1, engine: str = "onnxruntime"
+    ) -> OnnxRuntime:
         """A runtime over a learner's graphs (parameters as inputs): it acts once :meth:`load_params` gave weights.
+
+        ``seed``, ``threads`` and ``engine`` as for the constructor.
 
         Raises:
             ValueError: If a graph does not match its sha256 or does not load.
@@ -80,14 +89,22 @@ class OnnxRuntime:
         runtime = cls.__new__(cls)
         runtime.policy_dir = None
         runtime.manifest = None
-        runtime._setup(graphs.entry, graphs.files, graphs.rounds, seed, threads, f"agent {graphs.agent_index}'s graphs")
+        where = f"agent {graphs.agent_index}'s graphs"
+        runtime._setup(graphs.entry, graphs.files, graphs.rounds, seed, threads, where, engine)
         return runtime
 
     def _setup(
-        self, entry: dict[str, Any], files: Mapping[str, bytes], rounds: int, seed: int, threads: int, where: str
+        self,
+        entry: dict[str, Any],
+        files: Mapping[str, bytes],
+        rounds: int,
+        seed: int,
+        threads: int,
+        where: str,
+        engine: str,
     ) -> None:
-        import onnxruntime as ort
-
+        load = _session_loader(engine, threads)
+        self.engine = engine
         self.entry = entry
         self.rounds = rounds
         self.policy_version = int(entry.get("policy_version", -1))
@@ -96,11 +113,7 @@ class OnnxRuntime:
         )
         self.obs_shape = tuple(entry["obs_shape"])
         self._rng = np.random.default_rng(seed)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3  # parameters kept as graph inputs are expected, not worth a warning each
-        self._sessions = {}
+        self._sessions: dict[str, Any] = {}
         self._outputs: dict[str, list[str]] = {}
         self._inputs: dict[str, set[str]] = {}
         self._weight_names: dict[str, dict[str, str]] = {}
@@ -117,7 +130,7 @@ class OnnxRuntime:
                     f"{where}: {info['file']}: non-finite weights in {bad[:5]}; refusing to act with them "
                     "(re-export from a good checkpoint)"
                 )
-            self._sessions[stage] = ort.InferenceSession(raw, opts, providers=["CPUExecutionProvider"])
+            self._sessions[stage] = load(raw, f"{where}: {info['file']}")
             self._outputs[stage] = [o["name"] for o in info["outputs"]]
             # the exporter drops inputs a stage does not use, so feed only what each graph declares
             self._inputs[stage] = {i.name for i in self._sessions[stage].get_inputs()}
@@ -207,6 +220,31 @@ class OnnxRuntime:
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter of a published weights version (empty: frozen exported graphs)."""
         return {key: tuple(shape) for key, shape in self._entry_params.items()}
+
+
+ENGINES = ("numpy", "onnxruntime")
+"""What can evaluate the graphs (``train.graph_engine``)."""
+
+
+def _session_loader(engine: str, threads: int) -> Callable[[bytes, str], Any]:
+    """``(serialized model, what it is) -> session`` of ``engine`` (onnxruntime is imported only for its own).
+
+    Raises:
+        ValueError: If ``engine`` is not one of :data:`ENGINES`.
+    """
+    if engine == "numpy":
+        from agent_service.numpy_graph import NumpyGraph
+
+        return NumpyGraph
+    if engine != "onnxruntime":
+        raise ValueError(f"graph engine {engine!r}: choose from {', '.join(ENGINES)}")
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # parameters kept as graph inputs are expected, not worth a warning each
+    return lambda raw, where: ort.InferenceSession(raw, opts, providers=["CPUExecutionProvider"])
 
 
 def __getattr__(name: str) -> Any:

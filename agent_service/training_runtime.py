@@ -38,7 +38,10 @@ def learner_graphs_runtime(learner: LearnerLink, spec: PolicySpec, config: Confi
     if graphs.agent_index != spec.agent_index:
         raise ValueError(f"learner at {learner.address} sent the graphs of agent {graphs.agent_index}")
     runtime = OnnxRuntime.from_graphs(
-        graphs, seed=sampler_seed(config.seed, spec.agent_index), threads=config.train.torch_threads
+        graphs,
+        seed=sampler_seed(config.seed, spec.agent_index),
+        threads=config.train.torch_threads,
+        engine=config.train.graph_engine,
     )
     if runtime.obs_shape != tuple(spec.obs_shape) or runtime.action_space != spec.action_space:
         raise ValueError(

@@ -1,8 +1,9 @@
 """``marlmesh bench edge``: decision latency of the ONNX and the torch runtime, peak RSS of an edge agent.
 
-:func:`bench_edge` times ``encode -> act -> sample`` for one env copy of the same policy on both runtimes in
-the same run (waiting for messages excluded: the inbox is given), and runs an edge mesh
-(:func:`marlmesh.deploy.edge.run_edge_mesh`) for the peak RSS of an edge agent process.
+:func:`bench_edge` times ``encode -> act -> sample`` for one env copy of the same policy on the ONNX runtime
+(with onnxruntime and with the numpy graph engine) and the torch runtime in the same run (waiting for messages
+excluded: the inbox is given), and runs an edge mesh (:func:`marlmesh.deploy.edge.run_edge_mesh`) for the peak
+RSS of an edge agent process.
 """
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ def decide(
 
 
 def bench_edge(config: Config, decisions: int = 3000, episodes: int = 6) -> dict[str, Any]:
-    """Latency of both runtimes on the same exported policy, and an edge agent process's peak RSS."""
+    """Latency of the runtimes on the same exported policy, and an edge agent process's peak RSS.
+
+    The ONNX graphs are timed with both graph engines (``onnx``: onnxruntime; ``numpy``:
+    :class:`~agent_service.numpy_graph.NumpyGraph`); the edge mesh's agents use the config's
+    ``train.graph_engine``.
+    """
     import torch
 
     from agent_service.runtime import OnnxRuntime
@@ -79,11 +85,15 @@ def bench_edge(config: Config, decisions: int = 3000, episodes: int = 6) -> dict
         entries = [export_policy(p, s, policy_dir, policy_version=0) for p, s in zip(policies, specs, strict=True)]
         write_manifest(policy_dir, config, channel, entries)
         spec = specs[0]
-        runtimes = {"onnx": OnnxRuntime(policy_dir, 0, threads=1), "torch": TorchRuntime(policies[0])}
+        runtimes = {
+            "onnx": OnnxRuntime(policy_dir, 0, threads=1, engine="onnxruntime"),
+            "numpy": OnnxRuntime(policy_dir, 0, threads=1, engine="numpy"),
+            "torch": TorchRuntime(policies[0]),
+        }
         samples: dict[str, list[float]] = {k: [] for k in runtimes}
         for rt in runtimes.values():  # warm-up
             decision_latencies(rt, spec.obs_shape, spec.num_agents, spec.message_dim, 200)
-        for _ in range(5):  # interleave so both runtimes see the same machine load
+        for _ in range(5):  # interleave so every runtime sees the same machine load
             for name, rt in runtimes.items():
                 samples[name] += decision_latencies(
                     rt, spec.obs_shape, spec.num_agents, spec.message_dim, decisions // 5
@@ -91,8 +101,6 @@ def bench_edge(config: Config, decisions: int = 3000, episodes: int = 6) -> dict
         cfg_path = Path(tmp) / "config.yaml"
         cfg_path.write_text(dump_config(config))
         mesh = run_edge_mesh(cfg_path, policy_dir, Path(tmp) / "mesh", episodes=episodes, num_envs=config.env.num_envs)
-    onnx_p50, onnx_p99 = _percentiles(samples["onnx"])
-    torch_p50, torch_p99 = _percentiles(samples["torch"])
     rss = [r for r in mesh.peak_rss_mb if r is not None]
     return {
         "bench": "edge",
@@ -101,12 +109,14 @@ def bench_edge(config: Config, decisions: int = 3000, episodes: int = 6) -> dict
         "num_agents": spec.num_agents,
         "batch_per_decision": 1,
         "decisions": len(samples["onnx"]),
-        "onnx_p50_ms": round(onnx_p50, 4),
-        "onnx_p99_ms": round(onnx_p99, 4),
-        "torch_p50_ms": round(torch_p50, 4),
-        "torch_p99_ms": round(torch_p99, 4),
+        **{
+            f"{name}_{q}_ms": round(value, 4)
+            for name in runtimes
+            for q, value in zip(("p50", "p99"), _percentiles(samples[name]), strict=True)
+        },
         "edge_peak_rss_mb": round(max(rss), 1) if rss else None,
         "edge_agents": len(mesh.peak_rss_mb),
+        "edge_graph_engine": config.train.graph_engine,
         "edge_episodes": mesh.episodes,
         "edge_torch_imported": any(s.get("torch_imported", True) for s in mesh.agent_stats),
         "edge_mtls": config.runtime.tls.enabled,
@@ -146,6 +156,8 @@ def main(ns: Any) -> int:
     except ConfigError as exc:
         print(f"marlmesh: error: {exc}", file=sys.stderr)
         return 2
-    for k in ("onnx_p50_ms", "onnx_p99_ms", "torch_p50_ms", "torch_p99_ms", "edge_peak_rss_mb"):
+    for k in ("onnx_p50_ms", "onnx_p99_ms", "numpy_p50_ms", "numpy_p99_ms", "torch_p50_ms", "torch_p99_ms"):
+        print(f"{k:<18} {result[k]}")
+    for k in ("edge_peak_rss_mb", "edge_graph_engine"):
         print(f"{k:<18} {result[k]}")
     return emit(ns, result)

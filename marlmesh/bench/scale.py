@@ -278,6 +278,7 @@ def main(ns: argparse.Namespace) -> int:
         "warmup_s": ns.warmup,
         "shared_medium": configs[(channels[0], counts[0])].bus.links.shared_medium,
         "agent_runtime_train": configs[(channels[0], counts[0])].train.agent_runtime,
+        "graph_engine": configs[(channels[0], counts[0])].train.graph_engine,
         "memory_fraction": ns.memory_fraction,
         "points": points,
         "load_average_before": load_before,

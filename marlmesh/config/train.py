@@ -25,10 +25,16 @@ class TrainConfig(StrictModel):
     agent_runtime: Literal["torch", "onnx"] = "onnx"
     """What a training agent acts with. ``onnx`` (the default): its learner's ONNX graphs of that policy
     (exported once, on the agent's first ``GetPolicyGraphs``) with every weights version fed in as graph inputs;
-    numpy and onnxruntime only, so the agent process never imports torch (less memory, faster start and step).
+    evaluated by ``graph_engine``, so the agent process never imports torch (less memory, faster start and step).
     ``torch``: the channel's torch policy, each weights version loaded into it. Learners keep torch. Both
     runtimes sample with the same numpy sampler and seed, so on the same weights and inputs they act alike (up
     to float rounding); the in-process launcher acts with the same runtime as the mesh's agents."""
+    graph_engine: Literal["numpy", "onnxruntime"] = "numpy"
+    """What evaluates the ONNX graphs of an agent acting with ``agent_runtime: onnx`` (and of ``agent_service
+    --runtime onnx``, the edge). ``numpy`` (the default): a small interpreter of the operators the exported
+    graphs use, numpy only, so the agent process loads no onnxruntime (about 35 MiB less peak RSS per agent and
+    a faster start; a graph with another operator is refused at the agent's start, naming it). ``onnxruntime``:
+    onnxruntime's CPU provider. Both act alike on the same weights and inputs (up to float rounding)."""
     tensorboard: bool = True
     """Write TensorBoard event files under ``RUN_DIR/tensorboard/``: each learner's update statistics by update
     (``learner-<i>/``) and the team's return and evaluation by env step (``team/``); ``tensorboard --logdir

@@ -79,7 +79,7 @@ def agent_runtime(config: Config, channel: Any, spec: PolicySpec) -> PolicyRunti
     """The runtime an agent of the mesh acts with in training (``train.agent_runtime``), its sampler seeded alike.
 
     ``onnx``: the graphs its learner would hand out (:func:`~marlmesh.policies.onnx_export.training_graphs`),
-    the weights fed in; ``torch``: the channel's torch policy.
+    the weights fed in, evaluated by ``train.graph_engine``; ``torch``: the channel's torch policy.
     """
     from marlmesh.policy_runtime import sampler_seed
 
@@ -88,7 +88,12 @@ def agent_runtime(config: Config, channel: Any, spec: PolicySpec) -> PolicyRunti
         from agent_service.runtime import OnnxRuntime
         from marlmesh.policies.onnx_export import training_graphs
 
-        return OnnxRuntime.from_graphs(training_graphs(channel, spec), seed=seed, threads=config.train.torch_threads)
+        return OnnxRuntime.from_graphs(
+            training_graphs(channel, spec),
+            seed=seed,
+            threads=config.train.torch_threads,
+            engine=config.train.graph_engine,
+        )
     from marlmesh.policies.torch_runtime import TorchRuntime
 
     return TorchRuntime(channel.build_policy(spec), seed=seed)

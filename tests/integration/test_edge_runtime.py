@@ -32,9 +32,9 @@ def check_ran_without_torch(result, episodes: int) -> None:
     assert result.episodes >= episodes
     assert result.agent_exit_codes == [0, 0, 0], result.agent_logs
     for log, stats in zip(result.agent_logs, result.agent_stats, strict=True):
-        assert "onnxruntime" in log, "-X importtime output missing: the check below would prove nothing"
+        assert "agent_service.runtime" in log, "-X importtime output missing: the check below would prove nothing"
         assert not TORCH_IMPORT.search(log), "the onnx agent imported torch"
-        assert stats["runtime"] == "onnx" and stats["torch_imported"] is False
+        assert stats["runtime"] == "onnx" and stats["graph_engine"] == "numpy" and stats["torch_imported"] is False
         assert stats["steps"] >= 25 and stats["policy_version"] == 0 and stats["late_actions"] == 0
 
 
@@ -134,6 +134,7 @@ def test_bench_edge_reports_both_runtimes_and_edge_memory(capsys: pytest.Capture
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["decisions"] == 500 and result["edge_episodes"] >= 6 and result["edge_torch_imported"] is False
     assert 0 < result["onnx_p50_ms"] < result["torch_p50_ms"]  # same policy, same run
+    assert result["numpy_p50_ms"] > 0 and result["edge_graph_engine"] == "numpy"
     assert 0 < result["edge_peak_rss_mb"] < 200
 
 

@@ -19,7 +19,7 @@ def test_training_agents_act_over_their_learners_graphs_without_torch(tmp_path):
     agents = {a["agent_id"]: a for a in summary["agents"]}
     assert sorted(agents) == [0, 1, 2]
     for a in agents.values():
-        assert a["runtime"] == "onnx" and a["torch_imported"] is False, a
+        assert a["runtime"] == "onnx" and a["graph_engine"] == "numpy" and a["torch_imported"] is False, a
         assert a["steps"] > 0 and a["bus"]["messages_received"] > 0
         assert a["weights_loaded"] >= 2 and a["policy_version"] >= 1, "the agent never acted with a new version"
     for lr in summary["learners"]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent_service.runtime import OnnxRuntime, read_manifest, sample_numpy
+from agent_service.runtime import ENGINES, OnnxRuntime, read_manifest, sample_numpy
 from marlmesh import plugins
 from marlmesh.config import load_config
 from marlmesh.deploy.export import export_policy, policy_specs, write_manifest
@@ -77,12 +77,13 @@ def export_case(overrides: list[str], out: Path, seed: int = 0):
     return config, channel, specs, policies
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_every_stage_matches_torch(case: str, tmp_path: Path) -> None:
+def test_every_stage_matches_torch(case: str, engine: str, tmp_path: Path) -> None:
     _, channel, specs, policies = export_case(CASES[case], tmp_path)
     rng = np.random.default_rng(1)
     for spec, policy in zip(specs, policies, strict=True):
-        onnx_rt, torch_rt = OnnxRuntime(tmp_path, spec.agent_index), TorchRuntime(policy)
+        onnx_rt, torch_rt = OnnxRuntime(tmp_path, spec.agent_index, engine=engine), TorchRuntime(policy)
         assert onnx_rt.rounds == torch_rt.rounds == channel.rounds
         for batch in (1, 7):  # the batch axis is dynamic
             obs = rng.normal(size=(batch, *spec.obs_shape)).astype(np.float32)

@@ -1,5 +1,7 @@
 """Agent processes and the mesh launcher never import torch (only learners and the in-process launcher do).
 
+An agent acting with the default graph engine (``train.graph_engine: numpy``) loads no onnxruntime either.
+
 Each check runs in a fresh interpreter: this test process has torch already.
 """
 
@@ -33,6 +35,32 @@ def test_agent_service_entry_points_do_not_import_torch(tmp_path):
     )
     assert "agent_service" in loaded and "onnxruntime" not in loaded  # onnxruntime only once a runtime is built
     assert "torch" not in loaded
+
+
+AGENT_NEVER_LOADS = {"torch", "onnxruntime", "onnx", "scipy", "gymnasium", "pettingzoo", "matplotlib", "pandas"}
+"""Heavy packages an agent acting with the numpy graph engine does not need (each costs memory and start time)."""
+
+
+def test_agent_acting_with_the_numpy_engine_loads_no_heavy_package(tmp_path):
+    from tests.unit.test_onnx_export import export_case
+
+    (tmp_path / "policy").mkdir()
+    export_case(["algo.name=dgmappo", "channel.name=dgat"], tmp_path / "policy")
+    loaded = modules_after(
+        f"""
+        from pathlib import Path
+        import numpy as np
+        import agent_service.__main__
+        from agent_service.runtime import OnnxRuntime
+
+        runtime = OnnxRuntime(Path({str(tmp_path / "policy")!r}), 0, engine="numpy")
+        state, outbox = runtime.encode(np.zeros((2, *runtime.obs_shape), np.float32))
+        assert outbox.shape[0] == 2 and np.isfinite(outbox).all()
+        """,
+        tmp_path,
+    )
+    assert "agent_service" in loaded
+    assert not AGENT_NEVER_LOADS & loaded
 
 
 def test_mesh_launcher_checks_and_logs_without_torch(tmp_path):

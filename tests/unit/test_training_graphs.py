@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent_service.runtime import OnnxRuntime
+from agent_service.runtime import ENGINES, OnnxRuntime
 from marlmesh import plugins
 from marlmesh.config import load_config
 from marlmesh.deploy.export import policy_specs
@@ -70,12 +70,13 @@ def _decide(runtime, obs, inboxes):
     return outboxes, act, samples
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_graphs_with_fed_weights_act_as_the_torch_policy(case: str) -> None:
+def test_graphs_with_fed_weights_act_as_the_torch_policy(case: str, engine: str) -> None:
     channel, spec = _setup(case)
     graphs = training_graphs(channel, spec)
     seed = sampler_seed(3, spec.agent_index)
-    onnx_rt = OnnxRuntime.from_graphs(graphs, seed=seed)
+    onnx_rt = OnnxRuntime.from_graphs(graphs, seed=seed, engine=engine)
     torch_rt = TorchRuntime(channel.build_policy(spec), seed=seed)
     assert onnx_rt.takes_weights and onnx_rt.rounds == torch_rt.rounds == channel.rounds
     rng = np.random.default_rng(1)
