@@ -320,6 +320,7 @@ seeds: [0, 1]
     assert {"learning_curves-small.png", "learning_curves-big.png", "return_vs_loss-big.png"} <= names
 
 
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # the spies draw nothing for the legend
 def test_report_draws_a_reference_evaluated_under_a_learners_link_as_a_curve(tmp_path, monkeypatch):
     from matplotlib.axes import Axes
 
