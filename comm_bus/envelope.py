@@ -102,6 +102,9 @@ def parse(frame: bytes, *, num_agents: int, max_bytes: int) -> Envelope:
     rows = {int(a.shape[0]) if a.ndim else -1 for a in payload.values()}
     if not payload or len(rows) != 1 or -1 in rows:
         raise MalformedFrame("bad_tensor", f"payload tensors must share a leading row dimension, got {sorted(rows)}")
+    empty = sorted(name for name, a in payload.items() if a.size == 0)
+    if empty:  # a message has at least one row of at least one value; rows = 1e9 of nothing would size buffers
+        raise MalformedFrame("bad_tensor", f"payload tensors {empty} have no elements")
     if visible_at is not None and (visible_at.dtype != np.float64 or visible_at.shape != (rows.pop(),)):
         got = f"{visible_at.dtype}{list(visible_at.shape)}"
         raise MalformedFrame("bad_tensor", f"visible_at must be float64 [rows], got {got}")

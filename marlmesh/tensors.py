@@ -66,6 +66,8 @@ def decode(tensor: tensor_pb2.Tensor, *, what: str = "tensor") -> np.ndarray:
     shape = tuple(tensor.shape)  # Python ints
     if shape and min(shape) < 0:
         raise TensorError(f"{what}: negative dimension in shape {shape}")
+    if shape and max(shape) > MAX_ELEMENTS:  # even with no elements (a 0 elsewhere): no reader sizes by it
+        raise TensorError(f"{what}: dimension {max(shape)} in shape {shape} is more than {MAX_ELEMENTS}")
     count = math.prod(shape)  # Python ints: no overflow, and cheaper than np.prod on a short tuple
     if count > MAX_ELEMENTS:
         raise TensorError(f"{what}: shape {shape} has {count} elements, more than {MAX_ELEMENTS}")

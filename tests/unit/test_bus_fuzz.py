@@ -14,7 +14,7 @@ from comm_bus.bus import Bus, local_buses
 from comm_bus.envelope import Envelope, serialize
 from comm_bus.metrics import BusMetrics
 from marlmesh.testing.fuzz_strategies import ENVELOPES, mutate, valid_frame
-from marlmesh.v1 import bus_pb2
+from marlmesh.v1 import bus_pb2, tensor_pb2
 
 MAX_FRAME = 8192
 
@@ -68,6 +68,17 @@ def test_structured_but_hostile_envelopes(bus, msg):
 @given(rows=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
 def test_mutated_valid_frames(bus, rows, seed):
     _check_one(bus, mutate(_valid(rows), random.Random(seed)))
+
+
+def test_a_huge_row_count_of_nothing_is_dropped_not_allocated(bus):
+    # found by the fuzzer: shape [4652573961, 0] has no elements, so its bytes match; the bus sized a
+    # per-row array by its row count (35 GiB)
+    for shape in ([4652573961, 0], [1 << 27, 0], [0, 4]):
+        msg = bus_pb2.Envelope(wire_version=1, src=0, dst=1, channel="c")
+        msg.payload.add(name="msg", tensor=tensor_pb2.Tensor(dtype="float32", shape=shape, data=b""))
+        before = bus.totals.dropped["bad_tensor"]
+        _check_one(bus, msg.SerializeToString())
+        assert bus.totals.dropped["bad_tensor"] == before + 1, shape
 
 
 def test_every_cause_is_counted_and_the_bus_still_works(bus, trio):
