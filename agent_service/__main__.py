@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 "runtime": "onnx" if isinstance(node.runtime, OnnxRuntime) else "torch",
                 "graph_engine": getattr(node.runtime, "engine", None),
                 "torch_imported": "torch" in sys.modules,
+                "start": "fork" if os.environ.get(contract.FORKED_BY.name) else "exec",
                 **started,
                 **process.memory_figures(),
                 **node.summary(),
@@ -290,5 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The process: :func:`main` with its exposure errors as one-line exits, ended without interpreter teardown.
+
+    ``python -m agent_service`` calls it, and so does a launcher's fork server
+    (:mod:`marlmesh.launch.forkserver`) in an interpreter that has this module imported already.
+    """
     process.exit_promptly(process.run(ROLE, main))
+
+
+if __name__ == "__main__":
+    run()

@@ -233,6 +233,14 @@ PARENT_PID = Variable(
     set_by=frozenset({Role.LAUNCHER}),
     kind=Kind.INTEGER,
 )
+FORKED_BY = Variable(
+    "MARLMESH_FORKED_BY",
+    "PID of the launcher's fork server that forked this agent (`runtime.agent_start: fork`); it replaces "
+    "`MARLMESH_PARENT_PID` as the parent the agent dies with. Unset: the agent was exec'd.",
+    read_by=frozenset({Role.AGENT}),
+    set_by=frozenset({Role.LAUNCHER}),
+    kind=Kind.INTEGER,
+)
 LOG_LEVEL = Variable(
     "MARLMESH_LOG_LEVEL",
     "Python log level of the process (any case).",

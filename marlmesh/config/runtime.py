@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from marlmesh.config.base import StrictModel
@@ -67,6 +69,12 @@ class RuntimeConfig(StrictModel):
     """Deadline of every unary RPC."""
     startup_timeout_s: float = Field(120.0, gt=0)
     """How long the launcher waits for every process to become healthy."""
+    agent_start: Literal["fork", "exec"] = "fork"
+    """How the local mesh launcher starts agent processes. ``fork``: from a fork server that has imported the
+    agent's modules once per mesh (``marlmesh/launch/forkserver.py``; Linux), so an agent's start skips about
+    0.3 s of imports; ``exec``: a fresh ``python -m agent_service`` each. Either way the agent runs the same
+    code with the same arguments and environment, and its results are the same (it is left out of sweep
+    cell ids). A pod on Kubernetes is always its own exec'd process."""
     progress_interval_s: float = Field(2.0, gt=0)
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent."""

@@ -64,6 +64,9 @@ BASELINE_KEY = "baseline"
 #: Config keys a baseline cell does not use (dropped from its overrides, so its cell id ignores them): the
 #: learning and communication sections, and ``env.num_envs`` (a baseline evaluates with ``eval.num_envs``).
 BASELINE_IGNORED_PREFIXES = ("algo.", "channel.", "bus.", "train.", "env.num_envs")
+#: Settings that change how a cell's processes start, never what it computes: left out of the cell id, so that
+#: adding one (with a default) keeps every existing sweep folder resumable.
+RESULT_NEUTRAL_KEYS = ("runtime.agent_start",)
 #: The link keys the report plots against.
 RATE_KEY = "bus.links.default.rate_bps"
 LATENCY_KEY = "bus.links.default.latency_ms"
@@ -400,6 +403,22 @@ def _canonical(x: Any) -> Any:
     return x
 
 
+def _without(data: dict[str, Any], dotted_keys: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of nested ``data`` without the ``a.b.c`` keys given (the rest shared, not copied)."""
+    out = dict(data)
+    for dotted in dotted_keys:
+        *parents, last = dotted.split(".")
+        node = out
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                break
+            node[part] = dict(node[part])
+            node = node[part]
+        else:
+            node.pop(last, None)
+    return out
+
+
 def _make_cell(
     spec: SweepSpec,
     names: list[str],
@@ -424,10 +443,10 @@ def _make_cell(
         overrides = {k: v for k, v in overrides.items() if not _ignored(k)}
     overrides["seed"] = seed
     resolved = resolved_config_data(base_data, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
-    kept = resolved
+    kept = _without(resolved, RESULT_NEUTRAL_KEYS)
     if baseline:
-        kept = {k: v for k, v in resolved.items() if f"{k}." not in BASELINE_IGNORED_PREFIXES}
-        kept["env"] = {k: v for k, v in resolved.get("env", {}).items() if k != "num_envs"}
+        kept = {k: v for k, v in kept.items() if f"{k}." not in BASELINE_IGNORED_PREFIXES}
+        kept["env"] = {k: v for k, v in kept.get("env", {}).items() if k != "num_envs"}
     digest = hashlib.sha256(
         json.dumps(_canonical({"config": kept, "baseline": baseline}), sort_keys=True, default=str).encode()
     ).hexdigest()[:8]

@@ -10,6 +10,11 @@ sockets on ``tcp://HOST:0``) and the process reports them in its port file (:mod
 gossip sockets learn their peers' ports from a peer table the launcher writes once all N have reported. A
 restarted process rebinds the ports it had (its peers dial those).
 
+Agents start from a fork server that has their modules imported (``runtime.agent_start: fork``, the
+default; :mod:`marlmesh.launch.forkserver`): same entry point, arguments, environment, session and log as an
+exec'd ``python -m agent_service``, without paying its imports once per agent. The env and the learners are
+always exec'd.
+
 Security: every child gets ``MARLMESH_CONTROL_TOKEN_FILE`` (a fresh token per mesh in ``RUN_DIR/control.token``)
 and, with ``runtime.tls.enabled``, ``MARLMESH_TLS_CA/CERT/KEY`` of its own identity; the launcher dials as
 ``launcher``. These are the same variables a Kubernetes pod gets.
@@ -32,15 +37,19 @@ import grpc
 from marlmesh import contract, control_token, exposure, ledger, ports, tls
 from marlmesh.config import Config, ConfigError
 from marlmesh.errors import MeshError
+from marlmesh.launch.forkserver import ForkedProcess, ForkServer, ForkServerError
 from marlmesh.serving import grpc_options, wait_healthy
 from marlmesh.tensorboard import learner_run, tensorboard_root
 from marlmesh.v1 import env_pb2, env_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+FORK_ENTRIES = {"agent_service": "agent_service.__main__:run"}
+"""The modules a fork server starts (``runtime.agent_start: fork``) and the entry point ``python -m`` calls."""
+
 
 def stop_processes(
-    procs: Sequence[subprocess.Popen], timeout: float = 15.0, names: Sequence[str] | None = None
+    procs: Sequence[subprocess.Popen | ForkedProcess], timeout: float = 15.0, names: Sequence[str] | None = None
 ) -> list[int | None]:
     """SIGTERM every running process, wait up to ``timeout`` for all of them, SIGKILL the stragglers.
 
@@ -74,7 +83,7 @@ class Proc:
 
     role: str
     agent_id: int
-    popen: subprocess.Popen
+    popen: subprocess.Popen | ForkedProcess
     log_path: Path
     port_file: Path
     stats_file: Path
@@ -151,6 +160,8 @@ class Mesh:
     policy_dir: Path | None = None
     """``eval`` mode: a ``marlmesh export`` folder the agents act from with the onnx runtime (no torch in
     them); None: each agent loads its newest checkpoint with torch."""
+    fork_server: ForkServer | None = None
+    """The agents' fork server (``runtime.agent_start: fork``), started with the mesh, closed by :meth:`stop`."""
 
     @property
     def control_token_file(self) -> Path:
@@ -211,14 +222,11 @@ class Mesh:
         stats_file: Path,
         port: int,
         metrics: int | str,
-    ) -> subprocess.Popen:
+    ) -> subprocess.Popen | ForkedProcess:
         # No preexec_fn: forking a process that runs gRPC threads can deadlock in gRPC's fork handlers, so
         # children arm their own parent-death signal (marlmesh.process.exit_with_parent).
         env = {**os.environ, "PYTHONUNBUFFERED": "1", contract.PARENT_PID.name: str(os.getpid()), **extra_env}
-        argv = [
-            sys.executable,
-            "-m",
-            module,
+        args = [
             "--config",
             str(self.config_path),
             "--port",
@@ -231,9 +239,15 @@ class Mesh:
             str(stats_file),
             *args,
         ]
+        server = self._fork_server() if module in FORK_ENTRIES else None
+        if server is not None:
+            try:
+                return server.spawn(FORK_ENTRIES[module], args, env, log_path)
+            except ForkServerError as exc:
+                raise MeshError(f"cannot start {module}: {exc}") from None
         with open(log_path, "ab") as logf:
             popen = subprocess.Popen(
-                argv,
+                [sys.executable, "-m", module, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
@@ -241,6 +255,30 @@ class Mesh:
                 start_new_session=True,
             )
         return popen
+
+    def _fork_server(self) -> ForkServer | None:
+        """The running fork server (started on first use, again if it died), or None with ``agent_start: exec``.
+
+        Raises:
+            MeshError: If it cannot start (its log tail is in the message).
+        """
+        if self.config.runtime.agent_start != "fork":
+            return None
+        if self.fork_server is not None and not self.fork_server.alive():
+            log.warning("the agents' fork server (pid %d) has ended; starting a new one", self.fork_server.pid)
+            self.fork_server.close()
+            self.fork_server = None
+        if self.fork_server is None:
+            (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+            try:
+                self.fork_server = ForkServer(
+                    [entry.partition(":")[0] for entry in FORK_ENTRIES.values()],
+                    self.run_dir / "logs" / f"{self.tag}-forkserver.log",
+                    timeout_s=self.config.runtime.startup_timeout_s,
+                )
+            except ForkServerError as exc:
+                raise MeshError(str(exc)) from None
+        return self.fork_server
 
     def respawn(self, proc: Proc, extra_args: list[str] | None = None) -> None:
         """Start a new incarnation of a process that has exited, on the same ports (does not wait for it).
@@ -358,6 +396,7 @@ class Mesh:
         """
         host = self.config.runtime.host
         timeout = self.config.runtime.startup_timeout_s
+        self._fork_server()  # its imports overlap the env's and the learners' start
         env = self.start_env()
         if not wait_healthy(self.env_address, timeout, self.tls_identity):
             raise MeshError(f"env at {self.env_address} never became healthy:\n{env.log_tail()}")
@@ -493,6 +532,7 @@ class Mesh:
             group = [p for p in self.procs if p.role == role]
             names = [p.name for p in group]
             codes.update(zip(names, stop_processes([p.popen for p in group], timeout, names), strict=True))
+        self._close_fork_server()
         return codes
 
     def kill(self) -> None:
@@ -501,3 +541,9 @@ class Mesh:
             if p.popen.poll() is None:
                 p.popen.kill()
                 p.popen.wait()
+        self._close_fork_server()
+
+    def _close_fork_server(self) -> None:
+        if self.fork_server is not None:
+            self.fork_server.close()
+            self.fork_server = None

@@ -21,8 +21,10 @@ NUM_ENVS = 2
 ROW_BYTES = 8 * 4 + 32  # smoke: message_dim 8 float32 + 32 header bytes
 
 
-def test_rounds_taken_alone_are_not_counted_as_sent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("agent_start", ["fork", "exec"])  # forked from the fork server, or exec'd: the same agent
+def test_rounds_taken_alone_are_not_counted_as_sent(tmp_path: Path, agent_start: str) -> None:
     sets = ["env.kwargs.N=2", "algo.name=mfppo", "channel.name=meanfield", "bus.links.shared_medium=true"]
+    sets.append(f"runtime.agent_start={agent_start}")
     mesh = eval_mesh(tmp_path, [*sets, f"env.num_envs={NUM_ENVS}"])
     try:
         mesh.start()
@@ -45,6 +47,7 @@ def test_rounds_taken_alone_are_not_counted_as_sent(tmp_path: Path) -> None:
     finally:
         mesh.stop()
     bus = stats["bus"]
+    assert stats["start"] == agent_start
     assert stats["steps"] >= left_at + 10
     # it sent while its peer was there, and only then: one frame (one radio transmission) per round sent
     assert 5 <= stats["rounds_sent"] <= left_at + 1 < stats["steps"], (left_at, stats)

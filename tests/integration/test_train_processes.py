@@ -50,13 +50,16 @@ def test_smoke_run_every_agent_steps_talks_and_learns(tmp_path):
     assert isinstance(ev["return_sum_mean"], float) and ev["return_sum_std"] >= 0
     for name in ("config.yaml", "metrics.jsonl", "plots/return.png", "plots/losses.png"):
         assert (run / name).is_file(), name
-    assert len(list((run / "logs").glob("train-*.log"))) == 7
+    logs = {f.name for f in (run / "logs").glob("train-*.log")}
+    processes = {f"train-{role}-{i}.log" for role in ("agent", "learner") for i in range(3)}
+    assert logs == {"train-env.log", "train-forkserver.log"} | processes
     assert "Evaluation" in res.stdout and str(run) in res.stdout
     # agents (training and evaluation) act with onnx and never import torch; the evaluation from an export
     for tag in ("train", "eval"):
         for i in range(3):
             stats = json.loads((run / "stats" / f"{tag}-agent-{i}.json").read_text())
             assert stats["runtime"] == "onnx" and stats["torch_imported"] is False, (tag, stats)
+            assert stats["start"] == "fork", stats  # runtime.agent_start's default
             assert stats["peak_rss_mb"] >= stats["private_mb"] > 0 and stats["start_s"] > 0 and stats["start_cpu_s"] > 0
     assert (run / "eval-policy" / "manifest.json").is_file()
 

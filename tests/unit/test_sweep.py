@@ -86,6 +86,18 @@ budgets: [{when: {channel.name: broadcast}, set: {train.total_env_steps: 200}}]
     assert 'channel.name="none"' in first.set_args()
 
 
+def test_cell_ids_ignore_how_processes_start_but_not_what_cells_compute(tmp_path):
+    def ids(fixed: str) -> list[str]:
+        spec = load_sweep(_write(tmp_path, f"fixed: {{{fixed}}}\naxes: {{m: [{{algo.name: ippo}}]}}\nseeds: [0]\n"))
+        return [c.cell_id for c in expand_cells(spec)]
+
+    plain = ids("train.total_env_steps: 100")
+    assert ids("train.total_env_steps: 100, runtime.agent_start: exec") == plain
+    assert ids("train.total_env_steps: 100, runtime.agent_start: fork") == plain
+    assert ids("train.total_env_steps: 100, train.graph_engine: onnxruntime") != plain
+    assert ids("train.total_env_steps: 200") != plain
+
+
 def test_baseline_cells_ignore_learning_and_link_axes(tmp_path):
     spec = load_sweep(
         _write(
