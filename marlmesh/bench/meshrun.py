@@ -312,7 +312,7 @@ FIGURES = ("start_s", "start_cpu_s", "peak_rss_mb", "private_mb")
 
 
 def process_figures(mesh: Mesh) -> dict[str, dict[str, Any]]:
-    """Process name -> its :data:`FIGURES` and whether it had torch, from the stats files of a stopped mesh.
+    """Process name -> its :data:`FIGURES`, whether it had torch and how it started, from a stopped mesh's stats.
 
     A process killed at stop wrote no stats and is missing.
     """
@@ -322,8 +322,7 @@ def process_figures(mesh: Mesh) -> dict[str, dict[str, Any]]:
             continue
         stats = json.loads(p.stats_file.read_text())
         out[p.name] = {k: stats.get(k) for k in FIGURES if stats.get(k) is not None}
-        if "torch_imported" in stats:
-            out[p.name]["torch_imported"] = stats["torch_imported"]
+        out[p.name].update({k: stats[k] for k in ("torch_imported", "start") if k in stats})
     return out
 
 

@@ -150,9 +150,11 @@ def role_figures(processes: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
             "start_s_max": round(max(start), 2) if start else None,
             "start_cpu_s": round(statistics.fmean(cpu), 3) if cpu else None,
             "torch_imported": any(f.get("torch_imported") for f in mine) if role == "agent" else None,
+            "started_by": "/".join(sorted({f["start"] for f in mine if "start" in f})) or None,
         }
-        if out[role]["torch_imported"] is None:
-            del out[role]["torch_imported"]
+        for key in ("torch_imported", "started_by"):
+            if out[role][key] is None:
+                del out[role][key]
     return out
 
 
@@ -279,6 +281,7 @@ def main(ns: argparse.Namespace) -> int:
         "shared_medium": configs[(channels[0], counts[0])].bus.links.shared_medium,
         "agent_runtime_train": configs[(channels[0], counts[0])].train.agent_runtime,
         "graph_engine": configs[(channels[0], counts[0])].train.graph_engine,
+        "agent_start": configs[(channels[0], counts[0])].runtime.agent_start,
         "memory_fraction": ns.memory_fraction,
         "points": points,
         "load_average_before": load_before,

@@ -93,9 +93,11 @@ def test_bench_scale_tiny_meanfield_bytes_constant_in_n(tmp_path: Path) -> None:
             assert f["rss_mb"] >= f["private_mb"] > 0 and f["start_s"] > 0 and f["start_cpu_s"] > 0
         # eval: the exported policies with the onnx runtime; train: the default agent runtime (onnx)
         assert roles["agent"]["torch_imported"] is False
+        assert roles["agent"]["started_by"] == "fork" and "started_by" not in roles["env"]  # runtime.agent_start
         if p["mode"] == "train":  # a learner has torch: it outweighs its agent
             assert roles["learner"]["rss_mb"] > roles["agent"]["rss_mb"]
     # shared medium: one transmission per agent, step and env copy, whatever N
+    assert result["agent_start"] == "fork"
     assert result["eval_meanfield_bytes_max_over_min"] == 1.0
     assert result["train_meanfield_bytes_max_over_min"] == 1.0
     assert (tmp_path / "scale.png").stat().st_size > 1000
