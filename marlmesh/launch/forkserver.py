@@ -146,7 +146,10 @@ def serve(fd: int, preload: Sequence[str]) -> int:
                         os.read(sig_r, 4096)
                     _reap(sock, children)
                     continue
-                chunk = sock.recv(65536)
+                try:
+                    chunk = sock.recv(65536)
+                except OSError:
+                    chunk = b""
                 if not chunk:  # the launcher closed its end or died
                     return 0
                 buffer += chunk

@@ -226,7 +226,7 @@ class Mesh:
         # No preexec_fn: forking a process that runs gRPC threads can deadlock in gRPC's fork handlers, so
         # children arm their own parent-death signal (marlmesh.process.exit_with_parent).
         env = {**os.environ, "PYTHONUNBUFFERED": "1", contract.PARENT_PID.name: str(os.getpid()), **extra_env}
-        args = [
+        argv = [
             "--config",
             str(self.config_path),
             "--port",
@@ -242,12 +242,12 @@ class Mesh:
         server = self._fork_server() if module in FORK_ENTRIES else None
         if server is not None:
             try:
-                return server.spawn(FORK_ENTRIES[module], args, env, log_path)
+                return server.spawn(FORK_ENTRIES[module], argv, env, log_path)
             except ForkServerError as exc:
                 raise MeshError(f"cannot start {module}: {exc}") from None
         with open(log_path, "ab") as logf:
             popen = subprocess.Popen(
-                [sys.executable, "-m", module, *args],
+                [sys.executable, "-m", module, *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
