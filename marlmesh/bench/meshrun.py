@@ -175,7 +175,9 @@ class MeshSample:
 
 
 def _env_counts(stub: Any) -> tuple[int, int]:
-    stats = stub.GetStats(env_pb2.StatsRequest(episodes_from=0, max_episodes=0), timeout=30)
+    # wait_for_ready: while N agents start at once on a small machine the launcher's connection can fail a
+    # handshake; without it the first failure ends the benchmark instead of being retried within the deadline
+    stats = stub.GetStats(env_pb2.StatsRequest(episodes_from=0, max_episodes=0), timeout=30, wait_for_ready=True)
     return int(stats.env_steps), int(stats.tick)
 
 

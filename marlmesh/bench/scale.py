@@ -29,6 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from marlmesh.bench import emit, work_dir
 from marlmesh.config import Config, ConfigError, load_config
 from marlmesh.launch.mesh import MeshError
@@ -253,7 +255,14 @@ def main(ns: argparse.Namespace) -> int:
                         points.append({"mode": mode, "channel": channel, "num_agents": agents, "skipped": reason})
                         print(f"{mode:>5} {channel:>10} N={agents:<3} skipped: {reason}", file=out, flush=True)
                         continue
-                    points.append(p := run_point(ns, config, channel, agents, mode, root))
+                    try:
+                        p = run_point(ns, config, channel, agents, mode, root)
+                    except grpc.RpcError as exc:  # the point's mesh failed; the next point starts afresh
+                        reason = f"failed: {exc.code().name}: {exc.details()}"
+                        points.append({"mode": mode, "channel": channel, "num_agents": agents, "skipped": reason})
+                        print(f"{mode:>5} {channel:>10} N={agents:<3} {reason}", file=out, flush=True)
+                        continue
+                    points.append(p)
                     for role, f in p["roles"].items():
                         if f["private_mb"] is not None:
                             measured[role] = max(measured.get(role, 0.0), f["private_mb"])
