@@ -61,7 +61,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=float, default=3.0, help="stepping before each window")
     p.add_argument("--run-dir", type=Path, default=None, help="keep the meshes' logs here (default: a temp dir)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
-    p.add_argument("--plot", type=Path, default=None, help="PNG of steps/s and bytes vs N (default: --out as .png)")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="PNG of steps/s, bytes, peak RSS and agent start vs N (default: --out as .png)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
 
 
@@ -192,14 +197,14 @@ def run_point(
 
 
 def plot(points: list[dict[str, Any]], path: Path) -> None:
-    """Steps/s and bus bytes per agent per env step against N, one line per channel."""
+    """Steps/s, bus bytes per agent per env step, peak RSS and agent start time against N, one line per channel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     measured = [p for p in points if "skipped" not in p]
-    fig, (left, right, mem) = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (left, right, mem, start) = plt.subplots(1, 4, figsize=(20, 4))
     for mode, channel in sorted({(p["mode"], p["channel"]) for p in measured}):
         mine = sorted(
             (p for p in measured if (p["mode"], p["channel"]) == (mode, channel)), key=lambda p: p["num_agents"]
@@ -212,11 +217,16 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
             rss = [(k, p["roles"][role]["rss_mb"]) for k, p in zip(n, mine, strict=True) if role in p["roles"]]
             if rss:
                 mem.plot(*zip(*rss, strict=True), marker="o", linestyle=style, label=f"{role}, {label}")
+        agents = [(k, p["roles"]["agent"]["start_s"]) for k, p in zip(n, mine, strict=True) if "agent" in p["roles"]]
+        if agents:
+            start.plot(*zip(*agents, strict=True), marker="o", label=label)
     left.set(xlabel="agent processes N", ylabel="env steps / s", title="throughput", xscale="log", yscale="log")
     right.set(xlabel="agent processes N", ylabel="bytes / agent / env step", title="bus bytes sent", xscale="log")
     right.set_ylim(bottom=0)
     mem.set(xlabel="agent processes N", ylabel="MiB", title="peak RSS per process", xscale="log", yscale="log")
-    for ax in (left, right, mem):
+    start.set(xlabel="agent processes N", ylabel="s", title="agent start, spawn to port file (median)", xscale="log")
+    start.set_ylim(bottom=0)
+    for ax in (left, right, mem, start):
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xticks(sorted({p["num_agents"] for p in points}))
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
