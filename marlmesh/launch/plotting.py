@@ -56,7 +56,8 @@ def plot_run(run_dir: Path) -> list[Path]:
     ax.set_ylabel("episode return (sum over agents)")
     ax.set_title(f"Learning curve — {run_dir.name}")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if pts:  # a run too short to finish an episode has no curve to label
+        ax.legend()
     written.append(_save(fig, plots / "return.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
